@@ -1,0 +1,5 @@
+"""`python -m difflod` runs the command-line interface."""
+
+from difflod.cli import main
+
+raise SystemExit(main())

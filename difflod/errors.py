@@ -1,0 +1,37 @@
+"""The errors difflod raises for wrong input from a user.
+
+A `DiffLodError` means "the user gave us something wrong": a file, a config
+field, a command-line argument. Its message is one line naming the file, the
+line or field, and what was expected. The CLI prints that line and exits 2.
+Programming errors stay plain Python exceptions and are never caught.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DiffLodError", "InputFileError", "ConfigError", "BackendError"]
+
+
+class DiffLodError(Exception):
+    """Base class: wrong input from a user; the message is one clear line."""
+
+
+class InputFileError(DiffLodError):
+    """A model, texture or other input file is missing, unreadable or invalid.
+
+    Args:
+        path: the file concerned.
+        message: what is wrong, e.g. "line 12: face index 9 out of range (8 vertices)".
+    """
+
+    def __init__(self, path: object, message: str) -> None:
+        self.path = str(path)
+        self.detail = message
+        super().__init__(f"{self.path}: {message}")
+
+
+class ConfigError(DiffLodError):
+    """A configuration key or value (JSON file or command line) is invalid."""
+
+
+class BackendError(DiffLodError):
+    """A requested compute backend or device cannot be used here."""
