@@ -154,9 +154,9 @@ class Mesh:
         t_pos_idx: `[F,3]` int64 position indices.
         v_tex, t_tex_idx: `[T,2]` float32 UVs and `[F,3]` int64 indices, or None.
         v_nrm, t_nrm_idx: `[N,3]` float32 normals and `[F,3]` indices, or None.
-        v_tng, t_tng_idx: `[N,3]` float32 tangents and `[F,3]` indices, or None
-            (a tangent's handedness is folded into its direction, as
-            nvdiffmodeling does; see geometry.tangents).
+        v_tng, t_tng_idx: `[N,4]` float32 tangents and `[F,3]` indices, or None;
+            xyz is the tangent (direction of +u), w = +1 or -1 the handedness,
+            so bitangent = w * cross(normal, tangent), as glTF's TANGENT.
         t_mat: `[F]` int64 material index per triangle, or None (all use 0).
         materials: the materials, at least one.
         v_joints: `[V,4]` int64 joint indices, v_weights `[V,4]` float32, or None.
@@ -245,7 +245,7 @@ class Mesh:
         if not torch.isfinite(self.v_pos).all():
             raise ValueError("v_pos holds NaN or Inf coordinates")
         for attr, idx, width in (("v_tex", "t_tex_idx", 2), ("v_nrm", "t_nrm_idx", 3),
-                                 ("v_tng", "t_tng_idx", 3)):
+                                 ("v_tng", "t_tng_idx", 4)):
             values, index = getattr(self, attr), getattr(self, idx)
             if (values is None) != (index is None):
                 raise ValueError(f"{attr} and {idx} must be given together")
