@@ -1,0 +1,294 @@
+"""The run configuration: one validated, immutable object, built once.
+
+`TrainConfig` holds every setting of a training run. It accepts
+nvdiffmodeling's JSON keys unchanged (so its config files run as they are)
+plus difflod's own keys. It is built by `load_config` from a JSON file and
+command-line overrides, validated field by field, and then only read.
+
+Unknown keys and bad values raise `ConfigError` naming the key, the source
+(file or command line) and what is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from difflod.errors import ConfigError
+
+__all__ = ["TrainConfig", "load_config", "parse_overrides", "BACKGROUNDS", "LOSSES",
+           "SKIPPABLE", "BACKENDS"]
+
+BACKGROUNDS = ("checker", "black", "white", "random")
+LOSSES = ("logl1", "logl2", "mse", "smape", "relativel2")
+SKIPPABLE = ("position", "normal", "kd", "ks", "displacement")
+BACKENDS = ("auto", "cpu", "cuda", "torch")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one optimization run (nvdiffmodeling's keys, then difflod's).
+
+    Paths are kept as given; `resolve_path` makes them absolute against the
+    folder the run starts in, as nvdiffmodeling does.
+    """
+
+    # --- nvdiffmodeling's keys -------------------------------------------------
+    iter: int = 5000
+    batch: int = 1
+    spp: int = 1
+    layers: int = 1
+    train_res: int = 512
+    random_train_res: bool = False
+    display_res: int | None = None
+    texture_res: tuple[int, int] = (1024, 1024)
+    display_interval: int = 0
+    save_interval: int = 1000
+    learning_rate: float | tuple[float, float] | None = None
+    light_power: float = 5.0
+    min_roughness: float = 0.08
+    subdivision: int = 0
+    displacement: float = 0.15
+    custom_mip: bool = False
+    random_textures: bool = False
+    laplacian_factor: float | None = None
+    relative_laplacian: bool = False
+    background: str = "checker"
+    loss: str = "logl1"
+    out_dir: str | None = None
+    ref_mesh: str | None = None
+    base_mesh: str | None = None
+    camera_eye: tuple[float, float, float] = (0.0, 0.0, 3.5)
+    camera_up: tuple[float, float, float] = (0.0, 1.0, 0.0)
+    skip_train: tuple[str, ...] = ()
+    mtl_override: str | None = None
+    animate: bool = False
+    # --- difflod's own keys ----------------------------------------------------
+    backend: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    eval_views: int = 64
+    eval_res: int = 512
+    train_background: str = "random"
+    lr_decay: float = 0.0002
+    log_interval: int = 10
+    name: str | None = field(default=None)
+
+    # ------------------------------------------------------------------------
+    @property
+    def lr_positions(self) -> float:
+        lr = 0.01 if self.learning_rate is None else self.learning_rate
+        return float(lr[0]) if isinstance(lr, tuple) else float(lr)
+
+    @property
+    def lr_textures(self) -> float:
+        lr = 0.01 if self.learning_rate is None else self.learning_rate
+        return float(lr[1]) if isinstance(lr, tuple) else float(lr)
+
+    @property
+    def resolved_display_res(self) -> int:
+        return self.display_res if self.display_res is not None else self.train_res
+
+    @property
+    def run_name(self) -> str:
+        return self.name or self.out_dir or "run"
+
+    def output_dir(self, root: Path | str = "out") -> Path:
+        """nvdiffmodeling's rule: out_dir is a name under out/."""
+        return Path(root) / (self.out_dir or f"cube_{self.train_res}")
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return _from_mapping({**self.to_dict(), **changes}, "replace()")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for k, v in out.items():
+            if isinstance(v, tuple):
+                out[k] = list(v)
+        return out
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _coerce(key: str, value: Any, tp: Any, where: str) -> Any:
+    """Coerce a JSON value to the annotated type, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for alt in args:
+            if alt is type(None):
+                continue
+            try:
+                return _coerce(key, value, alt, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        allowed = " or ".join(_describe(a) for a in args)
+        raise ConfigError(f"{where}: '{key}' must be {allowed}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: '{key}' must be a list ({_describe(tp)}), got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(key, v, args[0], where) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: '{key}' must be a list of {len(args)} "
+                              f"({_describe(tp)}), got {value!r}")
+        return tuple(_coerce(key, v, a, where) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: '{key}' must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"{where}: '{key}' must be an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not math.isfinite(float(value)):
+            raise ConfigError(f"{where}: '{key}' must be a finite number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: '{key}' must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"list of {_describe(args[0])}"
+        return "[" + ", ".join(_describe(a) for a in args) + "]"
+    if tp is type(None):
+        return "null"
+    return {bool: "true/false", int: "integer", float: "number", str: "string"}.get(
+        tp, _type_name(tp))
+
+
+def _check_values(c: TrainConfig, where: str) -> None:
+    def need(cond: bool, key: str, what: str) -> None:
+        if not cond:
+            raise ConfigError(f"{where}: '{key}' {what}, got {getattr(c, key)!r}")
+
+    need(c.iter >= 0, "iter", "must be >= 0")
+    need(c.batch >= 1, "batch", "must be >= 1")
+    need(1 <= c.spp <= 64, "spp", "must be in 1..64")
+    need(1 <= c.layers <= 16, "layers", "must be in 1..16")
+    need(8 <= c.train_res <= 8192, "train_res", "must be in 8..8192")
+    need(c.display_res is None or 8 <= c.display_res <= 8192, "display_res", "must be in 8..8192")
+    need(all(1 <= r <= 16384 for r in c.texture_res), "texture_res", "must be two sizes in 1..16384")
+    need(c.display_interval >= 0, "display_interval", "must be >= 0")
+    need(c.save_interval >= 0, "save_interval", "must be >= 0")
+    lrs = c.learning_rate if isinstance(c.learning_rate, tuple) else (c.learning_rate,)
+    need(all(lr is None or lr > 0 for lr in lrs), "learning_rate",
+         "must be a positive number or [positions, textures]")
+    need(c.light_power > 0, "light_power", "must be > 0")
+    need(0.0 <= c.min_roughness <= 1.0, "min_roughness", "must be in [0, 1]")
+    need(0 <= c.subdivision <= 5, "subdivision", "must be in 0..5")
+    need(c.laplacian_factor is None or c.laplacian_factor >= 0, "laplacian_factor",
+         "must be >= 0 or null (automatic)")
+    need(c.background in BACKGROUNDS, "background", f"must be one of {list(BACKGROUNDS)}")
+    need(c.train_background in BACKGROUNDS, "train_background",
+         f"must be one of {list(BACKGROUNDS)}")
+    need(c.loss in LOSSES, "loss", f"must be one of {list(LOSSES)}")
+    need(all(s in SKIPPABLE for s in c.skip_train), "skip_train",
+         f"may only hold {list(SKIPPABLE)}")
+    need(c.backend in BACKENDS, "backend", f"must be one of {list(BACKENDS)}")
+    need(c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"), "device",
+         "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    need(1 <= c.eval_views <= 4096, "eval_views", "must be in 1..4096")
+    need(8 <= c.eval_res <= 8192, "eval_res", "must be in 8..8192")
+    need(c.lr_decay >= 0, "lr_decay", "must be >= 0")
+    need(c.log_interval >= 1, "log_interval", "must be >= 1")
+    need(not (c.random_train_res and not c.custom_mip), "random_train_res",
+         "needs custom_mip: true (as in nvdiffmodeling)")
+
+
+def _from_mapping(data: dict[str, Any], where: str) -> TrainConfig:
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; valid keys: "
+                          f"{', '.join(sorted(_FIELDS))}")
+    hints = typing.get_type_hints(TrainConfig)
+    values = {k: _coerce(k, v, hints[k], where) for k, v in data.items()}
+    config = TrainConfig(**values)
+    _check_values(config, where)
+    return config
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ['--iter', '100', '--loss', 'mse'] into {'iter': 100, 'loss': 'mse'}.
+
+    Values are read as JSON when they parse (numbers, true/false, lists), else
+    kept as strings. Dashes in keys become underscores.
+    """
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(pairs):
+        token = pairs[i]
+        if not token.startswith("--") or len(token) < 3:
+            raise ConfigError(f"command line: expected --key value, got {token!r}")
+        key = token[2:].replace("-", "_")
+        if "=" in key:
+            key, raw = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(pairs):
+                raise ConfigError(f"command line: --{key} needs a value")
+            raw = pairs[i + 1]
+            i += 2
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None
+                ) -> TrainConfig:
+    """Build the validated config from a JSON file and command-line overrides.
+
+    Raises:
+        ConfigError: unreadable file, bad JSON (with line), unknown key, bad value.
+    """
+    data: dict[str, Any] = {}
+    where = "config"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read config: {e}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: line {e.lineno}: invalid JSON: {e.msg}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the config must be a JSON object of key: value")
+    if overrides:
+        unknown = sorted(set(overrides) - set(_FIELDS))
+        if unknown:
+            raise ConfigError(f"command line: unknown option --{unknown[0]}; valid keys: "
+                              f"{', '.join(sorted(_FIELDS))}")
+        data = {**data, **overrides}
+        where = f"{where} + command line" if path is not None else "command line"
+    return _from_mapping(data, where)
