@@ -1,0 +1,185 @@
+"""Camera, light and background sampling for training and evaluation.
+
+Training views follow nvdiffmodeling's train loop: the model gets a random
+rotation (uniform over SO(3)) plus a translation jitter uniform in
+[-0.25, 0.25]^3, the camera sits at distance 3.5 on +z looking at the origin
+(`mv = translate(0, 0, -3.5) @ rotation`), and the light is placed at radius
+3.5 in a direction drawn cosine-weighted around the camera direction.
+
+"World space" here is the mesh's own space: `campos` and `lightpos` are
+expressed in the coordinates of `Mesh.v_pos` (the random rotation is folded
+into `mvp`), so shading needs no model matrix.
+
+Evaluation views (`fixed_views`) use the same distribution, drawn from a
+generator seeded by a SHA-256 hash of ("eval", seed): a stream disjoint from
+any training generator seeded with a small integer, and stable across Python
+processes (unlike `hash()`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+
+import torch
+
+from difflod.render import camera
+from difflod.render.light import cosine_sample
+
+__all__ = ["Views", "sample_views", "fixed_views", "views_from_eye", "background",
+           "BACKGROUNDS", "eval_generator"]
+
+BACKGROUNDS = ("black", "white", "checker", "random")
+
+#: nvdiffmodeling's camera radius.
+RADIUS = 3.5
+
+
+@dataclass(frozen=True)
+class Views:
+    """A batch of B views.
+
+    Attributes:
+        mvp: `[B,4,4]` float32 model-view-projection matrices (clip = mvp @ [p,1]).
+        campos: `[B,3]` float32 eye positions in mesh space.
+        lightpos: `[B,3]` float32 point light positions in mesh space.
+        light_power: light intensity multiplying the BSDF (see render.light).
+    """
+
+    mvp: torch.Tensor
+    campos: torch.Tensor
+    lightpos: torch.Tensor
+    light_power: float = 5.0
+
+    def __post_init__(self) -> None:
+        b = self.mvp.shape[0] if self.mvp.dim() == 3 else -1
+        if self.mvp.dim() != 3 or self.mvp.shape[1:] != (4, 4):
+            raise ValueError(f"Views.mvp must be [B,4,4], got {tuple(self.mvp.shape)}")
+        for name in ("campos", "lightpos"):
+            t = getattr(self, name)
+            if t.shape != (b, 3):
+                raise ValueError(f"Views.{name} must be [{b},3], got {tuple(t.shape)}")
+            if t.device != self.mvp.device:
+                raise ValueError(f"Views.{name} is on {t.device}, mvp on {self.mvp.device}")
+
+    def __len__(self) -> int:
+        return int(self.mvp.shape[0])
+
+    def __getitem__(self, index: int | slice | torch.Tensor) -> "Views":
+        """A sub-batch; an int index keeps the batch dimension (B = 1)."""
+        if isinstance(index, int):
+            n = len(self)
+            if not -n <= index < n:
+                raise IndexError(f"view index {index} out of range for {n} views")
+            index = slice(index % n, index % n + 1)
+        return dataclasses.replace(self, mvp=self.mvp[index], campos=self.campos[index],
+                                   lightpos=self.lightpos[index])
+
+    @property
+    def device(self) -> torch.device:
+        return self.mvp.device
+
+    def to(self, device: torch.device | str) -> "Views":
+        return dataclasses.replace(self, mvp=self.mvp.to(device), campos=self.campos.to(device),
+                                   lightpos=self.lightpos.to(device))
+
+
+def sample_views(batch: int, generator: torch.Generator, *, distance: float = RADIUS,
+                 fovy: float = camera.DEFAULT_FOVY, aspect: float = 1.0,
+                 light_power: float = 5.0, light_distance: float | None = None,
+                 translation: float = 0.25, near: float = 0.1, far: float = 1000.0,
+                 device: torch.device | str | None = None) -> Views:
+    """Random training views, drawn as nvdiffmodeling's train loop draws them.
+
+    Args:
+        batch: number of views B >= 1.
+        generator: CPU torch.Generator; per view it draws the rotation and
+            translation, then the light direction.
+        distance: camera distance from the origin.
+        fovy, aspect, near, far: the projection (see camera.perspective).
+        light_power: stored in the Views.
+        light_distance: light radius; None means `distance`.
+        translation: half-width of the model's translation jitter.
+
+    Returns:
+        Views with `[B,4,4]` mvp and `[B,3]` campos / lightpos on `device`.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if distance <= 0:
+        raise ValueError(f"distance must be > 0, got {distance}")
+    light_r = distance if light_distance is None else light_distance
+    proj = camera.perspective(fovy, aspect, near, far).double()
+    back = camera.translate(0.0, 0.0, -distance).double()
+    mvps, eyes, lights = [], [], []
+    for _ in range(batch):
+        mv = back @ camera.random_rotation(generator, translation).double()
+        eye = torch.linalg.inv(mv)[:3, 3]
+        mvps.append(proj @ mv)
+        eyes.append(eye)
+        lights.append(cosine_sample(eye, generator) * light_r)
+    return _views(mvps, eyes, lights, light_power, device)
+
+
+def _views(mvps: list[torch.Tensor], eyes: list[torch.Tensor], lights: list[torch.Tensor],
+           light_power: float, device: torch.device | str | None) -> Views:
+    f32 = {"dtype": torch.float32, "device": device}
+    return Views(mvp=torch.stack(mvps).to(**f32), campos=torch.stack(eyes).to(**f32),
+                 lightpos=torch.stack(lights).to(**f32), light_power=float(light_power))
+
+
+def eval_generator(seed: int) -> torch.Generator:
+    """CPU generator for evaluation views, seeded from SHA-256 of ("eval", seed)."""
+    digest = hashlib.sha256(f"difflod/eval/{int(seed)}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def fixed_views(count: int, seed: int = 0, **kwargs: object) -> Views:
+    """Deterministic held-out views: `sample_views(count, eval_generator(seed), **kwargs)`."""
+    return sample_views(count, eval_generator(seed), **kwargs)  # type: ignore[arg-type]
+
+
+def views_from_eye(eye: object, up: object = (0.0, 1.0, 0.0), *, at: object = (0.0, 0.0, 0.0),
+                   fovy: float = camera.DEFAULT_FOVY, aspect: float = 1.0,
+                   light_power: float = 5.0, near: float = 0.1, far: float = 1000.0,
+                   device: torch.device | str | None = None) -> Views:
+    """One view (B = 1) from nvdiffmodeling's display camera: look_at(eye, at, up),
+    with the light at the eye (its camera_eye / camera_up settings)."""
+    mv = camera.look_at(eye, at, up).double()
+    proj = camera.perspective(fovy, aspect, near, far).double()
+    eye_pos = torch.linalg.inv(mv)[:3, 3]
+    return _views([proj @ mv], [eye_pos], [eye_pos.clone()], light_power, device)
+
+
+def background(kind: str, batch: int, height: int, width: int,
+               generator: torch.Generator | None = None,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """Background image `[B,H,W,3]` float32, linear values.
+
+    Kinds: "black" (0), "white" (1), "checker" (nvdiffmodeling's 16x16-tile
+    checkerboard of 0.66 and 0.33, first tile 0.66), "random" (uniform noise
+    in [0,1) per pixel and channel, drawn from `generator` on each call).
+
+    Raises:
+        ValueError: unknown kind (the message lists the kinds), bad sizes, or
+            "random" without a generator.
+    """
+    if kind not in BACKGROUNDS:
+        raise ValueError(f"unknown background {kind!r}; expected one of {BACKGROUNDS}")
+    if batch < 1 or height < 1 or width < 1:
+        raise ValueError(f"background size must be positive, got B={batch} H={height} W={width}")
+    shape = (batch, height, width, 3)
+    if kind == "black":
+        return torch.zeros(shape, dtype=torch.float32, device=device)
+    if kind == "white":
+        return torch.ones(shape, dtype=torch.float32, device=device)
+    if kind == "checker":
+        rows = torch.arange(height, device=device) * 16 // height
+        cols = torch.arange(width, device=device) * 16 // width
+        odd = (rows[:, None] + cols[None, :]) % 2
+        img = torch.where(odd == 0, 0.66, 0.33).to(torch.float32)
+        return img[None, :, :, None].expand(shape).contiguous()
+    if generator is None:
+        raise ValueError("background 'random' needs a generator")
+    return torch.rand(shape, generator=generator, dtype=torch.float32).to(device)

@@ -1,0 +1,108 @@
+"""Tests for difflod.optimize.views: training/eval view sampling and backgrounds."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from difflod.optimize import views as V
+from difflod.render import camera
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_sample_views_shapes_and_geometry():
+    v = V.sample_views(8, _gen(1))
+    assert len(v) == 8 and v.mvp.shape == (8, 4, 4) and v.mvp.dtype == torch.float32
+    assert v.campos.shape == (8, 3) and v.lightpos.shape == (8, 3)
+    # Camera at distance 3.5 from the (jittered by <= 0.25 per axis) model origin.
+    d = v.campos.double().norm(dim=1)
+    jitter = 0.25 * math.sqrt(3)
+    assert bool(((d > 3.5 - jitter) & (d < 3.5 + jitter)).all())
+    # Light at radius 3.5 and in the camera's hemisphere.
+    torch.testing.assert_close(v.lightpos.norm(dim=1), torch.full((8,), 3.5), rtol=1e-5, atol=0)
+    assert bool((torch.sum(v.lightpos * v.campos, dim=1) > 0).all())
+    # The eye projects to w = 0: mvp @ [campos, 1] has w == 0 (camera centre).
+    h = torch.cat([v.campos, torch.ones(8, 1)], 1).double()
+    w = torch.einsum("bij,bj->bi", v.mvp.double(), h)[:, 3]
+    torch.testing.assert_close(w, torch.zeros(8, dtype=torch.float64), atol=1e-4, rtol=0)
+
+
+def test_sample_views_projection_is_nvdiffmodelings():
+    g = _gen(3)
+    v = V.sample_views(1, g, translation=0.0)
+    g = _gen(3)
+    rot = camera.random_rotation(g, 0.0).double()
+    mv = camera.translate(0, 0, -3.5).double() @ rot
+    expected = camera.perspective(camera.DEFAULT_FOVY).double() @ mv
+    torch.testing.assert_close(v.mvp[0].double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_light_direction_is_cosine_distributed():
+    v = V.sample_views(3000, _gen(2), translation=0.0)
+    cos = torch.sum(v.lightpos * v.campos, 1) / (
+        v.lightpos.norm(dim=1) * v.campos.norm(dim=1))
+    # pdf cos/pi on the hemisphere: cos^2 is uniform on [0,1], E[cos] = 2/3.
+    assert float(cos.mean()) == pytest.approx(2 / 3, abs=0.02)
+    assert float((cos * cos).mean()) == pytest.approx(0.5, abs=0.02)
+
+
+def test_reproducible_and_eval_disjoint():
+    a, b = V.sample_views(4, _gen(5)), V.sample_views(4, _gen(5))
+    torch.testing.assert_close(a.mvp, b.mvp, rtol=0, atol=0)
+    e1, e2 = V.fixed_views(4, 5), V.fixed_views(4, 5)
+    torch.testing.assert_close(e1.mvp, e2.mvp, rtol=0, atol=0)
+    assert not torch.allclose(e1.mvp, a.mvp)
+    assert not torch.allclose(V.fixed_views(4, 6).mvp, e1.mvp)
+    # Eval views never equal training views from small integer seeds.
+    train = torch.cat([V.sample_views(4, _gen(s)).mvp for s in range(20)])
+    diff = (train[:, None] - e1.mvp[None]).abs().flatten(2).max(-1).values
+    assert float(diff.min()) > 1e-3
+
+
+def test_indexing_and_to():
+    v = V.sample_views(5, _gen(0), light_power=3.0)
+    one = v[2]
+    assert len(one) == 1 and one.light_power == 3.0
+    torch.testing.assert_close(one.mvp[0], v.mvp[2])
+    assert len(v[1:4]) == 3 and len(v[-1]) == 1
+    torch.testing.assert_close(v[-1].campos[0], v.campos[4])
+    with pytest.raises(IndexError):
+        v[5]
+    assert v.to("meta").mvp.device.type == "meta"
+    with pytest.raises(ValueError, match="campos"):
+        V.Views(mvp=torch.zeros(2, 4, 4), campos=torch.zeros(3, 3), lightpos=torch.zeros(2, 3))
+
+
+def test_views_from_eye():
+    v = V.views_from_eye([0.0, 0.0, 3.5], [0.0, 1.0, 0.0])
+    torch.testing.assert_close(v.campos[0], torch.tensor([0.0, 0.0, 3.5]))
+    torch.testing.assert_close(v.lightpos, v.campos)
+    # The origin projects to the image centre.
+    c = v.mvp[0].double() @ torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+    assert abs(float(c[0])) < 1e-6 and abs(float(c[1])) < 1e-6 and float(c[3]) == pytest.approx(3.5)
+
+
+def test_backgrounds():
+    assert float(V.background("black", 2, 4, 4).abs().max()) == 0.0
+    assert float(V.background("white", 1, 4, 4).min()) == 1.0
+    ch = V.background("checker", 1, 32, 32)
+    assert ch.shape == (1, 32, 32, 3)
+    assert float(ch[0, 0, 0, 0]) == pytest.approx(0.66)
+    assert float(ch[0, 0, 2, 0]) == pytest.approx(0.33)
+    assert float(ch[0, 2, 2, 0]) == pytest.approx(0.66)
+    assert float(ch[0, 1, 1, 0]) == pytest.approx(0.66)  # 2x2-pixel tiles at 32 px
+    r1 = V.background("random", 2, 8, 8, _gen(1))
+    r2 = V.background("random", 2, 8, 8, _gen(1))
+    torch.testing.assert_close(r1, r2, rtol=0, atol=0)
+    assert float(r1.min()) >= 0.0 and float(r1.max()) < 1.0 and float(r1.std()) > 0.2
+    g = _gen(1)
+    assert not torch.equal(V.background("random", 1, 8, 8, g), V.background("random", 1, 8, 8, g))
+    with pytest.raises(ValueError, match="checker"):
+        V.background("grey", 1, 4, 4)
+    with pytest.raises(ValueError, match="generator"):
+        V.background("random", 1, 4, 4)
