@@ -1,0 +1,160 @@
+"""Command-line interface: thin argument parsing over the library; no logic here.
+
+Every command maps to one library call. A `DiffLodError` (bad file, config or
+argument) prints one line and exits 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from difflod.errors import DiffLodError
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2 like our own errors."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"difflod: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="difflod", description="Appearance-driven 3D model simplification.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    d = sub.add_parser("demo", help="optimize a procedural model on this machine, write out/demo")
+    d.add_argument("--out-root", default="out", help="folder for outputs (default: out)")
+    d.add_argument("--iter", type=int, default=None, help="iterations (default: the demo's)")
+    d.add_argument("--backend", default=None, choices=["auto", "cpu", "cuda", "torch"])
+    d.add_argument("--device", default=None)
+    d.add_argument("--quiet", action="store_true")
+
+    t = sub.add_parser("train", help="optimize a base mesh to look like a reference",
+                       description="Options after the known ones are config keys: "
+                                   "--iter 100 --loss mse ...")
+    t.add_argument("--config", default=None, help="JSON config (nvdiffmodeling keys accepted)")
+    t.add_argument("--resume", action="store_true", help="continue from out/<name>/checkpoint.pt")
+    t.add_argument("--out-root", default="out")
+    t.add_argument("--quiet", action="store_true")
+
+    i = sub.add_parser("info", help="describe a model file")
+    i.add_argument("file")
+
+    e = sub.add_parser("eval", help="compare candidates with a reference on held-out views")
+    e.add_argument("reference")
+    e.add_argument("candidates", nargs="+")
+    e.add_argument("--views", type=int, default=64)
+    e.add_argument("--res", type=int, default=512)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--backend", default=None, choices=["auto", "cpu", "cuda", "torch"])
+    e.add_argument("-o", "--out", default=None, help="folder for metrics.json and report/")
+
+    b = sub.add_parser("baseline", help="QEM decimation + texture bake (the usual pipeline)")
+    b.add_argument("reference")
+    b.add_argument("--triangles", type=int, required=True)
+    b.add_argument("--texture-res", type=int, default=1024)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("-o", "--out", required=True, help="output model file (.obj, .gltf, .glb)")
+    return p
+
+
+def _cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
+    from difflod.demo import run_demo
+
+    run_demo(out_root=args.out_root, iterations=args.iter, backend=args.backend,
+             device=args.device, quiet=args.quiet)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
+    from difflod.config import load_config, parse_overrides
+    from difflod.optimize.trainer import train
+
+    config = load_config(args.config, parse_overrides(rest))
+    result = train(config, out_root=args.out_root, resume=args.resume, quiet=args.quiet)
+    print(f"wrote {result.out_dir}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace, rest: list[str]) -> int:
+    from difflod.info import describe
+    from difflod.models import open_model
+
+    print(describe(open_model(args.file), args.file))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
+    from difflod.evaluate.evaluate import evaluate, format_table, write_metrics
+    from difflod.models import open_model
+
+    if args.views < 1 or args.res < 8:
+        raise DiffLodError("--views must be >= 1 and --res >= 8")
+    reference = open_model(args.reference)
+    candidates = {Path(c).name if not c.startswith("asset:") else c: open_model(c)
+                  for c in args.candidates}
+    files = {Path(c).name: Path(c) for c in args.candidates if not c.startswith("asset:")}
+    backend = None if args.backend in (None, "auto") else args.backend
+    results = evaluate(reference, candidates, views=args.views, res=args.res, seed=args.seed,
+                       backend=backend, files=files)
+    print(format_table(results))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_metrics(out / "metrics.json", results)
+        try:
+            from difflod.evaluate.report import write_report_for_run
+        except ImportError:
+            pass
+        else:
+            write_report_for_run(out / "report", reference, candidates, results,
+                                 backend=backend, res=args.res)
+        print(f"wrote {out}")
+    return 0
+
+
+def _cmd_baseline(args: argparse.Namespace, rest: list[str]) -> int:
+    from difflod.evaluate.baseline import baseline
+    from difflod.io import save
+    from difflod.models import open_model
+
+    if args.triangles < 4:
+        raise DiffLodError(f"--triangles must be >= 4, got {args.triangles}")
+    reference = open_model(args.reference)
+    result = baseline(reference, args.triangles, texture_res=args.texture_res, seed=args.seed)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save(result, out)
+    print(f"wrote {out} ({result.num_triangles} triangles)")
+    return 0
+
+
+_COMMANDS = {"demo": _cmd_demo, "train": _cmd_train, "info": _cmd_info, "eval": _cmd_eval,
+             "baseline": _cmd_baseline}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if rest and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        return _COMMANDS[args.command](args, rest)
+    except DiffLodError as e:
+        if args.debug:
+            raise
+        print(f"difflod: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("difflod: interrupted", file=sys.stderr)
+        return 130

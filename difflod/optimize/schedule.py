@@ -1,0 +1,50 @@
+"""Learning-rate schedule and the Laplacian weight schedule (nvdiffmodeling's).
+
+- learning rate factor at iteration `it`: 10^(-decay * it) (decay 0.0002 by
+  default: x0.1 after 5000 iterations);
+- Laplacian weight: `laplacian_factor` when set, else the automatic weight
+  0.25 * 0.1 / (first Laplacian loss), "assuming an image RMSE near 0.1";
+  in both cases it decays towards 2% of its first value by 10^(-1e-6 * it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["lr_factor", "LaplacianWeight"]
+
+
+def lr_factor(it: int, decay: float = 0.0002) -> float:
+    """Multiplier of the base learning rate at iteration `it` (never negative)."""
+    return max(0.0, 10.0 ** (-it * decay))
+
+
+@dataclass
+class LaplacianWeight:
+    """The Laplacian regularizer's weight over iterations.
+
+    Call `update(it, lap_loss)` once per iteration, in order; the first call
+    fixes the starting weight. Read `.value`. `state()` / `from_state` round-trip it through checkpoints.
+    """
+
+    factor: float | None
+    value: float = 0.0
+    minimum: float = 0.0
+
+    def update(self, it: int, lap_loss: float) -> float:
+        if self.minimum == 0.0:
+            if self.factor is not None:
+                self.value = float(self.factor)
+            else:
+                self.value = 0.25 * 0.1 / max(float(lap_loss), 1e-12)
+            self.minimum = self.value * 0.02
+        else:
+            self.value = (self.value - self.minimum) * 10.0 ** (-it * 1e-6) + self.minimum
+        return self.value
+
+    def state(self) -> dict[str, float | None]:
+        return {"factor": self.factor, "value": self.value, "minimum": self.minimum}
+
+    @classmethod
+    def from_state(cls, s: dict) -> "LaplacianWeight":
+        return cls(factor=s["factor"], value=float(s["value"]), minimum=float(s["minimum"]))

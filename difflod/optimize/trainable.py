@@ -1,0 +1,211 @@
+"""The trainable candidate: parameters, their initial values, and the Mesh they make.
+
+`Trainable` owns the tensors that gradient descent moves — vertex positions,
+the kd / ks / normal textures (one tensor per mip level with `custom_mip`,
+as nvdiffmodeling trains them) and, with `subdivision`, a displacement map —
+and turns them into a renderable `Mesh` each step (`build`). It also knows
+the valid range of each parameter (`clamp_`), and how to save and restore
+them (`state_dict`, `load_state_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from difflod.config import TrainConfig
+from difflod.mesh import Material, Mesh
+
+__all__ = ["Trainable", "resize_texture", "mip_chain"]
+
+
+def resize_texture(tex: torch.Tensor, res: tuple[int, int]) -> torch.Tensor:
+    """Resample `[H,W,C]` to `[res[0],res[1],C]` (bilinear, antialiased when shrinking)."""
+    if tuple(tex.shape[:2]) == tuple(res):
+        return tex.clone()
+    x = tex.permute(2, 0, 1)[None]
+    y = F.interpolate(x, size=tuple(res), mode="bilinear", align_corners=False,
+                      antialias=bool(res[0] < tex.shape[0] or res[1] < tex.shape[1]))
+    return y[0].permute(1, 2, 0).contiguous()
+
+
+def mip_chain(tex: torch.Tensor) -> list[torch.Tensor]:
+    """Box-filtered mip levels of `[H,W,C]`, level 0 first, down to 1x1."""
+    levels = [tex]
+    while levels[-1].shape[0] > 1 or levels[-1].shape[1] > 1:
+        cur = levels[-1]
+        h, w = max(cur.shape[0] // 2, 1), max(cur.shape[1] // 2, 1)
+        levels.append(F.adaptive_avg_pool2d(cur.permute(2, 0, 1)[None], (h, w))[0]
+                      .permute(1, 2, 0).contiguous())
+    return levels
+
+
+@dataclass
+class _Texture:
+    """One trainable texture: a single level, or every mip level (custom_mip)."""
+
+    levels: list[torch.Tensor]
+
+    @property
+    def base(self) -> torch.Tensor:
+        return self.levels[0]
+
+
+class Trainable:
+    """Trainable positions and textures of the candidate mesh.
+
+    Args:
+        base: the base mesh, already in the normalized frame, with UVs.
+        reference: the normalized reference (its material seeds the textures
+            unless `random_textures`).
+        config: the run configuration.
+        generator: seeds the random textures.
+    """
+
+    TEXTURES = ("kd", "ks", "normal")
+
+    def __init__(self, base: Mesh, reference: Mesh, config: TrainConfig,
+                 generator: torch.Generator) -> None:
+        if not base.has_uv:
+            raise ValueError("base mesh has no UVs")
+        self.config = config
+        self.base = base
+        device = base.device
+        res = tuple(config.texture_res)
+        ref_mat = reference.materials[0]
+        alpha = config.layers > 1 or ref_mat.kd.shape[-1] == 4
+        if config.random_textures:
+            kd = torch.rand((*res, 4 if alpha else 3), generator=generator)
+            ks = torch.stack([
+                torch.rand(res, generator=generator) * 0.01,
+                config.min_roughness + torch.rand(res, generator=generator)
+                * (1.0 - config.min_roughness),
+                torch.rand(res, generator=generator)], dim=-1)
+            normal = torch.zeros((*res, 3))
+            normal[..., 2] = 1.0
+        else:
+            kd = resize_texture(ref_mat.kd.detach().cpu().float(), res)
+            if alpha and kd.shape[-1] == 3:
+                kd = torch.cat([kd, torch.ones_like(kd[..., :1])], dim=-1)
+            ks = resize_texture(ref_mat.ks.detach().cpu().float(), res)
+            if ref_mat.normal is not None:
+                normal = resize_texture(ref_mat.normal.detach().cpu().float(), res)
+            else:
+                normal = torch.zeros((*res, 3))
+                normal[..., 2] = 1.0
+        self.textures = {
+            name: self._make_texture(t.to(device))
+            for name, t in (("kd", kd), ("ks", ks), ("normal", normal))}
+        self.v_pos = base.v_pos.detach().clone().requires_grad_(True)
+        self.displacement: torch.Tensor | None = None
+        if config.subdivision > 0:
+            self.displacement = torch.zeros((*res, 1), device=device, requires_grad=True)
+        self.alpha_mode = ref_mat.alpha_mode if alpha else "OPAQUE"
+        if alpha and self.alpha_mode == "OPAQUE":
+            self.alpha_mode = "MASK"
+        self.alpha_cutoff = ref_mat.alpha_cutoff
+
+    def _make_texture(self, tex: torch.Tensor) -> _Texture:
+        levels = mip_chain(tex) if self.config.custom_mip else [tex]
+        return _Texture([lvl.detach().clone().requires_grad_(True) for lvl in levels])
+
+    # ---- optimizer groups -------------------------------------------------
+    def param_groups(self) -> list[dict]:
+        """Adam groups: positions (lr_positions) and textures (lr_textures)."""
+        skip = set(self.config.skip_train)
+        groups = []
+        if "position" not in skip:
+            groups.append({"params": [self.v_pos], "lr": self.config.lr_positions,
+                           "name": "position"})
+        tex_params: list[torch.Tensor] = []
+        for name in self.TEXTURES:
+            if name not in skip:
+                tex_params += self.textures[name].levels
+        if self.displacement is not None and "displacement" not in skip:
+            tex_params.append(self.displacement)
+        if tex_params:
+            groups.append({"params": tex_params, "lr": self.config.lr_textures,
+                           "name": "textures"})
+        return groups
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [p for g in self.param_groups() for p in g["params"]]
+
+    # ---- the mesh they make ---------------------------------------------------
+    def material(self) -> Material:
+        return Material(
+            name="difflod", kd=self.textures["kd"].base, ks=self.textures["ks"].base,
+            normal=self.textures["normal"].base, displacement=self.displacement,
+            alpha_mode=self.alpha_mode, alpha_cutoff=self.alpha_cutoff)
+
+    def mips(self) -> dict[str, list[torch.Tensor]] | None:
+        """Caller-given mip stacks per texture (custom_mip), else None."""
+        if not self.config.custom_mip:
+            return None
+        return {name: tex.levels for name, tex in self.textures.items()}
+
+    def base_mesh(self) -> Mesh:
+        """The candidate at base resolution (what is exported), no autograd cut."""
+        return dataclasses.replace(
+            self.base, v_pos=self.v_pos, v_nrm=None, t_nrm_idx=None, v_tng=None,
+            t_tng_idx=None, t_mat=None, materials=(self.material(),))
+
+    def detail_mesh(self) -> Mesh:
+        """The mesh that is rendered: the base, subdivided and displaced if enabled."""
+        mesh = self.base_mesh()
+        if self.displacement is None:
+            return mesh
+        from difflod.geometry.displace import displace
+        from difflod.geometry.normals import with_normals
+        from difflod.geometry.subdivide import subdivide
+
+        fine = with_normals(subdivide(mesh, steps=self.config.subdivision))
+        return displace(fine, self.displacement, scale=self.config.displacement)
+
+    # ---- constraints and state ------------------------------------------------
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Keep every texture in its valid range (after each optimizer step)."""
+        for lvl in self.textures["kd"].levels:
+            lvl.clamp_(0.0, 1.0)
+        for lvl in self.textures["ks"].levels:
+            lvl[..., 0].clamp_(0.0, 1.0)
+            lvl[..., 1].clamp_(self.config.min_roughness, 1.0)
+            lvl[..., 2].clamp_(0.0, 1.0)
+        for lvl in self.textures["normal"].levels:
+            lvl.clamp_(-1.0, 1.0)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {"v_pos": self.v_pos}
+        for name, tex in self.textures.items():
+            for i, lvl in enumerate(tex.levels):
+                out[f"{name}.{i}"] = lvl
+        if self.displacement is not None:
+            out["displacement"] = self.displacement
+        return out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.tensors().items()}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        mine = self.tensors()
+        if set(state) != set(mine):
+            raise ValueError(f"checkpoint holds {sorted(state)}, expected {sorted(mine)}")
+        for k, v in state.items():
+            if v.shape != mine[k].shape:
+                raise ValueError(f"checkpoint tensor {k} has shape {tuple(v.shape)}, "
+                                 f"expected {tuple(mine[k].shape)}")
+            mine[k].copy_(v)
+
+    def finite(self) -> bool:
+        """True when every parameter and gradient is finite."""
+        for t in self.tensors().values():
+            if not torch.isfinite(t).all():
+                return False
+            if t.grad is not None and not torch.isfinite(t.grad).all():
+                return False
+        return True

@@ -1,0 +1,345 @@
+"""The optimization loop: render both models, compare, step, clamp — and its outputs.
+
+`train(config)` is the whole job of `difflod train`: load the reference and
+base meshes, normalize them to the reference's unit frame, build the
+trainable candidate, loop (with checkpoints, NaN recovery and progress
+images), then write the final mesh in the reference's original frame and
+evaluate it on held-out views. The pieces it drives live elsewhere:
+views.py (cameras and lights), losses.py, schedule.py, trainable.py,
+render.pipeline (rendering), geometry (normalization, Laplacian, skinning),
+outputs.py (files).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from difflod.config import TrainConfig
+from difflod.errors import DiffLodError
+from difflod.mesh import Mesh
+from difflod.optimize.frame import Frame
+from difflod.optimize.progress import Progress
+from difflod.optimize.schedule import LaplacianWeight, lr_factor
+from difflod.optimize.trainable import Trainable
+
+__all__ = ["Trainer", "TrainResult", "train", "resolve_device", "prepare_meshes"]
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' → cuda when torch sees a GPU, else cpu; 'cuda' without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DiffLodError(f"device {name!r} asked for, but torch sees no CUDA GPU here; "
+                           f"use --device cpu")
+    return torch.device(name)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    mesh: Mesh                      # final candidate, in the reference's original frame
+    out_dir: Path
+    history: list[dict] = field(default_factory=list)
+    metrics: dict | None = None
+    seconds: float = 0.0
+
+
+def prepare_meshes(reference: Mesh, base: Mesh, config: TrainConfig,
+                   device: torch.device) -> tuple[Mesh, Mesh, Frame]:
+    """Normalize the reference to unit size and fit the base mesh into it.
+
+    As nvdiffmodeling: the reference is centred and scaled so its longest
+    side is 2; the base mesh's bounding box is fitted onto the reference's
+    (per axis), so a unit sphere can serve as base for any model.
+    Returns (reference, base, frame) — `frame` maps results back.
+    """
+    if base.num_triangles == 0:
+        raise DiffLodError("base mesh has no triangles")
+    if reference.num_triangles == 0:
+        raise DiffLodError("reference mesh has no triangles")
+    if not base.has_uv:
+        raise DiffLodError("base mesh has no UVs (texture coordinates): make one with "
+                           "`difflod simplify`, or give it UVs in a modelling tool")
+    frame = Frame.from_mesh(reference)
+    ref = frame.to_unit(reference).to(device)
+    fitted = frame.to_unit(Frame.fit_aabb(base, reference)).to(device)
+    return ref, fitted, frame
+
+
+class Trainer:
+    """One optimization run; `run()` loops, `step()` does one iteration.
+
+    Args:
+        config: the validated run configuration.
+        reference, base: meshes already normalized by `prepare_meshes`.
+        out_dir: where checkpoints and progress images go.
+        quiet: no progress output.
+        on_step: optional callback(iteration, record) after each step.
+    """
+
+    def __init__(self, config: TrainConfig, reference: Mesh, base: Mesh, out_dir: Path, *,
+                 quiet: bool = False,
+                 on_step: Callable[[int, dict], None] | None = None) -> None:
+        from difflod.geometry.laplacian import UniformLaplacian
+
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.device = base.device
+        self.reference = reference
+        self.generator = torch.Generator().manual_seed(int(config.seed))
+        self.trainable = Trainable(base, reference, config, self.generator)
+        groups = self.trainable.param_groups()
+        if not groups:
+            raise DiffLodError("skip_train freezes every parameter: nothing to optimize")
+        self.optimizer = torch.optim.Adam(groups)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda it: lr_factor(it, config.lr_decay))
+        detail = self.trainable.detail_mesh()
+        self.laplacian = UniformLaplacian(detail.t_pos_idx, detail.num_vertices)
+        self.lap_ref = detail.v_pos.detach().clone() if config.relative_laplacian else None
+        self.lap_weight = LaplacianWeight(config.laplacian_factor)
+        self.iteration = 0
+        self.history: list[dict] = []
+        self._good_state = self.trainable.state_dict()
+        self.progress = Progress(total=config.iter, quiet=quiet)
+        self.on_step = on_step
+        self.skinned = config.animate and reference.skin is not None
+
+    # ---- rendering ------------------------------------------------------------
+    def _pose(self, mesh: Mesh, t: float | None) -> Mesh:
+        if t is None or mesh.skin is None or mesh.v_joints is None:
+            return mesh
+        from difflod.geometry.skinning import skin_mesh
+
+        return skin_mesh(mesh, t)
+
+    def _candidate(self) -> Mesh:
+        mesh = self.trainable.detail_mesh()
+        base = self.trainable.base
+        if base.skin is not None and base.v_joints is not None:
+            mesh = dataclasses.replace(mesh, v_joints=base.v_joints, v_weights=base.v_weights,
+                                       skin=base.skin) if mesh.num_vertices == base.num_vertices \
+                else mesh
+        return mesh
+
+    def render_pair(self, views, res: int, spp: int, bg: torch.Tensor,
+                    times: list[float | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Render (candidate, reference) colors `[B,res,res,3]` for the views."""
+        from difflod.render.pipeline import render_mesh
+
+        cfg = self.config
+        candidate = self._candidate()
+        ref_layers = cfg.layers if self.reference.materials[0].has_alpha else 1
+        opts = {"spp": spp, "min_roughness": cfg.min_roughness, "backend": cfg.backend
+                if cfg.backend != "auto" else None}
+        if all(t is None for t in times):
+            with torch.no_grad():
+                ref = render_mesh(self.reference, views, (res, res), layers=ref_layers,
+                                  background=bg, **opts).color
+            opt = render_mesh(candidate, views, (res, res), layers=cfg.layers, background=bg,
+                              mips=self.trainable.mips(), **opts).color
+            return opt, ref
+        opts_list, refs = [], []
+        for i, t in enumerate(times):
+            v = views[i]
+            with torch.no_grad():
+                refs.append(render_mesh(self._pose(self.reference, t), v, (res, res),
+                                        layers=ref_layers, background=bg[i:i + 1],
+                                        **opts).color)
+            opts_list.append(render_mesh(self._pose(candidate, t), v, (res, res),
+                                         layers=cfg.layers, background=bg[i:i + 1],
+                                         mips=self.trainable.mips(), **opts).color)
+        return torch.cat(opts_list), torch.cat(refs)
+
+    # ---- one iteration ----------------------------------------------------------
+    def step(self) -> dict:
+        from difflod.optimize.losses import image_loss
+        from difflod.optimize.views import background, sample_views
+
+        cfg, it, gen = self.config, self.iteration, self.generator
+        t0 = time.perf_counter()
+        res, spp = cfg.train_res, cfg.spp
+        if cfg.random_train_res:
+            res = int(torch.randint(16, cfg.train_res + 1, (1,), generator=gen))
+            spp = min(cfg.spp * (cfg.train_res // res), 64)
+        views = sample_views(cfg.batch, gen, light_power=cfg.light_power, device=self.device)
+        bg = background(cfg.train_background, cfg.batch, res, res, gen, device=self.device)
+        times: list[float | None] = [None] * cfg.batch
+        if self.skinned:
+            assert self.reference.skin is not None
+            dur = self.reference.skin.duration
+            times = [float(torch.rand((), generator=gen)) * dur for _ in range(cfg.batch)]
+
+        try:
+            color_opt, color_ref = self.render_pair(views, res, spp, bg, times)
+            img_loss = image_loss(color_opt, color_ref, cfg.loss)
+            detail_pos = self.trainable.detail_mesh().v_pos
+            lap_loss = self.laplacian.loss(detail_pos, self.lap_ref)
+            lap_w = self.lap_weight.update(it, float(lap_loss.detach()))
+            total = img_loss + lap_loss * lap_w
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+        except torch.cuda.OutOfMemoryError:
+            raise DiffLodError(
+                f"out of GPU memory at train_res={res}, batch={cfg.batch}, spp={spp}, "
+                f"layers={cfg.layers}, texture_res={list(cfg.texture_res)}: lower 'batch' "
+                f"(or train_res / spp / texture_res)") from None
+
+        record = {"iteration": it, "loss": float(img_loss.detach()),
+                  "laplacian": float(lap_loss.detach()) * lap_w}
+        if not math.isfinite(float(total.detach())) or not self.trainable.finite():
+            self.optimizer.zero_grad(set_to_none=True)
+            self.trainable.load_state_dict(self._good_state)
+            warnings.warn(f"iteration {it}: the loss or a gradient became NaN/Inf; skipped "
+                          f"the step and restored the last good state", RuntimeWarning,
+                          stacklevel=2)
+            record["skipped"] = True
+        else:
+            self.optimizer.step()
+            self.trainable.clamp_()
+            self._good_state = self.trainable.state_dict()
+        self.scheduler.step()
+        with torch.no_grad():
+            mse = torch.mean((_srgb(color_opt.detach()) - _srgb(color_ref)) ** 2).item()
+        record["psnr"] = -10.0 * math.log10(max(mse, 1e-10))
+        record["ms"] = (time.perf_counter() - t0) * 1000.0
+        self.history.append(record)
+        self.iteration += 1
+        return record
+
+    # ---- loop -------------------------------------------------------------------
+    def run(self, *, save_progress: Callable[[int], None] | None = None,
+            checkpoint: bool = True) -> list[dict]:
+        cfg = self.config
+        self.progress.start(self.iteration)
+        while self.iteration <= cfg.iter:
+            it = self.iteration
+            if save_progress is not None and cfg.save_interval and it % cfg.save_interval == 0:
+                save_progress(it)
+            if it == cfg.iter:
+                break
+            record = self.step()
+            self.progress.update(record)
+            if self.on_step is not None:
+                self.on_step(it, record)
+            if checkpoint and cfg.save_interval and (it + 1) % cfg.save_interval == 0:
+                self.save_checkpoint()
+        self.progress.close()
+        return self.history
+
+    # ---- checkpoints ----------------------------------------------------------
+    def checkpoint_state(self) -> dict:
+        return {
+            "iteration": self.iteration,
+            "params": self.trainable.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "laplacian_weight": self.lap_weight.state(),
+            "generator": self.generator.get_state(),
+            "history": self.history,
+            "config": cfg_dict(self.config),
+        }
+
+    def save_checkpoint(self) -> Path:
+        from difflod.io.atomic import atomic_path
+
+        path = self.out_dir / CHECKPOINT
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            torch.save(self.checkpoint_state(), tmp)
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+            self.trainable.load_state_dict(state["params"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (OSError, RuntimeError, KeyError, ValueError, EOFError) as e:
+            raise DiffLodError(f"{path}: cannot resume from this checkpoint: {e}") from None
+        if state.get("config") != cfg_dict(self.config):
+            changed = sorted(k for k in cfg_dict(self.config)
+                             if state.get("config", {}).get(k) != cfg_dict(self.config)[k]
+                             and k not in _RESUMABLE_KEYS)
+            if changed:
+                raise DiffLodError(f"{path}: the checkpoint was made with other settings "
+                                   f"({', '.join(changed)}); resume with the same config")
+        self.lap_weight = LaplacianWeight.from_state(state["laplacian_weight"])
+        self.generator.set_state(state["generator"])
+        self.history = list(state["history"])
+        self.iteration = int(state["iteration"])
+        self._good_state = self.trainable.state_dict()
+
+
+# Keys that may differ between a checkpoint and the run resuming it.
+_RESUMABLE_KEYS = {"iter", "save_interval", "display_interval", "log_interval", "out_dir",
+                   "eval_views", "eval_res", "backend", "device", "name"}
+
+
+def cfg_dict(config: TrainConfig) -> dict:
+    return config.to_dict()
+
+
+def _srgb(x: torch.Tensor) -> torch.Tensor:
+    from difflod.io.image import linear_to_srgb
+
+    return linear_to_srgb(x.clamp(0.0, 1.0))
+
+
+def train(config: TrainConfig, *, out_root: Path | str = "out", resume: bool = False,
+          quiet: bool = False, evaluate: bool = True) -> TrainResult:
+    """Run `difflod train`: the whole job, from files to outputs (see module docstring)."""
+    from difflod.models import open_model
+    from difflod.optimize import outputs
+
+    if config.ref_mesh is None or config.base_mesh is None:
+        missing = "ref_mesh" if config.ref_mesh is None else "base_mesh"
+        raise DiffLodError(f"config: '{missing}' is not set (a model file or asset:NAME)")
+    device = resolve_device(config.device)
+    out_dir = config.output_dir(out_root)
+    hint = f"put the file there, or set '{{}}' in the config"
+    reference = open_model(config.ref_mesh, mtl_override=config.mtl_override,
+                           hint=hint.format("ref_mesh"))
+    base = open_model(config.base_mesh, hint=hint.format("base_mesh"))
+    if config.animate and reference.skin is not None and base.v_joints is None:
+        from difflod.geometry.skinning import transfer_skin
+
+        base = transfer_skin(reference, base)
+    ref_n, base_n, frame = prepare_meshes(reference, base, config, device)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = out_dir / CHECKPOINT
+    outputs.write_config(out_dir, config)
+    trainer = Trainer(config, ref_n, base_n, out_dir, quiet=quiet)
+    if resume:
+        if not ckpt.is_file():
+            raise DiffLodError(f"{ckpt}: no checkpoint to resume from")
+        trainer.load_checkpoint(ckpt)
+    t0 = time.perf_counter()
+    initial = frame.from_unit(trainer.trainable.base_mesh().detach())
+    trainer.run(save_progress=lambda it: outputs.save_progress_image(trainer, it))
+    seconds = time.perf_counter() - t0
+    final_unit = trainer.trainable.base_mesh().detach()
+    final = frame.from_unit(final_unit.to("cpu"))
+    outputs.write_mesh(out_dir, final)
+    outputs.write_history(out_dir, trainer.history)
+    trainer.save_checkpoint()
+    metrics = None
+    if evaluate:
+        metrics = outputs.evaluate_run(out_dir, config, reference,
+                                       {"initial": initial.to("cpu"), "difflod": final},
+                                       history=trainer.history, seconds=seconds)
+    return TrainResult(mesh=final, out_dir=out_dir, history=trainer.history, metrics=metrics,
+                       seconds=seconds)
