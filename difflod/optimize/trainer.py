@@ -314,7 +314,7 @@ def train(config: TrainConfig, *, out_root: Path | str = "out", resume: bool = F
                            hint=hint.format("ref_mesh"))
     base = open_model(config.base_mesh, hint=hint.format("base_mesh"))
     if config.animate and reference.skin is not None and base.v_joints is None:
-        from difflod.geometry.skinning import transfer_skin
+        from difflod.geometry.skin_transfer import transfer_skin
 
         base = transfer_skin(reference, base)
     ref_n, base_n, frame = prepare_meshes(reference, base, config, device)
