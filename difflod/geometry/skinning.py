@@ -1,0 +1,184 @@
+"""Linear blend skinning, and reading nvdiffmodeling's skinning files.
+
+`skin_positions` blends the 4x4 skinning matrices of each vertex's (up to)
+four joints by their weights and applies the blend (column vectors,
+p' = (sum_k w_k M_{j_k}) @ [p,1]). Weights are used as given (glTF requires
+them to sum to 1).
+
+`skin_mesh` poses a Mesh at time t: positions as above; normals and tangents
+by the 3x3 part of the same blended matrix, renormalised (exact for rigid or
+uniformly scaled bones, which is what skinned assets use; nvdiffmodeling uses
+the per-bone inverse-transpose, identical in that case). A normal/tangent
+belongs to the vertex of the first corner that references it (lowest
+triangle index).
+
+nvdiffmodeling's files (read by its obj loader next to `model.obj`):
+`model.bones.npy` float `[frames, J, 4, 4]` bone matrices for *row* vectors
+(it computes `[p,1] @ M`), and `model.weights.npy` float `[V, J]` dense
+weights. `load_nvdiffmodeling_skin` transposes the matrices to difflod's
+column-vector convention, keeps each vertex's four largest |weights|
+(nvdiffmodeling uses abs() too) and renormalises them to sum 1. Frame k gets
+time k / fps seconds (fps=1: time = frame index, as nvdiffmodeling's
+integer `time` parameter); difflod clamps t outside the range where
+nvdiffmodeling loops (t % frames).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from difflod.errors import InputFileError
+from difflod.geometry.normals import check_positions, safe_normalize
+from difflod.mesh import Mesh, Skin
+
+__all__ = ["blend_matrices", "skin_positions", "skin_mesh", "load_nvdiffmodeling_skin"]
+
+
+def blend_matrices(v_joints: torch.Tensor, v_weights: torch.Tensor,
+                   matrices: torch.Tensor) -> torch.Tensor:
+    """Per-vertex blended skinning matrix `[V,4,4]` = sum_k w[v,k] * matrices[joints[v,k]].
+
+    Args:
+        v_joints: `[V,4]` int64 joint indices in [0, J).
+        v_weights: `[V,4]` float weights.
+        matrices: `[J,4,4]` float skinning matrices.
+    """
+    if not isinstance(matrices, torch.Tensor) or matrices.dim() != 3 \
+            or matrices.shape[1:] != (4, 4) or not matrices.is_floating_point():
+        raise ValueError(f"matrices must be a [J,4,4] float tensor, got "
+                         f"{tuple(getattr(matrices, 'shape', ()))}")
+    if not isinstance(v_joints, torch.Tensor) or v_joints.dim() != 2 or v_joints.shape[1] != 4 \
+            or v_joints.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"v_joints must be a [V,4] int64 tensor, got "
+                         f"{tuple(getattr(v_joints, 'shape', ()))}")
+    check_positions("v_weights", v_weights, 4)
+    if v_weights.shape[0] != v_joints.shape[0]:
+        raise ValueError(f"v_weights must be [{v_joints.shape[0]},4] like v_joints, "
+                         f"got {tuple(v_weights.shape)}")
+    if v_joints.numel() and (int(v_joints.min()) < 0
+                             or int(v_joints.max()) >= matrices.shape[0]):
+        raise ValueError(f"v_joints holds indices outside [0,{matrices.shape[0]})")
+    m = matrices[v_joints.long()]                              # [V,4,4,4]
+    return (m * v_weights.to(m.dtype)[:, :, None, None]).sum(dim=1)
+
+
+def skin_positions(v_pos: torch.Tensor, v_joints: torch.Tensor, v_weights: torch.Tensor,
+                   matrices: torch.Tensor) -> torch.Tensor:
+    """Linear blend skinning of positions.
+
+    Args:
+        v_pos: `[V,3]` float bind-pose positions.
+        v_joints: `[V,4]` int64, v_weights: `[V,4]` float, matrices: `[J,4,4]` float.
+    Returns:
+        `[V,3]` posed positions; differentiable in v_pos, v_weights and matrices.
+    """
+    check_positions("v_pos", v_pos)
+    if v_joints.shape[0] != v_pos.shape[0]:
+        raise ValueError(f"v_joints must be [{v_pos.shape[0]},4] like v_pos, "
+                         f"got {tuple(v_joints.shape)}")
+    b = blend_matrices(v_joints, v_weights, matrices).to(v_pos.dtype)
+    return (b[:, :3, :3] @ v_pos[:, :, None]).squeeze(-1) + b[:, :3, 3]
+
+
+def _attr_owner(t_attr_idx: torch.Tensor, t_pos_idx: torch.Tensor, count: int) -> torch.Tensor:
+    """For each of `count` attribute entries, the position index of its first corner (0 if unused)."""
+    attr = t_attr_idx.reshape(-1).long()
+    pos = t_pos_idx.reshape(-1).long()
+    order = torch.arange(attr.numel(), device=attr.device)
+    first = torch.full((count,), attr.numel(), dtype=torch.int64, device=attr.device)
+    first = first.scatter_reduce(0, attr, order, reduce="amin")
+    owner = torch.zeros(count, dtype=torch.int64, device=attr.device)
+    used = first < attr.numel()
+    owner[used] = pos[first[used]]
+    return owner
+
+
+def skin_mesh(mesh: Mesh, t: float) -> Mesh:
+    """The mesh posed at time `t` (seconds) with `mesh.skin.at(t)`.
+
+    Returns the mesh unchanged when it has no skin. The result carries no
+    joints/weights/skin (it is a posed, static mesh).
+    """
+    if mesh.skin is None or mesh.v_joints is None or mesh.v_weights is None:
+        return mesh
+    mats = mesh.skin.at(float(t)).to(mesh.v_pos)
+    blend = blend_matrices(mesh.v_joints, mesh.v_weights, mats)
+    v_pos = (blend[:, :3, :3] @ mesh.v_pos[:, :, None]).squeeze(-1) + blend[:, :3, 3]
+    changes: dict[str, object] = {"v_pos": v_pos, "v_joints": None, "v_weights": None,
+                                  "skin": None}
+    if mesh.v_nrm is not None and mesh.t_nrm_idx is not None:
+        own = _attr_owner(mesh.t_nrm_idx, mesh.t_pos_idx, mesh.v_nrm.shape[0])
+        lin = blend[own, :3, :3].to(mesh.v_nrm.dtype)
+        changes["v_nrm"] = safe_normalize((lin @ mesh.v_nrm[:, :, None]).squeeze(-1))
+    if mesh.v_tng is not None and mesh.t_tng_idx is not None:
+        own = _attr_owner(mesh.t_tng_idx, mesh.t_pos_idx, mesh.v_tng.shape[0])
+        lin = blend[own, :3, :3].to(mesh.v_tng.dtype)
+        xyz = safe_normalize((lin @ mesh.v_tng[:, :3, None]).squeeze(-1))
+        changes["v_tng"] = torch.cat([xyz, mesh.v_tng[:, 3:]], dim=1)
+    return mesh.replace(**changes)
+
+
+def _load_npy(path: str | os.PathLike[str]) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputFileError(path, "file not found") from None
+    except (OSError, ValueError) as exc:
+        raise InputFileError(path, f"not a readable .npy array ({exc})") from None
+    if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.number):
+        raise InputFileError(path, f"expected a numeric array, got dtype {arr.dtype}")
+    if not np.all(np.isfinite(arr)):
+        raise InputFileError(path, "array holds NaN or Inf")
+    return arr
+
+
+def load_nvdiffmodeling_skin(mesh: Mesh, bones_path: str | os.PathLike[str],
+                             weights_path: str | os.PathLike[str], fps: float = 1.0) -> Mesh:
+    """Attach nvdiffmodeling's `.bones.npy` / `.weights.npy` skinning to `mesh`.
+
+    Args:
+        mesh: the bind-pose mesh the files belong to (V vertices).
+        bones_path: `[frames,J,4,4]` row-vector bone matrices.
+        weights_path: `[V,J]` dense weights.
+        fps: frames per second for the keyframe times (frame k at k / fps).
+    Returns:
+        The mesh with v_joints `[V,4]` int64, v_weights `[V,4]` float32, skin.
+    Raises:
+        InputFileError: naming the file, on unreadable files or shape mismatch.
+    """
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps!r}")
+    bones = _load_npy(bones_path)
+    if bones.ndim != 4 or bones.shape[2:] != (4, 4) or bones.shape[0] < 1 or bones.shape[1] < 1:
+        raise InputFileError(bones_path, f"expected bone matrices [frames,joints,4,4], "
+                             f"got shape {bones.shape}")
+    weights = _load_npy(weights_path)
+    n_joints = bones.shape[1]
+    if weights.ndim != 2 or weights.shape != (mesh.num_vertices, n_joints):
+        raise InputFileError(weights_path, f"expected weights [{mesh.num_vertices},{n_joints}] "
+                             f"(vertices x joints of {os.path.basename(str(bones_path))}), "
+                             f"got shape {weights.shape}")
+    w = torch.from_numpy(np.abs(weights.astype(np.float32)))
+    if n_joints < 4:
+        w = torch.cat([w, torch.zeros(w.shape[0], 4 - n_joints)], dim=1)
+    top_w, top_j = torch.topk(w, 4, dim=1)
+    top_j = torch.where(top_j < n_joints, top_j, torch.zeros_like(top_j))
+    total = top_w.sum(dim=1, keepdim=True)
+    if w.shape[0] and float(total.min()) <= 0:
+        bad = int(torch.nonzero(total[:, 0] <= 0)[0])
+        raise InputFileError(weights_path, f"row {bad}: vertex has all-zero weights")
+    mats = torch.from_numpy(bones.astype(np.float32)).transpose(-1, -2).contiguous()
+    skin = Skin(times=torch.arange(bones.shape[0], dtype=torch.float32) / float(fps),
+                matrices=mats, joint_names=tuple(f"bone{j}" for j in range(n_joints)))
+    dev = mesh.device
+    return mesh.replace(v_joints=top_j.to(dev), v_weights=(top_w / total).to(dev),
+                        skin=_skin_to(skin, dev))
+
+
+def _skin_to(skin: Skin, device: torch.device) -> Skin:
+    """The skin with its tensors on `device`."""
+    return Skin(times=skin.times.to(device), matrices=skin.matrices.to(device),
+                joint_names=skin.joint_names)
