@@ -1,0 +1,306 @@
+"""MTL material libraries: read into `Material`s, write from them.
+
+Mapping (compatible with the files nvdiffmodeling reads and writes):
+
+- kd: `map_Kd` image if given (sRGB in the file, linear inside; it replaces
+  `Kd`), else the `Kd` value (also taken as sRGB, as nvdiffmodeling does).
+  Alpha: `map_d` (its alpha channel if it has one, else its first channel),
+  else the alpha channel of `map_Kd`, else `d` (or `1 - Tr`). A material whose
+  alpha is anywhere below 1 gets a 4-channel kd, alpha_mode "MASK", cutoff 0.5.
+- ks = (occlusion, roughness, metallic), linear: `map_Ks` texels, else the
+  `Ks` values, else (0, Pr, Pm) from the PBR extension (missing Pr: derived
+  from `Ns` as sqrt(2 / (Ns + 2)) when Ns is given, else 0.5; missing Pm: 0),
+  else the Material default (0, 0.5, 0).
+- normal: `norm`, `bump` or `map_Bump` image in [0,1] -> n * 2 - 1; its
+  `-bm` option -> normal_scale. A 1-channel bump image is a height map, which
+  difflod does not convert: the material then gets no normal map.
+- displacement: `disp` image, first channel, as stored (linear).
+
+Texture statements accept the standard options (-bm, -blendu, -o, -s, ...);
+the rest of the line is the file name, so names may contain spaces. Paths
+are relative to the MTL's folder, backslashes are taken as separators, and a
+path that leads outside the model's folder is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from difflod.errors import InputFileError
+from difflod.io.image import linear_to_srgb, read_image, srgb_to_linear
+from difflod.mesh import Material
+
+__all__ = ["read_mtl", "resolve_inside", "material_files", "mtl_text"]
+
+# texture option -> (min, max) number of arguments
+_TEX_OPTIONS: dict[str, tuple[int, int]] = {
+    "-blendu": (1, 1), "-blendv": (1, 1), "-bm": (1, 1), "-boost": (1, 1), "-cc": (1, 1),
+    "-clamp": (1, 1), "-imfchan": (1, 1), "-mm": (2, 2), "-o": (1, 3), "-s": (1, 3),
+    "-t": (1, 3), "-texres": (1, 1), "-type": (1, 1),
+}
+_TEX_KEYS = {"map_kd": "map_kd", "map_ks": "map_ks", "map_d": "map_d", "bump": "bump",
+             "map_bump": "bump", "norm": "bump", "disp": "disp"}
+
+
+def resolve_inside(root: Path, base: Path, name: str, source: Path, lineno: int) -> Path:
+    """Resolve file `name` (from `source` line `lineno`) against folder `base`.
+
+    Raises InputFileError if the result lies outside `root` (the model's folder).
+    """
+    rel = name.strip().strip('"').replace("\\", "/")
+    target = Path(os.path.realpath(base / rel))
+    root_real = os.path.realpath(root)
+    if os.path.commonpath([root_real, str(target)]) != root_real:
+        raise InputFileError(source, f"line {lineno}: path {name!r} leads outside the "
+                                     f"model folder {root}")
+    return target
+
+
+def _texture_args(rest: str, source: Path, lineno: int) -> tuple[dict[str, list[str]], str]:
+    """Split a texture statement's arguments into (options, file name)."""
+    tokens = [(m.group(), m.start()) for m in re.finditer(r"\S+", rest)]
+    opts: dict[str, list[str]] = {}
+    i = 0
+    while i < len(tokens) and tokens[i][0].startswith("-") and not _is_number(tokens[i][0]):
+        key = tokens[i][0].lower()
+        lo, hi = _TEX_OPTIONS.get(key, (0, 3))
+        args: list[str] = []
+        i += 1
+        while i < len(tokens) and len(args) < hi and (
+                _is_number(tokens[i][0]) or (len(args) < lo and key in ("-blendu", "-blendv",
+                                                                        "-clamp", "-cc",
+                                                                        "-imfchan", "-type"))):
+            args.append(tokens[i][0])
+            i += 1
+        if len(args) < lo:
+            raise InputFileError(source, f"line {lineno}: texture option {key} needs {lo} "
+                                         f"argument(s)")
+        opts[key] = args
+    if i >= len(tokens):
+        raise InputFileError(source, f"line {lineno}: texture statement has no file name")
+    return opts, rest[tokens[i][1]:].strip()
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class _Raw:
+    name: str
+    lineno: int
+    values: dict[str, list[float]] = field(default_factory=dict)
+    maps: dict[str, tuple[Path, int, dict[str, list[str]]]] = field(default_factory=dict)
+
+
+def _floats(args: list[str], n: int, source: Path, lineno: int, key: str) -> list[float]:
+    try:
+        vals = [float(a) for a in args[:n]]
+    except ValueError:
+        raise InputFileError(source, f"line {lineno}: {key} expects numbers, "
+                                     f"got {' '.join(args)!r}") from None
+    if not vals:
+        raise InputFileError(source, f"line {lineno}: {key} needs a value")
+    if not all(math.isfinite(v) for v in vals):
+        raise InputFileError(source, f"line {lineno}: {key} holds NaN or Inf")
+    if len(vals) < n:  # "Kd 0.5" means grey
+        vals = vals + [vals[-1]] * (n - len(vals))
+    return vals
+
+
+def _parse(path: Path, root: Path) -> list[_Raw]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputFileError(path, "material library not found") from None
+    except OSError as e:
+        raise InputFileError(path, f"cannot read material library: {e.strerror or e}") from None
+    raws: list[_Raw] = []
+    cur: _Raw | None = None
+    lines = data.replace(b"\\\r\n", b" ").replace(b"\\\n", b" ").split(b"\n")
+    for lineno, raw in enumerate(lines, start=1):
+        raw = raw.strip()
+        if not raw or raw.startswith(b"#"):
+            continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            line = raw.decode("latin-1")
+        parts = line.split(None, 1)
+        key = parts[0].lower()
+        rest = parts[1].strip() if len(parts) > 1 else ""
+        if key == "newmtl":
+            if not rest:
+                raise InputFileError(path, f"line {lineno}: newmtl needs a name")
+            cur = _Raw(rest, lineno)
+            raws.append(cur)
+            continue
+        if key not in ("kd", "ks", "ns", "d", "tr", "pr", "pm") and key not in _TEX_KEYS:
+            continue  # Ka, Ke, Ni, illum, ... do not map onto difflod's material
+        if cur is None:
+            raise InputFileError(path, f"line {lineno}: {parts[0]} before any newmtl")
+        if key in _TEX_KEYS:
+            opts, name = _texture_args(rest, path, lineno)
+            cur.maps[_TEX_KEYS[key]] = (resolve_inside(root, path.parent, name, path, lineno),
+                                        lineno, opts)
+        else:
+            n = 3 if key in ("kd", "ks") else 1
+            cur.values[key] = _floats(rest.split(), n, path, lineno, parts[0])
+    return raws
+
+
+def _load_tex(raw: _Raw, key: str, mtl: Path) -> torch.Tensor:
+    file, lineno, _ = raw.maps[key]
+    if not file.is_file():
+        raise InputFileError(mtl, f"line {lineno}: texture {file.name!r} not found ({file})")
+    try:
+        return read_image(file)
+    except InputFileError as e:
+        raise InputFileError(mtl, f"line {lineno}: texture {file.name!r}: {e.detail}") from None
+
+
+def _rgb(img: torch.Tensor) -> torch.Tensor:
+    c = img.shape[-1]
+    return img[..., :1].expand(-1, -1, 3).clone() if c <= 2 else img[..., :3]
+
+
+def _resize(img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    if tuple(img.shape[:2]) == hw:
+        return img
+    out = F.interpolate(img.permute(2, 0, 1)[None], size=hw, mode="bilinear", align_corners=False)
+    return out[0].permute(1, 2, 0).contiguous()
+
+
+def _material(raw: _Raw, mtl: Path) -> Material:
+    vals = raw.values
+    alpha: torch.Tensor | None = None
+    if "map_kd" in raw.maps:
+        img = _load_tex(raw, "map_kd", mtl)
+        kd = srgb_to_linear(_rgb(img))
+        if img.shape[-1] in (2, 4):
+            alpha = img[..., -1:]
+    else:
+        kd = srgb_to_linear(torch.tensor(vals.get("kd", [0.5, 0.5, 0.5]),
+                                         dtype=torch.float32).reshape(1, 1, 3))
+    if "map_d" in raw.maps:
+        img = _load_tex(raw, "map_d", mtl)
+        alpha = img[..., -1:] if img.shape[-1] in (2, 4) else img[..., :1]
+    elif alpha is None and ("d" in vals or "tr" in vals):
+        a = vals["d"][0] if "d" in vals else 1.0 - vals["tr"][0]
+        alpha = torch.full((1, 1, 1), float(a), dtype=torch.float32)
+    alpha_mode = "OPAQUE"
+    if alpha is not None and bool((alpha < 1.0).any()):
+        hw = (max(kd.shape[0], alpha.shape[0]), max(kd.shape[1], alpha.shape[1]))
+        kd = torch.cat([_resize(kd, hw), _resize(alpha, hw).clamp(0, 1)], dim=-1)
+        alpha_mode = "MASK"
+
+    if "map_ks" in raw.maps:
+        ks = _rgb(_load_tex(raw, "map_ks", mtl)).contiguous()
+    elif "ks" in vals:
+        ks = torch.tensor(vals["ks"], dtype=torch.float32).reshape(1, 1, 3)
+    elif "pr" in vals or "pm" in vals or "ns" in vals:
+        rough = vals["pr"][0] if "pr" in vals else (
+            math.sqrt(2.0 / (max(vals["ns"][0], 0.0) + 2.0)) if "ns" in vals else 0.5)
+        metal = vals["pm"][0] if "pm" in vals else 0.0
+        ks = torch.tensor([0.0, rough, metal], dtype=torch.float32).reshape(1, 1, 3)
+    else:
+        ks = Material().ks
+
+    normal, scale = None, 1.0
+    if "bump" in raw.maps:
+        img = _load_tex(raw, "bump", mtl)
+        if img.shape[-1] >= 3:
+            normal = img[..., :3] * 2.0 - 1.0
+            _, lineno, opts = raw.maps["bump"]
+            if "-bm" in opts:
+                scale = _floats(opts["-bm"], 1, mtl, lineno, "-bm")[0]
+    disp = _load_tex(raw, "disp", mtl)[..., :1].contiguous() if "disp" in raw.maps else None
+    mat = Material(name=raw.name, kd=kd.contiguous(), ks=ks, normal=normal, normal_scale=scale,
+                   displacement=disp, alpha_mode=alpha_mode, alpha_cutoff=0.5)
+    try:
+        return mat.validate()
+    except ValueError as e:
+        raise InputFileError(mtl, f"line {raw.lineno}: {e}") from None
+
+
+def read_mtl(path: Path, root: Path) -> dict[str, Material]:
+    """Read an MTL file into materials by name (later definitions win).
+
+    Args:
+        path: the .mtl file. root: the model's folder; textures must lie inside it.
+    Raises:
+        InputFileError naming the file and line for missing/bad files or values.
+    """
+    return {raw.name: _material(raw, path) for raw in _parse(path, root)}
+
+
+# ---- writing -------------------------------------------------------------------
+
+def material_files(index: int) -> dict[str, str]:
+    """Texture file names for material `index`: texture_kd.png, ... (suffix _<i> for i > 0)."""
+    sfx = "" if index == 0 else f"_{index}"
+    return {k: f"texture_{k}{sfx}.png" for k in ("kd", "ks", "n", "d")}
+
+
+def _is_const(t: torch.Tensor) -> bool:
+    return t.shape[0] == 1 and t.shape[1] == 1
+
+
+def mtl_text(materials: list[tuple[str, Material]]) -> tuple[str, list[tuple[str, torch.Tensor,
+                                                                                int]]]:
+    """MTL text for (unique name, material) pairs, and the images to write.
+
+    Returns:
+        (text, images): images are (file name, `[H,W,C]` float32 in [0,1] as stored, bits).
+    """
+    out: list[str] = ["# difflod material library\n"]
+    images: list[tuple[str, torch.Tensor, int]] = []
+    for i, (name, m) in enumerate(materials):
+        files = material_files(i)
+        kd = m.kd.detach().float().cpu()
+        ks = m.ks.detach().float().cpu()
+        out.append(f"\nnewmtl {name}\n")
+        has_alpha = kd.shape[-1] == 4
+        srgb = torch.cat([_srgb8(kd[..., :3])]
+                         + ([kd[..., 3:].clamp(0, 1)] if has_alpha else []), dim=-1)
+        if _is_const(kd):
+            c = srgb[0, 0].tolist()
+            out.append("Kd {:.6f} {:.6f} {:.6f}\n".format(*c[:3]))
+            if has_alpha:
+                out.append(f"d {c[3]:.6f}\n")
+        else:
+            images.append((files["kd"], srgb, 8))
+            out.append(f"map_Kd {files['kd']}\n")
+            if has_alpha:
+                out.append(f"map_d {files['kd']}\n")
+        if _is_const(ks):
+            o, r, mt = ks[0, 0].tolist()
+            out.append(f"Ks {o:.6f} {r:.6f} {mt:.6f}\nPr {r:.6f}\nPm {mt:.6f}\n")
+        else:
+            images.append((files["ks"], ks.clamp(0, 1), 8))
+            out.append(f"map_Ks {files['ks']}\n")
+        if m.normal is not None:
+            n = m.normal.detach().float().cpu()
+            images.append((files["n"], (n * 0.5 + 0.5).clamp(0, 1), 8))
+            bm = f"-bm {m.normal_scale:.6g} " if m.normal_scale != 1.0 else ""
+            out.append(f"bump {bm}{files['n']}\n")
+        if m.displacement is not None:
+            images.append((files["d"], m.displacement.detach().float().cpu().clamp(0, 1), 16))
+            out.append(f"disp {files['d']}\n")
+    return "".join(out), images
+
+
+def _srgb8(x: torch.Tensor) -> torch.Tensor:
+    """linear -> sRGB, clamped to [0,1] for 8-bit storage."""
+    return linear_to_srgb(x.clamp(0, 1)).clamp(0, 1)

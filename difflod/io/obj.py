@@ -1,0 +1,412 @@
+"""Wavefront OBJ reader and writer (materials in difflod.io.mtl).
+
+Reading is bulk numpy work, not a Python loop per line, so that large files
+load faster than with trimesh: lines are classified by their first bytes,
+the v/vt/vn/f lines of each kind are gathered into one byte block, tokens are
+counted per line with vectorised byte masks, and the numbers are parsed in one
+`np.fromstring` call per block. Any irregularity (a bad character, a wrong
+count) drops to a per-line pass that only exists to name the offending line.
+
+Decisions:
+- v keeps x y z (w and vertex colors are ignored); vt keeps u v (missing v =
+  0) with v flipped (v_difflod = 1 - v_obj); polygons are fan-triangulated.
+- If only some faces carry vt, the others get UV index of an added (0,0) UV.
+  If only some faces carry vn, normals are dropped for the whole mesh.
+- Materials are ordered by first use (usemtl). Faces before any usemtl use
+  a default Material; if the file has no usemtl at all and its libraries
+  define exactly one material, that one is used. usemtl of an unknown name is
+  an error when an mtllib was given, else a default material of that name.
+- Names (usemtl, mtllib) are UTF-8, with a latin-1 fallback; comments are not
+  decoded. Backslash line continuations are joined. o/g/s/l/vp are ignored.
+- Writing follows nvdiffmodeling's layout: mesh.obj, mesh.mtl, texture_kd.png,
+  texture_ks.png, texture_n.png, texture_d.png (suffix _<i> for material i > 0),
+  all renamed into place together once every file is written.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from difflod.errors import InputFileError
+from difflod.io.atomic import atomic_paths
+from difflod.io.image import write_image
+from difflod.io.mtl import mtl_text, read_mtl, resolve_inside
+from difflod.mesh import Material, Mesh
+
+__all__ = ["read", "write"]
+
+_WS = np.zeros(256, bool)
+_WS[[9, 10, 11, 12, 13, 32]] = True
+
+
+def _lut(chars: bytes) -> np.ndarray:
+    t = _WS.copy()
+    t[np.frombuffer(chars, np.uint8)] = True
+    return t
+
+
+_FLOAT_OK = _lut(b"0123456789.-+eE")
+_INT_OK = _lut(b"0123456789-+/")
+
+
+class _Bad(Exception):
+    """Raised inside a block parse with the block-local line index."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line, self.message = line, message
+
+
+# ---- bytes -> lines ------------------------------------------------------------
+
+def _normalize(data: bytes) -> bytes:
+    """Join backslash continuations and strip leading blanks, keeping line numbers."""
+    if b"\\\n" not in data and b"\\\r\n" not in data and not _has_indent(data):
+        return data
+    lines = data.split(b"\n")
+    out: list[bytes] = []
+    i = 0
+    while i < len(lines):
+        cur, pad = lines[i].rstrip(b"\r"), 0
+        while cur.endswith(b"\\") and i + 1 < len(lines):
+            i += 1
+            pad += 1
+            cur = cur[:-1] + b" " + lines[i].rstrip(b"\r")
+        out.append(cur.lstrip(b" \t"))
+        out.extend([b""] * pad)
+        i += 1
+    return b"\n".join(out)
+
+
+def _has_indent(data: bytes) -> bool:
+    return data[:1] in (b" ", b"\t") or b"\n " in data or b"\n\t" in data
+
+
+def _block(data: bytes, starts: np.ndarray, ends: np.ndarray, idx: np.ndarray) -> bytes:
+    """The lines `idx` joined by newlines (contiguous runs sliced in one piece)."""
+    if idx.size == 0:
+        return b""
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    run_first = np.r_[idx[0], idx[breaks]]
+    run_last = np.r_[idx[breaks - 1], idx[-1]]
+    parts = [data[starts[a]:ends[b]] for a, b in zip(run_first.tolist(), run_last.tolist())]
+    return b"\n".join(parts) + b"\n"
+
+
+def _tokens(block: bytes, kwlen: int, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Blank the keywords of a block; return (bytes, token-start mask, token counts per line)."""
+    b = np.frombuffer(block, np.uint8).copy()
+    if b.size == 0:
+        return b, np.zeros(0, bool), np.zeros(0, np.int64)
+    nl = np.flatnonzero(b == 10)
+    starts = np.r_[0, nl[:-1] + 1]
+    for j in range(kwlen):
+        b[starts + j] = 32
+    bad = ~ok[b]
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise _Bad(int(np.searchsorted(nl, first)), f"unexpected character "
+                   f"{bytes([b[first]]).decode('latin-1')!r}")
+    ws = _WS[b]
+    tok = ~ws & np.r_[True, ws[:-1]]
+    line_of = np.cumsum(b == 10) - (b == 10)
+    counts = np.bincount(line_of[tok], minlength=nl.size)
+    return b, tok, counts
+
+
+def _numbers(b: np.ndarray, dtype: type, expected: int, text: bytes) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            vals = np.fromstring(b.tobytes(), dtype=dtype, sep=" ")
+        except (ValueError, DeprecationWarning):
+            vals = None
+    if expected == 0 and b.size == 0:
+        return np.zeros(0, dtype)
+    if vals is None or vals.size != expected:
+        _locate(text, dtype)
+        raise _Bad(0, "malformed numbers")
+    return vals
+
+
+def _locate(text: bytes, dtype: type) -> None:
+    """Per-line pass over a block that failed bulk parsing: raise _Bad at the bad line."""
+    conv = float if dtype is np.float64 else int
+    for i, line in enumerate(text.split(b"\n")):
+        for tok in line.replace(b"/", b" ").split()[1:]:
+            try:
+                conv(tok)
+            except ValueError:
+                raise _Bad(i, f"malformed number {tok.decode('latin-1')!r}") from None
+
+
+def _vectors(block: bytes, kwlen: int, need: int, keep: int, name: str) -> np.ndarray:
+    """Parse v/vt/vn lines: `[n, keep]` float64, at least `need` numbers per line."""
+    b, _, counts = _tokens(block, kwlen, _FLOAT_OK)
+    if counts.size and int(counts.min()) < need:
+        raise _Bad(int(np.argmin(counts)), f"{name} needs at least {need} numbers")
+    vals = _numbers(b, np.float64, int(counts.sum()), block)
+    if (counts == keep).all():
+        out = vals.reshape(-1, keep)
+    else:
+        offs = np.r_[0, np.cumsum(counts)[:-1]]
+        cols = [np.where(counts > k, vals[np.minimum(offs + k, vals.size - 1)], 0.0)
+                for k in range(keep)]
+        out = np.stack(cols, axis=1)
+    finite = np.isfinite(out).all(axis=1)
+    if not finite.all():
+        raise _Bad(int(np.argmin(finite)), f"{name} holds NaN or Inf")
+    return out
+
+
+def _faces(block: bytes) -> dict[str, np.ndarray]:
+    """Parse f lines into per-corner v/vt/vn index arrays (0 = absent) and counts."""
+    b, tok, counts = _tokens(block, 1, _INT_OK)
+    if counts.size and int(counts.min()) < 3:
+        raise _Bad(int(np.argmin(counts)), "a face needs at least 3 corners")
+    slash = b == 47
+    tok_id = np.cumsum(tok) - 1
+    ntok = int(tok.sum())
+    s = np.bincount(tok_id[slash], minlength=ntok)
+    dbl = np.bincount(tok_id[slash & np.r_[slash[1:], False]], minlength=ntok)
+    if (s > 2).any() or (dbl > (s == 2)).any():
+        corner_line = np.repeat(np.arange(counts.size), counts)
+        raise _Bad(int(corner_line[np.argmax((s > 2) | (dbl > (s == 2)))]), "malformed face corner")
+    has_vt = (s >= 1) & (dbl == 0)
+    has_vn = s == 2
+    nfield = 1 + has_vt + has_vn
+    b[slash] = 32
+    vals = _numbers(b, np.int64, int(nfield.sum()), block)
+    offs = np.r_[0, np.cumsum(nfield)[:-1]]
+    zero = np.zeros(ntok, np.int64)
+    v = vals[offs]
+    vt = np.where(has_vt, vals[np.minimum(offs + 1, vals.size - 1)], zero)
+    vn = np.where(has_vn, vals[np.minimum(offs + 1 + has_vt, vals.size - 1)], zero)
+    return {"v": v, "vt": vt, "vn": vn, "has_vt": has_vt, "has_vn": has_vn, "counts": counts}
+
+
+def _resolve(idx: np.ndarray, before: np.ndarray, corner_line: np.ndarray, name: str,
+             present: np.ndarray | None = None) -> np.ndarray:
+    """OBJ 1-based / negative indices -> 0-based, checked against counts so far."""
+    out = np.where(idx < 0, idx + before, idx - 1)
+    bad = (out < 0) | (out >= before) | (idx == 0)
+    if present is not None:
+        bad &= present
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise _Bad(int(corner_line[k]), f"{name} index {int(idx[k])} out of range "
+                                        f"({int(before[k])} defined so far)")
+    return out
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def read(path: Path) -> Mesh:
+    """Read an OBJ file (and its MTL libraries and textures) into a validated Mesh.
+
+    Returns a Mesh with v_pos `[V,3]` float32, t_pos_idx `[F,3]` int64, UVs and
+    normals when present, t_mat `[F]` int64 and the materials in order of use.
+
+    Raises:
+        InputFileError: naming the file and line, for any malformed content,
+            missing MTL/texture, or path leading outside the model's folder.
+    """
+    path = Path(path)
+    try:
+        data = _normalize(path.read_bytes())
+    except OSError as e:
+        raise InputFileError(path, f"cannot read: {e.strerror or e}") from None
+    buf = np.frombuffer(data + b"   ", np.uint8)
+    nl = np.flatnonzero(buf[:len(data)] == 10)
+    starts = np.r_[0, nl + 1]
+    ends = np.r_[nl, len(data)]
+    c0, c1, c2 = buf[starts], buf[starts + 1], buf[starts + 2]
+    c1ws, c2ws = _WS[c1], _WS[c2]
+    is_v = (c0 == 118) & c1ws
+    is_vt = (c0 == 118) & (c1 == 116) & c2ws
+    is_vn = (c0 == 118) & (c1 == 110) & c2ws
+    is_f = (c0 == 102) & c1ws
+    skip = is_v | is_vt | is_vn | is_f | _WS[c0] | (c0 == 35) | (np.isin(c0, [111, 103, 115]) & c1ws)
+    groups = {k: np.flatnonzero(m) for k, m in
+              (("v", is_v), ("vt", is_vt), ("vn", is_vn), ("f", is_f))}
+
+    def fail(kind: str, e: _Bad) -> InputFileError:
+        return InputFileError(path, f"line {int(groups[kind][e.line]) + 1}: {e.message}")
+
+    arrays = {}
+    for kind, kwlen, need, keep in (("v", 1, 3, 3), ("vt", 2, 1, 2), ("vn", 2, 3, 3)):
+        try:
+            arrays[kind] = _vectors(_block(data, starts, ends, groups[kind]), kwlen, need, keep,
+                                    kind)
+        except _Bad as e:
+            raise fail(kind, e) from None
+    # other statements: usemtl / mtllib (others ignored)
+    usemtl: list[tuple[int, str]] = []
+    libs: dict[str, object] = {}
+    for i in np.flatnonzero(~skip).tolist():
+        parts = data[starts[i]:ends[i]].strip().split(None, 1)
+        key = parts[0] if parts else b""
+        arg = _decode(parts[1]).strip() if len(parts) > 1 else ""
+        if key == b"usemtl":
+            usemtl.append((i, arg))
+        elif key == b"mtllib":
+            if not arg:
+                raise InputFileError(path, f"line {i + 1}: mtllib needs a file name")
+            mtl = resolve_inside(path.parent, path.parent, arg, path, i + 1)
+            if not mtl.is_file():
+                raise InputFileError(path, f"line {i + 1}: material library {arg!r} not found")
+            libs.update(read_mtl(mtl, path.parent))
+    try:
+        fc = _faces(_block(data, starts, ends, groups["f"]))
+        counts = fc["counts"]
+        fline = groups["f"]
+        corner_face = np.repeat(np.arange(counts.size), counts)
+        cl = corner_face  # block-local line of each corner
+        gl = fline[corner_face] if counts.size else np.zeros(0, np.int64)
+        before = {k: np.searchsorted(groups[k], gl) for k in ("v", "vt", "vn")}
+        v = _resolve(fc["v"], before["v"], cl, "vertex")
+        vt = _resolve(fc["vt"], before["vt"], cl, "texture coordinate", fc["has_vt"])
+        vn = _resolve(fc["vn"], before["vn"], cl, "normal", fc["has_vn"])
+    except _Bad as e:
+        raise fail("f", e) from None
+
+    # fan triangulation: corners (o, o+i, o+i+1)
+    offs = np.r_[0, np.cumsum(counts)[:-1]]
+    ntri = counts - 2
+    tri_face = np.repeat(np.arange(counts.size), ntri)
+    k = np.arange(int(ntri.sum())) - np.repeat(np.r_[0, np.cumsum(ntri)[:-1]], ntri) + 1
+    o = offs[tri_face]
+    corners = np.stack([o, o + k, o + k + 1], axis=1) if tri_face.size else np.zeros((0, 3), int)
+
+    def tri(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a[corners], dtype=np.int64))
+
+    v_tex = t_tex = v_nrm = t_nrm = None
+    if fc["has_vt"].any():
+        uv = arrays["vt"].astype(np.float32)
+        uv[:, 1] = 1.0 - uv[:, 1]
+        if not fc["has_vt"].all():
+            uv = np.concatenate([uv, np.zeros((1, 2), np.float32)])
+            vt = np.where(fc["has_vt"], vt, len(uv) - 1)
+        v_tex, t_tex = torch.from_numpy(uv), tri(vt)
+    if fc["has_vn"].size and fc["has_vn"].all():
+        v_nrm, t_nrm = torch.from_numpy(arrays["vn"].astype(np.float32)), tri(vn)
+
+    materials, t_mat = _assign(path, usemtl, libs, fline[tri_face] if tri_face.size else
+                               np.zeros(0, np.int64))
+    mesh = Mesh(v_pos=torch.from_numpy(arrays["v"].astype(np.float32)), t_pos_idx=tri(v),
+                v_tex=v_tex, t_tex_idx=t_tex, v_nrm=v_nrm, t_nrm_idx=t_nrm,
+                t_mat=t_mat, materials=materials)
+    try:
+        return mesh.validate()
+    except ValueError as e:
+        raise InputFileError(path, str(e)) from None
+
+
+def _assign(path: Path, usemtl: list[tuple[int, str]], libs: dict[str, object],
+            tri_line: np.ndarray) -> tuple[tuple[Material, ...], torch.Tensor]:
+    """Materials in order of first use and the `[F]` int64 material of each triangle."""
+    if not usemtl:
+        only = list(libs.values())
+        mat = only[0] if len(only) == 1 and isinstance(only[0], Material) else Material()
+        return (mat,), torch.zeros(len(tri_line), dtype=torch.int64)
+    lines = np.array([u[0] for u in usemtl])
+    which = np.searchsorted(lines, tri_line, side="right") - 1  # -1: before any usemtl
+    names = ["\0default"] + [u[1] for u in usemtl]
+    used, first = np.unique(which, return_index=True)
+    order = used[np.argsort(first)]
+    name_to_id: dict[str, int] = {}
+    mats: list[Material] = []
+    stmt_to_id = np.zeros(len(names), np.int64)
+    for stmt in order.tolist():
+        name = names[stmt + 1]
+        if name not in name_to_id:
+            if stmt == -1:
+                mat = Material()
+            elif name in libs:
+                mat = libs[name]  # type: ignore[assignment]
+            elif libs:
+                raise InputFileError(path, f"line {usemtl[stmt][0] + 1}: usemtl {name!r}: no "
+                                           f"such material in the mtllib files")
+            else:
+                mat = Material(name=name)
+            name_to_id[name] = len(mats)
+            mats.append(mat)
+        stmt_to_id[stmt + 1] = name_to_id[name]
+    if not mats:
+        mats.append(Material())
+    return tuple(mats), torch.from_numpy(stmt_to_id[which + 1])
+
+
+# ---- writing -------------------------------------------------------------------
+
+def _rows(fmt: str, arr: np.ndarray) -> str:
+    if arr.shape[0] == 0:
+        return ""
+    return (fmt * arr.shape[0]) % tuple(arr.ravel().tolist())
+
+
+def _unique_names(materials: tuple[Material, ...]) -> list[str]:
+    names: list[str] = []
+    for i, m in enumerate(materials):
+        base = " ".join((m.name or f"material_{i}").split()) or f"material_{i}"
+        name, k = base, 1
+        while name in names:
+            name, k = f"{base}_{k}", k + 1
+        names.append(name)
+    return names
+
+
+def write(mesh: Mesh, path: Path) -> None:
+    """Write `mesh` as OBJ + MTL + PNG textures beside it (nvdiffmodeling's layout).
+
+    Files: `path`, `path.with_suffix('.mtl')`, texture_kd/ks/n/d[_i].png in the
+    same folder. All are renamed into place only once every one is written.
+    Tangents and skinning are not representable in OBJ and are not written.
+    """
+    path = Path(path)
+    mesh.validate()
+    mtl_path = path.with_suffix(".mtl")
+    names = _unique_names(mesh.materials)
+    text, images = mtl_text(list(zip(names, mesh.materials)))
+
+    pos = mesh.v_pos.detach().cpu().numpy().astype(np.float64)
+    parts = [f"# difflod\nmtllib {mtl_path.name}\n", _rows("v %.9g %.9g %.9g\n", pos)]
+    cols = [mesh.t_pos_idx.cpu().numpy() + 1]
+    if mesh.has_uv:
+        assert mesh.v_tex is not None and mesh.t_tex_idx is not None
+        uv = mesh.v_tex.detach().cpu().numpy().astype(np.float64)
+        uv = np.stack([uv[:, 0], 1.0 - uv[:, 1]], axis=1)
+        parts.append(_rows("vt %.9g %.9g\n", uv))
+        cols.append(mesh.t_tex_idx.cpu().numpy() + 1)
+    if mesh.v_nrm is not None and mesh.t_nrm_idx is not None:
+        parts.append(_rows("vn %.9g %.9g %.9g\n", mesh.v_nrm.detach().cpu().numpy()
+                           .astype(np.float64)))
+        cols.append(mesh.t_nrm_idx.cpu().numpy() + 1)
+    corner = {1: "%d", 2: "%d/%d", 3: "%d/%d/%d"}[len(cols)]
+    if len(cols) == 2 and not mesh.has_uv:
+        corner = "%d//%d"
+    ffmt = f"f {corner} {corner} {corner}\n"
+    idx = np.stack(cols, axis=2)  # [F,3,k]
+    t_mat = mesh.material_ids().cpu().numpy()
+    change = np.flatnonzero(np.r_[True, t_mat[1:] != t_mat[:-1]]) if len(t_mat) else []
+    bounds = list(change) + [len(t_mat)]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        parts.append(f"usemtl {names[int(t_mat[a])]}\n")
+        parts.append(_rows(ffmt, idx[a:b]))
+    folder = path.parent
+    targets = [folder / name for name, _, _ in images] + [mtl_path, path]
+    with atomic_paths(targets) as temps:
+        for (_, img, bits), tmp in zip(images, temps):
+            write_image(tmp, img, bits=bits)
+        temps[-2].write_text(text, encoding="utf-8")
+        temps[-1].write_text("".join(parts), encoding="utf-8")
