@@ -1,0 +1,124 @@
+"""The PBR pixel shader: shading normal, two-sided lighting, point light.
+
+`shade` follows nvdiffmodeling's `shade` + `prepare_shading_normal`:
+
+1. Normal map (tangent space, +Y up, glTF/OpenGL convention): the shading
+   normal is normalize(T * x + B * y + N * max(z, 0)), with N the normalized
+   interpolated normal, T the interpolated tangent made orthogonal to N, and
+   B = w * cross(N, T) (w = the tangent's handedness). The map's XY are
+   scaled by `normal_scale` (glTF normalTexture.scale).
+2. Two-sided shading: where the geometric (face) normal faces away from the
+   viewer, both the shading and the geometric normal are flipped.
+3. Bent normals: a shading normal that grazes or faces away from the viewer
+   is bent towards the geometric normal: n = lerp(N_geom, n, clamp(n.v / 0.1,
+   0, 1)), then renormalized (nvdiffmodeling does not renormalize; we do so
+   the BSDF gets a unit vector).
+4. BSDF: bsdf.pbr_bsdf, times the light scale (render.light: constant
+   light_power as in nvdiffmodeling, or inverse-square falloff on request).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from difflod.render.light import light_scale
+from difflod.shading.bsdf import dot, pbr_bsdf, safe_normalize
+
+__all__ = ["shade", "shading_normal", "NORMAL_THRESHOLD"]
+
+#: nvdiffmodeling's threshold on n.v below which the shading normal is bent.
+NORMAL_THRESHOLD = 0.1
+
+
+def _check(name: str, t: torch.Tensor | None, channels: tuple[int, ...],
+           like: torch.Tensor) -> None:
+    if t is None:
+        return
+    if not isinstance(t, torch.Tensor) or t.dim() != 4 or t.shape[-1] not in channels \
+            or t.shape[:3] != like.shape[:3]:
+        got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"{name} must be [{','.join(map(str, like.shape[:3]))},{channels}] "
+                         f"float, got {got}")
+    if t.device != like.device:
+        raise ValueError(f"{name} is on {t.device}, gb_pos on {like.device}")
+
+
+def shading_normal(pos: torch.Tensor, view_pos: torch.Tensor, geom_nrm: torch.Tensor,
+                   smooth_nrm: torch.Tensor, tangent: torch.Tensor | None,
+                   nmap: torch.Tensor | None, normal_scale: float = 1.0) -> torch.Tensor:
+    """Unit shading normal `[...,3]` (steps 1-3 of the module docstring).
+
+    Args:
+        pos: `[...,3]` points; view_pos broadcastable to it.
+        geom_nrm: `[...,3]` geometric (face) normals; smooth_nrm: `[...,3]`
+            interpolated vertex normals.
+        tangent: `[...,4]` (xyz, handedness w) or None (needed with nmap).
+        nmap: `[...,3]` tangent-space normal in [-1,1] or None.
+    """
+    n = safe_normalize(smooth_nrm)
+    if nmap is not None:
+        if tangent is None:
+            raise ValueError("gb_tangent is required when a normal map (gb_nmap) is given")
+        t = tangent[..., 0:3]
+        t = safe_normalize(t - n * dot(n, t))
+        hand = torch.where(tangent[..., 3:4] < 0, -1.0, 1.0).to(n.dtype)
+        b = hand * torch.linalg.cross(n, t, dim=-1)
+        xy = nmap[..., 0:2] * normal_scale
+        n = safe_normalize(t * xy[..., 0:1] + b * xy[..., 1:2]
+                           + n * torch.clamp(nmap[..., 2:3], min=0.0))
+    geom = safe_normalize(geom_nrm)
+    view = safe_normalize(view_pos - pos)
+    front = dot(geom, view) > 0
+    n = torch.where(front, n, -n)
+    geom = torch.where(front, geom, -geom)
+    w = torch.clamp(dot(view, n) / NORMAL_THRESHOLD, min=0.0, max=1.0)
+    return safe_normalize(torch.lerp(geom, n, w))
+
+
+def shade(gb_pos: torch.Tensor, gb_geom_normal: torch.Tensor, gb_normal: torch.Tensor,
+          gb_tangent: torch.Tensor | None, gb_kd: torch.Tensor, gb_ks: torch.Tensor,
+          gb_nmap: torch.Tensor | None, view_pos: torch.Tensor, light_pos: torch.Tensor,
+          light_power: float | torch.Tensor, min_roughness: float = 0.08, *,
+          normal_scale: float = 1.0, light_falloff: bool = False) -> torch.Tensor:
+    """Shade a G-buffer with one point light; returns linear color `[B,H,W,3]`.
+
+    Args:
+        gb_pos: `[B,H,W,3]` float positions (mesh space).
+        gb_geom_normal: `[B,H,W,3]` geometric (face) normals, any length.
+        gb_normal: `[B,H,W,3]` interpolated vertex normals, any length.
+        gb_tangent: `[B,H,W,4]` tangents (xyz, handedness w) or None.
+        gb_kd: `[B,H,W,3|4]` base color (alpha, if any, is ignored here).
+        gb_ks: `[B,H,W,3]` (specular attenuation, roughness, metallic).
+        gb_nmap: `[B,H,W,3]` tangent-space normal map sample or None.
+        view_pos, light_pos: `[B,3]` eye / light positions in mesh space.
+        light_power: scalar (or `[B]` tensor) light power.
+        min_roughness: roughness lower bound.
+        normal_scale: scale of the normal map's XY.
+        light_falloff: inverse-square falloff (off = nvdiffmodeling's constant).
+
+    Raises:
+        ValueError: naming the argument with the wrong shape or device.
+    """
+    if not isinstance(gb_pos, torch.Tensor) or gb_pos.dim() != 4 or gb_pos.shape[-1] != 3:
+        got = tuple(gb_pos.shape) if isinstance(gb_pos, torch.Tensor) else type(gb_pos).__name__
+        raise ValueError(f"gb_pos must be [B,H,W,3] float, got {got}")
+    _check("gb_geom_normal", gb_geom_normal, (3,), gb_pos)
+    _check("gb_normal", gb_normal, (3,), gb_pos)
+    _check("gb_tangent", gb_tangent, (4,), gb_pos)
+    _check("gb_kd", gb_kd, (3, 4), gb_pos)
+    _check("gb_ks", gb_ks, (3,), gb_pos)
+    _check("gb_nmap", gb_nmap, (3,), gb_pos)
+    b = gb_pos.shape[0]
+    for name, v in (("view_pos", view_pos), ("light_pos", light_pos)):
+        if not isinstance(v, torch.Tensor) or v.shape not in ((b, 3), (1, 3)):
+            got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise ValueError(f"{name} must be [{b},3], got {got}")
+    vp = view_pos[:, None, None, :].to(gb_pos)
+    lp = light_pos[:, None, None, :].to(gb_pos)
+    power = light_power
+    if isinstance(power, torch.Tensor) and power.dim() == 1:
+        power = power[:, None, None, None]
+    nrm = shading_normal(gb_pos, vp, gb_geom_normal, gb_normal, gb_tangent, gb_nmap,
+                         normal_scale)
+    col = pbr_bsdf(gb_kd[..., 0:3], gb_ks, gb_pos, nrm, vp, lp, min_roughness)
+    return col * light_scale(lp, gb_pos, power, falloff=light_falloff)

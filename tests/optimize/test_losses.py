@@ -1,0 +1,58 @@
+"""Tests for difflod.optimize.losses with hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from difflod.optimize.losses import LOSSES, image_loss, linear_to_srgb, tonemap_log_srgb
+
+
+def _srgb(x: float) -> float:
+    return 12.92 * x if x <= 0.0031308 else 1.055 * x ** (1 / 2.4) - 0.055
+
+
+PRED = torch.tensor([[[[0.0, 1.0, 3.0]]]])
+TARGET = torch.tensor([[[[1.0, 1.0, 0.5]]]])
+
+
+def test_srgb_curve_values():
+    x = torch.tensor([0.0, 0.002, 0.0031308, 0.5, 1.0])
+    torch.testing.assert_close(linear_to_srgb(x), torch.tensor([_srgb(float(v)) for v in x]))
+    assert float(tonemap_log_srgb(torch.tensor(math.e - 1))) == pytest.approx(1.0, rel=1e-6)
+    assert float(tonemap_log_srgb(torch.tensor(-2.0))) == 0.0
+
+
+def test_hand_computed_values():
+    p, t = [0.0, 1.0, 3.0], [1.0, 1.0, 0.5]
+    tp = [_srgb(math.log(v + 1)) for v in p]
+    tt = [_srgb(math.log(v + 1)) for v in t]
+    expected = {
+        "logl1": sum(abs(a - b) for a, b in zip(tp, tt)) / 3,
+        "logl2": sum((a - b) ** 2 for a, b in zip(tp, tt)) / 3,
+        "mse": (1.0 + 0.0 + 6.25) / 3,
+        "smape": (1 / 1.01 + 0 + 2.5 / 3.51) / 3,
+        "relativel2": (1 / 1.1 + 0 + 6.25 / 9.35) / 3,
+    }
+    assert set(expected) == set(LOSSES)
+    for kind, value in expected.items():
+        assert float(image_loss(PRED, TARGET, kind)) == pytest.approx(value, rel=1e-5), kind
+    assert float(image_loss(PRED, TARGET)) == pytest.approx(expected["logl1"], rel=1e-5)
+
+
+def test_zero_for_equal_images_and_gradients_finite():
+    x = torch.rand(2, 4, 4, 3) * 5
+    for kind in LOSSES:
+        assert float(image_loss(x, x.clone(), kind)) == 0.0
+        p = torch.zeros(1, 2, 2, 3, requires_grad=True)
+        image_loss(p, torch.rand(1, 2, 2, 3), kind).backward()
+        assert bool(torch.isfinite(p.grad).all()) and float(p.grad.abs().sum()) > 0
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="logl1"):
+        image_loss(PRED, TARGET, "l1")
+    with pytest.raises(ValueError, match="same shape"):
+        image_loss(PRED, TARGET[..., :2])
