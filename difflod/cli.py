@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from out/<name>/checkpoint.pt")
     t.add_argument("--out-root", default="out")
     t.add_argument("--quiet", action="store_true")
+    t.add_argument("--gpus", type=int, default=1,
+                   help="split each batch over this many GPUs of this host (NCCL)")
 
     i = sub.add_parser("info", help="describe a model file")
     i.add_argument("file")
@@ -76,9 +78,19 @@ def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     from difflod.config import load_config, parse_overrides
     from difflod.optimize.trainer import train
 
+    from difflod.optimize import distributed
+
     config = load_config(args.config, parse_overrides(rest))
-    result = train(config, out_root=args.out_root, resume=args.resume, quiet=args.quiet)
-    print(f"wrote {result.out_dir}")
+    if distributed.in_torchrun():
+        out = distributed.train_torchrun(config, out_root=args.out_root, resume=args.resume,
+                                         quiet=args.quiet)
+    elif args.gpus > 1:
+        out = distributed.train_distributed(config, args.gpus, out_root=args.out_root,
+                                            resume=args.resume, quiet=args.quiet)
+    else:
+        out = train(config, out_root=args.out_root, resume=args.resume,
+                    quiet=args.quiet).out_dir
+    print(f"wrote {out}")
     return 0
 
 

@@ -87,12 +87,23 @@ class Trainer:
         out_dir: where checkpoints and progress images go.
         quiet: no progress output.
         on_step: optional callback(iteration, record) after each step.
+        rank, world_size: with torch.distributed initialized, this process
+            renders views [rank*B/W, (rank+1)*B/W) of each step's batch and
+            gradients are averaged over processes (see optimize.distributed);
+            every process draws the same full batch, so results equal a
+            single-process run with the same seed.
     """
 
     def __init__(self, config: TrainConfig, reference: Mesh, base: Mesh, out_dir: Path, *,
                  quiet: bool = False,
-                 on_step: Callable[[int, dict], None] | None = None) -> None:
+                 on_step: Callable[[int, dict], None] | None = None,
+                 rank: int = 0, world_size: int = 1) -> None:
         from difflod.geometry.laplacian import UniformLaplacian
+
+        if config.batch % world_size:
+            raise DiffLodError(f"batch {config.batch} does not split over {world_size} "
+                               f"processes: make 'batch' a multiple of the GPU count")
+        self.rank, self.world_size = rank, world_size
 
         self.config = config
         self.out_dir = Path(out_dir)
@@ -113,7 +124,8 @@ class Trainer:
         self.iteration = 0
         self.history: list[dict] = []
         self._good_state = self.trainable.state_dict()
-        self.progress = Progress(total=config.iter, quiet=quiet)
+        self.progress = Progress(total=config.iter, quiet=quiet or rank != 0,
+                                 log_every=config.log_interval)
         self.on_step = on_step
         self.skinned = config.animate and reference.skin is not None
 
@@ -181,6 +193,10 @@ class Trainer:
             assert self.reference.skin is not None
             dur = self.reference.skin.duration
             times = [float(torch.rand((), generator=gen)) * dur for _ in range(cfg.batch)]
+        if self.world_size > 1:  # this process's share of the batch
+            per = cfg.batch // self.world_size
+            part = slice(self.rank * per, (self.rank + 1) * per)
+            views, bg, times = views[part], bg[part], times[part]
 
         try:
             color_opt, color_ref = self.render_pair(views, res, spp, bg, times)
@@ -191,6 +207,8 @@ class Trainer:
             total = img_loss + lap_loss * lap_w
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
+            if self.world_size > 1:
+                img_loss, total = self._allreduce(img_loss, total)
         except torch.cuda.OutOfMemoryError:
             raise DiffLodError(
                 f"out of GPU memory at train_res={res}, batch={cfg.batch}, spp={spp}, "
@@ -219,6 +237,22 @@ class Trainer:
         self.iteration += 1
         return record
 
+    def _allreduce(self, *scalars: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Average gradients (and the given scalars) over all processes."""
+        import torch.distributed as dist
+
+        params = self.trainable.parameters()
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                          for p in params] + [s.detach().reshape(1) for s in scalars])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[offset:offset + n].view_as(p).clone()
+            offset += n
+        return tuple(flat[offset + i] for i in range(len(scalars)))
+
     # ---- loop -------------------------------------------------------------------
     def run(self, *, save_progress: Callable[[int], None] | None = None,
             checkpoint: bool = True) -> list[dict]:
@@ -226,7 +260,8 @@ class Trainer:
         self.progress.start(self.iteration)
         while self.iteration <= cfg.iter:
             it = self.iteration
-            if save_progress is not None and cfg.save_interval and it % cfg.save_interval == 0:
+            if save_progress is not None and self.rank == 0 and cfg.save_interval \
+                    and it % cfg.save_interval == 0:
                 save_progress(it)
             if it == cfg.iter:
                 break
@@ -234,7 +269,8 @@ class Trainer:
             self.progress.update(record)
             if self.on_step is not None:
                 self.on_step(it, record)
-            if checkpoint and cfg.save_interval and (it + 1) % cfg.save_interval == 0:
+            if checkpoint and self.rank == 0 and cfg.save_interval \
+                    and (it + 1) % cfg.save_interval == 0:
                 self.save_checkpoint()
         self.progress.close()
         return self.history
@@ -299,16 +335,22 @@ def _srgb(x: torch.Tensor) -> torch.Tensor:
 
 
 def train(config: TrainConfig, *, out_root: Path | str = "out", resume: bool = False,
-          quiet: bool = False, evaluate: bool = True) -> TrainResult:
-    """Run `difflod train`: the whole job, from files to outputs (see module docstring)."""
+          quiet: bool = False, evaluate: bool = True, rank: int = 0, world_size: int = 1,
+          device: torch.device | None = None) -> TrainResult:
+    """Run `difflod train`: the whole job, from files to outputs (see module docstring).
+
+    With world_size > 1 (torch.distributed initialized by optimize.distributed),
+    every process trains its share of each batch; only rank 0 writes files.
+    """
     from difflod.models import open_model
     from difflod.optimize import outputs
 
     if config.ref_mesh is None or config.base_mesh is None:
         missing = "ref_mesh" if config.ref_mesh is None else "base_mesh"
         raise DiffLodError(f"config: '{missing}' is not set (a model file or asset:NAME)")
-    device = resolve_device(config.device)
+    device = device if device is not None else resolve_device(config.device)
     out_dir = config.output_dir(out_root)
+    lead = rank == 0
     hint = f"put the file there, or set '{{}}' in the config"
     reference = open_model(config.ref_mesh, mtl_override=config.mtl_override,
                            hint=hint.format("ref_mesh"))
@@ -319,10 +361,12 @@ def train(config: TrainConfig, *, out_root: Path | str = "out", resume: bool = F
         base = transfer_skin(reference, base)
     ref_n, base_n, frame = prepare_meshes(reference, base, config, device)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / CHECKPOINT
-    outputs.write_config(out_dir, config)
-    trainer = Trainer(config, ref_n, base_n, out_dir, quiet=quiet)
+    if lead:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        outputs.write_config(out_dir, config)
+    trainer = Trainer(config, ref_n, base_n, out_dir, quiet=quiet, rank=rank,
+                      world_size=world_size)
     if resume:
         if not ckpt.is_file():
             raise DiffLodError(f"{ckpt}: no checkpoint to resume from")
@@ -333,6 +377,9 @@ def train(config: TrainConfig, *, out_root: Path | str = "out", resume: bool = F
     seconds = time.perf_counter() - t0
     final_unit = trainer.trainable.base_mesh().detach()
     final = frame.from_unit(final_unit.to("cpu"))
+    if not lead:
+        return TrainResult(mesh=final, out_dir=out_dir, history=trainer.history,
+                           seconds=seconds)
     outputs.write_mesh(out_dir, final)
     outputs.write_history(out_dir, trainer.history)
     trainer.save_checkpoint()
