@@ -1,0 +1,280 @@
+"""glTF node transforms, animation sampling and skin baking (numpy, float64).
+
+- `NodeGraph` holds the node hierarchy and each node's rest TRS/matrix and
+  computes world matrices, optionally with animated TRS overrides.
+- `sample_animation` evaluates an animation's translation/rotation/scale
+  channels (LINEAR with quaternion slerp, STEP, CUBICSPLINE) at the union of
+  its keyframe times. Morph-target `weights` channels are skipped with a warning.
+- `bake_skin` turns one glTF skin into `Skin.matrices` (joint world @ inverse
+  bind matrix) per keyframe. Per the spec the skinned mesh node's own
+  transform is ignored, so skinned vertices stay in their bind space.
+- `decompose` splits a 4x4 matrix into (translation, quaternion xyzw, scale)
+  for the writer.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+__all__ = ["NodeGraph", "sample_animation", "bake_skin", "decompose",
+           "quat_to_mat3", "trs_matrix"]
+
+_PATHS = ("translation", "rotation", "scale")
+
+
+def quat_to_mat3(q: np.ndarray) -> np.ndarray:
+    """Unit quaternion (x, y, z, w) `[4]` -> rotation matrix `[3,3]`."""
+    q = np.asarray(q, np.float64)
+    n = np.linalg.norm(q)
+    x, y, z, w = q / (n if n > 0 else 1.0)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+def mat3_to_quat(r: np.ndarray) -> np.ndarray:
+    """Rotation matrix `[3,3]` -> quaternion (x, y, z, w) `[4]` with w >= 0."""
+    m = r
+    tr = m[0, 0] + m[1, 1] + m[2, 2]
+    if tr > 0:
+        s = 2.0 * np.sqrt(tr + 1.0)
+        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4]
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = 2.0 * np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
+        q = [s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
+    elif m[1, 1] > m[2, 2]:
+        s = 2.0 * np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
+        q = [(m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
+    else:
+        s = 2.0 * np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
+        q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4, (m[1, 0] - m[0, 1]) / s]
+    q = np.array(q)
+    q /= np.linalg.norm(q)
+    return -q if q[3] < 0 else q
+
+
+def trs_matrix(t: np.ndarray, r: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """T @ R @ S as a `[4,4]` float64 matrix (r a quaternion xyzw)."""
+    m = np.eye(4)
+    m[:3, :3] = quat_to_mat3(r) * np.asarray(s, np.float64)[None, :]
+    m[:3, 3] = t
+    return m
+
+
+def decompose(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split an affine `[4,4]` matrix into (translation [3], quaternion xyzw [4], scale [3]).
+
+    Shear cannot be represented; the rotation is then the nearest one (polar).
+    A mirroring matrix gets a negative x scale.
+    """
+    m = np.asarray(m, np.float64)
+    a = m[:3, :3]
+    scale = np.linalg.norm(a, axis=0)
+    if np.linalg.det(a) < 0:
+        scale[0] = -scale[0]
+    safe = np.where(np.abs(scale) > 1e-12, scale, 1.0)
+    u, _, vt = np.linalg.svd(a / safe[None, :])
+    rot = u @ vt
+    if np.linalg.det(rot) < 0:  # degenerate (zero scale) case
+        u[:, -1] = -u[:, -1]
+        rot = u @ vt
+    return m[:3, 3].copy(), mat3_to_quat(rot), scale
+
+
+class NodeGraph:
+    """The node hierarchy of a glTF document with rest transforms.
+
+    Args:
+        nodes: pygltflib nodes.
+        error: callable(message) -> exception to raise on a bad hierarchy.
+    """
+
+    def __init__(self, nodes: list[Any], error: Any) -> None:
+        self.count = len(nodes)
+        self.parent = [-1] * self.count
+        self.rest_local: list[np.ndarray] = []
+        self.rest_trs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for i, node in enumerate(nodes):
+            for c in node.children or []:
+                if not isinstance(c, int) or not 0 <= c < self.count or c == i:
+                    raise error(f"node {i}: child {c!r} is not a valid node index")
+                if self.parent[c] != -1:
+                    raise error(f"node {c} has two parents ({self.parent[c]} and {i})")
+                self.parent[c] = i
+            if node.matrix is not None:
+                m = np.asarray(node.matrix, np.float64)
+                if m.shape != (16,) or not np.isfinite(m).all():
+                    raise error(f"node {i}: matrix must be 16 finite numbers")
+                local = m.reshape(4, 4).T  # column-major in the file
+                trs = decompose(local)
+            else:
+                t = np.asarray(node.translation if node.translation is not None else [0, 0, 0],
+                               np.float64)
+                r = np.asarray(node.rotation if node.rotation is not None else [0, 0, 0, 1],
+                               np.float64)
+                s = np.asarray(node.scale if node.scale is not None else [1, 1, 1], np.float64)
+                if t.shape != (3,) or r.shape != (4,) or s.shape != (3,) or not (
+                        np.isfinite(t).all() and np.isfinite(r).all() and np.isfinite(s).all()):
+                    raise error(f"node {i}: translation/rotation/scale must be finite "
+                                "3/4/3-vectors")
+                trs = (t, r, s)
+                local = trs_matrix(t, r, s)
+            self.rest_local.append(local)
+            self.rest_trs.append(trs)
+        self.order = self._topological(error)
+
+    def _topological(self, error: Any) -> list[int]:
+        order: list[int] = []
+        depth = [0] * self.count
+        for i in range(self.count):
+            chain, j = [], i
+            while j != -1 and len(chain) <= self.count:
+                chain.append(j)
+                j = self.parent[j]
+            if len(chain) > self.count:
+                raise error(f"node {i}: the node hierarchy has a cycle")
+            depth[i] = len(chain)
+        order = sorted(range(self.count), key=lambda k: depth[k])
+        return order
+
+    def world(self, overrides: dict[int, dict[str, np.ndarray]] | None = None) -> np.ndarray:
+        """World matrices `[nodes,4,4]` float64, with animated TRS `overrides` if given."""
+        out = np.zeros((self.count, 4, 4))
+        for i in self.order:
+            if overrides and i in overrides:
+                t, r, s = self.rest_trs[i]
+                o = overrides[i]
+                local = trs_matrix(o.get("translation", t), o.get("rotation", r),
+                                   o.get("scale", s))
+            else:
+                local = self.rest_local[i]
+            p = self.parent[i]
+            out[i] = local if p == -1 else out[p] @ local
+        return out
+
+
+def _slerp(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
+    a = a / np.linalg.norm(a)
+    b = b / np.linalg.norm(b)
+    d = float(np.dot(a, b))
+    if d < 0:
+        b, d = -b, -d
+    if d > 0.9995:
+        q = a + w * (b - a)
+    else:
+        th = np.arccos(min(d, 1.0))
+        q = (np.sin((1 - w) * th) * a + np.sin(w * th) * b) / np.sin(th)
+    return q / np.linalg.norm(q)
+
+
+def _sample(times: np.ndarray, values: np.ndarray, interp: str, path: str,
+            t: float) -> np.ndarray:
+    """Value of one sampler at time t (clamped to its range)."""
+    n = len(times)
+    cubic = interp == "CUBICSPLINE"
+    key = (lambda k: values[3 * k + 1]) if cubic else (lambda k: values[k])
+    if t <= times[0] or n == 1:
+        return key(0)
+    if t >= times[-1]:
+        return key(n - 1)
+    k = int(np.searchsorted(times, t, side="right")) - 1
+    t0, t1 = times[k], times[k + 1]
+    dt = t1 - t0
+    w = (t - t0) / dt if dt > 0 else 0.0
+    if interp == "STEP":
+        return key(k)
+    if cubic:
+        v0, b0 = values[3 * k + 1], values[3 * k + 2]
+        v1, a1 = values[3 * (k + 1) + 1], values[3 * (k + 1)]
+        w2, w3 = w * w, w * w * w
+        v = ((2 * w3 - 3 * w2 + 1) * v0 + dt * (w3 - 2 * w2 + w) * b0
+             + (-2 * w3 + 3 * w2) * v1 + dt * (w3 - w2) * a1)
+        return v / np.linalg.norm(v) if path == "rotation" else v
+    if path == "rotation":
+        return _slerp(values[k], values[k + 1], w)
+    return values[k] * (1 - w) + values[k + 1] * w
+
+
+def sample_animation(src: Any, anim_index: int) -> tuple[np.ndarray, list[dict]]:
+    """Evaluate animation `anim_index` of a `GltfSource`.
+
+    Returns:
+        times: `[N]` float64, the sorted union of its channels' keyframe times.
+        overrides: N dicts {node: {"translation"|"rotation"|"scale": value}}.
+    """
+    anim = src.item("animations", anim_index, "animation option")
+    channels = []
+    skipped = set()
+    for ci, ch in enumerate(anim.channels or []):
+        label = f"animation {anim_index} channel {ci}"
+        target = ch.target
+        path = None if target is None else target.path
+        if path not in _PATHS:
+            skipped.add(str(path))
+            continue
+        node = target.node
+        if node is None:
+            continue
+        src.item("nodes", node, label)
+        sampler = src.item_of(anim.samplers, ch.sampler, f"{label} sampler")
+        interp = sampler.interpolation or "LINEAR"
+        if interp not in ("LINEAR", "STEP", "CUBICSPLINE"):
+            raise src.error(f"{label}: unknown interpolation {interp!r}")
+        times = src.accessor(sampler.input, f"input of {label}")[:, 0].astype(np.float64)
+        values = src.accessor(sampler.output, f"output of {label}").astype(np.float64)
+        width = 4 if path == "rotation" else 3
+        need = len(times) * (3 if interp == "CUBICSPLINE" else 1)
+        if values.shape != (need, width):
+            raise src.error(f"accessor {sampler.output} (output of {label}): expected "
+                            f"{need} x {width} values for {len(times)} keys, got "
+                            f"{values.shape[0]} x {values.shape[1]}")
+        if len(times) == 0 or not (np.isfinite(times).all() and np.isfinite(values).all()):
+            raise src.error(f"{label}: keyframes are empty or hold NaN/Inf")
+        if len(times) > 1 and not (np.diff(times) > 0).all():
+            raise src.error(f"accessor {sampler.input} (input of {label}): keyframe times "
+                            "must increase")
+        channels.append((node, path, times, values, interp))
+    if skipped:
+        warnings.warn(f"{src.path}: animation {anim_index}: channels {sorted(skipped)} "
+                      "are not supported and were skipped", stacklevel=3)
+    if not channels:
+        return np.zeros(1), [{}]
+    all_times = np.unique(np.concatenate([c[2] for c in channels]))
+    overrides = []
+    for t in all_times:
+        frame: dict[int, dict[str, np.ndarray]] = {}
+        for node, path, times, values, interp in channels:
+            frame.setdefault(node, {})[path] = _sample(times, values, interp, path, float(t))
+        overrides.append(frame)
+    return all_times, overrides
+
+
+def bake_skin(src: Any, skin_index: int, worlds: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Skinning matrices `[N,J,4,4]` float64 (joint world @ inverse bind) and joint names.
+
+    Args:
+        worlds: `[N,nodes,4,4]` node world matrices per keyframe.
+    """
+    skin = src.item("skins", skin_index, "skin")
+    joints = list(skin.joints or [])
+    if not joints:
+        raise src.error(f"skin {skin_index}: has no joints")
+    for j in joints:
+        src.item("nodes", j, f"skin {skin_index} joint")
+    if skin.inverseBindMatrices is None:
+        ibm = np.tile(np.eye(4), (len(joints), 1, 1))
+    else:
+        raw = src.accessor(skin.inverseBindMatrices,
+                           f"inverseBindMatrices of skin {skin_index}").astype(np.float64)
+        if raw.shape != (len(joints), 16) or not np.isfinite(raw).all():
+            raise src.error(f"accessor {skin.inverseBindMatrices} (inverseBindMatrices of skin "
+                            f"{skin_index}): expected {len(joints)} finite MAT4, got "
+                            f"{raw.shape[0]} x {raw.shape[1]}")
+        ibm = raw.reshape(-1, 4, 4).transpose(0, 2, 1)
+    mats = worlds[:, joints] @ ibm[None]
+    names = [src.doc.nodes[j].name or f"node{j}" for j in joints]
+    return mats, names

@@ -1,0 +1,298 @@
+"""glTF 2.0 writer: `.glb` (everything embedded) or `.gltf` + `<stem>.bin` + PNGs.
+
+Layout of what is written:
+- one mesh with one primitive per material that has triangles, all sharing
+  one vertex set: each vertex is a unique (position, uv, normal, tangent)
+  index tuple of the Mesh's corners, so the separate OBJ-style index buffers
+  become glTF's single index buffer (uint16 or uint32 indices);
+- POSITION (with min/max), NORMAL (unit), TEXCOORD_0, TANGENT (VEC4, w = +-1),
+  JOINTS_0 (uint8/uint16) and WEIGHTS_0 (float) when present;
+- materials: a 1x1 kd becomes baseColorFactor, otherwise an sRGB PNG (RGBA when
+  kd has alpha); a 1x1 ks with occlusion 1 becomes roughness/metallic
+  factors, otherwise one linear PNG packing (occlusion R, roughness G,
+  metallic B) used as both metallicRoughnessTexture and occlusionTexture;
+  normal maps as (n + 1) / 2 PNGs with normalTexture.scale; alphaMode,
+  alphaCutoff, doubleSided. Displacement maps have no glTF slot and are dropped
+  with a warning;
+- a skin as J joint nodes under one "skeleton" root node, inverse bind
+  matrices = identity, and one animation sampling each joint's TRS
+  (decomposed from `Skin.matrices`) at `Skin.times` with LINEAR
+  interpolation. Skinning matrices with shear cannot be expressed as TRS and
+  are approximated (a warning gives the error).
+Files are written atomically; for .gltf the .gltf itself is renamed last.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import warnings
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pygltflib as gl
+import torch
+from PIL import Image
+
+from difflod.io.atomic import atomic_paths
+from difflod.io.gltf_anim import decompose, trs_matrix
+from difflod.io.image import linear_to_srgb
+from difflod.mesh import Material, Mesh
+
+__all__ = ["write"]
+
+_FLOAT, _U8, _U16, _U32 = 5126, 5121, 5123, 5125
+_ARRAY, _ELEMENTS = 34962, 34963
+_TYPES = {1: "SCALAR", 2: "VEC2", 3: "VEC3", 4: "VEC4", 16: "MAT4"}
+
+
+class _Blob:
+    """The binary buffer under construction: bufferViews and accessors."""
+
+    def __init__(self, doc: gl.GLTF2) -> None:
+        self.doc = doc
+        self.data = bytearray()
+
+    def view(self, raw: bytes, target: int | None = None) -> int:
+        self.data += b"\0" * (-len(self.data) % 4)
+        self.doc.bufferViews.append(gl.BufferView(buffer=0, byteOffset=len(self.data),
+                                                  byteLength=len(raw), target=target))
+        self.data += raw
+        return len(self.doc.bufferViews) - 1
+
+    def accessor(self, arr: np.ndarray, component: int, target: int | None = None,
+                 minmax: bool = False, normalized: bool = False) -> int:
+        arr = np.ascontiguousarray(arr.reshape(len(arr), -1))
+        dtype = {_FLOAT: "<f4", _U8: "<u1", _U16: "<u2", _U32: "<u4"}[component]
+        arr = arr.astype(dtype)
+        view = self.view(arr.tobytes(), target)
+        acc = gl.Accessor(bufferView=view, componentType=component, count=len(arr),
+                          type=_TYPES[arr.shape[1]], normalized=normalized or None)
+        if minmax:
+            acc.min = [float(x) for x in arr.min(axis=0)]
+            acc.max = [float(x) for x in arr.max(axis=0)]
+        self.doc.accessors.append(acc)
+        return len(self.doc.accessors) - 1
+
+
+def _png(img: np.ndarray) -> bytes:
+    q = np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(q).save(out, format="PNG", compress_level=6)
+    return out.getvalue()
+
+
+class _Images:
+    """Collects PNG images: embedded as bufferViews (GLB) or named files (.gltf)."""
+
+    def __init__(self, doc: gl.GLTF2, blob: _Blob, stem: str | None) -> None:
+        self.doc, self.blob, self.stem = doc, blob, stem
+        self.files: list[tuple[str, bytes]] = []
+        doc.samplers.append(gl.Sampler(magFilter=9729, minFilter=9987, wrapS=10497,
+                                       wrapT=10497))
+
+    def texture(self, img: np.ndarray, name: str) -> int:
+        data = _png(img)
+        if self.stem is None:
+            image = gl.Image(bufferView=self.blob.view(data), mimeType="image/png", name=name)
+        else:
+            file = f"{self.stem}_{name}.png"
+            self.files.append((file, data))
+            image = gl.Image(uri=quote(file), name=name)
+        self.doc.images.append(image)
+        self.doc.textures.append(gl.Texture(sampler=0, source=len(self.doc.images) - 1))
+        return len(self.doc.textures) - 1
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float32).numpy()
+
+
+def _material(m: Material, k: int, images: _Images) -> gl.Material:
+    pbr = gl.PbrMetallicRoughness()
+    out = gl.Material(name=m.name, pbrMetallicRoughness=pbr, alphaMode=m.alpha_mode,
+                      doubleSided=bool(m.double_sided))
+    if m.alpha_mode == "MASK":
+        out.alphaCutoff = float(m.alpha_cutoff)
+    kd = _np(m.kd)
+    if kd.shape[:2] == (1, 1):
+        rgba = list(np.clip(kd[0, 0], 0, 1).astype(float)) + ([1.0] if kd.shape[2] == 3 else [])
+        pbr.baseColorFactor = [float(x) for x in rgba]
+    else:
+        srgb = linear_to_srgb(torch.from_numpy(np.clip(kd[..., :3], 0, 1))).numpy()
+        img = np.concatenate([srgb, kd[..., 3:]], axis=-1)
+        pbr.baseColorTexture = gl.TextureInfo(index=images.texture(img, f"{k}_basecolor"))
+    ks = _np(m.ks)
+    if ks.shape[:2] == (1, 1) and abs(float(ks[0, 0, 0]) - 1.0) < 1e-6:
+        pbr.roughnessFactor, pbr.metallicFactor = float(ks[0, 0, 1]), float(ks[0, 0, 2])
+    else:
+        tex = images.texture(ks, f"{k}_orm")
+        pbr.metallicFactor = pbr.roughnessFactor = 1.0
+        pbr.metallicRoughnessTexture = gl.TextureInfo(index=tex)
+        out.occlusionTexture = gl.OcclusionTextureInfo(index=tex)
+    if m.normal is not None:
+        tex = images.texture(_np(m.normal) * 0.5 + 0.5, f"{k}_normal")
+        out.normalTexture = gl.NormalMaterialTexture(index=tex, scale=float(m.normal_scale))
+    if m.displacement is not None:
+        warnings.warn(f"material {m.name!r}: glTF has no displacement map; not written",
+                      stacklevel=3)
+    return out
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(v, axis=1, keepdims=True)
+    fallback = np.zeros_like(v)
+    fallback[:, 0] = 1.0
+    return np.where(n > 1e-12, v / np.maximum(n, 1e-12), fallback)
+
+
+def _vertices(mesh: Mesh, faces: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Unique corner tuples of triangles `faces` -> (attributes per glTF vertex, indices)."""
+    keys = [mesh.t_pos_idx]
+    for values, index in ((mesh.v_tex, mesh.t_tex_idx), (mesh.v_nrm, mesh.t_nrm_idx),
+                          (mesh.v_tng, mesh.t_tng_idx)):
+        if values is not None and index is not None:
+            keys.append(index)
+    corners = torch.stack([k[faces].reshape(-1) for k in keys], dim=1).cpu().numpy()
+    unique, inverse = np.unique(corners, axis=0, return_inverse=True)
+    attrs = {"POSITION": _np(mesh.v_pos)[unique[:, 0]]}
+    col = 1
+    if mesh.v_tex is not None:
+        attrs["TEXCOORD_0"] = _np(mesh.v_tex)[unique[:, col]]
+        col += 1
+    if mesh.v_nrm is not None:
+        attrs["NORMAL"] = _unit(_np(mesh.v_nrm)[unique[:, col]])
+        col += 1
+    if mesh.v_tng is not None:
+        tng = _np(mesh.v_tng)[unique[:, col]]
+        attrs["TANGENT"] = np.concatenate(
+            [_unit(tng[:, :3]), np.where(tng[:, 3:] < 0, -1.0, 1.0)], axis=1)
+    if mesh.v_joints is not None and mesh.v_weights is not None:
+        attrs["JOINTS_0"] = mesh.v_joints.cpu().numpy()[unique[:, 0]]
+        w = _np(mesh.v_weights)[unique[:, 0]]
+        attrs["WEIGHTS_0"] = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+    return attrs, inverse.reshape(-1, 3)
+
+
+def _skin(doc: gl.GLTF2, blob: _Blob, mesh: Mesh) -> None:
+    """Joint nodes, skin 0 and animation 0 reproducing `mesh.skin` (mesh node is node 0)."""
+    skin = mesh.skin
+    assert skin is not None
+    mats = skin.matrices.detach().cpu().double().numpy()  # [N,J,4,4]
+    n_keys, n_joints = mats.shape[:2]
+    first = len(doc.nodes) + 1
+    doc.nodes.append(gl.Node(name="skeleton", children=list(range(first, first + n_joints))))
+    trs = np.zeros((n_keys, n_joints, 10))
+    worst = 0.0
+    for j in range(n_joints):
+        prev = None
+        for k in range(n_keys):
+            t, q, s = decompose(mats[k, j])
+            if prev is not None and np.dot(prev, q) < 0:
+                q = -q  # keep consecutive keys on the same hemisphere for slerp
+            prev = q
+            trs[k, j] = np.concatenate([t, q, s])
+            worst = max(worst, float(np.abs(trs_matrix(t, q, s) - mats[k, j]).max()))
+    if worst > 1e-4:
+        warnings.warn(f"skin matrices are not pure TRS (shear); written with error {worst:.2g}",
+                      stacklevel=3)
+    names = skin.joint_names if len(skin.joint_names) == n_joints else \
+        tuple(f"joint{j}" for j in range(n_joints))
+    for j in range(n_joints):
+        t, q, s = trs[0, j, :3], trs[0, j, 3:7], trs[0, j, 7:]
+        doc.nodes.append(gl.Node(name=names[j], translation=[float(x) for x in t],
+                                 rotation=[float(x) for x in q], scale=[float(x) for x in s]))
+    ibm = blob.accessor(np.tile(np.eye(4, dtype=np.float32).reshape(1, 16), (n_joints, 1)),
+                        _FLOAT)
+    doc.skins.append(gl.Skin(joints=list(range(first, first + n_joints)),
+                             inverseBindMatrices=ibm, skeleton=first - 1))
+    doc.nodes[0].skin = 0
+    times = blob.accessor(skin.times.detach().cpu().numpy().astype(np.float32), _FLOAT,
+                          minmax=True)
+    anim = gl.Animation(name="skin", samplers=[], channels=[])
+    for j in range(n_joints):
+        for path, sl in (("translation", slice(0, 3)), ("rotation", slice(3, 7)),
+                         ("scale", slice(7, 10))):
+            out = blob.accessor(trs[:, j, sl], _FLOAT)
+            anim.samplers.append(gl.AnimationSampler(input=times, output=out,
+                                                     interpolation="LINEAR"))
+            anim.channels.append(gl.AnimationChannel(
+                sampler=len(anim.samplers) - 1,
+                target=gl.AnimationChannelTarget(node=first + j, path=path)))
+    doc.animations.append(anim)
+
+
+def _document(mesh: Mesh, stem: str | None) -> tuple[gl.GLTF2, bytes, list[tuple[str, bytes]]]:
+    doc = gl.GLTF2(asset=gl.Asset(version="2.0", generator="difflod"))
+    blob = _Blob(doc)
+    images = _Images(doc, blob, stem)
+    doc.materials = [_material(m, k, images) for k, m in enumerate(mesh.materials)]
+    mat_ids = mesh.material_ids().cpu().numpy()
+    prims = []
+    for k in range(len(mesh.materials)):
+        faces = np.nonzero(mat_ids == k)[0]
+        if not len(faces):
+            continue
+        attrs, tris = _vertices(mesh, torch.from_numpy(faces))
+        ids = {}
+        for name, arr in attrs.items():
+            if name == "JOINTS_0":
+                comp = _U8 if mesh.skin is not None and mesh.skin.num_joints <= 256 else _U16
+                ids[name] = blob.accessor(arr, comp, _ARRAY)
+            else:
+                ids[name] = blob.accessor(arr, _FLOAT, _ARRAY, minmax=name == "POSITION")
+        index_type = _U16 if len(attrs["POSITION"]) <= 65535 else _U32
+        prims.append(gl.Primitive(attributes=gl.Attributes(**ids), material=k, mode=4,
+                                  indices=blob.accessor(tris.reshape(-1), index_type,
+                                                        _ELEMENTS)))
+    doc.meshes.append(gl.Mesh(name="mesh", primitives=prims))
+    doc.nodes.append(gl.Node(name="mesh", mesh=0))
+    if mesh.skin is not None and mesh.v_joints is not None:
+        _skin(doc, blob, mesh)
+    doc.scenes.append(gl.Scene(nodes=[0] + ([1] if len(doc.nodes) > 1 else [])))
+    doc.scene = 0
+    data = bytes(blob.data) + b"\0" * (-len(blob.data) % 4)
+    doc.buffers.append(gl.Buffer(byteLength=len(data),
+                                 uri=None if stem is None else quote(f"{stem}.bin")))
+    return doc, data, images.files
+
+
+def _glb(json_text: str, data: bytes) -> bytes:
+    js = json_text.encode("utf-8")
+    js += b" " * (-len(js) % 4)
+    total = 12 + 8 + len(js) + (8 + len(data) if data else 0)
+    out = struct.pack("<4sII", b"glTF", 2, total) + struct.pack("<II", len(js), 0x4E4F534A) + js
+    if data:
+        out += struct.pack("<II", len(data), 0x004E4942) + data
+    return out
+
+
+def write(mesh: Mesh, path: Path) -> None:
+    """Write `mesh` to `path` (.glb, or .gltf with `<stem>.bin` and PNGs beside it).
+
+    Raises:
+        ValueError: the mesh is invalid (see `Mesh.validate`), has no triangles,
+            or the suffix is not .gltf/.glb.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".gltf", ".glb"):
+        raise ValueError(f"path must end in .gltf or .glb, got {path.name!r}")
+    mesh.validate()
+    if mesh.num_triangles == 0:
+        raise ValueError("mesh has no triangles; glTF needs at least one")
+    if suffix == ".glb":
+        doc, data, _ = _document(mesh, None)
+        payload = _glb(doc.to_json(separators=(",", ":")), data)
+        with atomic_paths([path]) as (tmp,):
+            tmp.write_bytes(payload)
+        return
+    doc, data, files = _document(mesh, path.stem)
+    text = json.dumps(json.loads(doc.to_json()), indent=1)
+    targets = [path.with_name(f"{path.stem}.bin")] + [path.with_name(f) for f, _ in files] + [path]
+    contents = [data] + [d for _, d in files] + [text.encode("utf-8")]
+    with atomic_paths(targets) as temps:
+        for tmp, content in zip(temps, contents):
+            tmp.write_bytes(content)
