@@ -1,0 +1,76 @@
+"""Depth peeling: successive layers of surfaces, front to back (nvdiffrast-like).
+
+Each layer is the nearest surface strictly behind the previous layer's depth
+at that pixel. The depth floor is the exact float32 depth the visibility
+kernels compare (recomputed bit for bit by torch_ref.fragment_depth32), not
+the differentiable z/w of the raster, so a surface is never peeled twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+
+import torch
+
+from difflod.render.backends import get_backend
+from difflod.render.backends.torch_ref import fragment_depth32
+from difflod.render.rasterize import check_inputs, raster_from_ids
+
+__all__ = ["DepthPeeler"]
+
+
+class DepthPeeler:
+    """Context manager giving successive depth layers of one scene.
+
+    Args:
+        clip_pos, tris, resolution, grad_db, backend: as for
+            difflod.render.rasterize.rasterize.
+
+    Example:
+        with DepthPeeler(clip, tris, (256, 256)) as peeler:
+            for _ in range(4):
+                rast, rast_db = peeler.rasterize_next_layer()
+    """
+
+    def __init__(
+        self,
+        clip_pos: torch.Tensor,
+        tris: torch.Tensor,
+        resolution: Sequence[int],
+        *,
+        grad_db: bool = False,
+        backend: str | None = None,
+    ) -> None:
+        self._clip, self._tris, self._h, self._w = check_inputs(clip_pos, tris, resolution)
+        self._backend = get_backend(backend, self._clip.device)
+        self._grad_db = grad_db
+        self._clip32 = self._clip.detach().to(torch.float32).contiguous()
+        self._tris32 = self._tris.to(torch.int32).contiguous()
+        self._floor: torch.Tensor | None = None
+
+    def __enter__(self) -> DepthPeeler:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._floor = None
+
+    def rasterize_next_layer(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The next layer: (rast `[B,H,W,4]`, rast_db `[B,H,W,4]` or None), as rasterize's.
+
+        Pixels with no further surface are empty (all zeros) and stay empty.
+        """
+        n_b = self._clip.shape[0]
+        if self._tris.shape[0] == 0:
+            tri_id = torch.zeros(n_b, self._h, self._w, dtype=torch.int32, device=self._clip.device)
+        else:
+            tri_id = self._backend.visibility(
+                self._clip32, self._tris32, self._h, self._w, self._floor
+            )
+        self._floor = fragment_depth32(self._clip32, self._tris, tri_id)
+        return raster_from_ids(self._clip, self._tris, tri_id, self._grad_db)

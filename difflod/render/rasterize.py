@@ -1,0 +1,170 @@
+"""Differentiable rasterization: visibility from a backend, everything else in torch.
+
+The backend (difflod.render.backends) only decides which triangle is nearest
+at each pixel. For each covered pixel, the perspective-correct barycentrics
+(u, v), z/w and, optionally, their screen-space derivatives are recomputed
+here in float64 torch from the gathered clip-space vertices, so gradients
+with respect to clip_pos come from autograd, exactly (plain autograd rather
+than a custom Function: the recomputation *is* the backward's formula).
+
+With V_i = (x_i, y_i, w_i) and the pixel centre p = (px, py, 1) in NDC,
+e_i = (V_j x V_k) . p, and (u, v) = (e_1, e_2) / (e_0 + e_1 + e_2),
+z/w = sum e_i z_i / sum e_i w_i.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from difflod.render.backends import get_backend
+
+__all__ = ["rasterize", "check_inputs", "raster_from_ids"]
+
+MAX_RESOLUTION = 16384
+
+
+def check_inputs(
+    clip_pos: torch.Tensor, tris: torch.Tensor, resolution: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """Validate rasterize's inputs.
+
+    Returns:
+        clip `[B,V,4]` (float32 or float64, as given), tris `[F,3]` int64 on the
+        same device, H, W.
+    Raises:
+        ValueError naming the argument and what was expected.
+    """
+    if not isinstance(clip_pos, torch.Tensor):
+        raise ValueError(f"clip_pos: expected a torch.Tensor [V,4] or [B,V,4], got {type(clip_pos).__name__}")
+    if clip_pos.dim() not in (2, 3) or clip_pos.shape[-1] != 4:
+        raise ValueError(f"clip_pos: expected shape [V,4] or [B,V,4], got {list(clip_pos.shape)}")
+    if clip_pos.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"clip_pos: expected dtype float32 (or float64), got {clip_pos.dtype}")
+    if not bool(torch.isfinite(clip_pos).all()):
+        raise ValueError("clip_pos: contains NaN or infinite values")
+    if not isinstance(tris, torch.Tensor):
+        raise ValueError(f"tris: expected a torch.Tensor [F,3] int32/int64, got {type(tris).__name__}")
+    if tris.dim() != 2 or tris.shape[1] != 3:
+        raise ValueError(f"tris: expected shape [F,3], got {list(tris.shape)}")
+    if tris.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"tris: expected dtype int32 or int64, got {tris.dtype}")
+    if tris.device != clip_pos.device:
+        raise ValueError(f"tris: expected device {clip_pos.device} (that of clip_pos), got {tris.device}")
+    n_verts = clip_pos.shape[-2]
+    if tris.numel() and (int(tris.min()) < 0 or int(tris.max()) >= n_verts):
+        raise ValueError(
+            f"tris: indices must be in [0, {n_verts}) (clip_pos has {n_verts} vertices), "
+            f"got range [{int(tris.min())}, {int(tris.max())}]"
+        )
+    if (
+        not isinstance(resolution, Sequence)
+        or len(resolution) != 2
+        or not all(isinstance(r, int) and not isinstance(r, bool) for r in resolution)
+        or not all(1 <= r <= MAX_RESOLUTION for r in resolution)
+    ):
+        raise ValueError(
+            f"resolution: expected (H, W), two ints in [1, {MAX_RESOLUTION}], got {resolution!r}"
+        )
+    clip = clip_pos if clip_pos.dim() == 3 else clip_pos[None]
+    return clip, tris.long(), int(resolution[0]), int(resolution[1])
+
+
+def raster_from_ids(
+    clip: torch.Tensor, tris: torch.Tensor, tri_id: torch.Tensor, grad_db: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Build (rast, rast_db) differentiably from per-pixel triangle ids.
+
+    Args:
+        clip: `[B,V,4]` float32/float64 (may require grad).
+        tris: `[F,3]` int64.
+        tri_id: `[B,H,W]` int32, triangle id + 1 (0 = empty).
+        grad_db: also return the screen-space derivatives.
+    Returns:
+        rast `[B,H,W,4]` (u, v, z/w, id + 1) in clip's dtype; rast_db
+        `[B,H,W,4]` (du/dX, du/dY, dv/dX, dv/dY) per pixel, or None.
+    """
+    n_b, h, w = tri_id.shape
+    dev, dtype = clip.device, clip.dtype
+    flat = tri_id.reshape(-1).to(dev)
+    idx = torch.nonzero(flat, as_tuple=True)[0]
+    f = flat[idx].long() - 1
+    bi, rem = idx // (h * w), idx % (h * w)
+    x, y = rem % w, rem // w
+    verts = clip.to(torch.float64)[bi[:, None], tris[f]]  # [K,3,4]
+    px = ((2.0 * x.to(torch.float64) + 1.0) / w - 1.0)
+    py = ((2.0 * y.to(torch.float64) + 1.0) / h - 1.0)
+    vx, vy, vz, vw = verts.unbind(-1)  # each [K,3]
+    ex, ey, ez = [], [], []
+    for i in range(3):
+        j, k = (i + 1) % 3, (i + 2) % 3
+        ex.append(vy[:, j] * vw[:, k] - vw[:, j] * vy[:, k])
+        ey.append(vw[:, j] * vx[:, k] - vx[:, j] * vw[:, k])
+        ez.append(vx[:, j] * vy[:, k] - vy[:, j] * vx[:, k])
+    e = [ex[i] * px + ey[i] * py + ez[i] for i in range(3)]
+    s = e[0] + e[1] + e[2]
+    u = e[1] / s
+    v = e[2] / s
+    zw = (e[0] * vz[:, 0] + e[1] * vz[:, 1] + e[2] * vz[:, 2]) / (
+        e[0] * vw[:, 0] + e[1] * vw[:, 1] + e[2] * vw[:, 2]
+    )
+    vals = torch.stack((u, v, zw, (f + 1).to(torch.float64)), dim=-1).to(dtype)
+    zeros = torch.zeros(n_b * h * w, 4, dtype=dtype, device=dev)
+    rast = zeros.index_put((idx,), vals).reshape(n_b, h, w, 4)
+    if not grad_db:
+        return rast, None
+    sx = ex[0] + ex[1] + ex[2]
+    sy = ey[0] + ey[1] + ey[2]
+    s2 = s * s
+    # d(e_i/s)/dp = (E_i s - e_i S) / s^2; dp/dX = 2/W, dp/dY = 2/H.
+    du_dx = (ex[1] * s - e[1] * sx) / s2 * (2.0 / w)
+    du_dy = (ey[1] * s - e[1] * sy) / s2 * (2.0 / h)
+    dv_dx = (ex[2] * s - e[2] * sx) / s2 * (2.0 / w)
+    dv_dy = (ey[2] * s - e[2] * sy) / s2 * (2.0 / h)
+    db = torch.stack((du_dx, du_dy, dv_dx, dv_dy), dim=-1).to(dtype)
+    rast_db = zeros.index_put((idx,), db).reshape(n_b, h, w, 4)
+    return rast, rast_db
+
+
+def rasterize(
+    clip_pos: torch.Tensor,
+    tris: torch.Tensor,
+    resolution: Sequence[int],
+    *,
+    grad_db: bool = False,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rasterize triangles (nvdiffrast-like), differentiable w.r.t. clip_pos.
+
+    Args:
+        clip_pos: `[V,4]` or `[B,V,4]` float32 (float64 accepted, e.g. for
+            gradcheck) OpenGL clip-space positions, clip = P @ V @ M @ [x,y,z,1].
+        tris: `[F,3]` int32/int64 vertex indices, same device as clip_pos.
+        resolution: (H, W), ints in [1, 16384].
+        grad_db: also return the screen-space derivatives of (u, v).
+        backend: "auto", "cpu", "cuda", "torch" or None (DIFFLOD_BACKEND, then auto).
+    Returns:
+        rast `[B,H,W,4]` in clip_pos's dtype = (u, v, z/w, triangle id + 1),
+        0 everywhere on empty pixels; (u, v) are the perspective-correct
+        barycentrics of vertices 1 and 2. Row 0 is the bottom row (NDC y = -1);
+        pixel (x, y) has its centre at NDC ((2x+1)/W - 1, (2y+1)/H - 1).
+        rast_db `[B,H,W,4]` = (du/dX, du/dY, dv/dX, dv/dY) per pixel, or None.
+        Gradients flow from u, v, z/w (and rast_db) to clip_pos; ids are constant.
+    Raises:
+        ValueError: malformed arguments. difflod.errors.BackendError: the backend
+        is unknown or cannot serve clip_pos's device.
+    """
+    clip, tris64, h, w = check_inputs(clip_pos, tris, resolution)
+    be = get_backend(backend, clip.device)
+    if tris64.shape[0] == 0:
+        tri_id = torch.zeros(clip.shape[0], h, w, dtype=torch.int32, device=clip.device)
+    else:
+        tri_id = be.visibility(
+            clip.detach().to(torch.float32).contiguous(),
+            tris64.to(torch.int32).contiguous(),
+            h,
+            w,
+            None,
+        )
+    return raster_from_ids(clip, tris64, tri_id, grad_db)
