@@ -1,0 +1,116 @@
+"""Tests for difflod.evaluate.evaluate: results structure, JSON, table, self-evaluation."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from difflod.evaluate import evaluate as ev
+from difflod.mesh import Material, Mesh
+from difflod.optimize.views import fixed_views
+
+HAS_PIPELINE = importlib.util.find_spec("difflod.render.pipeline") is not None
+
+
+def _box(scale: float = 1.0, offset: float = 0.0) -> Mesh:
+    p = torch.tensor([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)],
+                     dtype=torch.float32) * scale + offset
+    f = torch.tensor([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+                      [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
+    mat = Material(kd=torch.full((4, 8, 3), 0.5))
+    return Mesh(v_pos=p, t_pos_idx=f, materials=(mat,)).validate()
+
+
+def test_texture_bytes_counts_8bit_channels() -> None:
+    m = _box()
+    # kd 4x8x3 = 96, ks 1x1x3 = 3
+    assert ev.texture_bytes(m) == 99
+
+
+def test_fixed_views_deterministic() -> None:
+    a, b = fixed_views(5, seed=3), fixed_views(5, seed=3)
+    assert torch.equal(a.mvp, b.mvp) and torch.equal(a.lightpos, b.lightpos)
+    assert not torch.equal(a.mvp, fixed_views(5, seed=4).mvp)
+
+
+def test_normalize_to_uses_the_reference_transform() -> None:
+    ref = _box(scale=3.0, offset=5.0)
+    cand = _box(scale=1.5, offset=5.0)
+    r, c = ev.normalize_to(ref, ref), ev.normalize_to(cand, ref)
+    assert torch.allclose(r.v_pos.abs().max(0).values, torch.ones(3))
+    assert torch.allclose(c.v_pos.abs().max(0).values, torch.full((3,), 0.5))
+
+
+def _fake_render(mesh: Mesh, views: object, res: int, *, backend: object = None,
+                 chunk: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stand-in renderer: a picture that depends on the mesh's size only."""
+    n = len(views)  # type: ignore[arg-type]
+    size = float(mesh.v_pos.abs().max())
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(n, res, res, 3, generator=g)
+    color = (base * size).clamp(0, 1)
+    yy = torch.arange(res)[:, None].expand(res, res)
+    alpha = (yy < int(res * size / 2)).float()[None, :, :, None].expand(n, res, res, 1)
+    return color, alpha
+
+
+def test_evaluate_structure_and_stats(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(ev, "render_views", _fake_render)
+    ref = _box()
+    f = tmp_path / "small.obj"
+    f.write_bytes(b"x" * 1234)
+    res = ev.evaluate(ref, {"same": _box(), "small": _box(0.5)}, views=3, res=16, seed=0,
+                      files={"small": f}, chamfer_samples=2000)
+    same, small = res["candidates"]["same"], res["candidates"]["small"]
+    assert same["psnr"]["mean"] == math.inf and same["ssim"]["mean"] == pytest.approx(1.0)
+    assert same["flip"]["mean"] == pytest.approx(0.0, abs=1e-7)
+    assert same["iou"]["mean"] == 1.0 and same["chamfer"] == 0.0
+    assert small["psnr"]["mean"] < 20 and small["ssim"]["mean"] < 0.9
+    assert small["iou"]["mean"] == pytest.approx(0.5)
+    assert small["chamfer"] > 0.5
+    assert len(small["per_view"]["psnr"]) == 3
+    assert small["psnr"]["min"] <= small["psnr"]["mean"] <= small["psnr"]["max"]
+    assert small["file_bytes"] == 1234 and "file_bytes" not in same
+    assert small["triangles"] == 12 and small["vertices"] == 8
+
+    table = ev.format_table(res)
+    assert "same" in table and "small" in table and "inf" in table
+
+    out = tmp_path / "m" / "metrics.json"
+    ev.write_metrics(out, res)
+    loaded = json.loads(out.read_text())  # strict JSON: no Infinity token
+    assert "Infinity" not in out.read_text()
+    assert loaded["candidates"]["same"]["psnr"]["mean"] == "inf"
+    assert loaded["candidates"]["small"]["psnr"]["mean"] == pytest.approx(small["psnr"]["mean"])
+    assert [p.name for p in out.parent.iterdir()] == ["metrics.json"]
+
+
+def test_evaluate_list_candidates_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ev, "render_views", _fake_render)
+    res = ev.evaluate(_box(), [_box()], views=1, res=16, chamfer_samples=100, with_flip=False)
+    assert list(res["candidates"]) == ["candidate0"]
+    assert "flip" not in res["candidates"]["candidate0"]
+
+
+def test_evaluate_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="views"):
+        ev.evaluate(_box(), [], views=0)
+
+
+@pytest.mark.skipif(not HAS_PIPELINE, reason="difflod.render.pipeline (render_mesh) not written yet")
+def test_evaluate_mesh_against_itself() -> None:
+    ref = _box()
+    res = ev.evaluate(ref, {"self": ref}, views=2, res=32, seed=0, chamfer_samples=1000,
+                      backend="torch")
+    c = res["candidates"]["self"]
+    assert c["psnr"]["mean"] == math.inf
+    assert c["ssim"]["mean"] == pytest.approx(1.0)
+    assert c["iou"]["mean"] == 1.0
+    other = ev.evaluate(ref, {"big": _box(1.3)}, views=2, res=32, seed=0, chamfer_samples=1000,
+                        backend="torch")["candidates"]["big"]
+    assert other["psnr"]["mean"] < 30 and other["iou"]["mean"] < 0.95
