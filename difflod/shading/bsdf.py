@@ -13,7 +13,8 @@ scalars per point `[...,1]`. The model is nvdiffmodeling's "pbr" BSDF:
 ks / arm channel 0: as in nvdiffmodeling, it is *not* an ambient-occlusion
 factor (a point light has no ambient term); it scales the specular
 reflectance down: f0 *= (1 - arm.x). 0 means full specular (the default
-Material has ks.x = 0). Channel 1 is the roughness, channel 2 metallic.
+Material has ks.x = 0); 1 zeroes f0, leaving only Schlick's grazing rim
+(1 - cos)^5. Channel 1 is the roughness, channel 2 metallic.
 
 Both returned terms include the cosine factor n.wi, so radiance towards the
 viewer is `pbr_bsdf(...) * light scale` (see render.light).
