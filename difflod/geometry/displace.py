@@ -26,7 +26,7 @@ import torch
 from difflod.geometry.normals import check_positions, safe_normalize, vertex_normals
 from difflod.mesh import Mesh
 
-__all__ = ["sample_texture", "displace", "vertex_displacement"]
+__all__ = ["displace", "sample_texture", "vertex_displacement"]
 
 
 def sample_texture(tex: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 
 from difflod.mesh import Mesh
 
-__all__ = ["face_normals", "vertex_normals", "with_normals", "safe_normalize"]
+__all__ = ["face_normals", "safe_normalize", "vertex_normals", "with_normals"]
 
 _TINY = 1e-20
 

@@ -34,7 +34,7 @@ from difflod.errors import InputFileError
 from difflod.geometry.normals import check_positions, safe_normalize
 from difflod.mesh import Mesh, Skin
 
-__all__ = ["blend_matrices", "skin_positions", "skin_mesh", "load_nvdiffmodeling_skin"]
+__all__ = ["blend_matrices", "load_nvdiffmodeling_skin", "skin_mesh", "skin_positions"]
 
 
 def blend_matrices(v_joints: torch.Tensor, v_weights: torch.Tensor,

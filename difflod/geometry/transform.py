@@ -24,7 +24,7 @@ import torch
 from difflod.geometry.normals import safe_normalize
 from difflod.mesh import Mesh
 
-__all__ = ["transform", "unit_size", "center_by_reference"]
+__all__ = ["center_by_reference", "transform", "unit_size"]
 
 
 def _check_matrix(matrix: object) -> torch.Tensor:
