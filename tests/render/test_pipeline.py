@@ -174,7 +174,8 @@ def test_two_layers_composite_front_to_back():
                 t_pos_idx=torch.cat([front.t_pos_idx, back.t_pos_idx + 4]),
                 v_tex=torch.cat([front.v_tex, back.v_tex]),
                 t_tex_idx=torch.cat([front.t_tex_idx, back.t_tex_idx + 4]),
-                materials=front.materials)
+                materials=(*front.materials, *back.materials),
+                t_mat=torch.tensor([0, 0, 1, 1]))
     views = views_from_eye([0.0, 0.0, 3.5], light_power=math.pi)
     bg = torch.ones(1, 8, 8, 3)
     one = render_mesh(both, views, (8, 8), layers=1, background=bg, backend=BACKEND,
