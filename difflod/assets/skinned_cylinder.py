@@ -49,7 +49,7 @@ def skin_animation(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np
     heights = -HALF + np.arange(JOINTS) * (2.0 * HALF / JOINTS)
     times = np.linspace(0.0, DURATION, KEYS)
     swing = np.sin(2.0 * math.pi * times / DURATION)
-    amp_z = rng.uniform(0.35, 0.6, JOINTS) * np.sign(rng.uniform(-1.0, 1.0))
+    amp_z = rng.uniform(0.25, 0.45, JOINTS) * np.sign(rng.uniform(-1.0, 1.0))
     amp_x = rng.uniform(-0.2, 0.2, JOINTS)
     world = np.empty((KEYS, JOINTS, 4, 4))
     world[:, 0] = _translation(heights[0])
@@ -68,7 +68,7 @@ def joint_weights(y: np.ndarray, heights: np.ndarray) -> np.ndarray:
     """`[V,J]` float64 weights: Gaussians around bone middles, normalized."""
     bone_len = 2.0 * HALF / JOINTS
     middle = heights + 0.5 * bone_len
-    w = np.exp(-(((y[:, None] - middle[None, :]) / (0.45 * bone_len)) ** 2))
+    w = np.exp(-(((y[:, None] - middle[None, :]) / (0.6 * bone_len)) ** 2))
     return w / w.sum(axis=1, keepdims=True)
 
 
