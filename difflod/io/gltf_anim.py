@@ -199,11 +199,30 @@ def _sample(times: np.ndarray, values: np.ndarray, interp: str, path: str,
     return values[k] * (1 - w) + values[k + 1] * w
 
 
+def _refine(times: np.ndarray, interps: set[str]) -> np.ndarray:
+    """Extra sample times so that `Skin.at`'s linear blending between baked keys
+    follows STEP (a key just before each jump) and CUBICSPLINE (8 per interval)."""
+    if len(times) < 2:
+        return times
+    extra = [times]
+    gaps = np.diff(times)
+    if "CUBICSPLINE" in interps:
+        extra.append((times[:-1, None] + gaps[:, None] * np.arange(1, 8)[None] / 8).ravel())
+    if "STEP" in interps:
+        extra.append(times[1:] - np.minimum(gaps * 1e-3, 1e-3))
+    out = np.unique(np.concatenate(extra).astype(np.float32)).astype(np.float64)
+    return out
+
+
 def sample_animation(src: Any, anim_index: int) -> tuple[np.ndarray, list[dict]]:
     """Evaluate animation `anim_index` of a `GltfSource`.
 
     Returns:
-        times: `[N]` float64, the sorted union of its channels' keyframe times.
+        times: `[N]` float64, the sorted union of its channels' keyframe times, plus
+            a key just before each STEP jump and 7 more per interval for CUBICSPLINE
+            (so that linear blending between baked keys follows them). LINEAR
+            channels are sampled at their keys only: between keys `Skin.at` blends
+            matrices linearly, which differs from glTF's slerp for large rotations.
         overrides: N dicts {node: {"translation"|"rotation"|"scale": value}}.
     """
     anim = src.item("animations", anim_index, "animation option")
@@ -243,7 +262,8 @@ def sample_animation(src: Any, anim_index: int) -> tuple[np.ndarray, list[dict]]
                       "are not supported and were skipped", stacklevel=3)
     if not channels:
         return np.zeros(1), [{}]
-    all_times = np.unique(np.concatenate([c[2] for c in channels]))
+    all_times = _refine(np.unique(np.concatenate([c[2] for c in channels])),
+                        {c[4] for c in channels})
     overrides = []
     for t in all_times:
         frame: dict[int, dict[str, np.ndarray]] = {}

@@ -170,8 +170,9 @@ def _vertices(mesh: Mesh, faces: np.ndarray) -> tuple[dict[str, np.ndarray], np.
         attrs["TANGENT"] = np.concatenate(
             [_unit(tng[:, :3]), np.where(tng[:, 3:] < 0, -1.0, 1.0)], axis=1)
     if mesh.v_joints is not None and mesh.v_weights is not None:
-        attrs["JOINTS_0"] = mesh.v_joints.cpu().numpy()[unique[:, 0]]
         w = _np(mesh.v_weights)[unique[:, 0]]
+        # joints of zero weight are written as 0 (the validator asks for it)
+        attrs["JOINTS_0"] = np.where(w > 0, mesh.v_joints.cpu().numpy()[unique[:, 0]], 0)
         attrs["WEIGHTS_0"] = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
     return attrs, inverse.reshape(-1, 3)
 
