@@ -39,18 +39,6 @@ from difflod.mesh import Material, Mesh
 
 __all__ = ["read", "write"]
 
-_WS = np.zeros(256, bool)
-_WS[[9, 10, 11, 12, 13, 32]] = True
-
-
-def _lut(chars: bytes) -> np.ndarray:
-    t = _WS.copy()
-    t[np.frombuffer(chars, np.uint8)] = True
-    return t
-
-
-_FLOAT_OK = _lut(b"0123456789.-+eE")
-_INT_OK = _lut(b"0123456789-+/")
 
 
 class _Bad(Exception):
@@ -65,8 +53,6 @@ class _Bad(Exception):
 
 def _normalize(data: bytes) -> bytes:
     """Join backslash continuations and strip leading blanks, keeping line numbers."""
-    if b"\\\n" not in data and b"\\\r\n" not in data and not _has_indent(data):
-        return data
     lines = data.split(b"\n")
     out: list[bytes] = []
     i = 0
@@ -82,10 +68,6 @@ def _normalize(data: bytes) -> bytes:
     return b"\n".join(out)
 
 
-def _has_indent(data: bytes) -> bool:
-    return data[:1] in (b" ", b"\t") or b"\n " in data or b"\n\t" in data
-
-
 def _block(data: bytes, starts: np.ndarray, ends: np.ndarray, idx: np.ndarray) -> bytes:
     """The lines `idx` joined by newlines (contiguous runs sliced in one piece)."""
     if idx.size == 0:
@@ -97,59 +79,60 @@ def _block(data: bytes, starts: np.ndarray, ends: np.ndarray, idx: np.ndarray) -
     return b"\n".join(parts) + b"\n"
 
 
-def _tokens(block: bytes, kwlen: int, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Blank the keywords of a block; return (bytes, token-start mask, token counts per line)."""
+def _tokens(block: bytes, kwlen: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Blank the keywords of a block of lines (each ending in a newline).
+
+    Returns (bytes `[N]` uint8, line starts `[L]`, token starts `[T]`, tokens per line `[L]`).
+    Every byte <= 32 separates tokens; other bytes are checked by the number parser.
+    """
     b = np.frombuffer(block, np.uint8).copy()
     if b.size == 0:
-        return b, np.zeros(0, bool), np.zeros(0, np.int64)
+        z = np.zeros(0, np.int64)
+        return b, z, z, z
     nl = np.flatnonzero(b == 10)
     starts = np.r_[0, nl[:-1] + 1]
     for j in range(kwlen):
         b[starts + j] = 32
-    bad = ~ok[b]
-    if bad.any():
-        first = int(np.argmax(bad))
-        raise _Bad(int(np.searchsorted(nl, first)), f"unexpected character "
-                   f"{bytes([b[first]]).decode('latin-1')!r}")
-    ws = _WS[b]
-    tok = ~ws & np.r_[True, ws[:-1]]
-    line_of = np.cumsum(b == 10) - (b == 10)
-    counts = np.bincount(line_of[tok], minlength=nl.size)
-    return b, tok, counts
+    ws = b <= 32
+    tok = ~ws
+    tok[1:] &= ws[:-1]
+    counts = np.add.reduceat(tok, starts, dtype=np.int64)
+    return b, starts, np.flatnonzero(tok), counts
 
 
-def _numbers(b: np.ndarray, dtype: type, expected: int, text: bytes) -> np.ndarray:
+def _parse_numbers(b: np.ndarray, dtype: type) -> np.ndarray | None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         try:
-            vals = np.fromstring(b.tobytes(), dtype=dtype, sep=" ")
+            return np.fromstring(b.tobytes(), dtype=dtype, sep=" ")
         except (ValueError, DeprecationWarning):
-            vals = None
-    if expected == 0 and b.size == 0:
+            return None
+
+
+def _numbers(b: np.ndarray, starts: np.ndarray, per_line: np.ndarray, dtype: type) -> np.ndarray:
+    """All numbers of the blanked block `b`; `per_line` `[L]` is how many each line must hold."""
+    expected = int(per_line.sum())
+    if b.size == 0:
         return np.zeros(0, dtype)
-    if vals is None or vals.size != expected:
-        _locate(text, dtype)
-        raise _Bad(0, "malformed numbers")
-    return vals
-
-
-def _locate(text: bytes, dtype: type) -> None:
-    """Per-line pass over a block that failed bulk parsing: raise _Bad at the bad line."""
-    conv = float if dtype is np.float64 else int
-    for i, line in enumerate(text.split(b"\n")):
-        for tok in line.replace(b"/", b" ").split()[1:]:
-            try:
-                conv(tok)
-            except ValueError:
-                raise _Bad(i, f"malformed number {tok.decode('latin-1')!r}") from None
+    vals = _parse_numbers(b, dtype)
+    if vals is not None and vals.size == expected:
+        return vals
+    ends = np.r_[starts[1:], b.size]
+    for i, (lo, hi) in enumerate(zip(starts.tolist(), ends.tolist())):
+        line = _parse_numbers(b[lo:hi], dtype)
+        if line is None or line.size != int(per_line[i]):
+            text = bytes(b[lo:hi]).decode("latin-1").strip()
+            raise _Bad(i, f"malformed {'numbers' if dtype is np.float64 else 'indices'} "
+                          f"{text[:60]!r}")
+    raise _Bad(0, "malformed numbers")  # unreachable: some line must differ
 
 
 def _vectors(block: bytes, kwlen: int, need: int, keep: int, name: str) -> np.ndarray:
     """Parse v/vt/vn lines: `[n, keep]` float64, at least `need` numbers per line."""
-    b, _, counts = _tokens(block, kwlen, _FLOAT_OK)
+    b, starts, _, counts = _tokens(block, kwlen)
     if counts.size and int(counts.min()) < need:
         raise _Bad(int(np.argmin(counts)), f"{name} needs at least {need} numbers")
-    vals = _numbers(b, np.float64, int(counts.sum()), block)
+    vals = _numbers(b, starts, counts, np.float64)
     if (counts == keep).all():
         out = vals.reshape(-1, keep)
     else:
@@ -165,22 +148,25 @@ def _vectors(block: bytes, kwlen: int, need: int, keep: int, name: str) -> np.nd
 
 def _faces(block: bytes) -> dict[str, np.ndarray]:
     """Parse f lines into per-corner v/vt/vn index arrays (0 = absent) and counts."""
-    b, tok, counts = _tokens(block, 1, _INT_OK)
+    b, starts, tok_pos, counts = _tokens(block, 1)
     if counts.size and int(counts.min()) < 3:
         raise _Bad(int(np.argmin(counts)), "a face needs at least 3 corners")
     slash = b == 47
-    tok_id = np.cumsum(tok) - 1
-    ntok = int(tok.sum())
-    s = np.bincount(tok_id[slash], minlength=ntok)
-    dbl = np.bincount(tok_id[slash & np.r_[slash[1:], False]], minlength=ntok)
+    slash_pos = np.flatnonzero(slash)
+    ntok = tok_pos.size
+    dbl_mask = np.zeros(b.size, bool)
+    dbl_mask[slash_pos[:-1][np.diff(slash_pos) == 1]] = True
+    s = np.add.reduceat(slash, tok_pos, dtype=np.int64) if ntok else np.zeros(0, np.int64)
+    dbl = np.add.reduceat(dbl_mask, tok_pos, dtype=np.int64) if ntok else np.zeros(0, np.int64)
     if (s > 2).any() or (dbl > (s == 2)).any():
         corner_line = np.repeat(np.arange(counts.size), counts)
         raise _Bad(int(corner_line[np.argmax((s > 2) | (dbl > (s == 2)))]), "malformed face corner")
     has_vt = (s >= 1) & (dbl == 0)
     has_vn = s == 2
     nfield = 1 + has_vt + has_vn
-    b[slash] = 32
-    vals = _numbers(b, np.int64, int(nfield.sum()), block)
+    b[slash_pos] = 32
+    per_line = np.add.reduceat(nfield, np.r_[0, np.cumsum(counts)[:-1]]) if ntok else counts
+    vals = _numbers(b, starts, per_line, np.int64)
     offs = np.r_[0, np.cumsum(nfield)[:-1]]
     zero = np.zeros(ntok, np.int64)
     v = vals[offs]
@@ -222,20 +208,27 @@ def read(path: Path) -> Mesh:
     """
     path = Path(path)
     try:
-        data = _normalize(path.read_bytes())
+        data = path.read_bytes()
     except OSError as e:
         raise InputFileError(path, f"cannot read: {e.strerror or e}") from None
-    buf = np.frombuffer(data + b"   ", np.uint8)
-    nl = np.flatnonzero(buf[:len(data)] == 10)
-    starts = np.r_[0, nl + 1]
-    ends = np.r_[nl, len(data)]
-    c0, c1, c2 = buf[starts], buf[starts + 1], buf[starts + 2]
-    c1ws, c2ws = _WS[c1], _WS[c2]
+    for attempt in range(2):
+        buf = np.frombuffer(data + b"   ", np.uint8)
+        nl = np.flatnonzero(buf[:len(data)] == 10)
+        starts = np.r_[0, nl + 1]
+        ends = np.r_[nl, len(data)]
+        c0, c1, c2 = buf[starts], buf[starts + 1], buf[starts + 2]
+        before_nl = buf[np.maximum(nl - 1, 0)]
+        cont = (before_nl == 92) | ((before_nl == 13) & (buf[np.maximum(nl - 2, 0)] == 92))
+        indent = ((c0 == 32) | (c0 == 9)) & (starts < len(data))
+        if attempt == 1 or not (cont.any() or indent.any()):
+            break
+        data = _normalize(data)
+    c1ws, c2ws = c1 <= 32, c2 <= 32  # any control byte or space separates
     is_v = (c0 == 118) & c1ws
     is_vt = (c0 == 118) & (c1 == 116) & c2ws
     is_vn = (c0 == 118) & (c1 == 110) & c2ws
     is_f = (c0 == 102) & c1ws
-    skip = is_v | is_vt | is_vn | is_f | _WS[c0] | (c0 == 35) | (np.isin(c0, [111, 103, 115]) & c1ws)
+    skip = is_v | is_vt | is_vn | is_f | (c0 <= 32) | (c0 == 35) | (np.isin(c0, [111, 103, 115]) & c1ws)
     groups = {k: np.flatnonzero(m) for k, m in
               (("v", is_v), ("vt", is_vt), ("vn", is_vn), ("f", is_f))}
 
