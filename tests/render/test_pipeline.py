@@ -216,3 +216,19 @@ def test_bad_arguments():
                          materials=(Material(kd=torch.rand(4, 4, 3)),))
     with pytest.raises(ValueError, match="no UVs"):
         render_mesh(no_uv, views, (8, 8), backend=BACKEND)
+
+
+def test_custom_mips_are_used_and_trained():
+    kd = torch.full((16, 16, 3), 0.2)
+    coarse = [torch.full((16 >> k, 16 >> k, 3), 0.8, requires_grad=True) for k in range(1, 5)]
+    quad = _quad(Material(kd=kd, ks=NO_SPEC))
+    views = views_from_eye([0.0, 0.0, 3.5], light_power=math.pi)
+    plain = render_mesh(quad, views, (6, 6), backend=BACKEND, antialias=False)
+    custom = render_mesh(quad, views, (6, 6), backend=BACKEND, antialias=False,
+                         mips={"kd": [kd, *coarse]})
+    inside = plain.alpha[0, ..., 0] > 0
+    # 16 texels over ~4 pixels: the lookups come from the coarse (0.8) levels.
+    assert float(plain.color[0][inside].max()) < 0.21
+    assert float(custom.color.detach()[0][inside].min()) > 0.5
+    custom.color.sum().backward()
+    assert sum(float(c.grad.abs().sum()) for c in coarse if c.grad is not None) > 0
