@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import numpy as np
@@ -97,3 +98,20 @@ def test_rasterize_uv_covers_half_the_square_and_dilate_grows() -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="triangles"):
         baseline(_uv_sphere(8, 16), 2)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("difflod.render.pipeline") is None,
+                    reason="difflod.render.pipeline (render_mesh) not written yet")
+def test_baseline_of_sphere_asset_renders_close_to_it() -> None:
+    from difflod.assets import make
+    from difflod.evaluate.evaluate import evaluate
+
+    ref = make("sphere", triangles=4000, seed=0, texture_res=128)
+    out = baseline(ref, 400, texture_res=128)
+    untextured = out.replace(materials=(Material(),))
+    res = evaluate(ref, {"baseline": out, "untextured": untextured}, views=3, res=64,
+                   backend="cpu", chamfer_samples=2000)["candidates"]
+    assert res["baseline"]["psnr"]["mean"] > 29.0
+    assert res["baseline"]["ssim"]["mean"] > 0.95
+    assert res["baseline"]["iou"]["mean"] > 0.97
+    assert res["baseline"]["psnr"]["mean"] > res["untextured"]["psnr"]["mean"] + 10

@@ -104,13 +104,15 @@ def test_evaluate_rejects_bad_arguments() -> None:
 
 @pytest.mark.skipif(not HAS_PIPELINE, reason="difflod.render.pipeline (render_mesh) not written yet")
 def test_evaluate_mesh_against_itself() -> None:
-    ref = _box()
-    res = ev.evaluate(ref, {"self": ref}, views=2, res=32, seed=0, chamfer_samples=1000,
-                      backend="torch")
+    from difflod.assets import make
+
+    ref = make("sphere", triangles=800, seed=0, texture_res=64)
+    res = ev.evaluate(ref, {"self": ref, "big": ev.normalize_to(ref, _box(0.8))}, views=2,
+                      res=32, seed=0, chamfer_samples=1000, backend="cpu")
     c = res["candidates"]["self"]
     assert c["psnr"]["mean"] == math.inf
     assert c["ssim"]["mean"] == pytest.approx(1.0)
-    assert c["iou"]["mean"] == 1.0
-    other = ev.evaluate(ref, {"big": _box(1.3)}, views=2, res=32, seed=0, chamfer_samples=1000,
-                        backend="torch")["candidates"]["big"]
-    assert other["psnr"]["mean"] < 30 and other["iou"]["mean"] < 0.95
+    assert c["flip"]["mean"] == pytest.approx(0.0, abs=1e-7)
+    assert c["iou"]["mean"] == 1.0 and c["chamfer"] == 0.0
+    big = res["candidates"]["big"]  # the same sphere, 1.25x larger
+    assert big["psnr"]["mean"] < 25 and big["iou"]["mean"] < 0.9 and big["chamfer"] > 0.1
