@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["image_loss", "LOSSES", "tonemap_log_srgb", "linear_to_srgb"]
+__all__ = ["LOSSES", "image_loss", "linear_to_srgb", "tonemap_log_srgb"]
 
 LOSSES = ("logl1", "logl2", "mse", "smape", "relativel2")
 

@@ -27,8 +27,15 @@ import torch
 from difflod.render import camera
 from difflod.render.light import cosine_sample
 
-__all__ = ["Views", "sample_views", "fixed_views", "views_from_eye", "background",
-           "BACKGROUNDS", "eval_generator"]
+__all__ = [
+    "BACKGROUNDS",
+    "Views",
+    "background",
+    "eval_generator",
+    "fixed_views",
+    "sample_views",
+    "views_from_eye",
+]
 
 BACKGROUNDS = ("black", "white", "checker", "random")
 
@@ -66,7 +73,7 @@ class Views:
     def __len__(self) -> int:
         return int(self.mvp.shape[0])
 
-    def __getitem__(self, index: int | slice | torch.Tensor) -> "Views":
+    def __getitem__(self, index: int | slice | torch.Tensor) -> Views:
         """A sub-batch; an int index keeps the batch dimension (B = 1)."""
         if isinstance(index, int):
             n = len(self)
@@ -80,7 +87,7 @@ class Views:
     def device(self) -> torch.device:
         return self.mvp.device
 
-    def to(self, device: torch.device | str) -> "Views":
+    def to(self, device: torch.device | str) -> Views:
         return dataclasses.replace(self, mvp=self.mvp.to(device), campos=self.campos.to(device),
                                    lightpos=self.lightpos.to(device))
 

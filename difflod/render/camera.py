@@ -17,8 +17,16 @@ import math
 
 import torch
 
-__all__ = ["perspective", "look_at", "translate", "rotate_x", "rotate_y", "scale",
-           "random_rotation", "DEFAULT_FOVY"]
+__all__ = [
+    "DEFAULT_FOVY",
+    "look_at",
+    "perspective",
+    "random_rotation",
+    "rotate_x",
+    "rotate_y",
+    "scale",
+    "translate",
+]
 
 #: nvdiffmodeling's field of view: its projection uses tan(fovy / 2) = 0.4.
 DEFAULT_FOVY = 2.0 * math.atan(0.4)

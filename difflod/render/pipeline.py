@@ -47,7 +47,7 @@ from difflod.render.peel import DepthPeeler
 from difflod.render.texture import texture
 from difflod.shading.shade import shade
 
-__all__ = ["RenderOutput", "render_mesh", "clip_positions"]
+__all__ = ["RenderOutput", "clip_positions", "render_mesh"]
 
 _MIP_KEYS = ("kd", "ks", "normal")
 

@@ -32,8 +32,18 @@ import math
 
 import torch
 
-__all__ = ["dot", "safe_normalize", "lambert", "fresnel_schlick", "ndf_ggx", "lambda_ggx",
-           "masking_smith_ggx_correlated", "pbr_specular", "pbr_bsdf", "SPECULAR_EPS"]
+__all__ = [
+    "SPECULAR_EPS",
+    "dot",
+    "fresnel_schlick",
+    "lambda_ggx",
+    "lambert",
+    "masking_smith_ggx_correlated",
+    "ndf_ggx",
+    "pbr_bsdf",
+    "pbr_specular",
+    "safe_normalize",
+]
 
 SPECULAR_EPS = 1e-4
 

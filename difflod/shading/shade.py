@@ -24,7 +24,7 @@ import torch
 from difflod.render.light import light_scale
 from difflod.shading.bsdf import dot, pbr_bsdf, safe_normalize
 
-__all__ = ["shade", "shading_normal", "NORMAL_THRESHOLD"]
+__all__ = ["NORMAL_THRESHOLD", "shade", "shading_normal"]
 
 #: nvdiffmodeling's threshold on n.v below which the shading normal is bent.
 NORMAL_THRESHOLD = 0.1

@@ -40,7 +40,7 @@ def test_flat_normal_map_equals_geometric_normal():
 
 
 def test_normal_map_tilts_along_tangent_and_handedness():
-    pos, nrm, tng, kd, ks = _plane(1, 1)
+    pos, nrm, tng, _kd, _ks = _plane(1, 1)
     s = 1 / math.sqrt(2)
     view = pos + torch.tensor([0.0, 0.0, 1.0])
     tilt_x = torch.tensor([[[[s, 0.0, s]]]])
@@ -70,7 +70,7 @@ def test_back_facing_surface_shades_like_front():
 
 
 def test_bent_normal_towards_geometric():
-    pos, nrm, tng, kd, ks = _plane(1, 1)
+    pos, nrm, _tng, _kd, _ks = _plane(1, 1)
     view = pos + torch.tensor([0.0, 0.0, 1.0])
     # A shading normal pointing away from the viewer is replaced by the geometric one.
     away = torch.tensor([[[[1.0, 0.0, -0.2]]]])
@@ -97,7 +97,7 @@ def test_no_nan_at_ninety_degrees_and_zero_normals():
 
 
 def test_light_power_and_falloff():
-    pos, nrm, tng, kd, ks = _plane(1, 1)
+    pos, nrm, _tng, kd, ks = _plane(1, 1)
     a = shade(pos, nrm, nrm, None, kd, ks, None, VIEW, LIGHT, 1.0)
     b = shade(pos, nrm, nrm, None, kd, ks, None, VIEW, LIGHT, 4.0)
     torch.testing.assert_close(b, 4.0 * a)
