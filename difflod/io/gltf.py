@@ -43,10 +43,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from difflod.io.gltf_anim import NodeGraph, bake_skin, sample_animation
+from difflod.io.gltf_anim import NodeGraph, attach_skin
 from difflod.io.gltf_read import GltfSource
 from difflod.io.image import srgb_to_linear
-from difflod.mesh import Material, Mesh, Skin
+from difflod.mesh import Material, Mesh
 
 __all__ = ["read", "write"]
 
@@ -221,7 +221,7 @@ def _attribute(src: GltfSource, prim: Any, name: str, label: str, count: int,
     return arr
 
 
-def _instances(src: GltfSource, graph: NodeGraph) -> list[tuple[int | None, int]]:
+def _instances(src: GltfSource) -> list[tuple[int | None, int]]:
     """(node or None, mesh index) of every mesh to read."""
     doc = src.doc
     if doc.scenes:
@@ -264,7 +264,7 @@ def read(path: Path, time: float | None = None, animation: int | str | None = No
     parts: list[dict[str, Any]] = []
     static_nodes: list[int | None] = []
     skins: list[int] = []
-    for node_index, mesh_index in _instances(src, graph):
+    for node_index, mesh_index in _instances(src):
         node = doc.nodes[node_index] if node_index is not None else None
         world = rest[node_index] if node_index is not None else np.eye(4)
         skin_index = node.skin if node is not None else None
@@ -298,7 +298,7 @@ def read(path: Path, time: float | None = None, animation: int | str | None = No
         raise src.error("no triangle primitives in the scene")
     mesh = _assemble(src, parts, materials)
     if skins:
-        mesh = _attach_skin(src, graph, mesh, parts, skins, static_nodes, animation)
+        mesh = attach_skin(src, graph, mesh, parts, skins, static_nodes, animation)
     try:
         mesh.validate()
     except ValueError as exc:
@@ -389,55 +389,3 @@ def _assemble(src: GltfSource, parts: list[dict[str, Any]],
         fields[attr] = torch.from_numpy(arr.astype(np.float32))
         fields[idx] = t_idx.clone()
     return Mesh(**fields)
-
-
-def _attach_skin(src: GltfSource, graph: NodeGraph, mesh: Mesh, parts: list[dict[str, Any]],
-                 skins: list[int], static_nodes: list[int | None],
-                 animation: int | str | None) -> Mesh:
-    anims = src.doc.animations or []
-    if isinstance(animation, str):
-        names = [a.name for a in anims]
-        if animation not in names:
-            raise src.error(f"no animation named {animation!r} (have {names})")
-        animation = names.index(animation)
-    if anims:
-        times, frames = sample_animation(src, 0 if animation is None else animation)
-    elif animation is not None:
-        raise src.error(f"animation {animation!r} requested but the file has none")
-    else:
-        times, frames = np.zeros(1), [{}]
-    worlds = np.stack([graph.world(f) for f in frames])  # [N,nodes,4,4]
-    blocks, names, base = [], [], {}
-    for s in skins:
-        mats, joint_names = bake_skin(src, s, worlds)
-        base[s] = sum(b.shape[1] for b in blocks)
-        blocks.append(mats)
-        names += joint_names
-    rigid = {}
-    for n in static_nodes:
-        rigid[n] = sum(b.shape[1] for b in blocks)
-        if n is None:
-            blocks.append(np.tile(np.eye(4), (len(times), 1, 1, 1)))
-        else:
-            blocks.append((worlds[:, n] @ np.linalg.inv(graph.world()[n]))[:, None])
-        names.append(f"rigid:{src.doc.nodes[n].name or n}" if n is not None else "rigid:root")
-    joints, weights = [], []
-    for p in parts:
-        if "skin" in p:
-            n_j = len(src.doc.skins[p["skin"]].joints)
-            if len(p["joints"]) and int(p["joints"].max()) >= n_j:
-                raise src.error(f"JOINTS_0 of a primitive of skin {p['skin']}: joint "
-                                f"{int(p['joints'].max())} out of range for {n_j} joints")
-            joints.append(p["joints"] + base[p["skin"]])
-            weights.append(p["weights"])
-        else:
-            j = np.zeros((len(p["pos"]), 4), np.int64)
-            j[:, 0] = rigid[p["static"]]
-            w = np.zeros((len(p["pos"]), 4), np.float32)
-            w[:, 0] = 1.0
-            joints.append(j), weights.append(w)
-    skin = Skin(times=torch.tensor(times, dtype=torch.float32),
-                matrices=torch.from_numpy(np.concatenate(blocks, axis=1).astype(np.float32)),
-                joint_names=tuple(names))
-    return mesh.replace(v_joints=torch.from_numpy(np.concatenate(joints)),
-                        v_weights=torch.from_numpy(np.concatenate(weights)), skin=skin)

@@ -5,6 +5,7 @@
 - `sample_animation` evaluates an animation's translation/rotation/scale
   channels (LINEAR with quaternion slerp, STEP, CUBICSPLINE) at the union of
   its keyframe times. Morph-target `weights` channels are skipped with a warning.
+- `attach_skin` gives the reader's Mesh its joints, weights and Skin.
 - `bake_skin` turns one glTF skin into `Skin.matrices` (joint world @ inverse
   bind matrix) per keyframe. Per the spec the skinned mesh node's own
   transform is ignored, so skinned vertices stay in their bind space.
@@ -18,9 +19,12 @@ import warnings
 from typing import Any
 
 import numpy as np
+import torch
 
-__all__ = ["NodeGraph", "sample_animation", "bake_skin", "decompose",
-           "quat_to_mat3", "trs_matrix"]
+from difflod.mesh import Mesh, Skin
+
+__all__ = ["NodeGraph", "attach_skin", "bake_skin", "decompose", "quat_to_mat3",
+           "sample_animation", "trs_matrix"]
 
 _PATHS = ("translation", "rotation", "scale")
 
@@ -298,3 +302,61 @@ def bake_skin(src: Any, skin_index: int, worlds: np.ndarray) -> tuple[np.ndarray
     mats = worlds[:, joints] @ ibm[None]
     names = [src.doc.nodes[j].name or f"node{j}" for j in joints]
     return mats, names
+
+
+def attach_skin(src: Any, graph: NodeGraph, mesh: Mesh, parts: list[dict[str, Any]],
+                 skins: list[int], static_nodes: list[int | None],
+                 animation: int | str | None) -> Mesh:
+    """Give `mesh` v_joints/v_weights and a Skin baked from glTF `skins` and an animation.
+
+    `parts` are the reader's primitives in mesh order: skinned ones carry
+    "skin", "joints", "weights"; static ones "static" (their node, whose world
+    motion relative to its rest pose becomes one rigid joint).
+    """
+    anims = src.doc.animations or []
+    if isinstance(animation, str):
+        names = [a.name for a in anims]
+        if animation not in names:
+            raise src.error(f"no animation named {animation!r} (have {names})")
+        animation = names.index(animation)
+    if anims:
+        times, frames = sample_animation(src, 0 if animation is None else animation)
+    elif animation is not None:
+        raise src.error(f"animation {animation!r} requested but the file has none")
+    else:
+        times, frames = np.zeros(1), [{}]
+    worlds = np.stack([graph.world(f) for f in frames])  # [N,nodes,4,4]
+    blocks, names, base = [], [], {}
+    for s in skins:
+        mats, joint_names = bake_skin(src, s, worlds)
+        base[s] = sum(b.shape[1] for b in blocks)
+        blocks.append(mats)
+        names += joint_names
+    rigid = {}
+    for n in static_nodes:
+        rigid[n] = sum(b.shape[1] for b in blocks)
+        if n is None:
+            blocks.append(np.tile(np.eye(4), (len(times), 1, 1, 1)))
+        else:
+            blocks.append((worlds[:, n] @ np.linalg.inv(graph.world()[n]))[:, None])
+        names.append(f"rigid:{src.doc.nodes[n].name or n}" if n is not None else "rigid:root")
+    joints, weights = [], []
+    for p in parts:
+        if "skin" in p:
+            n_j = len(src.doc.skins[p["skin"]].joints)
+            if len(p["joints"]) and int(p["joints"].max()) >= n_j:
+                raise src.error(f"JOINTS_0 of a primitive of skin {p['skin']}: joint "
+                                f"{int(p['joints'].max())} out of range for {n_j} joints")
+            joints.append(p["joints"] + base[p["skin"]])
+            weights.append(p["weights"])
+        else:
+            j = np.zeros((len(p["pos"]), 4), np.int64)
+            j[:, 0] = rigid[p["static"]]
+            w = np.zeros((len(p["pos"]), 4), np.float32)
+            w[:, 0] = 1.0
+            joints.append(j), weights.append(w)
+    skin = Skin(times=torch.tensor(times, dtype=torch.float32),
+                matrices=torch.from_numpy(np.concatenate(blocks, axis=1).astype(np.float32)),
+                joint_names=tuple(names))
+    return mesh.replace(v_joints=torch.from_numpy(np.concatenate(joints)),
+                        v_weights=torch.from_numpy(np.concatenate(weights)), skin=skin)

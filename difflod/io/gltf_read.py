@@ -28,7 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from difflod.errors import InputFileError
 
-__all__ = ["GltfSource", "MAX_DATA_BYTES", "COMPONENT_DTYPES", "TYPE_WIDTHS"]
+__all__ = ["COMPONENT_DTYPES", "MAX_DATA_BYTES", "TYPE_WIDTHS", "GltfSource"]
 
 MAX_DATA_BYTES = 512 * 1024 * 1024
 
@@ -84,7 +84,7 @@ def _split_glb(path: Path, data: bytes) -> tuple[str, bytes | None]:
 def _parse_json(path: Path, text: str) -> pygltflib.GLTF2:
     try:
         doc = pygltflib.GLTF2.from_json(text)
-    except Exception as exc:  # pygltflib raises many kinds on malformed JSON
+    except Exception as exc:  # noqa: BLE001 - pygltflib raises many kinds on bad JSON
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputFileError(path, f"bad glTF JSON: {first}") from None
     if doc.asset is None or not str(doc.asset.version or "").startswith("2"):

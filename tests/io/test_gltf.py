@@ -221,7 +221,7 @@ def test_khronos_validator_accepts_our_files(tmp_path: Path, suffix: str) -> Non
         ".then(r=>console.log(JSON.stringify(r.issues)))"
         ".catch(e=>{console.error(e);process.exit(2)})")
     out = subprocess.run(["node", "-e", script, str(VALIDATOR), str(path)],
-                         capture_output=True, text=True, timeout=60)
+                         check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     issues = json.loads(out.stdout)
     assert issues["numErrors"] == 0, issues["messages"]
@@ -497,3 +497,40 @@ def test_write_refuses_bad_suffix(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="must end in .gltf or .glb"):
         gltf.write(_grid_mesh(), tmp_path / "x.obj")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_oversized_data_uri_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from difflod.io import gltf_read
+
+    b = Builder()
+    b.triangle_mesh(TRI)
+    path = b.save(tmp_path / "big.gltf")
+    monkeypatch.setattr(gltf_read, "MAX_DATA_BYTES", 16)  # stands in for 512 MiB
+    _expect(path, "buffer 0: data URI of about 36 bytes exceeds the 16 byte limit")
+
+
+def test_missing_accessor_reference(tmp_path: Path) -> None:
+    b = Builder()
+    b.triangle_mesh(TRI)
+    b.doc.meshes[0].primitives[0].attributes.NORMAL = 9
+    _expect(b.save(tmp_path / "r.gltf"),
+            "NORMAL of mesh 0 primitive 0 refers to accessor 9, but the file has 1 accessors")
+
+
+def test_static_mesh_beside_skin_becomes_rigid_joint(tmp_path: Path) -> None:
+    path = _skinned_file(tmp_path, "LINEAR", np.array([[1, 0, 0], [3, 0, 0]]))
+    doc = json.loads(path.read_text())
+    pos = doc["meshes"][0]["primitives"][0]["attributes"]["POSITION"]
+    doc["meshes"].append({"primitives": [{"attributes": {"POSITION": pos}}]})
+    doc["nodes"][2]["children"] = [3]  # a static mesh carried by the animated joint
+    doc["nodes"].append({"mesh": 1, "translation": [0, 5, 0]})
+    doc["animations"][0]["name"] = "walk"
+    path.write_text(json.dumps(doc))
+    mesh = gltf.read(path, animation="walk")
+    assert mesh.skin.num_joints == 2 and mesh.skin.joint_names[1].startswith("rigid:")
+    # rest: joint at (1,0,1) from its own rest TRS; static copy baked at rest world
+    assert np.allclose(mesh.v_pos[3:].numpy(), TRI + [1, 5, 1], atol=1e-6)
+    posed = gltf.read(path, time=1.0)  # the joint moved +2 in x: both parts follow
+    assert np.allclose(posed.v_pos[:3].numpy(), TRI + [2, 0, 1], atol=1e-5)
+    assert np.allclose(posed.v_pos[3:].numpy(), TRI + [3, 5, 1], atol=1e-5)
+    _expect(path, "no animation named 'run'", animation="run")
