@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import importlib
 import math
-
-
+import numbers
 
 from difflod.errors import DiffLodError
 from difflod.mesh import Mesh
 
-__all__ = ["ASSETS", "make", "demo_pair", "MIN_TRIANGLES", "MAX_TRIANGLES"]
+__all__ = ["ASSETS", "MAX_TRIANGLES", "MIN_TRIANGLES", "demo_pair", "make"]
 
 ASSETS: tuple[str, ...] = ("sphere", "spiky", "knot", "shrub", "skinned_cylinder",
                            "multi_material")
@@ -79,7 +78,8 @@ def demo_pair(seed: int = 0) -> tuple[Mesh, Mesh]:
 
 
 def _check_int(field: str, value: object, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or not lo <= int(value) <= hi:
         hint = f"an integer in [{lo}, {hi}]"
         if isinstance(value, float) and math.isfinite(value):
             hint += " (not a float)"

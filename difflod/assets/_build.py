@@ -73,8 +73,9 @@ def lathe(r: np.ndarray, y: np.ndarray, around: int, band: np.ndarray | None = N
         band_v = np.stack([v, v], axis=1)
     phi = np.arange(around) * (2.0 * math.pi / around)
     inner = np.arange(1, rows - 1)
-    ring = np.stack([r[inner, None] * np.cos(phi), np.broadcast_to(y[inner, None], (len(inner), around)),
-                     -r[inner, None] * np.sin(phi)], axis=-1).reshape(-1, 3)
+    ring_y = np.broadcast_to(y[inner, None], (len(inner), around))
+    ring = np.stack([r[inner, None] * np.cos(phi), ring_y, -r[inner, None] * np.sin(phi)],
+                    axis=-1).reshape(-1, 3)
     pos = np.concatenate([[[0.0, y[0], 0.0]], ring, [[0.0, y[-1], 0.0]]])
     top = pos.shape[0] - 1
 

@@ -29,15 +29,17 @@ def leaf_atlas(rng: np.random.Generator, res: int) -> Material:
     y = ((np.arange(half) + 0.5) / half)[:, None]            # 0 at leaf base, 1 at tip
     x = ((np.arange(half) + 0.5) / half)[None, :] * 2.0 - 1.0  # across, in [-1,1]
     y_in = (y - 2 * MARGIN) / (1.0 - 4 * MARGIN)
-    width = 0.9 * np.sin(math.pi * np.clip(y_in, 0.0, 1.0)) ** 0.7
+    width = 0.8 * np.sin(math.pi * np.clip(y_in, 0.0, 1.0)) ** 0.9
     alpha = (np.abs(x) < width).astype(np.float64)
-    vein = np.exp(-(x / 0.05) ** 2) + 0.5 * np.exp(-((np.abs(x) - (y_in - 0.1) * 0.5) % 0.2 / 0.03) ** 2)
+    side_veins = (np.abs(x) - (y_in - 0.1) * 0.5) % 0.2
+    vein = np.exp(-(x / 0.05) ** 2) + 0.5 * np.exp(-(side_veins / 0.03) ** 2)
     cells = []
     for hue in rng.uniform(0.2, 0.36, 3):                       # three leaf variants
         noise = _tex.value_noise(rng, half, half, 4, 4, octaves=3)
         rgb = _tex.hsv_to_rgb(np.full_like(noise, hue) + 0.03 * (noise - 0.5),
                               0.6 + 0.2 * noise, (0.35 + 0.35 * noise) * (1.0 - 0.3 * vein))
-        cells.append(np.concatenate([_tex.srgb_to_linear(rgb), alpha[..., None] * np.ones_like(noise)[..., None]], -1))
+        a = np.broadcast_to(alpha, noise.shape)[..., None]
+        cells.append(np.concatenate([_tex.srgb_to_linear(rgb), a], -1))
     bark_noise = _tex.value_noise(rng, half, half, 2, 8, octaves=3)
     bark = _tex.srgb_to_linear(np.stack([0.35 + 0.2 * bark_noise, 0.24 + 0.15 * bark_noise,
                                          0.15 + 0.1 * bark_noise], -1))
@@ -84,7 +86,8 @@ def stems(rng: np.random.Generator, along: int, around: int
     ua = i * (around + 1) + j
     one_uv = np.stack([np.stack([ua, ua + around + 1, ua + 1], -1),
                        np.stack([ua + around + 1, ua + around + 2, ua + 1], -1)], 2).reshape(-1, 3)
-    uu, vv = np.meshgrid(np.arange(along + 1) / along, np.arange(around + 1) / around, indexing="ij")
+    uu, vv = np.meshgrid(np.arange(along + 1) / along, np.arange(around + 1) / around,
+                         indexing="ij")
     cell_uv = np.stack([0.5 + MARGIN + (0.5 - 2 * MARGIN) * vv,
                         0.5 + MARGIN + (0.5 - 2 * MARGIN) * uu], -1).reshape(-1, 2)
     return pos, tri, cell_uv, one_uv, center, tangent
@@ -108,8 +111,8 @@ def leaves(rng: np.random.Generator, count: int, center: np.ndarray, tangent: np
     e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-9)
     size = math.sqrt(25.0 / max(count, 1)) * rng.uniform(0.7, 1.3, count)[:, None]
     length, width = np.minimum(size * 1.6, 0.45), np.minimum(size * 0.9, 0.25)
-    corners = np.stack([base - e * width * 0.5, base + e * width * 0.5,
-                        base + d * length + e * width * 0.5, base + d * length - e * width * 0.5], 1)
+    half_w, tip = e * width * 0.5, base + d * length
+    corners = np.stack([base - half_w, base + half_w, tip + half_w, tip - half_w], 1)
     cell = rng.integers(0, 3, count)
     cu, cv = (cell % 2) * 0.5, (cell // 2) * 0.5
     lo_u, hi_u = cu + MARGIN, cu + 0.5 - MARGIN
@@ -130,7 +133,8 @@ def build(triangles: int, seed: int, texture_res: int) -> Mesh:
     along = max(1, stem_budget // (2 * STEMS * around))
     s_pos, s_tri, s_uv, s_tri_uv, center, tangent = stems(rng, along, around)
     s_uv_all = np.tile(s_uv, (STEMS, 1))
-    s_tri_uv_all = (s_tri_uv[None] + (np.arange(STEMS) * s_uv.shape[0])[:, None, None]).reshape(-1, 3)
+    uv_offsets = (np.arange(STEMS) * s_uv.shape[0])[:, None, None]
+    s_tri_uv_all = (s_tri_uv[None] + uv_offsets).reshape(-1, 3)
     count = max(1, (triangles - s_tri.shape[0]) // 2)
     l_pos, l_uv, l_tri = leaves(rng, count, center, tangent)
     pos = fit_unit(np.concatenate([s_pos, l_pos]))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 from difflod.assets import _tex
 from difflod.assets._build import lathe, lathe_size, to_i, to_t
