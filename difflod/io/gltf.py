@@ -50,6 +50,10 @@ from difflod.mesh import Material, Mesh
 
 __all__ = ["read", "write"]
 
+# required extensions whose data this reader handles (or may safely ignore)
+_HANDLED_REQUIRED = frozenset({"KHR_texture_transform", "KHR_materials_emissive_strength",
+                               "KHR_materials_unlit"})
+
 
 def write(mesh: Mesh, path: Path) -> None:
     """Write `mesh` as .glb (all embedded) or .gltf (+ <stem>.bin + PNGs); atomic."""
@@ -257,6 +261,10 @@ def read(path: Path, time: float | None = None, animation: int | str | None = No
     """
     src = GltfSource(Path(path))
     doc = src.doc
+    unsupported = sorted(set(doc.extensionsRequired or []) - _HANDLED_REQUIRED)
+    if unsupported:
+        raise src.error(f"extensionsRequired lists {unsupported}, which difflod cannot read "
+                        "(e.g. compressed geometry or textures); export without them")
     graph = NodeGraph(list(doc.nodes or []), src.error)
     rest = graph.world()
     materials: list[Material] = []

@@ -534,3 +534,11 @@ def test_static_mesh_beside_skin_becomes_rigid_joint(tmp_path: Path) -> None:
     assert np.allclose(posed.v_pos[:3].numpy(), TRI + [2, 0, 1], atol=1e-5)
     assert np.allclose(posed.v_pos[3:].numpy(), TRI + [3, 5, 1], atol=1e-5)
     _expect(path, "no animation named 'run'", animation="run")
+
+
+def test_unsupported_required_extension_refused(tmp_path: Path) -> None:
+    b = Builder()
+    b.triangle_mesh(TRI)
+    b.doc.extensionsRequired = ["KHR_draco_mesh_compression"]
+    _expect(b.save(tmp_path / "draco.gltf"),
+            "extensionsRequired lists ['KHR_draco_mesh_compression']")
