@@ -136,7 +136,7 @@ def _vectors(block: bytes, kwlen: int, need: int, keep: int, name: str) -> np.nd
     if (counts == keep).all():
         out = vals.reshape(-1, keep)
     else:
-        offs = np.r_[0, np.cumsum(counts)[:-1]]
+        offs = (np.cumsum(counts) - counts)
         cols = [np.where(counts > k, vals[np.minimum(offs + k, vals.size - 1)], 0.0)
                 for k in range(keep)]
         out = np.stack(cols, axis=1)
@@ -165,9 +165,9 @@ def _faces(block: bytes) -> dict[str, np.ndarray]:
     has_vn = s == 2
     nfield = 1 + has_vt + has_vn
     b[slash_pos] = 32
-    per_line = np.add.reduceat(nfield, np.r_[0, np.cumsum(counts)[:-1]]) if ntok else counts
+    per_line = np.add.reduceat(nfield, (np.cumsum(counts) - counts)) if ntok else counts
     vals = _numbers(b, starts, per_line, np.int64)
-    offs = np.r_[0, np.cumsum(nfield)[:-1]]
+    offs = (np.cumsum(nfield) - nfield)
     zero = np.zeros(ntok, np.int64)
     v = vals[offs]
     vt = np.where(has_vt, vals[np.minimum(offs + 1, vals.size - 1)], zero)
@@ -273,10 +273,10 @@ def read(path: Path) -> Mesh:
         raise fail("f", e) from None
 
     # fan triangulation: corners (o, o+i, o+i+1)
-    offs = np.r_[0, np.cumsum(counts)[:-1]]
+    offs = (np.cumsum(counts) - counts)
     ntri = counts - 2
     tri_face = np.repeat(np.arange(counts.size), ntri)
-    k = np.arange(int(ntri.sum())) - np.repeat(np.r_[0, np.cumsum(ntri)[:-1]], ntri) + 1
+    k = np.arange(int(ntri.sum())) - np.repeat((np.cumsum(ntri) - ntri), ntri) + 1
     o = offs[tri_face]
     corners = np.stack([o, o + k, o + k + 1], axis=1) if tri_face.size else np.zeros((0, 3), int)
 

@@ -1,0 +1,314 @@
+"""OBJ/MTL reader and writer: features, round trips, bad input, property tests."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from difflod.errors import InputFileError
+from difflod.io import obj
+from difflod.io.image import linear_to_srgb, read_image, srgb_to_linear, write_image
+from difflod.mesh import Material, Mesh
+
+
+def _write(folder: Path, name: str, text: str | bytes) -> Path:
+    p = folder / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(text.encode() if isinstance(text, str) else text)
+    return p
+
+
+QUAD = """# a quad
+o thing
+g group
+s 1
+v 0 0 0
+v 1 0 0
+v 1 1 0
+v 0 1 0
+vt 0 0
+vt 1 0
+vt 1 0.25
+vt 0 1
+vn 0 0 1
+f 1/1/1 2/2/1 3/3/1 4/4/1
+"""
+
+
+def test_quad_fan_triangulated_and_v_flipped(tmp_path: Path) -> None:
+    m = obj.read(_write(tmp_path, "q.obj", QUAD))
+    assert m.t_pos_idx.tolist() == [[0, 1, 2], [0, 2, 3]]
+    assert m.t_tex_idx.tolist() == [[0, 1, 2], [0, 2, 3]]
+    assert m.v_tex[:, 1].tolist() == [1.0, 1.0, 0.75, 0.0]  # v_difflod = 1 - v_obj
+    assert m.v_nrm.tolist() == [[0.0, 0.0, 1.0]] and m.t_nrm_idx.tolist() == [[0] * 3] * 2
+    assert m.v_pos.dtype == torch.float32 and m.t_pos_idx.dtype == torch.int64
+    assert len(m.materials) == 1 and m.t_mat.tolist() == [0, 0]
+
+
+def test_crlf_continuation_indent_and_negative_indices(tmp_path: Path) -> None:
+    text = ("v 0 0 0\r\nv 1 0 0\r\n  v 0 1 \\\r\n 0\r\n\r\n# c\r\nf -3 -2 -1\r\n"
+            "v 5 5 5\r\nf 1 -1 \\\n 2\n")
+    m = obj.read(_write(tmp_path, "c.obj", text))
+    assert m.v_pos.tolist() == [[0, 0, 0], [1, 0, 0], [0, 1, 0], [5, 5, 5]]
+    assert m.t_pos_idx.tolist() == [[0, 1, 2], [0, 3, 1]]
+    assert m.v_tex is None and m.v_nrm is None
+
+
+def test_face_forms_and_partial_uvs(tmp_path: Path) -> None:
+    text = "v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0.5 0.5\nvn 0 0 1\nf 1/1 2/1 3/1\nf 1//1 2//1 3//1\n"
+    m = obj.read(_write(tmp_path, "p.obj", text))
+    # the face without vt points to an added (0,0) UV; normals partial -> dropped
+    assert m.v_tex.tolist() == [[0.5, 0.5], [0.0, 0.0]]
+    assert m.t_tex_idx.tolist() == [[0, 0, 0], [1, 1, 1]]
+    assert m.v_nrm is None
+    m = obj.read(_write(tmp_path, "q.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0 1\nvn 0 0 1\nvt 1\n"
+                                        "f 1//1 2//1 3//1\n"))
+    assert m.v_nrm is not None and m.v_tex is None
+
+
+MTL = """# lib
+newmtl red
+Kd 1 0 0
+Ks 0.1 0.2 0.3
+d 0.5
+newmtl pbr
+Kd 0.5 0.5 0.5
+Pr 0.7
+Pm 1
+newmtl shiny
+Ns 98
+Tr 0.0
+illum 2
+"""
+
+
+def _two_mat_obj(folder: Path, mtl: str = MTL) -> Path:
+    _write(folder, "lib one.mtl", mtl)
+    return _write(folder, "m.obj", "mtllib lib one.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\n"
+                                   "f 1 2 3\nusemtl pbr\nf 1 2 3\nusemtl red\nf 3 2 1\n"
+                                   "usemtl pbr\nf 2 3 1\nusemtl shiny\nf 1 3 2\n")
+
+
+def test_mtl_values_and_material_order(tmp_path: Path) -> None:
+    m = obj.read(_two_mat_obj(tmp_path))
+    assert [x.name for x in m.materials] == ["default", "pbr", "red", "shiny"]
+    assert m.t_mat.tolist() == [0, 1, 2, 1, 3]
+    red, pbr, shiny = m.materials[2], m.materials[1], m.materials[3]
+    torch.testing.assert_close(red.kd.flatten(), torch.tensor([1.0, 0.0, 0.0, 0.5]))
+    assert red.alpha_mode == "MASK" and red.alpha_cutoff == 0.5
+    torch.testing.assert_close(red.ks.flatten(), torch.tensor([0.1, 0.2, 0.3]))
+    torch.testing.assert_close(pbr.kd.flatten(), srgb_to_linear(torch.full((3,), 0.5)))
+    torch.testing.assert_close(pbr.ks.flatten(), torch.tensor([0.0, 0.7, 1.0]))
+    assert pbr.alpha_mode == "OPAQUE" and pbr.kd.shape[-1] == 3
+    torch.testing.assert_close(shiny.ks.flatten(), torch.tensor([0.0, 0.1414213, 0.0]))
+    assert shiny.kd.shape[-1] == 3  # Tr 0 = opaque
+
+
+def test_single_material_without_usemtl(tmp_path: Path) -> None:
+    _write(tmp_path, "a.mtl", "newmtl only\nKd 0 1 0\n")
+    m = obj.read(_write(tmp_path, "a.obj", "mtllib a.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"))
+    assert [x.name for x in m.materials] == ["only"]
+
+
+def test_mtl_textures(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(3)
+    kd_file = torch.rand(4, 5, 3, generator=g)
+    ks_file = torch.rand(4, 5, 3, generator=g)
+    n_file = torch.rand(2, 2, 3, generator=g)
+    d_file = torch.tensor([[0.2, 1.0], [1.0, 1.0]])[..., None]
+    write_image(tmp_path / "tex" / "my kd.png", kd_file)
+    write_image(tmp_path / "tex" / "ks.png", ks_file)
+    write_image(tmp_path / "tex" / "n.png", n_file)
+    write_image(tmp_path / "tex" / "a.png", d_file)
+    _write(tmp_path, "tex/m.mtl",
+           "newmtl t\nKd 0 0 0\nmap_Kd -o 0 0 -s 1 1 1 -blendu on my kd.png\n"
+           "map_Ks ks.png\nmap_d -clamp on a.png\nnorm -bm 0.5 n.png\n")
+    _write(tmp_path, "t.obj", "mtllib tex/m.mtl\nusemtl t\nv 0 0 0\nv 1 0 0\nv 0 1 0\n"
+                              "f 1 2 3\n")
+    mat = obj.read(tmp_path / "t.obj").materials[0]
+    q = 1 / 255
+    assert mat.kd.shape == (4, 5, 4) and mat.alpha_mode == "MASK"
+    assert float((mat.kd[..., :3] - srgb_to_linear(kd_file)).abs().max()) < 0.01
+    assert float((mat.ks - ks_file).abs().max()) <= q
+    assert float((mat.normal - (n_file * 2 - 1)).abs().max()) <= 2 * q
+    assert mat.normal_scale == 0.5
+    assert float(mat.kd[0, 0, 3]) < 0.5 and float(mat.kd[-1, -1, 3]) == 1.0
+
+
+def _rand_mesh(seed: int, mats: int = 1) -> Mesh:
+    g = torch.Generator().manual_seed(seed)
+    nv, nf = 30, 40
+    materials = []
+    for i in range(mats):
+        materials.append(Material(
+            name=f"mat {i}",
+            kd=torch.rand(8, 6, 4 if i == 0 else 3, generator=g),
+            ks=torch.rand(5, 7, 3, generator=g) if i == 0 else torch.tensor([[[0.0, 0.25, 1.0]]]),
+            normal=torch.nn.functional.normalize(torch.rand(4, 4, 3, generator=g) * 2 - 1, dim=-1),
+            normal_scale=0.75, alpha_mode="MASK" if i == 0 else "OPAQUE"))
+    return Mesh(v_pos=torch.randn(nv, 3, generator=g),
+                t_pos_idx=torch.randint(0, nv, (nf, 3), generator=g),
+                v_tex=torch.rand(25, 2, generator=g),
+                t_tex_idx=torch.randint(0, 25, (nf, 3), generator=g),
+                v_nrm=torch.nn.functional.normalize(torch.randn(20, 3, generator=g), dim=-1),
+                t_nrm_idx=torch.randint(0, 20, (nf, 3), generator=g),
+                t_mat=torch.randint(0, mats, (nf,), generator=g), materials=tuple(materials))
+
+
+def test_round_trip_multi_material(tmp_path: Path) -> None:
+    m = _rand_mesh(0, mats=2)
+    out = tmp_path / "out" / "mesh.obj"
+    obj.write(m, out)
+    files = sorted(p.name for p in out.parent.iterdir())
+    assert files == sorted(["mesh.mtl", "mesh.obj", "texture_kd.png", "texture_ks.png",
+                            "texture_n.png", "texture_kd_1.png", "texture_n_1.png"])
+    r = obj.read(out)
+    for f in ("v_pos", "v_tex", "v_nrm"):
+        torch.testing.assert_close(getattr(r, f), getattr(m, f), rtol=0, atol=1e-6)
+    for f in ("t_pos_idx", "t_tex_idx", "t_nrm_idx"):
+        assert torch.equal(getattr(r, f), getattr(m, f)), f
+    # materials come back in order of first use: compare through names
+    assert [r.materials[i].name for i in r.t_mat] == [m.materials[i].name for i in m.t_mat]
+    by_name = {x.name: x for x in r.materials}
+    for b in m.materials:
+        a = by_name[b.name]
+        assert a.name == b.name and a.kd.shape == b.kd.shape
+        # sRGB 8-bit: error below one code step in sRGB space
+        assert float((linear_to_srgb(a.kd[..., :3]) - linear_to_srgb(b.kd[..., :3]))
+                     .abs().max()) <= 0.5 / 255 + 1e-5
+        assert float((a.ks - b.ks).abs().max()) <= 0.5 / 255 + 1e-6
+        assert float((a.normal - b.normal).abs().max()) <= 1 / 255 + 1e-6
+        assert a.normal_scale == b.normal_scale and a.alpha_mode == b.alpha_mode
+    alpha = by_name["mat 0"].kd[..., 3] - m.materials[0].kd[..., 3]
+    assert float(alpha.abs().max()) <= 0.5 / 255 + 1e-6
+    text = (out.parent / "mesh.mtl").read_text()
+    assert "map_d texture_kd.png" in text and "bump -bm 0.75 texture_n.png" in text
+
+
+def test_round_trip_positions_only_and_uv_flip_in_file(tmp_path: Path) -> None:
+    m = Mesh(v_pos=torch.tensor([[0.1, 0.2, 0.3], [1, 0, 0], [0, 1, 0]]),
+             t_pos_idx=torch.tensor([[0, 1, 2]]),
+             v_tex=torch.tensor([[0.25, 0.125]]), t_tex_idx=torch.zeros(1, 3, dtype=torch.int64))
+    obj.write(m, tmp_path / "a.obj")
+    text = (tmp_path / "a.obj").read_text()
+    assert "vt 0.25 0.875" in text and "f 1/1 2/1 3/1" in text
+    assert "Kd 0.7" in (tmp_path / "a.mtl").read_text()  # default 0.5 linear grey -> sRGB
+    r = obj.read(tmp_path / "a.obj")
+    assert torch.equal(r.v_pos, m.v_pos) and torch.equal(r.v_tex, m.v_tex)
+
+
+def test_write_failure_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+    monkeypatch.setattr(obj, "write_image", boom)
+    with pytest.raises(OSError):
+        obj.write(_rand_mesh(1), tmp_path / "mesh.obj")
+    assert list(tmp_path.iterdir()) == []
+
+
+BAD = [
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 4\n", 4, "out of range"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 0\n", 4, "out of range"),
+    ("v 0 0 0\nv 1 0 0\nf -3 1 2\nv 0 1 0\n", 3, "out of range"),
+    ("v 0 0 0\nv 1 nan 0\nv 0 1 0\nf 1 2 3\n", 2, "NaN"),
+    ("v 0 0 0\nv 1 0 inf\nv 0 1 0\nf 1 2 3\n", 2, "NaN"),
+    ("v 0 0 0\nv 1 0x 0\nv 0 1 0\nf 1 2 3\n", 2, "malformed"),
+    ("v 0 0 0\nv 1 0\nv 0 1 0\nf 1 2 3\n", 2, "at least 3"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2\n", 4, "3 corners"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3.5\n", 4, "malformed"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nf 1/1 2/ 3/1\n", 5, "malformed"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1/1/1/1 2 3\n", 4, "malformed"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nf 1/1 2/2 3/1\n", 5, "texture coordinate"),
+    ("v 0 0 0\nv 1 \xff 0\nv 0 1 0\nf 1 2 3\n", 2, "malformed"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nmtllib nope.mtl\n", 5, "not found"),
+    ("mtllib ../evil.mtl\n", 1, "outside"),
+    ("mtllib /etc/passwd\n", 1, "outside"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 \\\n3\nf 1 2 3 q\n", 6, "malformed"),
+]
+
+
+@pytest.mark.parametrize("text,line,what", BAD)
+def test_bad_obj_names_file_and_line(tmp_path: Path, text: str, line: int, what: str) -> None:
+    p = _write(tmp_path / "model", "bad.obj", text.encode("latin-1"))
+    with pytest.raises(InputFileError, match=rf"bad\.obj: line {line}: .*{what}"):
+        obj.read(p)
+
+
+BAD_MTL = [
+    ("newmtl a\nKd 1 x 0\n", 2, "expects numbers"),
+    ("Kd 1 1 1\n", 1, "before any newmtl"),
+    ("newmtl a\nmap_Kd missing.png\n", 2, "not found"),
+    ("newmtl a\nmap_Kd broken.png\n", 2, "cannot decode"),
+    ("newmtl a\nmap_Kd ../../out.png\n", 2, "outside"),
+    ("newmtl a\nbump -bm\n", 2, "needs 1 argument|no file name"),
+    ("newmtl a\nd nan\n", 2, "NaN"),
+]
+
+
+@pytest.mark.parametrize("text,line,what", BAD_MTL)
+def test_bad_mtl_names_file_and_line(tmp_path: Path, text: str, line: int, what: str) -> None:
+    folder = tmp_path / "model"
+    _write(folder, "lib.mtl", text)
+    _write(folder, "broken.png", b"\x89PNG\r\n\x1a\ngarbage")
+    p = _write(folder, "m.obj", "mtllib lib.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    with pytest.raises(InputFileError, match=rf"lib\.mtl: line {line}: .*({what})"):
+        obj.read(p)
+
+
+def test_unknown_usemtl(tmp_path: Path) -> None:
+    _write(tmp_path, "a.mtl", "newmtl x\n")
+    p = _write(tmp_path, "a.obj", "mtllib a.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nusemtl y\nf 1 2 3\n")
+    with pytest.raises(InputFileError, match=r"a\.obj: line 5: usemtl 'y'"):
+        obj.read(p)
+    p = _write(tmp_path, "b.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nusemtl y\nf 1 2 3\n")
+    assert obj.read(p).materials[0].name == "y"
+
+
+# ---- property tests --------------------------------------------------------------
+
+_coord = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False, width=32)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_valid_obj(tmp_path: Path, data: st.DataObject) -> None:
+    nv = data.draw(st.integers(3, 12))
+    verts = data.draw(st.lists(st.tuples(_coord, _coord, _coord), min_size=nv, max_size=nv))
+    faces = data.draw(st.lists(st.lists(st.integers(0, nv - 1), min_size=3, max_size=6),
+                               min_size=0, max_size=10))
+    neg = data.draw(st.booleans())
+    eol = data.draw(st.sampled_from(["\n", "\r\n"]))
+    lines = [f"v {x!r} {y!r} {z!r}" for x, y, z in verts]
+    for f in faces:
+        lines.append("f " + " ".join(str(i - nv if neg else i + 1) for i in f))
+    p = tmp_path / "r.obj"
+    p.write_text(eol.join(lines) + eol)
+    m = obj.read(p)
+    assert m.v_pos.tolist() == [list(v) for v in verts]
+    want = [[f[0], f[k], f[k + 1]] for f in faces for k in range(1, len(f) - 1)]
+    assert m.t_pos_idx.tolist() == want
+
+
+_garbage = st.lists(st.sampled_from(list("vtnf0123456789 -./#\\\n\r\te+gsou")
+                                    + ["usemtl ", "nan", "v ", "f ", "vt ", "vn ", "\nv 1 2 3",
+                                       "\nf 1 2 3", "//", "\xe9", "\x00"]),
+                    max_size=60).map("".join)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=_garbage)
+def test_garbage_never_crashes(tmp_path: Path, text: str) -> None:
+    p = tmp_path / "g.obj"
+    p.write_text(text)
+    try:
+        m = obj.read(p)
+    except InputFileError as e:
+        assert str(e).startswith(str(p)) and re.search(r"line \d+|v_pos|t_", str(e))
+    else:
+        m.validate()
