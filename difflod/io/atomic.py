@@ -68,7 +68,7 @@ def atomic_paths(paths: Sequence[str | os.PathLike[str]]) -> Iterator[tuple[Path
     the others, last). On error every temporary file is removed.
     """
     targets = [Path(p) for p in paths]
-    if len(set(t.resolve() for t in targets)) != len(targets):
+    if len({t.resolve() for t in targets}) != len(targets):
         raise ValueError(f"atomic_paths: paths must be distinct, got {[str(t) for t in targets]}")
     temps: list[Path] = []
     try:

@@ -26,7 +26,7 @@ import torch
 from difflod.errors import InputFileError
 from difflod.io.atomic import atomic_path
 
-__all__ = ["read_image", "write_image", "srgb_to_linear", "linear_to_srgb"]
+__all__ = ["linear_to_srgb", "read_image", "srgb_to_linear", "write_image"]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -40,7 +40,7 @@ def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
     finite everywhere (the linear segment handles x <= 0.04045).
     """
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")  # noqa: TRY004
     lin = x / 12.92
     pw = ((torch.clamp(x, min=0.04045) + 0.055) / 1.055) ** 2.4
     return torch.where(x <= 0.04045, lin, pw)
@@ -53,7 +53,7 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
     finite at and below 0 (the linear segment is used there).
     """
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")  # noqa: TRY004
     lin = x * 12.92
     pw = 1.055 * torch.clamp(x, min=0.0031308) ** (1.0 / 2.4) - 0.055
     return torch.where(x <= 0.0031308, lin, pw)
@@ -135,7 +135,7 @@ def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
             arr = _read_pillow(path)
     except InputFileError:
         raise
-    except Exception as e:  # decoder errors come in many types; all mean a bad file
+    except Exception as e:  # noqa: BLE001 - decoders raise many kinds; all mean a bad file
         raise InputFileError(path, f"cannot decode image: {type(e).__name__}: {e}") from None
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise InputFileError(path, f"image has unexpected shape {arr.shape}")
@@ -150,7 +150,7 @@ def _as_array(img: object) -> np.ndarray:
     elif isinstance(img, np.ndarray):
         arr = img.astype(np.float32, copy=False)
     else:
-        raise ValueError(f"img must be a torch.Tensor or numpy array [H,W,C], "
+        raise ValueError(f"img must be a torch.Tensor or numpy array [H,W,C], "  # noqa: TRY004
                          f"got {type(img).__name__}")
     if arr.ndim == 2:
         arr = arr[..., None]

@@ -25,6 +25,7 @@ Decisions:
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from pathlib import Path
 
@@ -393,7 +394,7 @@ def write(mesh: Mesh, path: Path) -> None:
     t_mat = mesh.material_ids().cpu().numpy()
     change = np.flatnonzero(np.r_[True, t_mat[1:] != t_mat[:-1]]) if len(t_mat) else []
     bounds = list(change) + [len(t_mat)]
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         parts.append(f"usemtl {names[int(t_mat[a])]}\n")
         parts.append(_rows(ffmt, idx[a:b]))
     folder = path.parent

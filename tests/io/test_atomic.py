@@ -31,21 +31,19 @@ def test_atomic_path_keeps_suffix_and_renames(tmp_path: Path) -> None:
 def test_failure_leaves_old_file_and_no_temp(tmp_path: Path) -> None:
     target = tmp_path / "a.txt"
     target.write_text("old")
-    with pytest.raises(RuntimeError, match="boom"):
-        with atomic_path(target) as tmp:
-            tmp.write_text("new, half")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), atomic_path(target) as tmp:
+        tmp.write_text("new, half")
+        raise RuntimeError("boom")
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]
 
 
 def test_group_all_or_nothing(tmp_path: Path) -> None:
     names = [tmp_path / "a.png", tmp_path / "b.mtl", tmp_path / "c.obj"]
-    with pytest.raises(OSError):
-        with atomic_paths(names) as temps:
-            temps[0].write_text("a")
-            temps[1].write_text("b")
-            raise OSError("disk full")
+    with pytest.raises(OSError), atomic_paths(names) as temps:
+        temps[0].write_text("a")
+        temps[1].write_text("b")
+        raise OSError("disk full")
     assert list(tmp_path.iterdir()) == []
     with atomic_paths(names) as temps:
         for t, n in zip(temps, names):
@@ -54,6 +52,6 @@ def test_group_all_or_nothing(tmp_path: Path) -> None:
 
 
 def test_group_rejects_duplicates(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="distinct"):
-        with atomic_paths([tmp_path / "a", tmp_path / "a"]):
-            pass
+    with pytest.raises(ValueError, match="distinct"), \
+            atomic_paths([tmp_path / "a", tmp_path / "a"]):
+        pass

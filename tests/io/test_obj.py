@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 
 from difflod.errors import InputFileError
 from difflod.io import obj
-from difflod.io.image import linear_to_srgb, read_image, srgb_to_linear, write_image
+from difflod.io.image import linear_to_srgb, srgb_to_linear, write_image
 from difflod.mesh import Material, Mesh
 
 
