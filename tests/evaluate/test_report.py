@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 import shutil
@@ -120,3 +121,19 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float32)
     assert pixels.shape[:2] == (900, 1200)
     assert pixels.var() > 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("difflod.render.pipeline") is None,
+                    reason="difflod.render.pipeline (render_mesh) not written yet")
+def test_write_report_for_run_renders_views_and_turntable(tmp_path: Path) -> None:
+    from difflod.assets import make
+    from difflod.evaluate.report import turntable_frames, write_report_for_run
+
+    ref = make("sphere", triangles=800, seed=0, texture_res=32)
+    frames = turntable_frames(ref, 3, 24, backend="cpu")
+    assert frames.shape == (3, 24, 24, 3) and float(frames.max()) > 0.05
+    page = write_report_for_run(tmp_path / "r", ref, {"self": ref}, _metrics(), backend="cpu",
+                                res=32, grid_views=2, turntable=3)
+    grid = np.asarray(Image.open(page.parent / "grid_0.png"))
+    assert grid.shape == (2 * 32 + 4, 3 * 32 + 8, 3)
+    assert next(page.parent.glob("turntable.*")).is_file()
