@@ -9,7 +9,7 @@ meshes untransformed if the file has no scene) into one Mesh:
   mirroring transform flips the tangent handedness and the triangle winding;
 - TRIANGLE_STRIP/FAN are converted, POINTS/LINES skipped with a warning;
 - one material per glTF material used (`t_mat` indexes `Mesh.materials`);
-  primitives without one get `Material()` with occlusion 1. See "Materials";
+  primitives without one get `Material()`. See "Materials";
 - every glTF vertex is one entry of each attribute, so all `t_*_idx` are equal;
 - skins: a primitive of a node with `skin` keeps its bind-space positions (the
   spec ignores that node's transform); `Skin.matrices` = joint world @ inverse
@@ -21,8 +21,12 @@ meshes untransformed if the file has no scene) into one Mesh:
   `difflod.geometry.skinning.skin_mesh` (a static mesh, without skin).
 
 Materials: kd = sRGB->linear(baseColorTexture) * baseColorFactor (alpha as a 4th
-channel unless OPAQUE); ks = (occlusion R with strength, 1 when absent;
-roughness G * factor; metallic B * factor), textures resampled to the largest;
+channel unless OPAQUE); ks = (1 - occlusion, roughness G * factor, metallic
+B * factor), textures resampled to the largest. ks channel 0 is
+nvdiffmodeling's specular-reduction channel (the BSDF scales specular by
+1 - ks.x), so glTF's occlusion O (1 = open) maps to 1 - O: 0 when absent,
+and occluded texels lose their highlights, the one effect occlusion has under
+a single point light;
 normal = normalTexture * 2 - 1 with `normal_scale`. KHR_texture_transform of
 the baseColorTexture is applied to that material's UVs (and its texCoord
 picks the UV set); difflod has one UV set, so differing transforms on the
@@ -65,7 +69,7 @@ def write(mesh: Mesh, path: Path) -> None:
 # ---- materials ------------------------------------------------------------------
 
 def _default_material() -> Material:
-    return Material(ks=torch.tensor([1.0, 0.5, 0.0]).reshape(1, 1, 3))
+    return Material()
 
 
 def _uv_matrix(ext: dict) -> np.ndarray:
@@ -137,11 +141,11 @@ def _material(src: GltfSource, index: int) -> tuple[Material, np.ndarray | None,
              key=lambda s: s[0] * s[1])
     ks = np.empty((hw[0], hw[1], 3), np.float32)
     if occ is None:
-        ks[..., 0] = 1.0
+        ks[..., 0] = 0.0
     else:
         strength = mat.occlusionTexture.strength
         strength = 1.0 if strength is None else float(strength)
-        ks[..., 0] = 1.0 + strength * (_resize(occ, hw)[..., 0] - 1.0)
+        ks[..., 0] = strength * (1.0 - _resize(occ, hw)[..., 0])
     if mr is None:
         ks[..., 1], ks[..., 2] = rough_f, metal_f
     else:

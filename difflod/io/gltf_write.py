@@ -8,9 +8,10 @@ Layout of what is written:
 - POSITION (with min/max), NORMAL (unit), TEXCOORD_0, TANGENT (VEC4, w = +-1),
   JOINTS_0 (uint8/uint16) and WEIGHTS_0 (float) when present;
 - materials: a 1x1 kd becomes baseColorFactor, otherwise an sRGB PNG (RGBA when
-  kd has alpha); a 1x1 ks with occlusion 1 becomes roughness/metallic
-  factors, otherwise one linear PNG packing (occlusion R, roughness G,
-  metallic B) used as both metallicRoughnessTexture and occlusionTexture;
+  kd has alpha); a 1x1 ks with ks.x = 0 becomes roughness/metallic
+  factors, otherwise one linear PNG packing (occlusion = 1 - ks.x in R,
+  roughness G, metallic B) used as both metallicRoughnessTexture and
+  occlusionTexture (see gltf.py on ks.x);
   normal maps as (n + 1) / 2 PNGs with normalTexture.scale; alphaMode,
   alphaCutoff, doubleSided. Displacement maps have no glTF slot and are dropped
   with a warning;
@@ -125,10 +126,12 @@ def _material(m: Material, k: int, images: _Images) -> gl.Material:
         img = np.concatenate([srgb, kd[..., 3:]], axis=-1)
         pbr.baseColorTexture = gl.TextureInfo(index=images.texture(img, f"{k}_basecolor"))
     ks = _np(m.ks)
-    if ks.shape[:2] == (1, 1) and abs(float(ks[0, 0, 0]) - 1.0) < 1e-6:
+    if ks.shape[:2] == (1, 1) and abs(float(ks[0, 0, 0])) < 1e-6:
         pbr.roughnessFactor, pbr.metallicFactor = float(ks[0, 0, 1]), float(ks[0, 0, 2])
     else:
-        tex = images.texture(ks, f"{k}_orm")
+        orm = ks.copy()
+        orm[..., 0] = 1.0 - orm[..., 0]
+        tex = images.texture(orm, f"{k}_orm")
         pbr.metallicFactor = pbr.roughnessFactor = 1.0
         pbr.metallicRoughnessTexture = gl.TextureInfo(index=tex)
         out.occlusionTexture = gl.OcclusionTextureInfo(index=tex)

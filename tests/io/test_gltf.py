@@ -51,7 +51,7 @@ def _grid_mesh(n: int = 3, seed: int = 0) -> Mesh:
                      torch.rand(4, 4, 3, generator=g) - torch.tensor([0.5, 0.5, -0.5]), dim=-1),
                  normal_scale=0.7, alpha_mode="MASK", alpha_cutoff=0.25, double_sided=False),
         Material(name="flat", kd=torch.tensor([[[0.2, 0.4, 0.6]]]),
-                 ks=torch.tensor([[[1.0, 0.3, 0.8]]]), alpha_mode="OPAQUE"),
+                 ks=torch.tensor([[[0.0, 0.3, 0.8]]]), alpha_mode="OPAQUE"),
     )
     t_mat = torch.arange(len(t)) % 2
     return Mesh(v_pos=pos, t_pos_idx=t, v_tex=uv, t_tex_idx=t.clone(), v_nrm=nrm,
@@ -267,7 +267,7 @@ def test_no_scene_reads_all_meshes_untransformed(tmp_path: Path) -> None:
     b.triangle_mesh(TRI + 5)
     mesh = gltf.read(b.save(tmp_path / "n.gltf"))
     assert mesh.num_triangles == 2 and float(mesh.v_pos.max()) == 6.0
-    assert len(mesh.materials) == 1 and mesh.materials[0].ks[0, 0, 0] == 1.0
+    assert len(mesh.materials) == 1 and mesh.materials[0].ks[0, 0, 0] == 0.0
 
 
 @pytest.mark.parametrize("comp", [5121, 5123, 5125])
@@ -363,7 +363,7 @@ def test_material_texture_transform_and_packing(tmp_path: Path) -> None:
     assert m.kd.shape == (2, 2, 4)
     assert np.allclose(m.kd[0, 0].numpy(), [1.0, lin * 0.5, 0.0, 128 / 255], atol=1e-5)
     assert m.ks.shape == (4, 4, 3)
-    assert np.allclose(m.ks[0, 0].numpy(), [1 + 0.5 * (0.2 - 1), 0.4 * 0.5, 0.8], atol=1e-5)
+    assert np.allclose(m.ks[0, 0].numpy(), [0.5 * (1 - 0.2), 0.4 * 0.5, 0.8], atol=1e-5)
     assert m.alpha_mode == "BLEND" and m.has_alpha
 
 
