@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["texture", "texture_mips", "FILTER_MODES", "BOUNDARY_MODES"]
+__all__ = ["BOUNDARY_MODES", "FILTER_MODES", "texture", "texture_mips"]
 
 FILTER_MODES = ("auto", "nearest", "linear", "linear-mipmap-nearest", "linear-mipmap-linear")
 BOUNDARY_MODES = ("wrap", "clamp", "zero")

@@ -31,7 +31,7 @@ class Topology:
     opposite: torch.Tensor
 
     @classmethod
-    def from_tris(cls, tris: torch.Tensor) -> "Topology":
+    def from_tris(cls, tris: torch.Tensor) -> Topology:
         """Build the adjacency of `tris` (`[F,3]` int32/int64, any device)."""
         if not isinstance(tris, torch.Tensor) or tris.dim() != 2 or tris.shape[-1] != 3 \
                 or tris.is_floating_point() or tris.dtype == torch.bool:
@@ -57,5 +57,5 @@ class Topology:
         opposite[e1] = third[e0]
         return cls(tris=t, opposite=opposite.reshape(nf, 3))
 
-    def to(self, device: torch.device | str) -> "Topology":
+    def to(self, device: torch.device | str) -> Topology:
         return Topology(tris=self.tris.to(device), opposite=self.opposite.to(device))

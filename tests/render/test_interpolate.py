@@ -92,18 +92,18 @@ def test_empty_pixels_get_no_gradient():
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(attr=torch.zeros(4)), "attr"),
-    (dict(attr=torch.zeros(3, 4, 2)), "attr"),
-    (dict(rast=torch.zeros(1, 2, 2, 3)), "rast"),
-    (dict(tris=torch.zeros(2, 3)), "tris"),
-    (dict(tris=torch.tensor([[0, 1, 9]])), "tris"),
-    (dict(diff_attrs=[0]), "rast_db"),
-    (dict(diff_attrs=[5], rast_db=torch.zeros(1, 2, 2, 4)), "diff_attrs"),
-    (dict(diff_attrs="some", rast_db=torch.zeros(1, 2, 2, 4)), "diff_attrs"),
-    (dict(rast_db=torch.zeros(1, 2, 2, 2)), "rast_db"),
+    ({"attr": torch.zeros(4)}, "attr"),
+    ({"attr": torch.zeros(3, 4, 2)}, "attr"),
+    ({"rast": torch.zeros(1, 2, 2, 3)}, "rast"),
+    ({"tris": torch.zeros(2, 3)}, "tris"),
+    ({"tris": torch.tensor([[0, 1, 9]])}, "tris"),
+    ({"diff_attrs": [0]}, "rast_db"),
+    ({"diff_attrs": [5], "rast_db": torch.zeros(1, 2, 2, 4)}, "diff_attrs"),
+    ({"diff_attrs": "some", "rast_db": torch.zeros(1, 2, 2, 4)}, "diff_attrs"),
+    ({"rast_db": torch.zeros(1, 2, 2, 2)}, "rast_db"),
 ])
 def test_validation(bad, match):
-    args = dict(attr=ATTR, rast=_rast(), tris=TRIS)
+    args = {"attr": ATTR, "rast": _rast(), "tris": TRIS}
     args.update(bad)
     with pytest.raises(ValueError, match=match):
         interpolate(**args)

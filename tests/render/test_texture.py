@@ -39,24 +39,18 @@ def test_linear_and_nearest_at_centres_and_between():
                                                                 filter_mode="linear"))
 
 
-@pytest.mark.parametrize("mode, expect", [
-    ("wrap", [5.5, 1.5, 9.5]),
-    ("clamp", [4.0, 1.5, 8.0]),
-    ("zero", [2.0, 0.75, 4.0]),
+@pytest.mark.parametrize("mode, ref", [
+    ("wrap", [(7 + 4) / 2, (9.5 + 1.5) / 2, (11 + 8) / 2]),
+    ("clamp", [4.0, 1.5, 11.0]),
+    ("zero", [4 / 2, 1.5 / 2, 11 / 2]),
 ])
-def test_boundary_modes_linear(mode, expect):
-    # left edge of row 1 (half into the wrapped column), top edge between
-    # rows 0 and the wrapped row 2 at column 1.5, right-of-last column in row 2
+def test_boundary_modes_linear(mode, ref):
+    # (0, 0.5): row 1, half way between column -1 and column 0;
+    # (0.5, 0): columns 1-2 (1.5 in row 0), half way between row -1 and row 0;
+    # (1, 5/6): row 2, half way between column 3 and column 4
     pts = [(0.0, 0.5), (0.5, 0.0), (1.0, 5.0 / 6.0)]
     out = texture(TEX, _uv(pts), filter_mode="linear", boundary_mode=mode).flatten()
-    # (0.5, 0.0): y between row -1 and row 0 half-half; x between cols 1 and 2
-    # wrap: row -1 = row 2 -> (9.5 + 1.5) / 2 = 5.5 ... computed below explicitly
-    ref = {
-        "wrap": [(7 + 4) / 2, (1.5 + 9.5) / 2, (11 + 8) / 2],
-        "clamp": [4.0, 1.5, 11.0],
-        "zero": [4 / 2, 1.5 / 2, 11 / 2],
-    }[mode]
-    assert torch.allclose(out, torch.tensor(ref)), (out, ref, expect)
+    assert torch.allclose(out, torch.tensor(ref))
 
 
 @pytest.mark.parametrize("mode", ["wrap", "clamp", "zero"])
@@ -212,20 +206,20 @@ def test_gradcheck_custom_mip_levels():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(tex=torch.zeros(4, 4)), "tex"),
-    (dict(tex=torch.zeros(3, 4, 4, 1)), "batch"),
-    (dict(uv=torch.zeros(1, 2, 2, 3)), "uv"),
-    (dict(filter_mode="cubic"), "filter_mode"),
-    (dict(boundary_mode="cube"), "boundary_mode"),
-    (dict(filter_mode="linear-mipmap-linear"), "uv_da"),
-    (dict(uv_da=torch.zeros(1, 2, 2, 2)), "uv_da"),
-    (dict(uv_da=torch.zeros(1, 2, 2, 4), mip=[torch.zeros(2, 2, 1)]), "mip"),
-    (dict(uv_da=torch.zeros(1, 2, 2, 4), mip=[torch.zeros(4, 4, 1), torch.zeros(2, 2, 3)]),
+    ({"tex": torch.zeros(4, 4)}, "tex"),
+    ({"tex": torch.zeros(3, 4, 4, 1)}, "batch"),
+    ({"uv": torch.zeros(1, 2, 2, 3)}, "uv"),
+    ({"filter_mode": "cubic"}, "filter_mode"),
+    ({"boundary_mode": "cube"}, "boundary_mode"),
+    ({"filter_mode": "linear-mipmap-linear"}, "uv_da"),
+    ({"uv_da": torch.zeros(1, 2, 2, 2)}, "uv_da"),
+    ({"uv_da": torch.zeros(1, 2, 2, 4), "mip": [torch.zeros(2, 2, 1)]}, "mip"),
+    ({"uv_da": torch.zeros(1, 2, 2, 4), "mip": [torch.zeros(4, 4, 1), torch.zeros(2, 2, 3)]},
      "mip"),
-    (dict(max_mip_level=-1), "max_mip_level"),
+    ({"max_mip_level": -1}, "max_mip_level"),
 ])
 def test_validation(kwargs, match):
-    args = dict(tex=torch.zeros(4, 4, 1), uv=torch.zeros(1, 2, 2, 2))
+    args = {"tex": torch.zeros(4, 4, 1), "uv": torch.zeros(1, 2, 2, 2)}
     args.update(kwargs)
     tex, uv = args.pop("tex"), args.pop("uv")
     with pytest.raises(ValueError, match=match):
