@@ -37,7 +37,7 @@ from difflod.errors import InputFileError
 from difflod.io.image import linear_to_srgb, read_image, srgb_to_linear
 from difflod.mesh import Material
 
-__all__ = ["read_mtl", "resolve_inside", "material_files", "mtl_text"]
+__all__ = ["material_files", "mtl_text", "read_mtl", "resolve_inside"]
 
 # texture option -> (min, max) number of arguments
 _TEX_OPTIONS: dict[str, tuple[int, int]] = {
@@ -271,7 +271,8 @@ def mtl_text(materials: list[tuple[str, Material]]) -> tuple[str, list[tuple[str
         kd = m.kd.detach().float().cpu()
         ks = m.ks.detach().float().cpu()
         out.append(f"\nnewmtl {name}\n")
-        has_alpha = kd.shape[-1] == 4
+        has_alpha = kd.shape[-1] == 4 and m.alpha_mode != "OPAQUE"
+        kd = kd if has_alpha else kd[..., :3]
         srgb = torch.cat([_srgb8(kd[..., :3])]
                          + ([kd[..., 3:].clamp(0, 1)] if has_alpha else []), dim=-1)
         if _is_const(kd):

@@ -255,10 +255,8 @@ def read(path: Path) -> Mesh:
         elif key == b"mtllib":
             if not arg:
                 raise InputFileError(path, f"line {i + 1}: mtllib needs a file name")
-            mtl = resolve_inside(path.parent, path.parent, arg, path, i + 1)
-            if not mtl.is_file():
-                raise InputFileError(path, f"line {i + 1}: material library {arg!r} not found")
-            libs.update(read_mtl(mtl, path.parent))
+            for mtl in _mtl_files(path, arg, i + 1):
+                libs.update(read_mtl(mtl, path.parent))
     try:
         fc = _faces(_block(data, starts, ends, groups["f"]))
         counts = fc["counts"]
@@ -304,6 +302,20 @@ def read(path: Path) -> Mesh:
         return mesh.validate()
     except ValueError as e:
         raise InputFileError(path, str(e)) from None
+
+
+def _mtl_files(path: Path, arg: str, lineno: int) -> list[Path]:
+    """mtllib's files: the whole argument if it names a file (spaces allowed), else
+    its whitespace-separated names (the statement may list several)."""
+    whole = resolve_inside(path.parent, path.parent, arg, path, lineno)
+    if whole.is_file():
+        return [whole]
+    files = [resolve_inside(path.parent, path.parent, a, path, lineno) for a in arg.split()]
+    for name, f in zip(arg.split(), files):
+        if not f.is_file():
+            missing = arg if len(files) == 1 else name
+            raise InputFileError(path, f"line {lineno}: material library {missing!r} not found")
+    return files
 
 
 def _assign(path: Path, usemtl: list[tuple[int, str]], libs: dict[str, object],

@@ -115,6 +115,17 @@ def test_single_material_without_usemtl(tmp_path: Path) -> None:
     assert [x.name for x in m.materials] == ["only"]
 
 
+def test_several_mtllib(tmp_path: Path) -> None:
+    _write(tmp_path, "a.mtl", "newmtl x\nKd 1 1 1\n")
+    _write(tmp_path, "b.mtl", "newmtl y\nKd 0 0 0\n")
+    _write(tmp_path, "c.mtl", "newmtl z\nKd 0 0 0\n")
+    p = _write(tmp_path, "a.obj", "mtllib a.mtl b.mtl\nmtllib c.mtl\nv 0 0 0\nv 1 0 0\n"
+                                  "v 0 1 0\nusemtl z\nf 1 2 3\nusemtl y\nf 1 2 3\n"
+                                  "usemtl x\nf 1 2 3\n")
+    m = obj.read(p)
+    assert [x.name for x in m.materials] == ["z", "y", "x"] and m.t_mat.tolist() == [0, 1, 2]
+
+
 def test_mtl_textures(tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(3)
     kd_file = torch.rand(4, 5, 3, generator=g)
