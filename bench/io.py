@@ -51,11 +51,11 @@ def run(triangles: int, repeat: int) -> dict[str, object]:
                 continue
             load_s = _best(lambda out=out: difflod.io.load(out), repeat)
             tm_box: list[object] = []
-            tm_load = _best(lambda out=out: tm_box.append(
+            tm_load = _best(lambda out=out, box=tm_box: box.append(
                 trimesh.load(out, force="mesh", process=False)), repeat)
             tm_out = folder / f"{fmt}_trimesh" / f"mesh.{fmt}"
             tm_out.parent.mkdir()
-            tm_save = _best(lambda: tm_box[-1].export(tm_out), repeat)  # type: ignore[attr-defined]
+            tm_save = _best(lambda m=tm_box[-1], t=tm_out: m.export(t), repeat)  # type: ignore[attr-defined]
             for op, ours, theirs in (("load", load_s, tm_load), ("save", save_s, tm_save)):
                 rows.append({"format": fmt, "op": op, "difflod_s": round(ours, 4),
                              "trimesh_s": round(theirs, 4), "ratio": round(ours / theirs, 3)})

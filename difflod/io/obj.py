@@ -97,8 +97,8 @@ def _tokens(block: bytes, kwlen: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     ws = b <= 32
     tok = ~ws
     tok[1:] &= ws[:-1]
-    counts = np.add.reduceat(tok, starts, dtype=np.int64)
-    return b, starts, np.flatnonzero(tok), counts
+    tok_pos = np.flatnonzero(tok)
+    return b, starts, tok_pos, np.diff(np.searchsorted(tok_pos, nl), prepend=0)
 
 
 def _parse_numbers(b: np.ndarray, dtype: type) -> np.ndarray | None:
@@ -147,6 +147,11 @@ def _vectors(block: bytes, kwlen: int, need: int, keep: int, name: str) -> np.nd
     return out
 
 
+def _per_token(pos: np.ndarray, tok_pos: np.ndarray) -> np.ndarray:
+    """How many of the sorted byte positions `pos` fall in each token (up to the next)."""
+    return np.diff(np.searchsorted(pos, tok_pos), append=pos.size)
+
+
 def _faces(block: bytes) -> dict[str, np.ndarray]:
     """Parse f lines into per-corner v/vt/vn index arrays (0 = absent) and counts."""
     b, starts, tok_pos, counts = _tokens(block, 1)
@@ -155,10 +160,8 @@ def _faces(block: bytes) -> dict[str, np.ndarray]:
     slash = b == 47
     slash_pos = np.flatnonzero(slash)
     ntok = tok_pos.size
-    dbl_mask = np.zeros(b.size, bool)
-    dbl_mask[slash_pos[:-1][np.diff(slash_pos) == 1]] = True
-    s = np.add.reduceat(slash, tok_pos, dtype=np.int64) if ntok else np.zeros(0, np.int64)
-    dbl = np.add.reduceat(dbl_mask, tok_pos, dtype=np.int64) if ntok else np.zeros(0, np.int64)
+    s = _per_token(slash_pos, tok_pos)
+    dbl = _per_token(slash_pos[:-1][np.diff(slash_pos) == 1], tok_pos)
     if (s > 2).any() or (dbl > (s == 2)).any():
         corner_line = np.repeat(np.arange(counts.size), counts)
         raise _Bad(int(corner_line[np.argmax((s > 2) | (dbl > (s == 2)))]), "malformed face corner")
@@ -166,7 +169,7 @@ def _faces(block: bytes) -> dict[str, np.ndarray]:
     has_vn = s == 2
     nfield = 1 + has_vt + has_vn
     b[slash_pos] = 32
-    per_line = np.add.reduceat(nfield, (np.cumsum(counts) - counts)) if ntok else counts
+    per_line = np.diff(np.cumsum(nfield)[np.cumsum(counts) - 1], prepend=0) if ntok else counts
     vals = _numbers(b, starts, per_line, np.int64)
     offs = (np.cumsum(nfield) - nfield)
     zero = np.zeros(ntok, np.int64)
