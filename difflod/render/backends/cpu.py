@@ -165,19 +165,31 @@ def _raster(coef, incl, ncoef, det, box, starts, items, h, w, band, floor, use_f
             i0, i1, i2 = incl[b, f, 0], incl[b, f, 1], incl[b, f, 2]
             n0, n1, n2 = ncoef[b, f, 0], ncoef[b, f, 1], ncoef[b, f, 2]
             dt = det[b, f]
+            inv0 = 1.0 / a0 if a0 != 0.0 else 0.0
+            inv1 = 1.0 / a1 if a1 != 0.0 else 0.0
+            inv2 = 1.0 / a2 if a2 != 0.0 else 0.0
             for y in range(max(r0, y0), min(r1, y1) + 1):
                 py = pys[y]
                 xs = x0
                 xe = x1
                 for e in range(3):
-                    a = coef[b, f, e, 0]
-                    rest = coef[b, f, e, 1] * py + coef[b, f, e, 2]
+                    if e == 0:
+                        a, bp, c, inv = a0, b0 * py, c0, inv0
+                    elif e == 1:
+                        a, bp, c, inv = a1, b1 * py, c1, inv1
+                    else:
+                        a, bp, c, inv = a2, b2 * py, c2, inv2
+                    rest = bp + c
                     if a != 0.0:
-                        bound = ((-rest / a) + 1.0) * (0.5 * w) - 0.5
+                        # x where the edge crosses this row, in pixels, with a margin
+                        # well above the rounding error of this estimate (the exact
+                        # test below decides; the span only has to contain it)
+                        bound = ((-rest * inv) + 1.0) * (0.5 * w) - 0.5
+                        margin = (abs(bp) + abs(c)) * abs(inv) * (1e-12 * w) + 1e-6
                         if a > 0.0:
-                            xs = max(xs, _clampi(np.floor(bound) - 1.0, 0, w))
+                            xs = max(xs, _clampi(np.ceil(bound - margin), 0, w))
                         else:
-                            xe = min(xe, _clampi(np.ceil(bound) + 1.0, -1, w - 1))
+                            xe = min(xe, _clampi(np.floor(bound + margin), -1, w - 1))
                     elif rest < 0.0:
                         xe = -1
                 for x in range(xs, xe + 1):
