@@ -16,6 +16,7 @@ Decisions:
   a default Material; if the file has no usemtl at all and its libraries
   define exactly one material, that one is used. usemtl of an unknown name is
   an error when an mtllib was given, else a default material of that name.
+- A '#' starts a comment anywhere on a line.
 - Names (usemtl, mtllib) are UTF-8, with a latin-1 fallback; comments are not
   decoded. Backslash line continuations are joined. o/g/s/l/vp are ignored.
 - Writing follows nvdiffmodeling's layout: mesh.obj, mesh.mtl, texture_kd.png,
@@ -94,6 +95,11 @@ def _tokens(block: bytes, kwlen: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     starts = np.r_[0, nl[:-1] + 1]
     for j in range(kwlen):
         b[starts + j] = 32
+    hashes = np.flatnonzero(b == 35)
+    if hashes.size:  # trailing comments: blank them up to the end of their line
+        ends = nl[np.searchsorted(nl, hashes)]
+        for lo, hi in zip(hashes.tolist(), ends.tolist()):
+            b[lo:hi] = 32
     ws = b <= 32
     tok = ~ws
     tok[1:] &= ws[:-1]

@@ -126,6 +126,38 @@ def test_several_mtllib(tmp_path: Path) -> None:
     assert [x.name for x in m.materials] == ["z", "y", "x"] and m.t_mat.tolist() == [0, 1, 2]
 
 
+def test_trailing_comments(tmp_path: Path) -> None:
+    m = obj.read(_write(tmp_path, "c.obj", "v 0 0 0 # origin\nv 1 0 0\nv 0 1 0#x\n"
+                                           "f 1 2 3 # one\n"))
+    assert m.v_pos.tolist() == [[0, 0, 0], [1, 0, 0], [0, 1, 0]]
+    assert m.t_pos_idx.tolist() == [[0, 1, 2]]
+
+
+def test_mtl_tr_map_bump_disp_and_kd_alpha(tmp_path: Path) -> None:
+    rgba = torch.ones(2, 3, 4)
+    rgba[0, 0, 3] = 0.0
+    write_image(tmp_path / "rgba.png", rgba)
+    write_image(tmp_path / "n.png", torch.tensor([[[0.5, 0.5, 1.0]]]))
+    write_image(tmp_path / "d.png", torch.full((2, 2, 1), 0.25), bits=16)
+    _write(tmp_path, "a.mtl", "newmtl tr\nTr 0.25\nnewmtl tex\nmap_Kd rgba.png\n"
+                              "map_Bump -bm 2 n.png\ndisp d.png\n")
+    p = _write(tmp_path, "a.obj", "mtllib a.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nusemtl tr\n"
+                                  "f 1 2 3\nusemtl tex\nf 1 2 3\n")
+    tr, tex = obj.read(p).materials
+    assert tr.kd.shape == (1, 1, 4) and float(tr.kd[0, 0, 3]) == 0.75 and tr.alpha_mode == "MASK"
+    assert tex.kd.shape == (2, 3, 4) and float(tex.kd[0, 0, 3]) == 0.0
+    assert tex.normal_scale == 2.0
+    torch.testing.assert_close(tex.normal[0, 0], torch.tensor([0.0039, 0.0039, 1.0]), atol=1e-3,
+                               rtol=0)
+    assert tex.displacement.shape == (2, 2, 1)
+    assert float((tex.displacement - 0.25).abs().max()) < 1e-4
+    out = tmp_path / "out" / "mesh.obj"
+    obj.write(obj.read(p), out)
+    back = obj.read(out).materials[1]
+    assert float((back.displacement - 0.25).abs().max()) < 1e-4
+    assert (out.parent / "texture_d_1.png").is_file()
+
+
 def test_mtl_textures(tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(3)
     kd_file = torch.rand(4, 5, 3, generator=g)
