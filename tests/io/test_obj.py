@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -322,19 +323,30 @@ _coord = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False, width=32)
 def test_random_valid_obj(tmp_path: Path, data: st.DataObject) -> None:
     nv = data.draw(st.integers(3, 12))
     verts = data.draw(st.lists(st.tuples(_coord, _coord, _coord), min_size=nv, max_size=nv))
-    faces = data.draw(st.lists(st.lists(st.integers(0, nv - 1), min_size=3, max_size=6),
-                               min_size=0, max_size=10))
+    nt = data.draw(st.integers(0, 5))
+    uvs = data.draw(st.lists(st.tuples(_coord, _coord), min_size=nt, max_size=nt))
+    corner = st.tuples(st.integers(0, nv - 1), st.integers(0, max(nt - 1, 0)))
+    faces = data.draw(st.lists(st.lists(corner, min_size=3, max_size=6), min_size=0, max_size=10))
     neg = data.draw(st.booleans())
     eol = data.draw(st.sampled_from(["\n", "\r\n"]))
-    lines = [f"v {x!r} {y!r} {z!r}" for x, y, z in verts]
+    lines = [f"v {x!r} {y!r} {z!r}" for x, y, z in verts] + [f"vt {u!r} {v!r}" for u, v in uvs]
     for f in faces:
-        lines.append("f " + " ".join(str(i - nv if neg else i + 1) for i in f))
+        lines.append("f " + " ".join(
+            str(i - nv if neg else i + 1) + (f"/{j - nt if neg else j + 1}" if nt else "")
+            for i, j in f))
     p = tmp_path / "r.obj"
     p.write_text(eol.join(lines) + eol)
     m = obj.read(p)
     assert m.v_pos.tolist() == [list(v) for v in verts]
-    want = [[f[0], f[k], f[k + 1]] for f in faces for k in range(1, len(f) - 1)]
-    assert m.t_pos_idx.tolist() == want
+    fan = [[0, k, k + 1] for f in faces for k in range(1, len(f) - 1)]
+    tri = [f for f in faces for _ in range(1, len(f) - 1)]
+    assert m.t_pos_idx.tolist() == [[f[c][0] for c in t] for f, t in zip(tri, fan)]
+    if nt and faces:
+        assert m.t_tex_idx.tolist() == [[f[c][1] for c in t] for f, t in zip(tri, fan)]
+        want = [[u, float(np.float32(1) - np.float32(v))] for u, v in uvs]
+        assert m.v_tex.tolist() == want
+    else:
+        assert m.v_tex is None
 
 
 _garbage = st.lists(st.sampled_from(list("vtnf0123456789 -./#\\\n\r\te+gsou")
