@@ -6,6 +6,9 @@ the v/vt/vn/f lines of each kind are gathered into one byte block, tokens are
 counted per line with vectorised byte masks, and the numbers are parsed in one
 `np.fromstring` call per block. Any irregularity (a bad character, a wrong
 count) drops to a per-line pass that only exists to name the offending line.
+Measured with bench/io.py (1M-triangle "spiky" asset, v/vt faces, on a shared
+2-core CPU): load 5.0 s vs 7.2 s for trimesh, save 4.6 s vs 11.5 s.
+Non-ASCII bytes outside names and comments are malformed numbers (an error).
 
 Decisions:
 - v keeps x y z (w and vertex colors are ignored); vt keeps u v (missing v =
