@@ -72,8 +72,12 @@ def prepare_meshes(reference: Mesh, base: Mesh, config: TrainConfig,
     if not base.has_uv:
         raise DiffLodError("base mesh has no UVs (texture coordinates): make one with "
                            "`difflod simplify`, or give it UVs in a modelling tool")
+    from difflod.geometry.tangents import with_tangents
+
     frame = Frame.from_mesh(reference)
     ref = frame.to_unit(reference).to(device)
+    if ref.v_tng is None and ref.has_uv and any(m.normal is not None for m in ref.materials):
+        ref = with_tangents(ref)  # static: computed once, not at every render
     fitted = frame.to_unit(Frame.fit_aabb(base, reference)).to(device)
     return ref, fitted, frame
 

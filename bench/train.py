@@ -1,0 +1,97 @@
+"""Benchmark of one training iteration: ms per iteration and peak memory.
+
+Settings default to nvdiffmodeling's spot.json (train_res 512, batch 8,
+1024^2 textures, random textures, learning rate 0.03) on a procedural
+reference (difflod.assets "spiky") and a 3072-triangle sphere base mesh, on
+each requested device. Warm-up iterations (numba/CUDA compilation, caches)
+are excluded; the table reports mean and median over the timed iterations.
+
+    python bench/train.py [--device cpu,cuda] [--iters 10] [--warmup 3]
+                          [--res 512] [--batch 8] [--texture-res 1024]
+                          [--ref-triangles 50000] [--base-triangles 3072] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from difflod.config import load_config
+from difflod.models import open_model
+from difflod.optimize.trainer import Trainer, prepare_meshes
+
+
+def bench_device(device: str, args: argparse.Namespace, tmp: Path) -> dict:
+    cfg = load_config(None, {
+        "ref_mesh": f"asset:spiky?triangles={args.ref_triangles}&texture_res=1024",
+        "base_mesh": f"asset:sphere?triangles={args.base_triangles}",
+        "random_textures": True, "iter": args.warmup + args.iters, "batch": args.batch,
+        "train_res": args.res, "texture_res": [args.texture_res, args.texture_res],
+        "learning_rate": 0.03, "min_roughness": 0.25, "save_interval": 0,
+        "device": device, "out_dir": f"bench_{device}"})
+    dev = torch.device(device)
+    ref, base = open_model(cfg.ref_mesh), open_model(cfg.base_mesh)
+    ref_n, base_n, _ = prepare_meshes(ref, base, cfg, dev)
+    trainer = Trainer(cfg, ref_n, base_n, tmp / cfg.run_name, quiet=True)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for _ in range(args.warmup):
+        trainer.step()
+    sync()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.iters):
+        t0 = time.perf_counter()
+        trainer.step()
+        sync()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    peak = (torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+    return {"device": device, "name": torch.cuda.get_device_name() if dev.type == "cuda"
+            else "cpu", "ms_mean": statistics.fmean(times), "ms_median": statistics.median(times),
+            "peak_gib": peak, "peak_kind": "GPU allocated" if dev.type == "cuda" else "process RSS",
+            "res": args.res, "batch": args.batch, "texture_res": args.texture_res,
+            "ref_triangles": ref.num_triangles, "base_triangles": base.num_triangles,
+            "psnr_last": trainer.history[-1]["psnr"]}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--res", type=int, default=512)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--texture-res", type=int, default=1024)
+    p.add_argument("--ref-triangles", type=int, default=50000)
+    p.add_argument("--base-triangles", type=int, default=3072)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for device in [d.strip() for d in args.device.split(",") if d.strip()]:
+            rows.append(bench_device(device, args, Path(tmp)))
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{'device':8} {'name':28} {'ms/iter mean':>12} {'median':>8} {'peak GiB':>9}  note")
+    for r in rows:
+        print(f"{r['device']:8} {r['name'][:28]:28} {r['ms_mean']:12.1f} {r['ms_median']:8.1f} "
+              f"{r['peak_gib']:9.2f}  {r['peak_kind']}; res {r['res']}, batch {r['batch']}, "
+              f"tex {r['texture_res']}^2, ref {r['ref_triangles']} / base "
+              f"{r['base_triangles']} tris")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,198 @@
+"""The training loop on small procedural scenes: every option does what it says.
+
+Scenes are tiny (32-64 px, 32-64 texel textures, a few iterations) so the
+whole file runs in about a minute on two cores; the quality test is marked
+slow but still runs in CI.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from difflod.config import TrainConfig, load_config
+from difflod.errors import DiffLodError
+from difflod.evaluate.evaluate import evaluate
+from difflod.models import open_model
+from difflod.optimize.trainer import Trainer, prepare_meshes, train
+
+BASE = {"ref_mesh": "asset:sphere?triangles=1500&texture_res=64",
+        "base_mesh": "asset:sphere?triangles=200&texture_res=32",
+        "iter": 4, "batch": 2, "train_res": 32, "texture_res": [32, 32], "save_interval": 0,
+        "eval_views": 2, "eval_res": 32, "backend": "cpu", "device": "cpu"}
+
+
+def make(**changes: object) -> TrainConfig:
+    return load_config(None, {**BASE, **changes})
+
+
+def trainer_for(cfg: TrainConfig, tmp_path: Path) -> Trainer:
+    ref, base = open_model(cfg.ref_mesh), open_model(cfg.base_mesh)
+    ref_n, base_n, _ = prepare_meshes(ref, base, cfg, torch.device("cpu"))
+    return Trainer(cfg, ref_n, base_n, tmp_path, quiet=True)
+
+
+@pytest.mark.slow
+def test_training_improves_held_out_psnr(tmp_path: Path) -> None:
+    cfg = make(iter=60, train_res=64, texture_res=[64, 64], random_textures=True,
+               learning_rate=[0.01, 0.05], eval_views=4, eval_res=64)
+    result = train(cfg, out_root=tmp_path, quiet=True)
+    m = result.metrics["candidates"]
+    assert m["difflod"]["psnr"]["mean"] > m["initial"]["psnr"]["mean"] + 3.0
+    out = result.out_dir
+    for name in ("config.json", "history.json", "metrics.json", "mesh.glb", "checkpoint.pt",
+                 "mesh/mesh.obj", "mesh/mesh.mtl", "mesh/texture_kd.png", "mesh/texture_ks.png",
+                 "mesh/texture_n.png"):
+        assert (out / name).is_file(), name
+    # the written model is in the reference's own frame and loads back
+    from difflod.io import load
+
+    back = load(out / "mesh.glb")
+    assert back.num_triangles == result.mesh.num_triangles
+    ref = open_model(cfg.ref_mesh)
+    lo, hi = ref.aabb()
+    blo, bhi = back.aabb()
+    assert torch.allclose(blo, lo, atol=0.15) and torch.allclose(bhi, hi, atol=0.15)
+
+
+def test_skip_train_freezes_parameters(tmp_path: Path) -> None:
+    tr = trainer_for(make(skip_train=["position", "kd"]), tmp_path)
+    pos0 = tr.trainable.v_pos.detach().clone()
+    kd0 = tr.trainable.textures["kd"].base.detach().clone()
+    ks0 = tr.trainable.textures["ks"].base.detach().clone()
+    for _ in range(3):
+        tr.step()
+    assert torch.equal(tr.trainable.v_pos, pos0)
+    assert torch.equal(tr.trainable.textures["kd"].base, kd0)
+    assert not torch.equal(tr.trainable.textures["ks"].base, ks0)
+
+
+def test_everything_frozen_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(DiffLodError, match="nothing to optimize"):
+        trainer_for(make(skip_train=["position", "kd", "ks", "normal"]), tmp_path)
+
+
+def test_textures_stay_in_range(tmp_path: Path) -> None:
+    tr = trainer_for(make(random_textures=True, learning_rate=1.0, min_roughness=0.3), tmp_path)
+    for _ in range(3):
+        tr.step()
+    kd, ks = tr.trainable.textures["kd"].base, tr.trainable.textures["ks"].base
+    n = tr.trainable.textures["normal"].base
+    assert kd.min() >= 0 and kd.max() <= 1
+    assert ks[..., 1].min() >= 0.3 - 1e-7 and ks.max() <= 1
+    assert n.min() >= -1 and n.max() <= 1
+
+
+def test_subdivision_and_displacement(tmp_path: Path) -> None:
+    tr = trainer_for(make(subdivision=1, displacement=0.1), tmp_path)
+    base_tris = tr.trainable.base.num_triangles
+    assert tr.trainable.detail_mesh().num_triangles == 4 * base_tris
+    for _ in range(3):
+        tr.step()
+    disp = tr.trainable.displacement
+    assert disp is not None and float(disp.detach().abs().max()) > 0.0
+    # the exported base keeps the base resolution and carries the displacement map
+    assert tr.trainable.base_mesh().num_triangles == base_tris
+    assert tr.trainable.material().displacement is disp
+
+
+def test_custom_mip_layers_and_random_train_res(tmp_path: Path) -> None:
+    cfg = make(ref_mesh="asset:shrub?triangles=300&texture_res=32",
+               base_mesh="asset:shrub?triangles=300&texture_res=32", layers=3, custom_mip=True,
+               random_train_res=True, random_textures=True, loss="mse", texture_res=[128, 128])
+    tr = trainer_for(cfg, tmp_path)
+    levels = tr.trainable.textures["kd"].levels
+    assert len(levels) == 8 and levels[0].shape[-1] == 4   # 128 -> 1, with alpha
+    before = [lvl.detach().clone() for lvl in levels]
+    for _ in range(3):
+        tr.step()
+    changed = [not torch.equal(a, b) for a, b in zip(before, levels)]
+    # at 16-32 px the 128^2 texture is minified: the coarse levels get trained
+    assert any(changed[1:])
+
+
+def test_supersampled_reference(tmp_path: Path) -> None:
+    tr = trainer_for(make(spp=2, train_res=16), tmp_path)
+    rec = tr.step()
+    assert rec["psnr"] > 0
+
+
+def test_skinned_animation_uses_a_pose_per_view(tmp_path: Path) -> None:
+    cfg = make(ref_mesh="asset:skinned_cylinder?triangles=800&texture_res=32",
+               base_mesh="asset:skinned_cylinder?triangles=200&texture_res=32", animate=True)
+    tr = trainer_for(cfg, tmp_path)
+    assert tr.skinned
+    seen: list[float | None] = []
+    original = tr._pose
+
+    def spy(mesh, t):
+        seen.append(t)
+        return original(mesh, t)
+
+    tr._pose = spy  # type: ignore[method-assign]
+    tr.step()
+    times = {t for t in seen if t is not None}
+    assert len(times) == 2        # batch 2: two different random frames
+
+
+def test_nan_step_is_skipped_and_state_restored(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    tr = trainer_for(make(), tmp_path)
+    tr.step()
+    good = tr.trainable.state_dict()
+    import difflod.optimize.losses as losses
+
+    real = losses.image_loss
+    monkeypatch.setattr(losses, "image_loss", lambda a, b, kind: real(a, b, kind) * float("nan"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rec = tr.step()
+    assert rec.get("skipped") is True
+    assert any("NaN" in str(w.message) for w in caught)
+    for k, v in tr.trainable.state_dict().items():
+        assert torch.equal(v, good[k]), k
+
+
+def test_checkpoint_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
+    straight = trainer_for(make(), tmp_path / "a")
+    for _ in range(4):
+        straight.step()
+    first = trainer_for(make(), tmp_path / "b")
+    for _ in range(2):
+        first.step()
+    ckpt = first.save_checkpoint()
+    resumed = trainer_for(make(), tmp_path / "b")
+    resumed.load_checkpoint(ckpt)
+    assert resumed.iteration == 2
+    for _ in range(2):
+        resumed.step()
+    a, b = straight.trainable.state_dict(), resumed.trainable.state_dict()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
+    tr = trainer_for(make(), tmp_path)
+    tr.step()
+    ckpt = tr.save_checkpoint()
+    other = trainer_for(make(loss="mse"), tmp_path)
+    with pytest.raises(DiffLodError, match="loss"):
+        other.load_checkpoint(ckpt)
+
+
+def test_base_mesh_without_uv_suggests_simplify(tmp_path: Path) -> None:
+    cfg = make()
+    ref, base = open_model(cfg.ref_mesh), open_model(cfg.base_mesh)
+    bare = base.replace(v_tex=None, t_tex_idx=None)
+    with pytest.raises(DiffLodError, match="difflod simplify"):
+        prepare_meshes(ref, bare, cfg, torch.device("cpu"))
+
+
+def test_evaluate_is_held_out_and_deterministic() -> None:
+    ref = open_model("asset:sphere?triangles=500&texture_res=32")
+    a = evaluate(ref, {"same": ref}, views=2, res=32, seed=3, backend="cpu")
+    b = evaluate(ref, {"same": ref}, views=2, res=32, seed=3, backend="cpu")
+    assert a["candidates"]["same"]["psnr"] == b["candidates"]["same"]["psnr"]
