@@ -86,42 +86,59 @@ def raster_from_ids(
         `[B,H,W,4]` (du/dX, du/dY, dv/dX, dv/dY) per pixel, or None.
     """
     n_b, h, w = tri_id.shape
+    n_f = tris.shape[0]
     dev, dtype = clip.device, clip.dtype
     flat = tri_id.reshape(-1).to(dev)
     idx = torch.nonzero(flat, as_tuple=True)[0]
-    f = flat[idx].long() - 1
     bi, rem = idx // (h * w), idx % (h * w)
-    x, y = rem % w, rem // w
-    verts = clip.to(torch.float64)[bi[:, None], tris[f]]  # [K,3,4]
-    px = ((2.0 * x.to(torch.float64) + 1.0) / w - 1.0)
-    py = ((2.0 * y.to(torch.float64) + 1.0) / h - 1.0)
-    vx, vy, vz, vw = verts.unbind(-1)  # each [K,3]
-    ex, ey, ez = [], [], []
+    # the visible (image, triangle) pairs, without sorting: mark, then compact
+    bf = bi * n_f + flat[idx].long() - 1
+    seen = torch.zeros(n_b * n_f, dtype=torch.bool, device=dev)
+    seen[bf] = True
+    vis = torch.nonzero(seen, as_tuple=True)[0]
+    slot = torch.cumsum(seen, 0) - 1
+    # per visible triangle: E_i = V_j x V_k (x, y, w) and the planes of sum e_i,
+    # sum z_i e_i and sum w_i e_i, so that each pixel needs only dot products
+    n_v = clip.shape[1]
+    vert_idx = ((vis // n_f)[:, None] * n_v + tris[vis % n_f]).reshape(-1)
+    # index_select (not advanced indexing): its backward is index_add, no sort
+    verts = clip.to(torch.float64).reshape(-1, 4).index_select(0, vert_idx).reshape(-1, 3, 4)
+    vx, vy, vz, vw = verts.unbind(-1)  # each [T,3]
+    edges = []
     for i in range(3):
         j, k = (i + 1) % 3, (i + 2) % 3
-        ex.append(vy[:, j] * vw[:, k] - vw[:, j] * vy[:, k])
-        ey.append(vw[:, j] * vx[:, k] - vx[:, j] * vw[:, k])
-        ez.append(vx[:, j] * vy[:, k] - vy[:, j] * vx[:, k])
-    e = [ex[i] * px + ey[i] * py + ez[i] for i in range(3)]
-    s = e[0] + e[1] + e[2]
-    u = e[1] / s
-    v = e[2] / s
-    zw = (e[0] * vz[:, 0] + e[1] * vz[:, 1] + e[2] * vz[:, 2]) / (
-        e[0] * vw[:, 0] + e[1] * vw[:, 1] + e[2] * vw[:, 2]
-    )
-    vals = torch.stack((u, v, zw, (f + 1).to(torch.float64)), dim=-1).to(dtype)
+        edges.append(torch.stack((
+            vy[:, j] * vw[:, k] - vw[:, j] * vy[:, k],
+            vw[:, j] * vx[:, k] - vx[:, j] * vw[:, k],
+            vx[:, j] * vy[:, k] - vy[:, j] * vx[:, k],
+        ), dim=-1))
+    e_sum = edges[0] + edges[1] + edges[2]
+    z_pl = sum(edges[i] * vz[:, i, None] for i in range(3))
+    w_pl = sum(edges[i] * vw[:, i, None] for i in range(3))
+    table = torch.stack((edges[1], edges[2], e_sum, z_pl, w_pl), dim=1)  # [T,5,3]
+    t = table.reshape(-1, 15).index_select(0, slot[bf]).reshape(-1, 5, 3)  # [K,5,3]
+    px = (2.0 * (rem % w).to(torch.float64) + 1.0) / w - 1.0
+    py = (2.0 * (rem // w).to(torch.float64) + 1.0) / h - 1.0
+    p = torch.stack((px, py, torch.ones_like(px)), dim=-1)  # [K,3]
+    # one batched product and one unbind: per-channel slicing of [K,...] tensors
+    # would cost a full-size zero tensor each in backward
+    e1, e2, s, z_num, w_num = torch.bmm(t, p[:, :, None]).reshape(-1, 5).unbind(-1)
+    u = e1 / s
+    v = e2 / s
+    zw = z_num / w_num
+    ids = flat[idx].to(torch.float64)
+    vals = torch.stack((u, v, zw, ids), dim=-1).to(dtype)
     zeros = torch.zeros(n_b * h * w, 4, dtype=dtype, device=dev)
     rast = zeros.index_put((idx,), vals).reshape(n_b, h, w, 4)
     if not grad_db:
         return rast, None
-    sx = ex[0] + ex[1] + ex[2]
-    sy = ey[0] + ey[1] + ey[2]
-    s2 = s * s
     # d(e_i/s)/dp = (E_i s - e_i S) / s^2; dp/dX = 2/W, dp/dY = 2/H.
-    du_dx = (ex[1] * s - e[1] * sx) / s2 * (2.0 / w)
-    du_dy = (ey[1] * s - e[1] * sy) / s2 * (2.0 / h)
-    dv_dx = (ex[2] * s - e[2] * sx) / s2 * (2.0 / w)
-    dv_dy = (ey[2] * s - e[2] * sy) / s2 * (2.0 / h)
+    s2 = s * s
+    e1x, e1y, e2x, e2y, sx, sy = t[:, :3, :2].reshape(-1, 6).unbind(-1)
+    du_dx = (e1x * s - e1 * sx) / s2 * (2.0 / w)
+    du_dy = (e1y * s - e1 * sy) / s2 * (2.0 / h)
+    dv_dx = (e2x * s - e2 * sx) / s2 * (2.0 / w)
+    dv_dy = (e2y * s - e2 * sy) / s2 * (2.0 / h)
     db = torch.stack((du_dx, du_dy, dv_dx, dv_dy), dim=-1).to(dtype)
     rast_db = zeros.index_put((idx,), db).reshape(n_b, h, w, 4)
     return rast, rast_db
