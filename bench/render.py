@@ -24,7 +24,9 @@ from difflod.render.camera import look_at, perspective
 from difflod.render.rasterize import rasterize
 
 
-def uv_sphere(triangles: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def uv_sphere(
+    triangles: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A UV sphere with about `triangles` triangles: pos `[V,3]`, uv `[V,2]`, tris `[F,3]` int32."""
     rings = max(3, round(math.sqrt(triangles / 4)))
     segs = max(3, round(triangles / (2 * rings)))
@@ -46,7 +48,9 @@ def views(batch: int, device: torch.device) -> torch.Tensor:
     mats = []
     for i in range(batch):
         a = 2 * math.pi * i / batch
-        mats.append(proj @ look_at([2.8 * math.cos(a), 0.6, 2.8 * math.sin(a)], [0, 0, 0], [0, 1, 0]))
+        mats.append(
+            proj @ look_at([2.8 * math.cos(a), 0.6, 2.8 * math.sin(a)], [0, 0, 0], [0, 1, 0])
+        )
     return torch.stack(mats).to(device)
 
 
@@ -97,7 +101,9 @@ def _time(fn: Callable[[], None], repeats: int, device: torch.device) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backend", default=None, help="comma list of cpu,torch,cuda (default: available)")
+    ap.add_argument(
+        "--backend", default=None, help="comma list of cpu,torch,cuda (default: available)"
+    )
     ap.add_argument("--res", type=int, default=512)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--triangles", default="20000,200000")
@@ -112,30 +118,44 @@ def main(argv: list[str] | None = None) -> None:
     for backend in backends:
         device = torch.device("cuda" if backend == "cuda" else "cpu")
         for n in (int(s) for s in args.triangles.split(",")):
-            if backend == "torch" and n * args.res * args.res * args.batch > 2e10 and not args.backend:
+            if (
+                backend == "torch"
+                and n * args.res * args.res * args.batch > 2e10
+                and not args.backend
+            ):
                 continue  # the oracle is far too slow at this size
             fwd, pipeline, n_real = make_step(backend, n, args.res, args.batch, device)
 
-            def run_fwd() -> None:
+            def run_fwd(fwd: Callable[[bool], torch.Tensor] = fwd) -> None:
                 with torch.no_grad():
                     fwd(False)
 
-            def run_bwd() -> None:
+            def run_bwd(fwd: Callable[[bool], torch.Tensor] = fwd) -> None:
                 fwd(True).backward()
 
-            rows.append({
-                "backend": backend, "device": str(device), "triangles": n_real,
-                "res": args.res, "batch": args.batch, "pipeline": pipeline,
-                "forward_ms": round(_time(run_fwd, args.repeats, device), 2),
-                "forward_backward_ms": round(_time(run_bwd, args.repeats, device), 2),
-            })
+            rows.append(
+                {
+                    "backend": backend,
+                    "device": str(device),
+                    "triangles": n_real,
+                    "res": args.res,
+                    "batch": args.batch,
+                    "pipeline": pipeline,
+                    "forward_ms": round(_time(run_fwd, args.repeats, device), 2),
+                    "forward_backward_ms": round(_time(run_bwd, args.repeats, device), 2),
+                }
+            )
     if args.json:
         print(json.dumps(rows, indent=1))
         return
-    print(f"{'backend':8} {'triangles':>9} {'res':>5} {'batch':>5} {'fwd ms':>9} {'fwd+bwd ms':>11}  pipeline")
+    print(
+        f"{'backend':8} {'triangles':>9} {'res':>5} {'batch':>5} {'fwd ms':>9} {'fwd+bwd ms':>11}  pipeline"
+    )
     for r in rows:
-        print(f"{r['backend']:8} {r['triangles']:>9} {r['res']:>5} {r['batch']:>5} "
-              f"{r['forward_ms']:>9.2f} {r['forward_backward_ms']:>11.2f}  {r['pipeline']}")
+        print(
+            f"{r['backend']:8} {r['triangles']:>9} {r['res']:>5} {r['batch']:>5} "
+            f"{r['forward_ms']:>9.2f} {r['forward_backward_ms']:>11.2f}  {r['pipeline']}"
+        )
 
 
 if __name__ == "__main__":

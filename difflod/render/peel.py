@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Self
 
 import torch
 
@@ -49,7 +50,7 @@ class DepthPeeler:
         self._tris32 = self._tris.to(torch.int32).contiguous()
         self._floor: torch.Tensor | None = None
 
-    def __enter__(self) -> DepthPeeler:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

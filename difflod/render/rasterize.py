@@ -20,7 +20,7 @@ import torch
 
 from difflod.render.backends import get_backend
 
-__all__ = ["rasterize", "check_inputs", "raster_from_ids"]
+__all__ = ["check_inputs", "raster_from_ids", "rasterize"]
 
 MAX_RESOLUTION = 16384
 
@@ -37,7 +37,8 @@ def check_inputs(
         ValueError naming the argument and what was expected.
     """
     if not isinstance(clip_pos, torch.Tensor):
-        raise ValueError(f"clip_pos: expected a torch.Tensor [V,4] or [B,V,4], got {type(clip_pos).__name__}")
+        msg = f"clip_pos: expected a torch.Tensor [V,4] or [B,V,4], got {type(clip_pos).__name__}"
+        raise ValueError(msg)  # noqa: TRY004 (house rule: ValueError for bad arguments)
     if clip_pos.dim() not in (2, 3) or clip_pos.shape[-1] != 4:
         raise ValueError(f"clip_pos: expected shape [V,4] or [B,V,4], got {list(clip_pos.shape)}")
     if clip_pos.dtype not in (torch.float32, torch.float64):
@@ -45,13 +46,16 @@ def check_inputs(
     if not bool(torch.isfinite(clip_pos).all()):
         raise ValueError("clip_pos: contains NaN or infinite values")
     if not isinstance(tris, torch.Tensor):
-        raise ValueError(f"tris: expected a torch.Tensor [F,3] int32/int64, got {type(tris).__name__}")
+        msg = f"tris: expected a torch.Tensor [F,3] int32/int64, got {type(tris).__name__}"
+        raise ValueError(msg)  # noqa: TRY004 (house rule: ValueError for bad arguments)
     if tris.dim() != 2 or tris.shape[1] != 3:
         raise ValueError(f"tris: expected shape [F,3], got {list(tris.shape)}")
     if tris.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"tris: expected dtype int32 or int64, got {tris.dtype}")
     if tris.device != clip_pos.device:
-        raise ValueError(f"tris: expected device {clip_pos.device} (that of clip_pos), got {tris.device}")
+        raise ValueError(
+            f"tris: expected device {clip_pos.device} (that of clip_pos), got {tris.device}"
+        )
     n_verts = clip_pos.shape[-2]
     if tris.numel() and (int(tris.min()) < 0 or int(tris.max()) >= n_verts):
         raise ValueError(
@@ -107,11 +111,16 @@ def raster_from_ids(
     edges = []
     for i in range(3):
         j, k = (i + 1) % 3, (i + 2) % 3
-        edges.append(torch.stack((
-            vy[:, j] * vw[:, k] - vw[:, j] * vy[:, k],
-            vw[:, j] * vx[:, k] - vx[:, j] * vw[:, k],
-            vx[:, j] * vy[:, k] - vy[:, j] * vx[:, k],
-        ), dim=-1))
+        edges.append(
+            torch.stack(
+                (
+                    vy[:, j] * vw[:, k] - vw[:, j] * vy[:, k],
+                    vw[:, j] * vx[:, k] - vx[:, j] * vw[:, k],
+                    vx[:, j] * vy[:, k] - vy[:, j] * vx[:, k],
+                ),
+                dim=-1,
+            )
+        )
     e_sum = edges[0] + edges[1] + edges[2]
     z_pl = sum(edges[i] * vz[:, i, None] for i in range(3))
     w_pl = sum(edges[i] * vw[:, i, None] for i in range(3))

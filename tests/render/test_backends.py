@@ -76,7 +76,11 @@ def test_large_triangle_count_cpu_matches_oracle() -> None:
     centers = torch.rand(v // 3, 1, 3, generator=g) * 2 - 1
     pts = centers + 0.05 * torch.randn(v // 3, 3, 3, generator=g)
     w = 1.0 + torch.rand(v // 3, 3, 1, generator=g)
-    clip = torch.cat([pts[..., :2] * w, pts[..., 2:] * w * 0.9, w], dim=-1).reshape(1, v, 4).contiguous()
+    clip = (
+        torch.cat([pts[..., :2] * w, pts[..., 2:] * w * 0.9, w], dim=-1)
+        .reshape(1, v, 4)
+        .contiguous()
+    )
     tris = torch.arange(v, dtype=torch.int32).reshape(-1, 3)
     ref = torch_ref.visibility(clip, tris, 64, 64)
     assert torch.equal(get_backend("cpu", "cpu").visibility(clip, tris, 64, 64), ref)

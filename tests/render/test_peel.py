@@ -62,8 +62,13 @@ def test_icosphere_layers_ordered_and_backends_agree() -> None:
     faces = torch.tensor(m.faces)
     tris = torch.cat([faces, faces + len(m.vertices)])
     proj = perspective(math.radians(50), 1.0, 0.1, 10.0)
-    views = [look_at([0.3, 0.2, 3.0], [0, 0, 0], [0, 1, 0]), look_at([2.5, -1.0, 1.0], [0, 0, 0], [0, 0, 1])]
-    clip = torch.stack([torch.cat([pos, torch.ones(len(pos), 1)], dim=1) @ (proj @ v).T for v in views])
+    views = [
+        look_at([0.3, 0.2, 3.0], [0, 0, 0], [0, 1, 0]),
+        look_at([2.5, -1.0, 1.0], [0, 0, 0], [0, 0, 1]),
+    ]
+    clip = torch.stack(
+        [torch.cat([pos, torch.ones(len(pos), 1)], dim=1) @ (proj @ v).T for v in views]
+    )
     layers = {}
     for backend in ("cpu", "torch"):
         out = []

@@ -87,7 +87,7 @@ def test_icosphere_watertight_and_nearest_from_50_views() -> None:
         assert hits_inner.sum() > 20
         assert (rast[k, ..., 3][hits_inner] > 0).all()
         # and the visible surface is the front one: nearer than the sphere's centre
-        z_c = (proj.double() @ torch.cat([c, torch.ones(1, dtype=torch.float64)]))
+        z_c = proj.double() @ torch.cat([c, torch.ones(1, dtype=torch.float64)])
         assert (rast[k, ..., 2][hits_inner] < z_c[2] / z_c[3]).all()
 
 
@@ -124,9 +124,15 @@ def test_perspective_correct_values_and_w_crossing_triangle(backend: str) -> Non
         cov = rast[0, ..., 3] > 0
         assert inside.sum() > 50
         assert cov[inside].all() and not cov[outside].any()
-        torch.testing.assert_close(rast[0, ..., 0][inside].double(), bary[..., 1][inside], atol=2e-5, rtol=0)
-        torch.testing.assert_close(rast[0, ..., 1][inside].double(), bary[..., 2][inside], atol=2e-5, rtol=0)
-        torch.testing.assert_close(rast[0, ..., 2][inside].double(), z_ndc[inside], atol=2e-5, rtol=0)
+        torch.testing.assert_close(
+            rast[0, ..., 0][inside].double(), bary[..., 1][inside], atol=2e-5, rtol=0
+        )
+        torch.testing.assert_close(
+            rast[0, ..., 1][inside].double(), bary[..., 2][inside], atol=2e-5, rtol=0
+        )
+        torch.testing.assert_close(
+            rast[0, ..., 2][inside].double(), z_ndc[inside], atol=2e-5, rtol=0
+        )
     # the crossing triangle was clipped, not dropped: its visible part does not reach its
     # behind-camera vertex, but it covers pixels
 
@@ -137,7 +143,9 @@ def test_triangle_behind_camera_or_beyond_far_draws_nothing(backend: str) -> Non
     behind = torch.tensor([[-0.5, -0.3, 2.0], [0.6, -0.2, 2.5], [0.2, 0.4, 1.5]])
     beyond = torch.tensor([[-5.0, -3.0, -20.0], [6.0, -2.0, -25.0], [2.0, 4.0, -15.0]])
     for tri_view in (behind, beyond):
-        rast, _ = rasterize(_to_clip(tri_view, proj), torch.tensor([[0, 1, 2]]), (32, 32), backend=backend)
+        rast, _ = rasterize(
+            _to_clip(tri_view, proj), torch.tensor([[0, 1, 2]]), (32, 32), backend=backend
+        )
         assert not rast.any()
 
 
@@ -153,7 +161,12 @@ def test_fill_rule_shared_edges_covered_exactly_once() -> None:
     tris = []
     for j in range(n):
         for i in range(n):
-            a, b, c, d = j * (n + 1) + i, j * (n + 1) + i + 1, (j + 1) * (n + 1) + i, (j + 1) * (n + 1) + i + 1
+            a, b, c, d = (
+                j * (n + 1) + i,
+                j * (n + 1) + i + 1,
+                (j + 1) * (n + 1) + i,
+                (j + 1) * (n + 1) + i + 1,
+            )
             tris += [[a, b, d], [a, d, c]] if (i + j) % 2 else [[a, b, c], [b, d, c]]
     tris = torch.tensor(tris)
     counts = torch.zeros(h, w, dtype=torch.int64)
@@ -191,7 +204,9 @@ def test_gradcheck_uvz_wrt_clip_pos() -> None:
 def test_rast_db_matches_finite_differences() -> None:
     proj = perspective(math.radians(60), 1.0, NEAR, FAR)
     tri_view = torch.tensor([[-3.0, -2.0, -2.0], [3.0, -1.5, -6.0], [0.0, 3.0, -3.0]])
-    rast, db = rasterize(_to_clip(tri_view, proj), torch.tensor([[0, 1, 2]]), (64, 64), grad_db=True)
+    rast, db = rasterize(
+        _to_clip(tri_view, proj), torch.tensor([[0, 1, 2]]), (64, 64), grad_db=True
+    )
     r, d = rast[0].double(), db[0].double()
     cov = r[..., 3] > 0
     ok = cov[1:-1, 1:-1] & cov[1:-1, 2:] & cov[1:-1, :-2] & cov[2:, 1:-1] & cov[:-2, 1:-1]
@@ -220,7 +235,9 @@ def test_batch_and_unbatched_agree_and_empty_mesh() -> None:
 
 
 def test_gradient_reaches_clip_pos() -> None:
-    clip = torch.tensor([[-0.8, -0.7, 0.1, 1.0], [0.9, -0.6, 0.2, 1.0], [0.0, 0.9, 0.3, 1.0]], requires_grad=True)
+    clip = torch.tensor(
+        [[-0.8, -0.7, 0.1, 1.0], [0.9, -0.6, 0.2, 1.0], [0.0, 0.9, 0.3, 1.0]], requires_grad=True
+    )
     rast, _ = rasterize(clip, torch.tensor([[0, 1, 2]]), (16, 16))
     rast[..., :3].sum().backward()
     assert clip.grad is not None and clip.grad.abs().sum() > 0 and torch.isfinite(clip.grad).all()
@@ -231,7 +248,10 @@ def test_gradient_reaches_clip_pos() -> None:
     [
         ({"clip_pos": torch.zeros(3, 3)}, "clip_pos: expected shape"),
         ({"clip_pos": torch.zeros(3, 4, dtype=torch.float16)}, "clip_pos: expected dtype"),
-        ({"clip_pos": torch.tensor([[0.0, 0, 0, 1], [float("nan"), 0, 0, 1], [0, 1, 0, 1]])}, "clip_pos: contains NaN"),
+        (
+            {"clip_pos": torch.tensor([[0.0, 0, 0, 1], [float("nan"), 0, 0, 1], [0, 1, 0, 1]])},
+            "clip_pos: contains NaN",
+        ),
         ({"tris": torch.tensor([[0, 1, 3]])}, r"tris: indices must be in \[0, 3\)"),
         ({"tris": torch.tensor([[0, -1, 2]])}, "tris: indices"),
         ({"tris": torch.tensor([[0.0, 1, 2]])}, "tris: expected dtype"),

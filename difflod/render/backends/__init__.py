@@ -20,7 +20,7 @@ import torch
 
 from difflod.errors import BackendError
 
-__all__ = ["Backend", "get_backend", "BACKEND_NAMES"]
+__all__ = ["BACKEND_NAMES", "Backend", "get_backend"]
 
 BACKEND_NAMES = ("auto", "cpu", "cuda", "torch")
 

@@ -141,7 +141,9 @@ def _bin(box, h, band):  # pragma: no cover - numba
 
 
 @numba.njit(parallel=True, cache=True, fastmath=False)
-def _raster(coef, incl, ncoef, det, box, starts, items, h, w, band, floor, use_floor):  # pragma: no cover
+def _raster(
+    coef, incl, ncoef, det, box, starts, items, h, w, band, floor, use_floor
+):  # pragma: no cover
     n_b = coef.shape[0]
     nb = (h + band - 1) // band
     ids = np.zeros((n_b, h, w), np.int32)

@@ -29,17 +29,17 @@ from dataclasses import dataclass
 import torch
 
 __all__ = [
+    "EMPTY_KEY",
     "TorchBackend",
     "TriangleSetup",
-    "triangle_setup",
-    "pixel_centers",
+    "depth_key",
     "edge_inside",
     "fragment_depth",
-    "depth_key",
-    "keys_to_ids",
     "fragment_depth32",
+    "keys_to_ids",
+    "pixel_centers",
+    "triangle_setup",
     "visibility",
-    "EMPTY_KEY",
 ]
 
 EMPTY_KEY = 2**63 - 1  # key of an empty pixel: larger than any fragment key
@@ -155,9 +155,7 @@ def keys_to_ids(keys: torch.Tensor) -> torch.Tensor:
     return torch.where(keys == EMPTY_KEY, torch.zeros_like(ids), ids).to(torch.int32)
 
 
-def fragment_depth32(
-    clip: torch.Tensor, tris: torch.Tensor, tri_id: torch.Tensor
-) -> torch.Tensor:
+def fragment_depth32(clip: torch.Tensor, tris: torch.Tensor, tri_id: torch.Tensor) -> torch.Tensor:
     """The float32 depth the kernels used for each visible fragment; +inf where empty.
 
     Args:
