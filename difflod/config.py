@@ -23,12 +23,13 @@ from typing import Any
 from difflod.errors import ConfigError
 
 __all__ = ["TrainConfig", "load_config", "parse_overrides", "BACKGROUNDS", "LOSSES",
-           "SKIPPABLE", "BACKENDS"]
+           "SKIPPABLE", "BACKENDS", "INIT_TEXTURES"]
 
 BACKGROUNDS = ("checker", "black", "white", "random")
 LOSSES = ("logl1", "logl2", "mse", "smape", "relativel2")
 SKIPPABLE = ("position", "normal", "kd", "ks", "displacement")
 BACKENDS = ("auto", "cpu", "cuda", "torch")
+INIT_TEXTURES = ("reference", "random", "base")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,10 @@ class TrainConfig:
     train_background: str = "random"
     lr_decay: float = 0.0002
     log_interval: int = 10
+    # where the trainable textures start: the reference's material resized
+    # (nvdiffmodeling), noise ("random", as random_textures), or the base
+    # mesh's own material (e.g. a bake onto its UV atlas, as `difflod simplify`)
+    init_textures: str = "reference"
     name: str | None = field(default=None)
 
     # ------------------------------------------------------------------------
@@ -90,6 +95,11 @@ class TrainConfig:
     def lr_textures(self) -> float:
         lr = 0.01 if self.learning_rate is None else self.learning_rate
         return float(lr[1]) if isinstance(lr, tuple) else float(lr)
+
+    @property
+    def texture_init(self) -> str:
+        """Where the textures start: "random" when random_textures, else init_textures."""
+        return "random" if self.random_textures else self.init_textures
 
     @property
     def resolved_display_res(self) -> int:
@@ -216,6 +226,10 @@ def _check_values(c: TrainConfig, where: str) -> None:
     need(8 <= c.eval_res <= 8192, "eval_res", "must be in 8..8192")
     need(c.lr_decay >= 0, "lr_decay", "must be >= 0")
     need(c.log_interval >= 1, "log_interval", "must be >= 1")
+    need(c.init_textures in INIT_TEXTURES, "init_textures",
+         f"must be one of {list(INIT_TEXTURES)}")
+    need(not (c.random_textures and c.init_textures == "base"), "init_textures",
+         "cannot be 'base' with random_textures: true (pick one)")
     need(not (c.random_train_res and not c.custom_mip), "random_train_res",
          "needs custom_mip: true (as in nvdiffmodeling)")
 

@@ -54,13 +54,33 @@ class _Texture:
         return self.levels[0]
 
 
+def _initial_textures(mat: Material, res: tuple[int, int], alpha: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """kd `[*res,3|4]`, ks `[*res,3]`, normal `[*res,3]` (float32, CPU) from `mat`,
+    resized; kd gains an opaque alpha channel when `alpha` (loses it when not),
+    normal is flat when absent."""
+    kd = resize_texture(mat.kd.detach().cpu().float(), res)
+    if alpha and kd.shape[-1] == 3:
+        kd = torch.cat([kd, torch.ones_like(kd[..., :1])], dim=-1)
+    elif not alpha and kd.shape[-1] == 4:
+        kd = kd[..., :3].contiguous()
+    ks = resize_texture(mat.ks.detach().cpu().float(), res)
+    if mat.normal is not None:
+        normal = resize_texture(mat.normal.detach().cpu().float(), res)
+    else:
+        normal = torch.zeros((*res, 3))
+        normal[..., 2] = 1.0
+    return kd, ks, normal
+
+
 class Trainable:
     """Trainable positions and textures of the candidate mesh.
 
     Args:
         base: the base mesh, already in the normalized frame, with UVs.
         reference: the normalized reference (its material seeds the textures
-            unless `random_textures`).
+            when config.texture_init is "reference"; the base mesh's first
+            material does with "base"; "random" draws them from `generator`).
         config: the run configuration.
         generator: seeds the random textures.
     """
@@ -77,7 +97,8 @@ class Trainable:
         res = tuple(config.texture_res)
         ref_mat = reference.materials[0]
         alpha = config.layers > 1 or ref_mat.kd.shape[-1] == 4
-        if config.random_textures:
+        init = config.texture_init
+        if init == "random":
             kd = torch.rand((*res, 4 if alpha else 3), generator=generator)
             ks = torch.stack([
                 torch.rand(res, generator=generator) * 0.01,
@@ -87,15 +108,8 @@ class Trainable:
             normal = torch.zeros((*res, 3))
             normal[..., 2] = 1.0
         else:
-            kd = resize_texture(ref_mat.kd.detach().cpu().float(), res)
-            if alpha and kd.shape[-1] == 3:
-                kd = torch.cat([kd, torch.ones_like(kd[..., :1])], dim=-1)
-            ks = resize_texture(ref_mat.ks.detach().cpu().float(), res)
-            if ref_mat.normal is not None:
-                normal = resize_texture(ref_mat.normal.detach().cpu().float(), res)
-            else:
-                normal = torch.zeros((*res, 3))
-                normal[..., 2] = 1.0
+            kd, ks, normal = _initial_textures(
+                base.materials[0] if init == "base" else ref_mat, res, alpha)
         self.textures = {
             name: self._make_texture(t.to(device))
             for name, t in (("kd", kd), ("ks", ks), ("normal", normal))}

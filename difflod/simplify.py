@@ -1,0 +1,224 @@
+"""`difflod simplify`: from a detailed model and a triangle budget to a light model.
+
+The whole automatic pipeline, with no base mesh to make by hand:
+
+1. base mesh — QEM decimation of the reference to the budget, a fresh UV
+   atlas (xatlas) and a closest-point bake of kd / ks / normal onto it:
+   exactly the usual pipeline, `difflod.evaluate.baseline.baseline`;
+2. the trainable candidate starts from that base *and its baked textures*
+   (config `init_textures: "base"`), so optimization begins at the QEM+bake
+   result instead of noise;
+3. appearance-driven optimization (difflod.optimize.trainer.Trainer);
+4. the outputs of `difflod train` in OUT_DIR, plus the starting point:
+
+   - config.json, history.json, checkpoint.pt, img_NNNNNN.png;
+   - mesh/mesh.obj (+ mtl, textures) and mesh.glb — the result;
+   - qem_bake.glb — the QEM + bake baseline it started from;
+   - metrics.json and report/ — reference vs "qem_bake" vs "difflod" on
+     held-out views, so the gain over the usual pipeline is one table.
+
+The bake's tangent-space normal map is brought to the tangent frame the
+renderer computes (MikkTSpace-style, geometry/tangents.py) before anything
+else: training recomputes tangents every step and OBJ files carry none, so a
+map baked against other tangents would start the run below the baseline.
+bake.py currently builds its bitangent toward +v where geometry/tangents.py
+builds it toward -v (glTF's convention), which flips the map's green channel;
+`match_render_tangents` detects that by comparing handedness and undoes it
+(and does nothing once the two agree).
+
+Unlike `difflod train`, the base mesh is not refitted to the reference's
+bounding box: it comes from the reference itself, and a QEM result with
+shrunk spikes must not be stretched. Textures starting from the reference's
+own maps (`init_textures: "reference"`, nvdiffmodeling's default) mean
+nothing on a fresh atlas, so that setting is read as "base" here; "random"
+(or `random_textures`) is honoured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import torch
+
+from difflod.config import TrainConfig, load_config
+from difflod.errors import ConfigError, DiffLodError
+from difflod.mesh import Mesh
+
+__all__ = ["simplify", "simplify_config", "match_render_tangents", "SimplifyResult",
+           "SIMPLIFY_DEFAULTS"]
+
+#: settings of `difflod simplify` that differ from TrainConfig's defaults; a
+#: config file or the command line overrides them.
+SIMPLIFY_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "iter": 2000, "batch": 8, "train_res": 512, "texture_res": [1024, 1024],
+    "init_textures": "base"})
+
+BASELINE_NAME = "qem_bake"
+
+
+@dataclass
+class SimplifyResult:
+    """What `simplify` produced.
+
+    Attributes:
+        mesh: the optimized model, in the reference's own frame.
+        baseline: the QEM + bake model it started from (same frame).
+        out_dir: the folder holding every output.
+        history: one record per iteration (loss, laplacian, psnr, ms).
+        metrics: held-out evaluation (see difflod.evaluate.evaluate), or None.
+        seconds: optimization time.
+    """
+
+    mesh: Mesh
+    baseline: Mesh
+    out_dir: Path
+    history: list[dict] = field(default_factory=list)
+    metrics: dict | None = None
+    seconds: float = 0.0
+
+
+def simplify_config(path: str | Path | None = None,
+                    overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """The configuration of a simplify run: SIMPLIFY_DEFAULTS < file < overrides.
+
+    Args:
+        path: an optional JSON config (nvdiffmodeling keys accepted).
+        overrides: keys from the command line (e.g. {"iter": 100}).
+    Raises:
+        ConfigError: unreadable file, unknown key, bad value (via load_config).
+    """
+    explicit: set[str] = set()
+    if path is not None:
+        load_config(path)  # reports a missing file, bad JSON or a bad key first
+        explicit = set(json.loads(Path(path).read_text(encoding="utf-8")))
+    if "random_textures" in explicit or "random_textures" in (overrides or {}):
+        explicit.add("init_textures")  # random_textures: true must not meet "base"
+    defaults = {k: v for k, v in SIMPLIFY_DEFAULTS.items() if k not in explicit}
+    return load_config(path, {**defaults, **dict(overrides or {})})
+
+
+def match_render_tangents(mesh: Mesh) -> Mesh:
+    """The same model, with the normals and tangents the renderer would compute.
+
+    Drops `mesh`'s stored normals and tangents, recomputes them as the
+    renderer and the trainer do (geometry.normals / geometry.tangents), and
+    flips the green (Y) channel of the first material's normal map when most
+    triangle corners' handedness disagrees between the stored and the fresh
+    tangents (a map baked with the other bitangent direction).
+
+    Args:
+        mesh: a mesh with UVs; stored tangents `[T,4]` (w = +-1) if its normal
+            map was baked against them.
+    Returns:
+        A new Mesh with v_nrm `[V,3]`, v_tng `[K,4]` float32 and their indices.
+    """
+    from difflod.geometry.tangents import with_tangents
+
+    fresh = with_tangents(mesh.replace(v_nrm=None, t_nrm_idx=None, v_tng=None,
+                                       t_tng_idx=None))
+    mat = mesh.materials[0]
+    if mat.normal is None or mesh.v_tng is None or mesh.t_tng_idx is None:
+        return fresh
+    assert fresh.v_tng is not None and fresh.t_tng_idx is not None  # set by with_tangents
+    old_w = mesh.v_tng[mesh.t_tng_idx][..., 3]
+    new_w = fresh.v_tng[fresh.t_tng_idx][..., 3]
+    if float((old_w * new_w < 0).float().mean()) <= 0.5:
+        return fresh
+    flip = torch.tensor([1.0, -1.0, 1.0], dtype=mat.normal.dtype, device=mat.normal.device)
+    flipped = dataclasses.replace(mat, normal=mat.normal * flip)
+    return fresh.replace(materials=(flipped, *mesh.materials[1:]))
+
+
+def _check_budget(triangles: object, reference: Mesh, name: str) -> int:
+    if isinstance(triangles, bool) or not isinstance(triangles, int):
+        raise DiffLodError(f"triangles must be an integer, got {triangles!r}")
+    if triangles < 4:
+        raise DiffLodError(f"triangles must be >= 4, got {triangles}")
+    if triangles >= reference.num_triangles:
+        raise DiffLodError(f"{name}: has {reference.num_triangles} triangles, so a budget of "
+                           f"{triangles} leaves nothing to simplify; ask for fewer")
+    return triangles
+
+
+def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, *,
+             config: TrainConfig | None = None, quiet: bool = False, evaluate: bool = True,
+             device: torch.device | None = None) -> SimplifyResult:
+    """Make a `triangles`-triangle model that looks like `reference`; write OUT_DIR.
+
+    Args:
+        reference: a model file, an `asset:NAME?...` spec, or a Mesh.
+        triangles: the budget, 4 <= triangles < the reference's triangle count;
+            the result has at most this many (QEM may stop a few short).
+        out_dir: the folder for the outputs (see the module docstring).
+        config: run settings (default `simplify_config()`); its ref_mesh is
+            replaced by `reference`; base_mesh must be unset.
+        quiet: no progress output.
+        evaluate: write metrics.json and report/ (held-out views).
+        device: torch device (default: config.device).
+    Returns:
+        SimplifyResult; result.mesh and result.baseline are CPU meshes with one
+        material, kd `[H,W,3|4]`, ks `[H,W,3]`, normal `[H,W,3]` float32.
+    Raises:
+        DiffLodError: a missing or bad model, a budget out of range, a bad config.
+    """
+    from difflod.evaluate.baseline import baseline
+    from difflod.io import save
+    from difflod.models import open_model
+    from difflod.optimize import outputs
+    from difflod.optimize.trainer import Trainer, prepare_meshes, resolve_device
+
+    config = config if config is not None else simplify_config()
+    if config.base_mesh is not None:
+        raise ConfigError(f"config: 'base_mesh' is {config.base_mesh!r}, but simplify makes "
+                          f"the base mesh itself; remove it, or use `difflod train`")
+    if isinstance(reference, Mesh):
+        ref_mesh, name = reference, "reference"
+    else:
+        name = str(reference)
+        ref_mesh = open_model(reference, mtl_override=config.mtl_override)
+        config = config.replace(ref_mesh=name)
+    if config.init_textures == "reference":
+        config = config.replace(init_textures="base")
+    tex_res = max(config.texture_res)
+    if tex_res < 8:
+        raise ConfigError(f"config: 'texture_res' must be >= 8 to bake textures, "
+                          f"got {list(config.texture_res)}")
+    budget = _check_budget(triangles, ref_mesh, name)
+    out = Path(out_dir)
+    config = config.replace(out_dir=str(out))
+    device = device if device is not None else resolve_device(config.device)
+
+    base = match_render_tangents(
+        baseline(ref_mesh, budget, texture_res=tex_res, seed=config.seed))
+    train_base = base
+    if config.animate and ref_mesh.skin is not None:
+        from difflod.geometry.skin_transfer import transfer_skin
+
+        train_base = transfer_skin(ref_mesh, base)
+    ref_n, _, frame = prepare_meshes(ref_mesh, train_base, config, device)
+    base_n = frame.to_unit(train_base).to(device)  # no AABB refit (see module docstring)
+
+    out.mkdir(parents=True, exist_ok=True)
+    outputs.write_config(out, config)
+    save(base, out / f"{BASELINE_NAME}.glb")
+    trainer = Trainer(config, ref_n, base_n, out, quiet=quiet)
+    t0 = time.perf_counter()
+    trainer.run(save_progress=lambda it: outputs.save_progress_image(trainer, it))
+    seconds = time.perf_counter() - t0
+    final = frame.from_unit(trainer.trainable.base_mesh().detach().to("cpu"))
+    outputs.write_mesh(out, final)
+    outputs.write_history(out, trainer.history)
+    trainer.save_checkpoint()
+    metrics = None
+    if evaluate:
+        metrics = outputs.evaluate_run(out, config, ref_mesh,
+                                       {BASELINE_NAME: base.to("cpu"), "difflod": final},
+                                       history=trainer.history, seconds=seconds)
+    return SimplifyResult(mesh=final, baseline=base.to("cpu"), out_dir=out,
+                          history=trainer.history, metrics=metrics, seconds=seconds)
