@@ -49,7 +49,6 @@ import torch.nn.functional as F
 
 from difflod.io.gltf_anim import NodeGraph, attach_skin
 from difflod.io.gltf_read import GltfSource
-from difflod.io.image import srgb_to_linear
 from difflod.mesh import Material, Mesh
 
 __all__ = ["read", "write"]
@@ -70,6 +69,14 @@ def write(mesh: Mesh, path: Path) -> None:
 
 def _default_material() -> Material:
     return Material()
+
+
+def _srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    """`difflod.io.image.srgb_to_linear` in numpy (same formula; no torch thread pool)."""
+    x = x.astype(np.float32, copy=False)
+    return np.where(x <= 0.04045, x / np.float32(12.92),
+                    ((np.maximum(x, np.float32(0.04045)) + np.float32(0.055))
+                     / np.float32(1.055)) ** np.float32(2.4)).astype(np.float32)
 
 
 def _uv_matrix(ext: dict) -> np.ndarray:
@@ -129,7 +136,7 @@ def _material(src: GltfSource, index: int) -> tuple[Material, np.ndarray | None,
     if base is None:
         kd = np.broadcast_to(factor, (1, 1, 4)).copy()
     else:
-        rgb = srgb_to_linear(torch.from_numpy(np.clip(base[..., :3], 0, 1))).numpy()
+        rgb = _srgb_to_linear(np.clip(base[..., :3], 0, 1))
         alpha = base[..., 3:4] if base.shape[-1] == 4 else np.ones_like(base[..., :1])
         kd = np.concatenate([rgb, alpha], axis=-1) * factor
     if alpha_mode == "OPAQUE":
@@ -174,10 +181,13 @@ def _material(src: GltfSource, index: int) -> tuple[Material, np.ndarray | None,
         normal=normal, normal_scale=normal_scale, alpha_mode=alpha_mode,
         alpha_cutoff=float(mat.alphaCutoff if mat.alphaCutoff is not None else 0.5),
         double_sided=bool(mat.doubleSided))
-    try:
-        material.validate()
-    except ValueError as exc:
-        raise src.error(f"{what}: {exc}") from None
+    # Material.validate's checks, in numpy (torch's cost as much as reading the mesh)
+    for name, arr in (("baseColor", kd), ("metallicRoughness/occlusion", ks),
+                      ("normalTexture.scale", np.float32(normal_scale))):
+        if not np.isfinite(arr).all():
+            raise src.error(f"{what}: {name} values are not finite (check the factors)")
+    if not 0.0 <= material.alpha_cutoff <= 1.0:
+        raise src.error(f"{what}: alphaCutoff must be in [0,1], got {material.alpha_cutoff}")
     return material, transform, uv_set
 
 
@@ -311,10 +321,10 @@ def read(path: Path, time: float | None = None, animation: int | str | None = No
     mesh = _assemble(src, parts, materials)
     if skins:
         mesh = attach_skin(src, graph, mesh, parts, skins, static_nodes, animation)
-    try:
-        mesh.validate()
-    except ValueError as exc:
-        raise src.error(str(exc)) from None
+        try:
+            mesh.skin.validate()  # type: ignore[union-attr]
+        except ValueError as exc:
+            raise src.error(str(exc)) from None
     if time is not None and mesh.skin is not None:
         from difflod.geometry.skinning import skin_mesh
 
@@ -336,7 +346,7 @@ def _primitive(src: GltfSource, prim: Any, label: str, uv_set: int,
     tris = _triangles(src, prim, label, count)
     if tris is None:
         return None
-    part: dict[str, Any] = {"pos": pos.astype(np.float64), "tris": tris}
+    part: dict[str, Any] = {"pos": pos, "tris": tris}
     part["nrm"] = _attribute(src, prim, "NORMAL", label, count, (3,))
     part["tng"] = _attribute(src, prim, "TANGENT", label, count, (4,))
     uv = _attribute(src, prim, f"TEXCOORD_{uv_set}", label, count, (2,))
@@ -360,9 +370,15 @@ def _primitive(src: GltfSource, prim: Any, label: str, uv_set: int,
 
 
 def _transform(part: dict[str, Any], m: np.ndarray) -> None:
-    """Bake the world matrix `m` `[4,4]` into a primitive's arrays (in place)."""
+    """Bake the world matrix `m` `[4,4]` into a primitive's arrays (in place).
+
+    The identity (the usual case) is skipped; otherwise positions are
+    transformed in float64 and rounded back to float32 once.
+    """
+    if np.array_equal(m, np.eye(4)):
+        return
     lin = m[:3, :3]
-    part["pos"] = part["pos"] @ lin.T + m[:3, 3]
+    part["pos"] = (part["pos"] @ lin.T + m[:3, 3]).astype(np.float32)
     det = np.linalg.det(lin)
     if part["nrm"] is not None:
         n = part["nrm"] @ np.linalg.inv(lin)  # rows: (inv(lin).T @ n).T
@@ -376,13 +392,29 @@ def _transform(part: dict[str, Any], m: np.ndarray) -> None:
         part["tris"] = part["tris"][:, [0, 2, 1]]
 
 
+def _finite(src: GltfSource, name: str, arr: np.ndarray) -> np.ndarray:
+    if not np.isfinite(arr).all():
+        raise src.error(f"{name} holds NaN or Inf after applying the node transforms")
+    return arr
+
+
 def _assemble(src: GltfSource, parts: list[dict[str, Any]],
               materials: list[Material]) -> Mesh:
-    offsets = np.cumsum([0] + [len(p["pos"]) for p in parts])
-    tris = np.concatenate([p["tris"] + o for p, o in zip(parts, offsets)])
-    t_idx = torch.from_numpy(tris.astype(np.int64))
+    """One Mesh from the primitives; all `t_*_idx` are the same (shared) tensor.
+
+    Everything `Mesh.validate` checks is guaranteed here with numpy (index
+    ranges per primitive in `_triangles`, finiteness per accessor and again
+    after transforms, materials in `_material`): torch's validation costs
+    about as much as the whole read on a 1M-triangle file.
+    """
+    if len(parts) == 1:
+        tris = parts[0]["tris"]
+    else:
+        offsets = np.cumsum([0] + [len(p["pos"]) for p in parts])
+        tris = np.concatenate([p["tris"] + o for p, o in zip(parts, offsets)])
+    t_idx = torch.from_numpy(np.ascontiguousarray(tris, np.int64))
     fields: dict[str, Any] = {
-        "v_pos": torch.from_numpy(np.concatenate([p["pos"] for p in parts]).astype(np.float32)),
+        "v_pos": torch.from_numpy(_finite(src, "POSITION", _cat([p["pos"] for p in parts]))),
         "t_pos_idx": t_idx,
         "t_mat": torch.from_numpy(np.concatenate(
             [np.full(len(p["tris"]), p["mat"], np.int64) for p in parts])),
@@ -396,8 +428,14 @@ def _assemble(src: GltfSource, parts: list[dict[str, Any]],
                 warnings.warn(f"{src.path}: only some primitives have {key}; dropped",
                               stacklevel=3)
             continue
-        arr = np.concatenate([p[key] if p[key] is not None else np.zeros((len(p["pos"]), width))
-                              for p in parts])
-        fields[attr] = torch.from_numpy(arr.astype(np.float32))
-        fields[idx] = t_idx.clone()
+        arr = _cat([p[key] if p[key] is not None
+                    else np.zeros((len(p["pos"]), width), np.float32) for p in parts])
+        fields[attr] = torch.from_numpy(_finite(src, attr, arr))
+        fields[idx] = t_idx
     return Mesh(**fields)
+
+
+def _cat(arrays: list[np.ndarray]) -> np.ndarray:
+    """Concatenate to one C-contiguous float32 array (no copy for a single one)."""
+    out = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+    return np.ascontiguousarray(out, np.float32)

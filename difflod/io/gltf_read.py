@@ -43,7 +43,7 @@ COMPONENT_DTYPES: dict[int, np.dtype] = {
 TYPE_WIDTHS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
 
 
-def _split_glb(path: Path, data: bytes) -> tuple[str, bytes | None]:
+def _split_glb(path: Path, data: bytes) -> tuple[str, memoryview | None]:
     """Split a GLB container into (JSON text, BIN chunk or None)."""
     if len(data) < 12:
         raise InputFileError(path, f"truncated GLB: {len(data)} bytes, the header alone is 12")
@@ -73,7 +73,7 @@ def _split_glb(path: Path, data: bytes) -> tuple[str, bytes | None]:
             except UnicodeDecodeError as exc:
                 raise InputFileError(path, f"GLB JSON chunk is not UTF-8: {exc}") from None
         elif chunk_type == CHUNK_BIN and bin_chunk is None:
-            bin_chunk = data[start:end]
+            bin_chunk = memoryview(data)[start:end]  # no copy of a large chunk
         offset = end
         index += 1
     if json_text is None:
@@ -119,7 +119,7 @@ class GltfSource:
             raw = self.path.read_bytes()
         except OSError as exc:
             raise InputFileError(path, f"cannot read: {exc.strerror or exc}") from None
-        self.glb_bin: bytes | None = None
+        self.glb_bin: memoryview | None = None
         if raw[:4] == GLB_MAGIC or self.path.suffix.lower() == ".glb":
             text, self.glb_bin = _split_glb(self.path, raw)
         else:
@@ -128,7 +128,7 @@ class GltfSource:
             except UnicodeDecodeError as exc:
                 raise InputFileError(path, f"glTF JSON is not UTF-8: {exc}") from None
         self.doc = _parse_json(self.path, text)
-        self._buffers: dict[int, bytes] = {}
+        self._buffers: dict[int, memoryview] = {}
         self._images: dict[int, np.ndarray] = {}
 
     # ---- errors and lookups ---------------------------------------------------
@@ -170,8 +170,8 @@ class GltfSource:
             return _decode_data_uri(self.path, what, uri)
         return self._external(what, uri)
 
-    def buffer(self, index: int, what: str) -> bytes:
-        """Bytes of buffer `index` (exactly its byteLength)."""
+    def buffer(self, index: int, what: str) -> memoryview:
+        """Bytes of buffer `index` (exactly its byteLength), as a view without copy."""
         if index in self._buffers:
             return self._buffers[index]
         buf = self.item("buffers", index, what)
@@ -191,11 +191,11 @@ class GltfSource:
         if len(data) < declared:
             raise self.error(f"{name}: byteLength is {declared} but only {len(data)} bytes "
                              f"are available")
-        data = data[:declared]
+        data = memoryview(data)[:declared]
         self._buffers[index] = data
         return data
 
-    def view_bytes(self, index: int, what: str) -> tuple[bytes, int | None]:
+    def view_bytes(self, index: int, what: str) -> tuple[memoryview, int | None]:
         """(bytes of bufferView `index`, its byteStride or None)."""
         view = self.item("bufferViews", index, what)
         data = self.buffer(view.buffer, f"bufferView {index}")
@@ -232,7 +232,7 @@ class GltfSource:
         if normalize and acc.normalized and dtype.kind in "iu":
             info = np.iinfo(dtype)
             out = np.maximum(out.astype(np.float32) / float(info.max), -1.0)
-        return out.astype(np.float32) if out.dtype.kind == "f" else out
+        return out.astype(np.float32, copy=False) if out.dtype.kind == "f" else out
 
     def _dense(self, acc: Any, label: str, dtype: np.dtype, width: int, count: int) -> np.ndarray:
         data, stride = self.view_bytes(acc.bufferView, label)
