@@ -378,7 +378,8 @@ def _transform(part: dict[str, Any], m: np.ndarray) -> None:
     if np.array_equal(m, np.eye(4)):
         return
     lin = m[:3, :3]
-    part["pos"] = (part["pos"] @ lin.T + m[:3, 3]).astype(np.float32)
+    with np.errstate(over="ignore"):  # overflow to Inf is reported by _assemble
+        part["pos"] = (part["pos"] @ lin.T + m[:3, 3]).astype(np.float32)
     det = np.linalg.det(lin)
     if part["nrm"] is not None:
         n = part["nrm"] @ np.linalg.inv(lin)  # rows: (inv(lin).T @ n).T

@@ -44,6 +44,10 @@ from difflod.mesh import Material, Mesh
 
 __all__ = ["write"]
 
+# zlib level of the PNGs: 2 encodes a 1024^2 texture about 3x faster than
+# Pillow's default 6, for files about 20% larger; PNG stays lossless at any level
+PNG_COMPRESS_LEVEL = 2
+
 _FLOAT, _U8, _U16, _U32 = 5126, 5121, 5123, 5125
 _ARRAY, _ELEMENTS = 34962, 34963
 _TYPES = {1: "SCALAR", 2: "VEC2", 3: "VEC3", 4: "VEC4", 16: "MAT4"}
@@ -79,9 +83,10 @@ class _Blob:
 
 
 def _png(img: np.ndarray) -> bytes:
+    """`[H,W,C]` float in [0,1] -> 8-bit PNG bytes (lossless for the 8-bit values)."""
     q = np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
     out = io.BytesIO()
-    Image.fromarray(q).save(out, format="PNG", compress_level=6)
+    Image.fromarray(q).save(out, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return out.getvalue()
 
 

@@ -542,3 +542,76 @@ def test_unsupported_required_extension_refused(tmp_path: Path) -> None:
     b.doc.extensionsRequired = ["KHR_draco_mesh_compression"]
     _expect(b.save(tmp_path / "draco.gltf"),
             "extensionsRequired lists ['KHR_draco_mesh_compression']")
+
+
+# ---- fast paths of the writer and reader ------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(6))
+def test_unique_corners_matches_numpy_unique(seed: int) -> None:
+    from difflod.io.gltf_write import unique_corners
+
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        n, k, hi = int(rng.integers(1, 80)), int(rng.integers(1, 5)), int(rng.integers(1, 9))
+        corners = rng.integers(0, hi, (n, k)).astype(np.int64)
+        if k > 1 and rng.random() < 0.5:
+            corners[:, 1] = corners[:, 0]  # the shared-index-buffer fast path
+        if k > 2 and rng.random() < 0.5:
+            corners[:, 2] = corners[:, 0] * 3 + 1000  # wide value range
+        got, inverse = unique_corners(corners)
+        want, want_inverse = np.unique(corners, axis=0, return_inverse=True)
+        assert np.array_equal(got, want)
+        assert np.array_equal(inverse, want_inverse.reshape(-1))
+    empty, inv = unique_corners(np.zeros((0, 2), np.int64))
+    assert empty.shape == (0, 2) and inv.shape == (0,)
+    with pytest.raises(ValueError, match="corners must be"):
+        unique_corners(np.zeros((3, 2), np.int32))
+
+
+def _seam_variant(mesh: Mesh) -> Mesh:
+    """`mesh` whose first corner of each triangle gets its own UV: UV seams everywhere."""
+    tex_idx = mesh.t_tex_idx.clone()
+    extra = mesh.v_tex[tex_idx[:, 0]] + 0.01
+    tex_idx[:, 0] = len(mesh.v_tex) + torch.arange(mesh.num_triangles)
+    return mesh.replace(v_tex=torch.cat([mesh.v_tex, extra]), t_tex_idx=tex_idx)
+
+
+@pytest.mark.parametrize("seams", [False, True])
+def test_round_trip_shared_vs_separate_index_buffers(tmp_path: Path, seams: bool) -> None:
+    base = _grid_mesh(4).replace(t_mat=None, materials=(Material(),))
+    mesh = _seam_variant(base) if seams else base
+    path = tmp_path / "m.glb"
+    gltf.write(mesh, path)
+    back = gltf.read(path)
+    every = torch.arange(mesh.num_triangles)
+    for attr, idx in (("v_pos", "t_pos_idx"), ("v_tex", "t_tex_idx"), ("v_nrm", "t_nrm_idx"),
+                      ("v_tng", "t_tng_idx")):
+        assert torch.allclose(_corners(back, attr, idx, every), _corners(mesh, attr, idx, every),
+                              atol=1e-6), attr
+    # one glTF vertex per distinct (position, uv) index pair
+    pairs = set(zip(mesh.t_pos_idx.reshape(-1).tolist(), mesh.t_tex_idx.reshape(-1).tolist()))
+    assert back.num_vertices == len(pairs)
+    assert (back.num_vertices > mesh.num_vertices) == seams
+    # the reader shares one index buffer between all attributes
+    assert back.t_tex_idx is back.t_pos_idx and back.t_nrm_idx is back.t_pos_idx
+
+
+def test_transform_overflow_is_refused(tmp_path: Path) -> None:
+    b = Builder()
+    b.triangle_mesh(TRI * 1e30, np.array([0, 1, 2]))
+    b.doc.nodes = [gl.Node(scale=[1e30, 1, 1], mesh=0)]
+    b.doc.scenes = [gl.Scene(nodes=[0])]
+    with pytest.raises(InputFileError, match="POSITION holds NaN or Inf after applying"):
+        gltf.read(b.save(tmp_path / "big.gltf"))
+
+
+def test_non_finite_material_factor_is_refused(tmp_path: Path) -> None:
+    b = Builder()
+    b.triangle_mesh(TRI, np.array([0, 1, 2]))
+    b.doc.materials = [gl.Material(pbrMetallicRoughness=gl.PbrMetallicRoughness(
+        roughnessFactor=1e39))]
+    b.doc.meshes[0].primitives[0].material = 0
+    text = b.save(tmp_path / "f.gltf").read_text().replace("1e+39", "1e999")
+    (tmp_path / "f.gltf").write_text(text)
+    with pytest.raises(InputFileError, match="material 0: metallicRoughness"):
+        gltf.read(tmp_path / "f.gltf")
