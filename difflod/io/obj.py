@@ -19,6 +19,8 @@ Decisions:
   a default Material; if the file has no usemtl at all and its libraries
   define exactly one material, that one is used. usemtl of an unknown name is
   an error when an mtllib was given, else a default material of that name.
+- `mtl_override=` (nvdiffmodeling's config key) replaces the mtllib
+  statements by one MTL file; the same rules apply to its materials.
 - A '#' starts a comment anywhere on a line.
 - Names (usemtl, mtllib) are UTF-8, with a latin-1 fallback; comments are not
   decoded. Backslash line continuations are joined. o/g/s/l/vp are ignored.
@@ -209,17 +211,27 @@ def _decode(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-def read(path: Path) -> Mesh:
+def read(path: Path, mtl_override: Path | None = None) -> Mesh:
     """Read an OBJ file (and its MTL libraries and textures) into a validated Mesh.
 
     Returns a Mesh with v_pos `[V,3]` float32, t_pos_idx `[F,3]` int64, UVs and
     normals when present, t_mat `[F]` int64 and the materials in order of use.
 
+    Args:
+        path: the .obj file.
+        mtl_override: an MTL file whose materials replace those of the OBJ's
+            mtllib statements (which are then not read at all); usemtl names
+            are looked up in it. Its textures resolve against its own folder
+            and must lie inside that folder.
     Raises:
         InputFileError: naming the file and line, for any malformed content,
-            missing MTL/texture, or path leading outside the model's folder.
+            missing MTL/texture, or path leading outside the model's folder;
+            a usemtl name missing from `mtl_override` names both files.
     """
     path = Path(path)
+    override = None if mtl_override is None else Path(mtl_override)
+    if override is not None and not override.is_file():
+        raise InputFileError(override, "no such MTL file (mtl_override)")
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -264,7 +276,7 @@ def read(path: Path) -> Mesh:
         arg = _decode(parts[1]).strip() if len(parts) > 1 else ""
         if key == b"usemtl":
             usemtl.append((i, arg))
-        elif key == b"mtllib":
+        elif key == b"mtllib" and override is None:
             if not arg:
                 raise InputFileError(path, f"line {i + 1}: mtllib needs a file name")
             for mtl in _mtl_files(path, arg, i + 1):
@@ -305,8 +317,12 @@ def read(path: Path) -> Mesh:
     if fc["has_vn"].size and fc["has_vn"].all():
         v_nrm, t_nrm = torch.from_numpy(arrays["vn"].astype(np.float32)), tri(vn)
 
+    where = "the mtllib files"
+    if override is not None:
+        libs = dict(read_mtl(override, override.resolve().parent))
+        where = f"the mtl_override file {str(override)!r}"
     materials, t_mat = _assign(path, usemtl, libs, fline[tri_face] if tri_face.size else
-                               np.zeros(0, np.int64))
+                               np.zeros(0, np.int64), where, override is not None)
     mesh = Mesh(v_pos=torch.from_numpy(arrays["v"].astype(np.float32)), t_pos_idx=tri(v),
                 v_tex=v_tex, t_tex_idx=t_tex, v_nrm=v_nrm, t_nrm_idx=t_nrm,
                 t_mat=t_mat, materials=materials)
@@ -331,8 +347,13 @@ def _mtl_files(path: Path, arg: str, lineno: int) -> list[Path]:
 
 
 def _assign(path: Path, usemtl: list[tuple[int, str]], libs: dict[str, object],
-            tri_line: np.ndarray) -> tuple[tuple[Material, ...], torch.Tensor]:
-    """Materials in order of first use and the `[F]` int64 material of each triangle."""
+            tri_line: np.ndarray, where: str,
+            strict: bool) -> tuple[tuple[Material, ...], torch.Tensor]:
+    """Materials in order of first use and the `[F]` int64 material of each triangle.
+
+    `where` names the material source in errors ("the mtllib files", ...); an
+    unknown usemtl name is an error when `libs` is not empty or `strict`.
+    """
     if not usemtl:
         only = list(libs.values())
         mat = only[0] if len(only) == 1 and isinstance(only[0], Material) else Material()
@@ -352,9 +373,9 @@ def _assign(path: Path, usemtl: list[tuple[int, str]], libs: dict[str, object],
                 mat = Material()
             elif name in libs:
                 mat = libs[name]  # type: ignore[assignment]
-            elif libs:
+            elif libs or strict:
                 raise InputFileError(path, f"line {usemtl[stmt][0] + 1}: usemtl {name!r}: no "
-                                           f"such material in the mtllib files")
+                                           f"such material in {where}")
             else:
                 mat = Material(name=name)
             name_to_id[name] = len(mats)

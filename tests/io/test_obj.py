@@ -366,3 +366,56 @@ def test_garbage_never_crashes(tmp_path: Path, text: str) -> None:
         assert str(e).startswith(str(p)) and re.search(r"line \d+|v_pos|t_", str(e))
     else:
         m.validate()
+
+
+# ---- mtl_override -------------------------------------------------------------------
+
+def test_mtl_override_replaces_mtllib_materials(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(5)
+    kd_img = torch.rand(3, 4, 3, generator=g)
+    write_image(tmp_path / "over" / "tex" / "kd.png", kd_img)
+    _write(tmp_path, "over/o.mtl", "newmtl b\nKd 0 1 0\nnewmtl a\nmap_Kd tex/kd.png\n"
+                                   "newmtl unused\nKd 1 1 1\n")
+    _write(tmp_path, "model/own.mtl", "newmtl a\nKd 1 0 0\nnewmtl b\nKd 0 0 1\n")
+    p = _write(tmp_path, "model/m.obj", "mtllib own.mtl\nmtllib missing.mtl\n"
+                                        "v 0 0 0\nv 1 0 0\nv 0 1 0\nusemtl a\nf 1 2 3\n"
+                                        "usemtl b\nf 1 3 2\nusemtl a\nf 2 3 1\n")
+    mesh = obj.read(p, mtl_override=tmp_path / "over" / "o.mtl")
+    assert [m.name for m in mesh.materials] == ["a", "b"]
+    assert mesh.t_mat.tolist() == [0, 1, 0]
+    # a's texture came from the override's folder; b's constant from the override too
+    assert float((mesh.materials[0].kd - srgb_to_linear(kd_img)).abs().max()) < 0.01
+    assert torch.allclose(mesh.materials[1].kd, torch.tensor([[[0.0, 1.0, 0.0]]]))
+    # through difflod.io.load as models.py calls it
+    from difflod.io import load
+    again = load(p, mtl_override=tmp_path / "over" / "o.mtl")
+    assert torch.equal(again.materials[0].kd, mesh.materials[0].kd)
+
+
+def test_mtl_override_missing_name_names_both_files(tmp_path: Path) -> None:
+    over = _write(tmp_path, "o.mtl", "newmtl a\nKd 0 1 0\n")
+    p = _write(tmp_path, "m.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nusemtl a\nf 1 2 3\n"
+                                  "usemtl zz\nf 1 3 2\n")
+    with pytest.raises(InputFileError, match=r"m\.obj: line 6: usemtl 'zz': no such "
+                                             r"material in the mtl_override file '.*o\.mtl'"):
+        obj.read(p, mtl_override=over)
+    empty = _write(tmp_path, "empty.mtl", "# nothing\n")
+    with pytest.raises(InputFileError, match=r"usemtl 'a': .*empty\.mtl"):
+        obj.read(p, mtl_override=empty)
+    with pytest.raises(InputFileError, match=r"nope\.mtl: no such MTL file"):
+        obj.read(p, mtl_override=tmp_path / "nope.mtl")
+
+
+def test_mtl_override_textures_may_not_escape_its_folder(tmp_path: Path) -> None:
+    write_image(tmp_path / "kd.png", torch.rand(2, 2, 3))
+    over = _write(tmp_path, "over/o.mtl", "newmtl a\nmap_Kd ../kd.png\n")
+    p = _write(tmp_path, "m.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nusemtl a\nf 1 2 3\n")
+    with pytest.raises(InputFileError, match=r"o\.mtl: line 2: path '../kd.png' leads outside"):
+        obj.read(p, mtl_override=over)
+
+
+def test_mtl_override_single_material_without_usemtl(tmp_path: Path) -> None:
+    over = _write(tmp_path, "o.mtl", "newmtl only\nKd 0.5 0.25 0\n")
+    p = _write(tmp_path, "m.obj", "mtllib gone.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    mesh = obj.read(p, mtl_override=over)
+    assert mesh.materials[0].name == "only"
