@@ -4,7 +4,9 @@ Layout of what is written:
 - one mesh with one primitive per material that has triangles, all sharing
   one vertex set: each vertex is a unique (position, uv, normal, tangent)
   index tuple of the Mesh's corners, so the separate OBJ-style index buffers
-  become glTF's single index buffer (uint16 or uint32 indices);
+  become glTF's single index buffer (uint16 or uint32 indices). The tuples
+  are ranked by `unique_corners` (own code, not `np.unique(axis=0)`, which
+  sorts rows and took 12 s of a 13 s save at 1M triangles);
 - POSITION (with min/max), NORMAL (unit), TEXCOORD_0, TANGENT (VEC4, w = +-1),
   JOINTS_0 (uint8/uint16) and WEIGHTS_0 (float) when present;
 - materials: a 1x1 kd becomes baseColorFactor, otherwise an sRGB PNG (RGBA when
