@@ -41,7 +41,6 @@ from PIL import Image
 
 from difflod.io.atomic import atomic_paths
 from difflod.io.gltf_anim import decompose, trs_matrix
-from difflod.io.image import linear_to_srgb
 from difflod.mesh import Material, Mesh
 
 __all__ = ["write"]
@@ -114,6 +113,14 @@ class _Images:
         return len(self.doc.textures) - 1
 
 
+def _linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    """`difflod.io.image.linear_to_srgb` in numpy (same formula; no torch thread pool)."""
+    x = x.astype(np.float32, copy=False)
+    power = np.float32(1.055) * np.maximum(x, np.float32(0.0031308)) ** np.float32(1 / 2.4)
+    return np.where(x <= 0.0031308, x * np.float32(12.92),
+                    power - np.float32(0.055)).astype(np.float32)
+
+
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float32).numpy()
 
@@ -129,7 +136,7 @@ def _material(m: Material, k: int, images: _Images) -> gl.Material:
         rgba = list(np.clip(kd[0, 0], 0, 1).astype(float)) + ([1.0] if kd.shape[2] == 3 else [])
         pbr.baseColorFactor = [float(x) for x in rgba]
     else:
-        srgb = linear_to_srgb(torch.from_numpy(np.clip(kd[..., :3], 0, 1))).numpy()
+        srgb = _linear_to_srgb(np.clip(kd[..., :3], 0, 1))
         img = np.concatenate([srgb, kd[..., 3:]], axis=-1)
         pbr.baseColorTexture = gl.TextureInfo(index=images.texture(img, f"{k}_basecolor"))
     ks = _np(m.ks)
