@@ -80,7 +80,7 @@ class Material:
                                  f"float32, got {shape}")
             if tex.shape[0] < 1 or tex.shape[1] < 1:
                 raise ValueError(f"material {self.name!r}: {name} texture is empty")
-            if not torch.isfinite(tex).all():
+            if not _all_finite(tex.detach()):
                 raise ValueError(f"material {self.name!r}: {name} holds NaN or Inf")
         if self.alpha_mode not in _ALPHA_MODES:
             raise ValueError(f"material {self.name!r}: alpha_mode must be one of "
@@ -242,7 +242,7 @@ class Mesh:
         """
         _check_array("v_pos", self.v_pos, 3, torch.float32)
         _check_index("t_pos_idx", self.t_pos_idx, self.num_vertices, self.num_triangles)
-        if not torch.isfinite(self.v_pos).all():
+        if not _all_finite(self.v_pos.detach()):
             raise ValueError("v_pos holds NaN or Inf coordinates")
         for attr, idx, width in (("v_tex", "t_tex_idx", 2), ("v_nrm", "t_nrm_idx", 3),
                                  ("v_tng", "t_tng_idx", 4)):
@@ -252,7 +252,7 @@ class Mesh:
             if values is not None:
                 _check_array(attr, values, width, torch.float32)
                 _check_index(idx, index, int(values.shape[0]), self.num_triangles)
-                if not torch.isfinite(values).all():
+                if not _all_finite(values.detach()):
                     raise ValueError(f"{attr} holds NaN or Inf")
         if not self.materials:
             raise ValueError("a mesh needs at least one material")
@@ -283,6 +283,23 @@ class Mesh:
         return self
 
 
+def _all_finite(t: torch.Tensor) -> bool:
+    """isfinite().all(), through numpy for CPU tensors (much cheaper for small
+    checks than torch's thread pool on a busy machine)."""
+    if t.device.type == "cpu" and not t.requires_grad:
+        import numpy as np
+
+        return bool(np.isfinite(t.numpy()).all())
+    return bool(torch.isfinite(t).all())
+
+
+def _min_max(t: torch.Tensor) -> tuple[int, int]:
+    if t.device.type == "cpu":
+        a = t.numpy()
+        return int(a.min()), int(a.max())
+    return int(t.min()), int(t.max())
+
+
 def _check_array(name: str, t: object, width: int, dtype: torch.dtype) -> None:
     if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.shape[1] != width or t.dtype != dtype:
         got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
@@ -293,6 +310,7 @@ def _check_index(name: str, t: object, count: int, num_tris: int) -> None:
     if not isinstance(t, torch.Tensor) or t.shape != (num_tris, 3) or t.dtype != torch.int64:
         got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
         raise ValueError(f"{name} must be [{num_tris},3] int64, got {got}")
-    if num_tris and (int(t.min()) < 0 or int(t.max()) >= count):
-        bad = int(t.max()) if int(t.max()) >= count else int(t.min())
+    lo, hi = _min_max(t) if num_tris else (0, 0)
+    if num_tris and (lo < 0 or hi >= count):
+        bad = hi if hi >= count else lo
         raise ValueError(f"{name} holds index {bad}, out of range for {count} entries")
