@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from difflod.render.backends import get_backend
+
 __all__ = ["BOUNDARY_MODES", "FILTER_MODES", "texture", "texture_mips"]
 
 FILTER_MODES = ("auto", "nearest", "linear", "linear-mipmap-nearest", "linear-mipmap-linear")
@@ -237,7 +239,8 @@ def _as4(t: torch.Tensor) -> torch.Tensor:
 
 def texture(tex: torch.Tensor, uv: torch.Tensor, uv_da: torch.Tensor | None = None, *,
             mip: Sequence[torch.Tensor] | None = None, filter_mode: str = "auto",
-            boundary_mode: str = "wrap", max_mip_level: int | None = None) -> torch.Tensor:
+            boundary_mode: str = "wrap", max_mip_level: int | None = None,
+            backend: str | None = None) -> torch.Tensor:
     """Sample a texture at per-pixel UVs, differentiably.
 
     Args:
@@ -252,6 +255,10 @@ def texture(tex: torch.Tensor, uv: torch.Tensor, uv_da: torch.Tensor | None = No
         filter_mode: one of FILTER_MODES.
         boundary_mode: "wrap", "clamp" or "zero" (texels outside are 0).
         max_mip_level: highest mip level to use (None: all).
+        backend: "cpu" runs the numba kernels of backends.cpu_texture (float32/
+            float64 CPU tensors, bilinear and mip-mapped modes); "torch" (and
+            "cuda") the plain-torch sampler of this module, the reference.
+            None: DIFFLOD_BACKEND, then "auto" (cpu for CPU tensors).
 
     Returns:
         `[B,H',W',C]` tensor in tex's dtype on tex's device. Gradients flow to
@@ -295,6 +302,11 @@ def texture(tex: torch.Tensor, uv: torch.Tensor, uv_da: torch.Tensor | None = No
     tb = None
     if tb_n > 1:
         tb = torch.arange(bsz, device=tex.device).repeat_interleave(oh * ow)
+    if filter_mode != "nearest" and tex.dtype in (torch.float32, torch.float64) \
+            and get_backend(backend, tex.device).name == "cpu":
+        out = _texture_cpu(tex, tex4, uv_flat, uv_da, mip, filter_mode, max_mip_level,
+                           boundary_mode, tb)
+        return out.reshape(bsz, oh, ow, nc)
 
     if not mipmapped:
         levels = [tex4]
@@ -320,6 +332,34 @@ def texture(tex: torch.Tensor, uv: torch.Tensor, uv_da: torch.Tensor | None = No
         else:
             out = _SampleFn.apply(flat, uv_flat, lod, lv, True)
     return out.reshape(bsz, oh, ow, nc)
+
+
+def _texture_cpu(tex, tex4, uv_flat, uv_da, mip, filter_mode, max_mip_level, boundary, tb):
+    """The numba path of `texture` (difflod.render.backends.cpu_texture): `[N,C]`."""
+    from difflod.render.backends import cpu_texture
+
+    tb_n, th, tw, nc = tex4.shape
+    sizes = [(th, tw)]
+    if filter_mode == "linear":
+        flat = tex4.reshape(-1, nc)
+    else:
+        layout = cpu_texture.mip_layout(tb_n, th, tw, max_mip_level) if mip is None else None
+        if layout is not None:
+            sizes = layout
+            flat = cpu_texture.mip_flat(tex4, sizes)
+        else:
+            levels = _mip_levels(tex, tex4, mip, max_mip_level)
+            sizes = [(lvl.shape[1], lvl.shape[2]) for lvl in levels]
+            flat = torch.cat([lvl.reshape(-1, nc) for lvl in levels])
+    flat = flat.contiguous()
+    uv_flat = uv_flat.contiguous()
+    if filter_mode == "linear":
+        return cpu_texture.sample(flat, uv_flat, None, sizes, tb_n, tb, 0, boundary)
+    lod = _lod(uv_da, th, tw, len(sizes) - 1, tex.dtype)
+    if filter_mode == "linear-mipmap-nearest":
+        return cpu_texture.sample(flat, uv_flat, torch.floor(lod.detach() + 0.5), sizes, tb_n,
+                                  tb, 1, boundary)
+    return cpu_texture.sample(flat, uv_flat, lod.contiguous(), sizes, tb_n, tb, 2, boundary)
 
 
 def _mip_levels(tex, tex4, mip, max_mip_level):
