@@ -101,3 +101,51 @@ def test_cuda_backend_matches_oracle(cuda: torch.device) -> None:
         r_ref, db_ref = rasterize(clip, tris, (33, 47), grad_db=True, backend="torch")
         torch.testing.assert_close(r_gpu.cpu(), r_ref, atol=1e-5, rtol=0)
         torch.testing.assert_close(db_gpu.cpu(), db_ref, atol=1e-4, rtol=1e-4)
+
+
+_SIM_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from test_backends import _scene
+from difflod.render.backends import torch_ref
+from difflod.render.backends.cuda import visibility_kernel
+bad = []
+for seed in range(2):
+    clip, tris = _scene(seed, b=2, v=30, f=20)
+    ref = torch_ref.visibility(clip, tris, 13, 17)
+    if not torch.equal(visibility_kernel(clip, tris, 13, 17), ref):
+        bad.append(("ids", seed))
+    floor = torch_ref.fragment_depth32(clip, tris, ref)
+    ref2 = torch_ref.visibility(clip, tris, 13, 17, floor)
+    if not torch.equal(visibility_kernel(clip, tris, 13, 17, floor), ref2):
+        bad.append(("floor", seed))
+# one big triangle over many tiles, plus tiny ones: binary search over tile counts
+clip = torch.tensor([[[-2.0, -2.0, 0.5, 1.0], [3.0, -2.0, 0.5, 1.0], [-2.0, 3.0, 0.5, 1.0],
+                      [0.1, 0.1, 0.0, 1.0], [0.2, 0.1, 0.0, 1.0], [0.1, 0.25, 0.0, 1.0]]])
+tris = torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32)
+ref = torch_ref.visibility(clip, tris, 24, 20)
+if not torch.equal(visibility_kernel(clip, tris, 24, 20), ref) or not (ref == 2).any():
+    bad.append(("tiles", 0))
+print("BAD", bad)
+"""
+
+
+def test_cuda_kernel_matches_oracle_in_numba_simulator() -> None:
+    """The numba-cuda kernels, run by numba's CUDA simulator on the CPU, match the oracle."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", _SIM_SCRIPT.format(tests=tests)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "BAD []" in out.stdout, out.stdout
