@@ -1,7 +1,8 @@
 """Benchmark of the render primitives: ms per call, forward and forward+backward.
 
 Pipeline per call: rasterize (with rast_db) + interpolate (uv, with
-derivatives) + texture (linear-mipmap-linear, 1024^2 RGB) + antialias, on a
+derivatives) + texture (linear-mipmap-linear, 1024^2 RGB, mip stack built
+inside each call; the texture op uses the same backend) + antialias, on a
 UV sphere of the requested triangle count seen by `batch` cameras. If the
 interpolate/texture/antialias ops are not importable, rasterize alone is
 timed (the "pipeline" column says which). Warm-up runs are excluded.
@@ -60,7 +61,7 @@ def make_step(backend: str, n_tris: int, res: int, batch: int, device: torch.dev
     mvp = views(batch, device)
     tex = torch.rand(1024, 1024, 3, device=device)
     try:
-        from difflod.render.ops import antialias, interpolate, texture, texture_mips
+        from difflod.render.ops import antialias, interpolate, texture
         from difflod.render.topology import Topology
 
         topo = Topology.from_tris(tris)
@@ -76,7 +77,7 @@ def make_step(backend: str, n_tris: int, res: int, batch: int, device: torch.dev
         if not full:
             return rast[..., :3].sum()
         tc, tc_da = interpolate(uv, rast, tris, rast_db=rast_db, diff_attrs="all")
-        color = texture(t, tc, tc_da, mip=texture_mips(t), filter_mode="linear-mipmap-linear")
+        color = texture(t, tc, tc_da, filter_mode="linear-mipmap-linear", backend=backend)
         color = antialias(color, rast, clip, tris, topology=topo)
         return color.sum()
 
