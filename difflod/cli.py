@@ -63,6 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--texture-res", type=int, default=1024)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("-o", "--out", required=True, help="output model file (.obj, .gltf, .glb)")
+
+    s = sub.add_parser("simplify", help="QEM base mesh + bake, then appearance-driven "
+                                        "optimization to a triangle budget",
+                       description="Decimate REF to --triangles with QEM, bake its textures "
+                                   "onto a fresh UV atlas, optimize from there; OUT_DIR gets "
+                                   "the model, the qem_bake baseline and metrics comparing both.")
+    s.add_argument("reference", metavar="REF", help="model file or asset:NAME spec")
+    s.add_argument("--triangles", type=int, required=True, help="triangle budget")
+    s.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="output folder")
+    s.add_argument("--config", default=None, help="JSON config (nvdiffmodeling keys accepted)")
+    s.add_argument("--iter", type=int, default=None, help="iterations (default 2000)")
+    s.add_argument("--train-res", type=int, default=None, help="training resolution (default 512)")
+    s.add_argument("--batch", type=int, default=None, help="views per step (default 8)")
+    s.add_argument("--texture-res", type=int, default=None, help="texture side (default 1024)")
+    s.add_argument("--backend", default=None, choices=["auto", "cpu", "cuda", "torch"])
+    s.add_argument("--device", default=None)
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--quiet", action="store_true")
     return p
 
 
@@ -147,8 +165,22 @@ def _cmd_baseline(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _cmd_simplify(args: argparse.Namespace, rest: list[str]) -> int:
+    from difflod.simplify import simplify, simplify_config
+
+    overrides = {k: v for k, v in (("iter", args.iter), ("train_res", args.train_res),
+                                   ("batch", args.batch), ("backend", args.backend),
+                                   ("device", args.device), ("seed", args.seed)) if v is not None}
+    if args.texture_res is not None:
+        overrides["texture_res"] = [args.texture_res, args.texture_res]
+    config = simplify_config(args.config, overrides)
+    result = simplify(args.reference, args.triangles, args.out, config=config, quiet=args.quiet)
+    print(f"wrote {result.out_dir} ({result.mesh.num_triangles} triangles)")
+    return 0
+
+
 _COMMANDS = {"demo": _cmd_demo, "train": _cmd_train, "info": _cmd_info, "eval": _cmd_eval,
-             "baseline": _cmd_baseline}
+             "baseline": _cmd_baseline, "simplify": _cmd_simplify}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
