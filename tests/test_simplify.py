@@ -1,7 +1,7 @@
 """`difflod simplify`: QEM+bake base, training from its textures, outputs and metrics.
 
 One short end-to-end run through the CLI (spiky asset, 3024 -> 300 triangles,
-20 iterations at 48 px) is shared by the output tests; the run that shows
+10 iterations at 32 px) is shared by the output tests; the run that shows
 the gain over QEM+bake is marked slow.
 """
 
@@ -24,7 +24,7 @@ from difflod.simplify import match_render_tangents, simplify, simplify_config
 
 REF = "asset:spiky?triangles=3000&texture_res=64"
 BUDGET = 300
-TINY = {"eval_views": 4, "eval_res": 48, "save_interval": 10, "log_interval": 50}
+TINY = {"eval_views": 2, "eval_res": 32, "save_interval": 5, "log_interval": 50}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg.write_text(json.dumps({**TINY, "learning_rate": [0.003, 0.01]}))
     out = root / "out"
     rc = main(["simplify", REF, "--triangles", str(BUDGET), "-o", str(out), "--config", str(cfg),
-               "--iter", "20", "--train-res", "48", "--batch", "2", "--texture-res", "64",
+               "--iter", "10", "--train-res", "32", "--batch", "2", "--texture-res", "64",
                "--backend", "cpu", "--device", "cpu", "--quiet"])
     assert rc == 0
     return out
@@ -55,16 +55,16 @@ def test_outputs_exist(run: Path) -> None:
     for name in ("config.json", "history.json", "metrics.json", "mesh.glb", "qem_bake.glb",
                  "checkpoint.pt", "mesh/mesh.obj", "mesh/mesh.mtl", "mesh/texture_kd.png",
                  "mesh/texture_ks.png", "mesh/texture_n.png", "img_000000.png",
-                 "img_000020.png", "report"):
+                 "img_000010.png", "report"):
         assert (run / name).exists(), name
     history = json.loads((run / "history.json").read_text())
-    assert len(history) == 20
+    assert len(history) == 10
 
 
 def test_config_layers_flags_over_file_over_defaults(run: Path) -> None:
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["iter"] == 20 and cfg["train_res"] == 48 and cfg["batch"] == 2
-    assert cfg["texture_res"] == [64, 64] and cfg["eval_views"] == 4
+    assert cfg["iter"] == 10 and cfg["train_res"] == 32 and cfg["batch"] == 2
+    assert cfg["texture_res"] == [64, 64] and cfg["eval_views"] == 2
     assert cfg["learning_rate"] == [0.003, 0.01]
     assert cfg["init_textures"] == "base" and cfg["ref_mesh"] == REF
     assert cfg["base_mesh"] is None
