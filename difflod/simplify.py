@@ -39,10 +39,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -50,8 +51,13 @@ from difflod.config import TrainConfig, load_config
 from difflod.errors import ConfigError, DiffLodError
 from difflod.mesh import Mesh
 
-__all__ = ["simplify", "simplify_config", "match_render_tangents", "SimplifyResult",
-           "SIMPLIFY_DEFAULTS"]
+__all__ = [
+    "SIMPLIFY_DEFAULTS",
+    "SimplifyResult",
+    "match_render_tangents",
+    "simplify",
+    "simplify_config",
+]
 
 #: settings of `difflod simplify` that differ from TrainConfig's defaults; a
 #: config file or the command line overrides them. The position learning rate
