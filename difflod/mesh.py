@@ -233,6 +233,17 @@ class Mesh:
             if getattr(m, k) is not None}) for m in self.materials)
         return dataclasses.replace(self, materials=mats, **changes)
 
+    def clone(self) -> "Mesh":
+        """A detached deep copy: later in-place changes to this mesh's tensors
+        (an optimizer step) do not reach it."""
+        d = self.detach()
+        changes = {f.name: getattr(d, f.name).clone() for f in dataclasses.fields(d)
+                   if isinstance(getattr(d, f.name), torch.Tensor)}
+        mats = tuple(dataclasses.replace(m, **{
+            k: getattr(m, k).clone() for k in ("kd", "ks", "normal", "displacement")
+            if getattr(m, k) is not None}) for m in d.materials)
+        return dataclasses.replace(d, materials=mats, **changes)
+
     # ---- validation --------------------------------------------------------
     def validate(self) -> "Mesh":
         """Check shapes, dtypes, index ranges and finiteness; return self.

@@ -63,3 +63,11 @@ def test_replace_to_detach_return_copies() -> None:
     g = m.replace(v_pos=pos * 2)
     assert g.detach().v_pos.requires_grad is False and m.v_pos.max() == 1.0
     assert g.to("cpu").materials[0].kd.shape == (1, 1, 3)
+
+
+def test_clone_is_independent() -> None:
+    m = tri_mesh()
+    c = m.clone()
+    m.v_pos.add_(1.0)
+    m.materials[0].kd.add_(0.25)
+    assert float(c.v_pos.max()) == 1.0 and float(c.materials[0].kd.max()) == 0.5

@@ -74,9 +74,10 @@ def save_progress_image(trainer: "Trainer", iteration: int) -> Path:
     ref_layers = cfg.layers if trainer.reference.materials[0].has_alpha else 1
     opt = render_mesh(trainer._candidate(), view, (res, res), layers=cfg.layers, background=bg,
                       min_roughness=cfg.min_roughness, backend=backend,
-                      mips=trainer.trainable.mips()).color
+                      mips=trainer.trainable.mips(), topology=trainer.topology["candidate"]).color
     ref = render_mesh(trainer.reference, view, (res, res), layers=ref_layers, background=bg,
-                      spp=cfg.spp, min_roughness=cfg.min_roughness, backend=backend).color
+                      spp=cfg.spp, min_roughness=cfg.min_roughness, backend=backend,
+                      topology=trainer.topology["reference"]).color
     img = torch.cat([opt, ref], dim=2)[0]
     # raster row 0 is the bottom row: flip for the picture
     img = linear_to_srgb(img.clamp(0.0, 1.0)).flip(0).cpu()

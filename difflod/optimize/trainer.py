@@ -123,6 +123,11 @@ class Trainer:
             self.optimizer, lambda it: lr_factor(it, config.lr_decay))
         detail = self.trainable.detail_mesh()
         self.laplacian = UniformLaplacian(detail.t_pos_idx, detail.num_vertices)
+        from difflod.render.topology import Topology
+
+        # edge adjacency for antialiasing: the triangles never change, build it once
+        self.topology = {"reference": Topology.from_tris(reference.t_pos_idx),
+                         "candidate": Topology.from_tris(detail.t_pos_idx)}
         self.lap_ref = detail.v_pos.detach().clone() if config.relative_laplacian else None
         self.lap_weight = LaplacianWeight(config.laplacian_factor)
         self.iteration = 0
@@ -163,9 +168,11 @@ class Trainer:
         if all(t is None for t in times):
             with torch.no_grad():
                 ref = render_mesh(self.reference, views, (res, res), layers=ref_layers,
-                                  background=bg, **opts).color
+                                  background=bg, topology=self.topology["reference"],
+                                  **opts).color
             opt = render_mesh(candidate, views, (res, res), layers=cfg.layers, background=bg,
-                              mips=self.trainable.mips(), **opts).color
+                              mips=self.trainable.mips(), topology=self.topology["candidate"],
+                              **opts).color
             return opt, ref
         opts_list, refs = [], []
         for i, t in enumerate(times):
@@ -173,10 +180,11 @@ class Trainer:
             with torch.no_grad():
                 refs.append(render_mesh(self._pose(self.reference, t), v, (res, res),
                                         layers=ref_layers, background=bg[i:i + 1],
-                                        **opts).color)
+                                        topology=self.topology["reference"], **opts).color)
             opts_list.append(render_mesh(self._pose(candidate, t), v, (res, res),
                                          layers=cfg.layers, background=bg[i:i + 1],
-                                         mips=self.trainable.mips(), **opts).color)
+                                         mips=self.trainable.mips(),
+                                         topology=self.topology["candidate"], **opts).color)
         return torch.cat(opts_list), torch.cat(refs)
 
     # ---- one iteration ----------------------------------------------------------
@@ -207,7 +215,10 @@ class Trainer:
             img_loss = image_loss(color_opt, color_ref, cfg.loss)
             detail_pos = self.trainable.detail_mesh().v_pos
             lap_loss = self.laplacian.loss(detail_pos, self.lap_ref)
-            lap_w = self.lap_weight.update(it, float(lap_loss.detach()))
+            # the Laplacian value only matters on the first update (it fixes the
+            # automatic weight): read it back from the device only then
+            first = self.lap_weight.minimum == 0.0
+            lap_w = self.lap_weight.update(it, float(lap_loss.detach()) if first else 0.0)
             total = img_loss + lap_loss * lap_w
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -219,9 +230,20 @@ class Trainer:
                 f"layers={cfg.layers}, texture_res={list(cfg.texture_res)}: lower 'batch' "
                 f"(or train_res / spp / texture_res)") from None
 
-        record = {"iteration": it, "loss": float(img_loss.detach()),
-                  "laplacian": float(lap_loss.detach()) * lap_w}
-        if not math.isfinite(float(total.detach())) or not self.trainable.finite():
+        # every number the host needs from this step, in one device sync
+        with torch.no_grad():
+            mse_t = torch.mean((_srgb(color_opt.detach()) - _srgb(color_ref)) ** 2)
+            flags = [torch.isfinite(total.detach())]
+            for t in self.trainable.tensors().values():
+                flags.append(torch.isfinite(t).all())
+                if t.grad is not None:
+                    flags.append(torch.isfinite(t.grad).all())
+            finite_t = torch.stack(flags).all()
+            loss_v, lap_v, mse, finite = torch.stack(
+                [img_loss.detach().double(), lap_loss.detach().double(), mse_t.double(),
+                 finite_t.double()]).tolist()
+        record = {"iteration": it, "loss": loss_v, "laplacian": lap_v * lap_w}
+        if not finite:
             self.optimizer.zero_grad(set_to_none=True)
             self.trainable.load_state_dict(self._good_state)
             warnings.warn(f"iteration {it}: the loss or a gradient became NaN/Inf; skipped "
@@ -233,8 +255,6 @@ class Trainer:
             self.trainable.clamp_()
             self._good_state = self.trainable.state_dict()
         self.scheduler.step()
-        with torch.no_grad():
-            mse = torch.mean((_srgb(color_opt.detach()) - _srgb(color_ref)) ** 2).item()
         record["psnr"] = -10.0 * math.log10(max(mse, 1e-10))
         record["ms"] = (time.perf_counter() - t0) * 1000.0
         self.history.append(record)
@@ -376,7 +396,7 @@ def train(config: TrainConfig, *, out_root: Path | str = "out", resume: bool = F
             raise DiffLodError(f"{ckpt}: no checkpoint to resume from")
         trainer.load_checkpoint(ckpt)
     t0 = time.perf_counter()
-    initial = frame.from_unit(trainer.trainable.base_mesh().detach())
+    initial = frame.from_unit(trainer.trainable.base_mesh().clone())
     trainer.run(save_progress=lambda it: outputs.save_progress_image(trainer, it))
     seconds = time.perf_counter() - t0
     final_unit = trainer.trainable.base_mesh().detach()

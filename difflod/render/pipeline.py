@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -46,6 +47,9 @@ from difflod.render.interpolate import interpolate
 from difflod.render.peel import DepthPeeler
 from difflod.render.texture import texture
 from difflod.shading.shade import shade
+
+if TYPE_CHECKING:
+    from difflod.render.topology import Topology
 
 __all__ = ["RenderOutput", "clip_positions", "render_mesh"]
 
@@ -255,7 +259,8 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
                 layers: int = 1, background: torch.Tensor | None = None,
                 min_roughness: float = 0.08, backend: str | None = None,
                 mips: Mapping[str, Sequence[torch.Tensor]] | None = None,
-                antialias: bool = True, light_falloff: bool = False) -> RenderOutput:
+                antialias: bool = True, light_falloff: bool = False,
+                topology: "Topology | None" = None) -> RenderOutput:
     """Render `mesh` from every view in `views`, differentiably.
 
     Args:
@@ -272,6 +277,8 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
             with level 0 the material's texture itself (trainer's custom_mip).
         antialias: run render.antialias on silhouettes (gradients to v_pos there).
         light_falloff: inverse-square light falloff (off: nvdiffmodeling's constant).
+        topology: `Topology.from_tris(mesh.t_pos_idx)` built once by a caller that
+            renders the same triangles many times (the trainer); built here if None.
 
     Returns:
         RenderOutput(color `[B,H,W,3]`, alpha `[B,H,W,1]`, rast of the first layer).
@@ -309,11 +316,12 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
                                          light_falloff, backend)
             shaded.append((color, alpha, rast))
 
-    aa = topology = None
+    aa = None
     if antialias:
         from difflod.render.antialias import antialias as aa
-        from difflod.render.topology import Topology
-        topology = Topology.from_tris(tris)
+        if topology is None:
+            from difflod.render.topology import Topology
+            topology = Topology.from_tris(tris)
     one = torch.ones((), dtype=v_pos.dtype, device=v_pos.device)
     for color, alpha, rast in reversed(shaded):
         layer = torch.cat([color, one.expand_as(alpha)], dim=-1)
