@@ -147,7 +147,9 @@ def vertex_tangents(v_pos: np.ndarray, t_pos_idx: np.ndarray, v_tex: np.ndarray,
     """Per-UV-vertex tangents `[T,4]` (xyz unit, w = handedness), indexed by t_tex_idx.
 
     The tangent follows +u; it is Gram-Schmidt orthogonalized against the
-    normal of the position vertex that uses the UV vertex.
+    normal of the position vertex that uses the UV vertex. The handedness
+    follows difflod's convention (geometry.tangents): the bitangent
+    w * cross(n, t) points towards -v, the first texel row (glTF, Blender).
     """
     p, t = v_pos[t_pos_idx], v_tex[t_tex_idx]
     e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
@@ -168,7 +170,7 @@ def vertex_tangents(v_pos: np.ndarray, t_pos_idx: np.ndarray, v_tex: np.ndarray,
     fallback = np.cross(nn, np.where(np.abs(nn[:, :1]) < 0.9, [[1.0, 0, 0]], [[0, 1.0, 0]]))
     tn = np.where(np.linalg.norm(tn, axis=1, keepdims=True) < 1e-12, fallback, tn)
     tn = _normalize(tn)
-    w = np.where(np.sum(np.cross(nn, tn) * bn, axis=1) < 0.0, -1.0, 1.0)
+    w = np.where(np.sum(np.cross(nn, tn) * bn, axis=1) > 0.0, -1.0, 1.0)
     return np.concatenate([tn, w[:, None]], axis=1)
 
 

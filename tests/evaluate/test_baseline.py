@@ -115,3 +115,26 @@ def test_baseline_of_sphere_asset_renders_close_to_it() -> None:
     assert res["baseline"]["ssim"]["mean"] > 0.95
     assert res["baseline"]["iou"]["mean"] > 0.97
     assert res["baseline"]["psnr"]["mean"] > res["untextured"]["psnr"]["mean"] + 10
+
+
+def test_bake_tangents_follow_the_renderer_convention() -> None:
+    """The bake's tangent frame equals geometry.tangents' (bitangent towards -v), so a
+    baked normal map shades right with tangents recomputed anywhere else."""
+    import numpy as np
+
+    from difflod.assets import make
+    from difflod.evaluate.bake import vertex_normals as bake_normals
+    from difflod.evaluate.bake import vertex_tangents as bake_tangents
+    from difflod.geometry.tangents import with_tangents
+
+    mesh = make("sphere", triangles=400)
+    pos, idx = mesh.v_pos.double().numpy(), mesh.t_pos_idx.numpy()
+    uv, uv_idx = mesh.v_tex.double().numpy(), mesh.t_tex_idx.numpy()
+    baked = bake_tangents(pos, idx, uv, uv_idx, bake_normals(pos, idx))
+    ref = with_tangents(mesh)
+    corner_ref = ref.v_tng[ref.t_tng_idx].reshape(-1, 4).numpy()
+    corner_bake = baked[uv_idx].reshape(-1, 4)
+    away_from_poles = np.abs(pos[idx].reshape(-1, 3)[:, 1]) < 0.8
+    assert np.all(corner_ref[away_from_poles, 3] == corner_bake[away_from_poles, 3])
+    cos = (corner_ref[away_from_poles, :3] * corner_bake[away_from_poles, :3]).sum(1)
+    assert float(cos.min()) > 0.95
