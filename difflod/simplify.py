@@ -229,6 +229,8 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     if evaluate:
         metrics = outputs.evaluate_run(out, config, ref_mesh,
                                        {BASELINE_NAME: base.to("cpu"), "difflod": final},
-                                       history=trainer.history, seconds=seconds)
+                                       history=trainer.history, seconds=seconds,
+                                       files={BASELINE_NAME: out / f"{BASELINE_NAME}.glb"},
+                                       quiet=quiet)
     return SimplifyResult(mesh=final, baseline=base.to("cpu"), out_dir=out,
                           history=trainer.history, metrics=metrics, seconds=seconds)

@@ -88,18 +88,24 @@ def save_progress_image(trainer: "Trainer", iteration: int) -> Path:
 
 def evaluate_run(out_dir: Path, config: TrainConfig, reference: Mesh,
                  candidates: dict[str, Mesh], *, history: list[dict] | None = None,
-                 seconds: float | None = None) -> dict:
-    """Held-out evaluation of a run's results: metrics.json and report/."""
+                 seconds: float | None = None, files: dict[str, Path] | None = None,
+                 quiet: bool = False) -> dict:
+    """Held-out evaluation of a run's results: metrics.json and report/.
+
+    `files` maps candidate names to their written files (for file sizes);
+    the run's own mesh.glb is added as "difflod".
+    """
     from difflod.evaluate.evaluate import evaluate, format_table, write_metrics
 
     backend = config.backend if config.backend != "auto" else None
-    files = {"difflod": out_dir / "mesh.glb"}
+    files = {"difflod": out_dir / "mesh.glb", **(files or {})}
     results = evaluate(reference, candidates, views=config.eval_views, res=config.eval_res,
                        seed=config.seed, backend=backend, files=files)
     if seconds is not None:
         results["train_seconds"] = seconds
     write_metrics(out_dir / "metrics.json", results)
-    print(format_table(results))
+    if not quiet:
+        print(format_table(results))
     try:
         from difflod.evaluate.report import write_report_for_run
     except ImportError:

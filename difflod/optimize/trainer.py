@@ -329,9 +329,10 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         except (OSError, RuntimeError, KeyError, ValueError, EOFError) as e:
             raise DiffLodError(f"{path}: cannot resume from this checkpoint: {e}") from None
-        if state.get("config") != cfg_dict(self.config):
-            changed = sorted(k for k in cfg_dict(self.config)
-                             if state.get("config", {}).get(k) != cfg_dict(self.config)[k]
+        saved, now = state.get("config", {}), cfg_dict(self.config)
+        if saved != now:
+            # keys a checkpoint lacks (made by an older difflod) are not a mismatch
+            changed = sorted(k for k in now if k in saved and saved[k] != now[k]
                              and k not in _RESUMABLE_KEYS)
             if changed:
                 raise DiffLodError(f"{path}: the checkpoint was made with other settings "
@@ -411,6 +412,7 @@ def train(config: TrainConfig, *, out_root: Path | str = "out", resume: bool = F
     if evaluate:
         metrics = outputs.evaluate_run(out_dir, config, reference,
                                        {"initial": initial.to("cpu"), "difflod": final},
-                                       history=trainer.history, seconds=seconds)
+                                       history=trainer.history, seconds=seconds,
+                                       quiet=quiet)
     return TrainResult(mesh=final, out_dir=out_dir, history=trainer.history, metrics=metrics,
                        seconds=seconds)
