@@ -166,7 +166,9 @@ def background(kind: str, batch: int, height: int, width: int,
 
     Kinds: "black" (0), "white" (1), "checker" (nvdiffmodeling's 16x16-tile
     checkerboard of 0.66 and 0.33, first tile 0.66), "random" (uniform noise
-    in [0,1) per pixel and channel, drawn from `generator` on each call).
+    in [0,1) per pixel and channel, drawn from `generator` on each call; on a
+    GPU device the noise is drawn there by a device generator seeded with one
+    draw of `generator`, so it differs from the CPU's noise for the same seed).
 
     Raises:
         ValueError: unknown kind (the message lists the kinds), bad sizes, or
@@ -189,4 +191,11 @@ def background(kind: str, batch: int, height: int, width: int,
         return img[None, :, :, None].expand(shape).contiguous()
     if generator is None:
         raise ValueError("background 'random' needs a generator")
-    return torch.rand(shape, generator=generator, dtype=torch.float32).to(device)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cpu":
+        return torch.rand(shape, generator=generator, dtype=torch.float32)
+    # on a GPU: draw there (no host work, no copy) from a device generator seeded
+    # by one draw of `generator`, so runs stay deterministic per seed and backend
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    dev_gen = torch.Generator(device=dev).manual_seed(seed)
+    return torch.rand(shape, generator=dev_gen, dtype=torch.float32, device=dev)

@@ -43,8 +43,6 @@ def check_inputs(
         raise ValueError(f"clip_pos: expected shape [V,4] or [B,V,4], got {list(clip_pos.shape)}")
     if clip_pos.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"clip_pos: expected dtype float32 (or float64), got {clip_pos.dtype}")
-    if not bool(torch.isfinite(clip_pos).all()):
-        raise ValueError("clip_pos: contains NaN or infinite values")
     if not isinstance(tris, torch.Tensor):
         msg = f"tris: expected a torch.Tensor [F,3] int32/int64, got {type(tris).__name__}"
         raise ValueError(msg)  # noqa: TRY004 (house rule: ValueError for bad arguments)
@@ -56,11 +54,18 @@ def check_inputs(
         raise ValueError(
             f"tris: expected device {clip_pos.device} (that of clip_pos), got {tris.device}"
         )
+    # one device sync for all value checks (each int()/bool() on a GPU tensor is one)
+    stats = [torch.isfinite(clip_pos).all().to(torch.int64)]
+    if tris.numel():
+        stats += [tris.min().to(torch.int64), tris.max().to(torch.int64)]
+    vals = torch.stack(stats).tolist()
+    if not vals[0]:
+        raise ValueError("clip_pos: contains NaN or infinite values")
     n_verts = clip_pos.shape[-2]
-    if tris.numel() and (int(tris.min()) < 0 or int(tris.max()) >= n_verts):
+    if tris.numel() and (vals[1] < 0 or vals[2] >= n_verts):
         raise ValueError(
             f"tris: indices must be in [0, {n_verts}) (clip_pos has {n_verts} vertices), "
-            f"got range [{int(tris.min())}, {int(tris.max())}]"
+            f"got range [{vals[1]}, {vals[2]}]"
         )
     if (
         not isinstance(resolution, Sequence)

@@ -106,3 +106,13 @@ def test_backgrounds():
         V.background("grey", 1, 4, 4)
     with pytest.raises(ValueError, match="generator"):
         V.background("random", 1, 4, 4)
+
+
+def test_random_background_on_gpu_is_seeded(cuda: torch.device) -> None:
+    background = V.background
+    a = background("random", 2, 8, 9, torch.Generator().manual_seed(3), device=cuda)
+    b = background("random", 2, 8, 9, torch.Generator().manual_seed(3), device=cuda)
+    c = background("random", 2, 8, 9, torch.Generator().manual_seed(4), device=cuda)
+    assert a.device.type == "cuda" and a.shape == (2, 8, 9, 3) and a.dtype == torch.float32
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert float(a.min()) >= 0.0 and float(a.max()) < 1.0 and 0.4 < float(a.mean()) < 0.6
