@@ -136,7 +136,13 @@ def raster_from_ids(
     p = torch.stack((px, py, torch.ones_like(px)), dim=-1)  # [K,3]
     # one batched product and one unbind: per-channel slicing of [K,...] tensors
     # would cost a full-size zero tensor each in backward
-    e1, e2, s, z_num, w_num = torch.bmm(t, p[:, :, None]).reshape(-1, 5).unbind(-1)
+    if clip.is_cuda:
+        # on a GPU a [K,5,3]x[K,3,1] float64 bmm runs as a tiny-tile GEMM (~5 ms fwd+bwd
+        # per 8x512^2 batch on an H100); the elementwise form is memory-bound and faster
+        prod = (t * p[:, None, :]).sum(-1)
+    else:
+        prod = torch.bmm(t, p[:, :, None])
+    e1, e2, s, z_num, w_num = prod.reshape(-1, 5).unbind(-1)
     u = e1 / s
     v = e2 / s
     zw = z_num / w_num
