@@ -127,9 +127,12 @@ def _cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
     if args.views < 1 or args.res < 8:
         raise DiffLodError("--views must be >= 1 and --res >= 8")
     reference = open_model(args.reference)
-    candidates = {Path(c).name if not c.startswith("asset:") else c: open_model(c)
-                  for c in args.candidates}
-    files = {Path(c).name: Path(c) for c in args.candidates if not c.startswith("asset:")}
+    names = _candidate_names(args.candidates)
+    candidates = {name: open_model(c) for name, c in zip(names, args.candidates)}
+    files = {name: Path(c) for name, c in zip(names, args.candidates)
+             if not c.startswith("asset:")}
+    if not args.reference.startswith("asset:"):
+        files["reference"] = Path(args.reference)
     backend = None if args.backend in (None, "auto") else args.backend
     results = evaluate(reference, candidates, views=args.views, res=args.res, seed=args.seed,
                        backend=backend, files=files)
@@ -147,6 +150,12 @@ def _cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
                                  backend=backend, res=args.res)
         print(f"wrote {out}")
     return 0
+
+
+def _candidate_names(specs: list[str]) -> list[str]:
+    """Short unique names for the table: file names, or whole paths where they clash."""
+    short = [c if c.startswith("asset:") else Path(c).name for c in specs]
+    return [s if short.count(s) == 1 else c for s, c in zip(short, specs)]
 
 
 def _cmd_baseline(args: argparse.Namespace, rest: list[str]) -> int:

@@ -64,3 +64,18 @@ def test_usage_error_exit_2() -> None:
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().out
+
+
+def test_eval_table_keeps_same_named_candidates_apart(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from difflod.assets import make
+    from difflod.io import save
+
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        save(make("sphere", triangles=200, texture_res=16), tmp_path / sub / "mesh.glb")
+    assert main(["eval", "asset:sphere?triangles=200&texture_res=16",
+                 str(tmp_path / "a/mesh.glb"), str(tmp_path / "b/mesh.glb"),
+                 "--views", "1", "--res", "16", "--backend", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "a/mesh.glb") in out and str(tmp_path / "b/mesh.glb") in out

@@ -53,7 +53,7 @@ def knot_material(rng: np.random.Generator, res: int) -> Material:
     band = np.clip((stripe - 0.35) / 0.3, 0.0, 1.0)
     hue = u + 0.1 * (noise - 0.5) + 0.5 * band
     kd = _tex.srgb_to_linear(_tex.hsv_to_rgb(hue, 0.5 + 0.3 * band, 0.5 + 0.4 * noise))
-    ks = np.stack([np.broadcast_to(0.8 + 0.2 * stripe, noise.shape),
+    ks = np.stack([np.broadcast_to(0.2 * (1.0 - stripe), noise.shape),
                    0.25 + 0.5 * (1.0 - band) * noise, 0.8 * band], axis=-1)
     normal = _tex.normal_from_height(stripe + 0.3 * noise, strength=res / 128.0)
     return Material(name="knot", kd=_tex.to_tex(kd), ks=_tex.to_tex(ks),

@@ -47,10 +47,10 @@ def materials(rng: np.random.Generator, res: int) -> tuple[Material, Material, M
     fib = _tex.value_noise(rng, res, res, 2, 32, octaves=3)      # streaks along v
     stem_rgb = np.stack([0.85 + 0.1 * fib, 0.8 + 0.1 * fib, 0.68 + 0.1 * fib], -1)
     stem = Material(name="stem", kd=_tex.to_tex(_tex.srgb_to_linear(stem_rgb)),
-                    ks=_tex.to_tex(np.stack([np.ones_like(fib), 0.7 + 0.2 * fib,
+                    ks=_tex.to_tex(np.stack([np.zeros_like(fib), 0.7 + 0.2 * fib,
                                              np.zeros_like(fib)], -1)))
     gills = Material(name="gills", kd=_tex.const_tex(0.18, 0.1, 0.06),
-                     ks=_tex.const_tex(0.7, 0.9, 0.0))
+                     ks=_tex.const_tex(0.3, 0.9, 0.0))
     f1, _, cell = _tex.cells(rng, res, res, 4, 10)
     size = rng.uniform(0.15, 0.35, 40)[cell]
     spot = np.clip((size - f1) / 0.05, 0.0, 1.0)
@@ -59,7 +59,7 @@ def materials(rng: np.random.Generator, res: int) -> tuple[Material, Material, M
     cream = np.array([0.95, 0.92, 0.82])
     cap_rgb = red * (1.0 - spot[..., None]) + cream * spot[..., None]
     cap = Material(name="cap", kd=_tex.to_tex(_tex.srgb_to_linear(cap_rgb)),
-                   ks=_tex.to_tex(np.stack([np.ones_like(spot), 0.35 + 0.4 * spot,
+                   ks=_tex.to_tex(np.stack([np.zeros_like(spot), 0.35 + 0.4 * spot,
                                             np.zeros_like(spot)], -1)),
                    normal=_tex.to_tex(_tex.normal_from_height(spot + 0.2 * noise,
                                                               strength=res / 256.0)))

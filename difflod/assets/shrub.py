@@ -46,7 +46,7 @@ def leaf_atlas(rng: np.random.Generator, res: int) -> Material:
     cells.append(np.concatenate([bark, np.ones((half, half, 1))], -1))
     kd = np.concatenate([np.concatenate(cells[:2], 1), np.concatenate(cells[2:], 1)], 0)
     rough = np.where(kd[..., 3:] > 0, 0.55, 1.0) * np.ones_like(kd[..., :1])
-    ks = np.concatenate([np.ones_like(rough), rough, np.zeros_like(rough)], -1)
+    ks = np.concatenate([np.zeros_like(rough), rough, np.zeros_like(rough)], -1)
     return Material(name="leaves", kd=_tex.to_tex(kd), ks=_tex.to_tex(ks), alpha_mode="MASK",
                     alpha_cutoff=0.5, double_sided=True)
 

@@ -77,7 +77,7 @@ def cylinder_material(rng: np.random.Generator, res: int) -> Material:
     noise = _tex.value_noise(rng, res, res, 8, 8, octaves=4)
     rings = (np.floor(v * 16.0) % 2.0) * np.ones((1, res))
     rgb = np.stack([0.25 + 0.6 * rings, 0.3 + 0.3 * noise, 0.8 - 0.5 * rings], -1)
-    ks = np.stack([np.ones_like(noise), 0.3 + 0.5 * noise, 0.2 * rings], -1)
+    ks = np.stack([np.zeros_like(noise), 0.3 + 0.5 * noise, 0.2 * rings], -1)
     return Material(name="cylinder", kd=_tex.to_tex(_tex.srgb_to_linear(rgb)),
                     ks=_tex.to_tex(ks))
 

@@ -37,7 +37,7 @@ def sphere_material(rng: np.random.Generator, res: int) -> Material:
     sat = 0.55 + 0.35 * stripes
     val = 0.55 + 0.4 * noise
     kd = _tex.srgb_to_linear(_tex.hsv_to_rgb(hue, np.broadcast_to(sat, hue.shape), val))
-    return Material(name="sphere", kd=_tex.to_tex(kd), ks=_tex.const_tex(1.0, 0.6, 0.0))
+    return Material(name="sphere", kd=_tex.to_tex(kd), ks=_tex.const_tex(0.0, 0.6, 0.0))
 
 
 def build(triangles: int, seed: int, texture_res: int) -> Mesh:
