@@ -12,5 +12,13 @@ from difflod.errors import ConfigError, DiffLodError, InputFileError
 from difflod.io import load, save
 from difflod.mesh import Material, Mesh, Skin
 
-__all__ = ["Mesh", "Material", "Skin", "load", "save", "DiffLodError", "InputFileError",
-           "ConfigError"]
+__all__ = [
+           "ConfigError",
+           "DiffLodError",
+           "InputFileError",
+           "Material",
+           "Mesh",
+           "Skin",
+           "load",
+           "save",
+]

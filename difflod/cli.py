@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from difflod.errors import DiffLodError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,9 +94,8 @@ def _cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     from difflod.config import load_config, parse_overrides
-    from difflod.optimize.trainer import train
-
     from difflod.optimize import distributed
+    from difflod.optimize.trainer import train
 
     config = load_config(args.config, parse_overrides(rest))
     if distributed.in_torchrun():

@@ -22,8 +22,16 @@ from typing import Any
 
 from difflod.errors import ConfigError
 
-__all__ = ["TrainConfig", "load_config", "parse_overrides", "BACKGROUNDS", "LOSSES",
-           "SKIPPABLE", "BACKENDS", "INIT_TEXTURES"]
+__all__ = [
+    "BACKENDS",
+    "BACKGROUNDS",
+    "INIT_TEXTURES",
+    "LOSSES",
+    "SKIPPABLE",
+    "TrainConfig",
+    "load_config",
+    "parse_overrides",
+]
 
 BACKGROUNDS = ("checker", "black", "white", "random")
 LOSSES = ("logl1", "logl2", "mse", "smape", "relativel2")
@@ -113,7 +121,7 @@ class TrainConfig:
         """nvdiffmodeling's rule: out_dir is a name under out/."""
         return Path(root) / (self.out_dir or f"cube_{self.train_res}")
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         return _from_mapping({**self.to_dict(), **changes}, "replace()")
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ Programming errors stay plain Python exceptions and are never caught.
 
 from __future__ import annotations
 
-__all__ = ["DiffLodError", "InputFileError", "ConfigError", "BackendError"]
+__all__ = ["BackendError", "ConfigError", "DiffLodError", "InputFileError"]
 
 
 class DiffLodError(Exception):

@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 
-__all__ = ["Material", "Mesh", "Skin", "AlphaMode"]
+__all__ = ["AlphaMode", "Material", "Mesh", "Skin"]
 
 AlphaMode = Literal["OPAQUE", "MASK", "BLEND"]
 _ALPHA_MODES = ("OPAQUE", "MASK", "BLEND")
@@ -65,7 +65,7 @@ class Material:
     def has_alpha(self) -> bool:
         return self.kd.shape[-1] == 4 and self.alpha_mode != "OPAQUE"
 
-    def validate(self) -> "Material":
+    def validate(self) -> Material:
         """Check shapes and values; return self. Raises ValueError naming the field."""
         for name, channels in (("kd", (3, 4)), ("ks", (3,)), ("normal", (3,)),
                                ("displacement", (1,))):
@@ -89,7 +89,7 @@ class Material:
             raise ValueError(f"material {self.name!r}: alpha_cutoff must be in [0,1]")
         return self
 
-    def to(self, device: torch.device | str) -> "Material":
+    def to(self, device: torch.device | str) -> Material:
         return dataclasses.replace(self, **{
             k: getattr(self, k).to(device)
             for k in ("kd", "ks", "normal", "displacement") if getattr(self, k) is not None})
@@ -131,7 +131,7 @@ class Skin:
         w = (t - t0) / max(t1 - t0, 1e-12)
         return self.matrices[i - 1] * (1.0 - w) + self.matrices[i] * w
 
-    def validate(self) -> "Skin":
+    def validate(self) -> Skin:
         if self.times.dim() != 1 or self.times.numel() < 1:
             raise ValueError("skin: times must be [N] with N >= 1")
         if self.matrices.dim() != 4 or self.matrices.shape[0] != self.times.numel() \
@@ -208,10 +208,10 @@ class Mesh:
         return self.t_mat
 
     # ---- transforms --------------------------------------------------------
-    def replace(self, **changes: object) -> "Mesh":
+    def replace(self, **changes: object) -> Mesh:
         return dataclasses.replace(self, **changes)
 
-    def to(self, device: torch.device | str) -> "Mesh":
+    def to(self, device: torch.device | str) -> Mesh:
         changes: dict[str, object] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -224,7 +224,7 @@ class Mesh:
                 matrices=self.skin.matrices.to(device))
         return dataclasses.replace(self, **changes)
 
-    def detach(self) -> "Mesh":
+    def detach(self) -> Mesh:
         """A copy whose tensors carry no autograd history."""
         changes = {f.name: getattr(self, f.name).detach() for f in dataclasses.fields(self)
                    if isinstance(getattr(self, f.name), torch.Tensor)}
@@ -233,7 +233,7 @@ class Mesh:
             if getattr(m, k) is not None}) for m in self.materials)
         return dataclasses.replace(self, materials=mats, **changes)
 
-    def clone(self) -> "Mesh":
+    def clone(self) -> Mesh:
         """A detached deep copy: later in-place changes to this mesh's tensors
         (an optimizer step) do not reach it."""
         d = self.detach()
@@ -245,7 +245,7 @@ class Mesh:
         return dataclasses.replace(d, materials=mats, **changes)
 
     # ---- validation --------------------------------------------------------
-    def validate(self) -> "Mesh":
+    def validate(self) -> Mesh:
         """Check shapes, dtypes, index ranges and finiteness; return self.
 
         Raises:

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 from difflod.errors import DiffLodError, InputFileError
 from difflod.mesh import Mesh
 
-__all__ = ["open_model", "ASSET_PREFIX"]
+__all__ = ["ASSET_PREFIX", "open_model"]
 
 ASSET_PREFIX = "asset:"
 _ASSET_KEYS = {"triangles": int, "seed": int, "texture_res": int}

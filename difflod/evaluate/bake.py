@@ -29,8 +29,14 @@ import torch
 from difflod.evaluate.metrics import sample_surface
 from difflod.mesh import Mesh
 
-__all__ = ["UVRaster", "rasterize_uv", "dilate", "bake_textures", "vertex_normals",
-           "vertex_tangents"]
+__all__ = [
+    "UVRaster",
+    "bake_textures",
+    "dilate",
+    "rasterize_uv",
+    "vertex_normals",
+    "vertex_tangents",
+]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import torch
 from difflod.evaluate.bake import bake_textures, to_tensor
 from difflod.mesh import Material, Mesh
 
-__all__ = ["baseline", "weld", "decimate", "uv_atlas"]
+__all__ = ["baseline", "decimate", "uv_atlas", "weld"]
 
 
 def weld(v_pos: np.ndarray, t_pos_idx: np.ndarray,

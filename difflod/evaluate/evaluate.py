@@ -37,8 +37,15 @@ import torch
 from difflod.evaluate import metrics
 from difflod.mesh import Mesh
 
-__all__ = ["evaluate", "format_table", "write_metrics", "normalize_to", "render_views",
-           "texture_bytes", "jsonable"]
+__all__ = [
+    "evaluate",
+    "format_table",
+    "jsonable",
+    "normalize_to",
+    "render_views",
+    "texture_bytes",
+    "write_metrics",
+]
 
 #: views rendered at once (memory bound: chunk x res^2 x layers)
 CHUNK = 8

@@ -28,8 +28,16 @@ import torch.nn.functional as F
 
 from difflod.mesh import Mesh
 
-__all__ = ["to_srgb", "psnr", "ssim", "flip", "flip_error_map", "silhouette_iou",
-           "sample_surface", "chamfer_distance"]
+__all__ = [
+    "chamfer_distance",
+    "flip",
+    "flip_error_map",
+    "psnr",
+    "sample_surface",
+    "silhouette_iou",
+    "ssim",
+    "to_srgb",
+]
 
 
 def to_srgb(linear: torch.Tensor) -> torch.Tensor:

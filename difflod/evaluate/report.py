@@ -33,7 +33,7 @@ from difflod.io.atomic import atomic_path, atomic_write_text
 from difflod.io.image import write_image
 from difflod.mesh import Mesh
 
-__all__ = ["write_report", "write_report_for_run", "turntable_frames"]
+__all__ = ["turntable_frames", "write_report", "write_report_for_run"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;

@@ -14,7 +14,7 @@ from typing import Any
 from difflod.errors import InputFileError
 from difflod.mesh import Mesh
 
-__all__ = ["load", "save", "FORMATS"]
+__all__ = ["FORMATS", "load", "save"]
 
 # suffix -> module under difflod.io
 FORMATS: dict[str, str] = {

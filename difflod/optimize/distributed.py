@@ -24,7 +24,7 @@ import torch
 from difflod.config import TrainConfig
 from difflod.errors import DiffLodError
 
-__all__ = ["train_distributed", "in_torchrun", "train_torchrun"]
+__all__ = ["in_torchrun", "train_distributed", "train_torchrun"]
 
 
 def _free_port() -> int:

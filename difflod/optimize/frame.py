@@ -27,7 +27,7 @@ class Frame:
     scale: float
 
     @classmethod
-    def from_mesh(cls, mesh: Mesh) -> "Frame":
+    def from_mesh(cls, mesh: Mesh) -> Frame:
         lo, hi = mesh.aabb()
         extent = float((hi - lo).max())
         return cls(center=((lo + hi) * 0.5).double().cpu(),

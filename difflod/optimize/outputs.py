@@ -25,8 +25,13 @@ from difflod.mesh import Mesh
 if TYPE_CHECKING:
     from difflod.optimize.trainer import Trainer
 
-__all__ = ["write_config", "save_progress_image", "write_mesh", "write_history",
-           "evaluate_run"]
+__all__ = [
+    "evaluate_run",
+    "save_progress_image",
+    "write_config",
+    "write_history",
+    "write_mesh",
+]
 
 
 def _write_json(path: Path, data: object) -> None:
@@ -59,7 +64,7 @@ def write_mesh(out_dir: Path, mesh: Mesh) -> None:
 
 
 @torch.no_grad()
-def save_progress_image(trainer: "Trainer", iteration: int) -> Path:
+def save_progress_image(trainer: Trainer, iteration: int) -> Path:
     """Render candidate | reference from the display camera into img_NNNNNN.png."""
     from difflod.io.image import linear_to_srgb, write_image
     from difflod.optimize.views import background, views_from_eye

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["lr_factor", "LaplacianWeight"]
+__all__ = ["LaplacianWeight", "lr_factor"]
 
 
 def lr_factor(it: int, decay: float = 0.0002) -> float:
@@ -46,5 +46,5 @@ class LaplacianWeight:
         return {"factor": self.factor, "value": self.value, "minimum": self.minimum}
 
     @classmethod
-    def from_state(cls, s: dict) -> "LaplacianWeight":
+    def from_state(cls, s: dict) -> LaplacianWeight:
         return cls(factor=s["factor"], value=float(s["value"]), minimum=float(s["minimum"]))

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from difflod.config import TrainConfig
 from difflod.mesh import Material, Mesh
 
-__all__ = ["Trainable", "resize_texture", "mip_chain"]
+__all__ = ["Trainable", "mip_chain", "resize_texture"]
 
 
 def resize_texture(tex: torch.Tensor, res: tuple[int, int]) -> torch.Tensor:

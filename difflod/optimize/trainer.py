@@ -16,9 +16,9 @@ import dataclasses
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -30,7 +30,7 @@ from difflod.optimize.progress import Progress
 from difflod.optimize.schedule import LaplacianWeight, lr_factor
 from difflod.optimize.trainable import Trainable
 
-__all__ = ["Trainer", "TrainResult", "train", "resolve_device", "prepare_meshes"]
+__all__ = ["TrainResult", "Trainer", "prepare_meshes", "resolve_device", "train"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -376,7 +376,7 @@ def train(config: TrainConfig, *, out_root: Path | str = "out", resume: bool = F
     device = device if device is not None else resolve_device(config.device)
     out_dir = config.output_dir(out_root)
     lead = rank == 0
-    hint = f"put the file there, or set '{{}}' in the config"
+    hint = "put the file there, or set '{}' in the config"
     reference = open_model(config.ref_mesh, mtl_override=config.mtl_override,
                            hint=hint.format("ref_mesh"))
     base = open_model(config.base_mesh, hint=hint.format("base_mesh"))

@@ -14,4 +14,4 @@ from difflod.render.peel import DepthPeeler
 from difflod.render.rasterize import rasterize
 from difflod.render.texture import texture, texture_mips
 
-__all__ = ["rasterize", "DepthPeeler", "interpolate", "texture", "texture_mips", "antialias"]
+__all__ = ["DepthPeeler", "antialias", "interpolate", "rasterize", "texture", "texture_mips"]

@@ -260,7 +260,7 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
                 min_roughness: float = 0.08, backend: str | None = None,
                 mips: Mapping[str, Sequence[torch.Tensor]] | None = None,
                 antialias: bool = True, light_falloff: bool = False,
-                topology: "Topology | None" = None) -> RenderOutput:
+                topology: Topology | None = None) -> RenderOutput:
     """Render `mesh` from every view in `views`, differentiably.
 
     Args:

@@ -9,8 +9,15 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from difflod.evaluate.metrics import (chamfer_distance, flip, flip_error_map, psnr,
-                                      silhouette_iou, ssim, to_srgb)
+from difflod.evaluate.metrics import (
+    chamfer_distance,
+    flip,
+    flip_error_map,
+    psnr,
+    silhouette_iou,
+    ssim,
+    to_srgb,
+)
 from difflod.mesh import Mesh
 
 
@@ -28,7 +35,7 @@ def _ssim_reference(a: np.ndarray, b: np.ndarray) -> float:
     vals = []
     for c in range(a.shape[-1]):
         x, y = a[..., c].astype(np.float64), b[..., c].astype(np.float64)
-        filt = lambda t: gaussian_filter(t, sigma=1.5, truncate=3.5)  # noqa: E731
+        filt = lambda t: gaussian_filter(t, sigma=1.5, truncate=3.5)
         ux, uy = filt(x), filt(y)
         vx, vy, cxy = filt(x * x) - ux * ux, filt(y * y) - uy * uy, filt(x * y) - ux * uy
         s = ((2 * ux * uy + c1) * (2 * cxy + c2)) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))

@@ -143,7 +143,7 @@ def test_nan_step_is_skipped_and_state_restored(tmp_path: Path,
     tr = trainer_for(make(), tmp_path)
     tr.step()
     good = tr.trainable.state_dict()
-    import difflod.optimize.losses as losses
+    from difflod.optimize import losses
 
     real = losses.image_loss
     monkeypatch.setattr(losses, "image_loss", lambda a, b, kind: real(a, b, kind) * float("nan"))
