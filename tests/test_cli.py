@@ -79,3 +79,20 @@ def test_eval_table_keeps_same_named_candidates_apart(tmp_path: Path,
                  "--views", "1", "--res", "16", "--backend", "cpu"]) == 0
     out = capsys.readouterr().out
     assert str(tmp_path / "a/mesh.glb") in out and str(tmp_path / "b/mesh.glb") in out
+
+
+def test_baseline_then_eval_with_report(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    ref = "asset:sphere?triangles=1200&texture_res=32"
+    out = tmp_path / "qem.glb"
+    assert main(["baseline", ref, "--triangles", "200", "--texture-res", "64", "-o",
+                 str(out)]) == 0
+    assert out.is_file()
+    assert main(["eval", ref, str(out), "--views", "2", "--res", "32", "--backend", "cpu",
+                 "-o", str(tmp_path / "ev")]) == 0
+    metrics = json.loads((tmp_path / "ev/metrics.json").read_text())
+    cand = metrics["candidates"]["qem.glb"]
+    assert cand["triangles"] <= 200 and cand["psnr"]["mean"] > 20.0
+    assert cand["file_bytes"] == out.stat().st_size
+    assert (tmp_path / "ev/report/report.html").is_file()
+    assert "qem.glb" in capsys.readouterr().out
