@@ -48,7 +48,7 @@ class DepthPeeler:
         self._grad_db = grad_db
         self._clip32 = self._clip.detach().to(torch.float32).contiguous()
         self._tris32 = self._tris.to(torch.int32).contiguous()
-        self._floor: torch.Tensor | None = None
+        self._last_ids: torch.Tensor | None = None  # the previous layer's triangle ids
 
     def __enter__(self) -> Self:
         return self
@@ -59,7 +59,7 @@ class DepthPeeler:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._floor = None
+        self._last_ids = None
 
     def rasterize_next_layer(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The next layer: (rast `[B,H,W,4]`, rast_db `[B,H,W,4]` or None), as rasterize's.
@@ -70,8 +70,10 @@ class DepthPeeler:
         if self._tris.shape[0] == 0:
             tri_id = torch.zeros(n_b, self._h, self._w, dtype=torch.int32, device=self._clip.device)
         else:
-            tri_id = self._backend.visibility(
-                self._clip32, self._tris32, self._h, self._w, self._floor
-            )
-        self._floor = fragment_depth32(self._clip32, self._tris, tri_id)
+            # the floor is computed only when a further layer is asked for, so a
+            # single-layer render pays nothing for peeling
+            floor = None if self._last_ids is None else \
+                fragment_depth32(self._clip32, self._tris, self._last_ids)
+            tri_id = self._backend.visibility(self._clip32, self._tris32, self._h, self._w, floor)
+        self._last_ids = tri_id
         return raster_from_ids(self._clip, self._tris, tri_id, self._grad_db)
