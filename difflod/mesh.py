@@ -18,6 +18,7 @@ readers turn that into an `InputFileError` naming the file.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -89,10 +90,14 @@ class Material:
             raise ValueError(f"material {self.name!r}: alpha_cutoff must be in [0,1]")
         return self
 
-    def to(self, device: torch.device | str) -> Material:
+    def map_textures(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Material:
+        """A copy with `fn` applied to every texture."""
         return dataclasses.replace(self, **{
-            k: getattr(self, k).to(device)
+            k: fn(getattr(self, k))
             for k in ("kd", "ks", "normal", "displacement") if getattr(self, k) is not None})
+
+    def to(self, device: torch.device | str) -> Material:
+        return self.map_textures(lambda t: t.to(device))
 
 
 @dataclass(frozen=True)
@@ -211,38 +216,28 @@ class Mesh:
     def replace(self, **changes: object) -> Mesh:
         return dataclasses.replace(self, **changes)
 
-    def to(self, device: torch.device | str) -> Mesh:
-        changes: dict[str, object] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, torch.Tensor):
-                changes[f.name] = value.to(device)
-        changes["materials"] = tuple(m.to(device) for m in self.materials)
+    def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Mesh:
+        """A copy with `fn` applied to every tensor: attributes, textures, skin."""
+        changes: dict[str, object] = {
+            f.name: fn(getattr(self, f.name)) for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)}
+        changes["materials"] = tuple(m.map_textures(fn) for m in self.materials)
         if self.skin is not None:
-            changes["skin"] = dataclasses.replace(
-                self.skin, times=self.skin.times.to(device),
-                matrices=self.skin.matrices.to(device))
+            changes["skin"] = dataclasses.replace(self.skin, times=fn(self.skin.times),
+                                                  matrices=fn(self.skin.matrices))
         return dataclasses.replace(self, **changes)
+
+    def to(self, device: torch.device | str) -> Mesh:
+        return self.map_tensors(lambda t: t.to(device))
 
     def detach(self) -> Mesh:
         """A copy whose tensors carry no autograd history."""
-        changes = {f.name: getattr(self, f.name).detach() for f in dataclasses.fields(self)
-                   if isinstance(getattr(self, f.name), torch.Tensor)}
-        mats = tuple(dataclasses.replace(m, **{
-            k: getattr(m, k).detach() for k in ("kd", "ks", "normal", "displacement")
-            if getattr(m, k) is not None}) for m in self.materials)
-        return dataclasses.replace(self, materials=mats, **changes)
+        return self.map_tensors(torch.Tensor.detach)
 
     def clone(self) -> Mesh:
         """A detached deep copy: later in-place changes to this mesh's tensors
         (an optimizer step) do not reach it."""
-        d = self.detach()
-        changes = {f.name: getattr(d, f.name).clone() for f in dataclasses.fields(d)
-                   if isinstance(getattr(d, f.name), torch.Tensor)}
-        mats = tuple(dataclasses.replace(m, **{
-            k: getattr(m, k).clone() for k in ("kd", "ks", "normal", "displacement")
-            if getattr(m, k) is not None}) for m in d.materials)
-        return dataclasses.replace(d, materials=mats, **changes)
+        return self.map_tensors(lambda t: t.detach().clone())
 
     # ---- validation --------------------------------------------------------
     def validate(self) -> Mesh:

@@ -24,7 +24,7 @@ import torch
 from difflod.geometry.normals import safe_normalize
 from difflod.mesh import Mesh
 
-__all__ = ["center_by_reference", "transform", "unit_size"]
+__all__ = ["center_by_reference", "reference_matrix", "transform", "unit_size"]
 
 
 def _check_matrix(matrix: object) -> torch.Tensor:
@@ -73,13 +73,6 @@ def transform(mesh: Mesh, matrix: torch.Tensor) -> Mesh:
     return mesh.replace(**changes)
 
 
-def _scale_translate(scale: float, center: torch.Tensor) -> torch.Tensor:
-    m = torch.eye(4, dtype=torch.float64)
-    m[:3, :3] *= scale
-    m[:3, 3] = -center.double() * scale
-    return m
-
-
 def unit_size(mesh: Mesh) -> Mesh:
     """Centre the AABB on the origin and scale uniformly so its longest side is 2.
 
@@ -92,7 +85,26 @@ def unit_size(mesh: Mesh) -> Mesh:
     extent = float((hi - lo).max())
     if not extent > 0:
         raise ValueError("mesh: unit_size needs a mesh with non-zero extent")
-    return transform(mesh, _scale_translate(2.0 / extent, (lo + hi) * 0.5).to(mesh.v_pos))
+    return center_by_reference(mesh, (lo, hi), 2.0)
+
+
+def reference_matrix(ref_aabb: tuple[torch.Tensor, torch.Tensor], scale: float) -> torch.Tensor:
+    """`[4,4]` float64 matrix of nvdiffmodeling's centring (see center_by_reference).
+
+    Raises:
+        ValueError: ref_aabb is not a pair of [3] tensors, or has zero extent.
+    """
+    if not isinstance(ref_aabb, (tuple, list)) or len(ref_aabb) != 2 \
+            or any(not isinstance(x, torch.Tensor) or x.shape != (3,) for x in ref_aabb):
+        raise ValueError("ref_aabb must be a pair of [3] tensors (min, max)")
+    lo, hi = (x.detach().to("cpu", torch.float64) for x in ref_aabb)
+    extent = float((hi - lo).max())
+    if not extent > 0:
+        raise ValueError("ref_aabb must have non-zero extent")
+    m = torch.eye(4, dtype=torch.float64)
+    m[:3, :3] *= float(scale) / extent
+    m[:3, 3] = -(lo + hi) * 0.5 * (float(scale) / extent)
+    return m
 
 
 def center_by_reference(mesh: Mesh, ref_aabb: tuple[torch.Tensor, torch.Tensor],
@@ -105,12 +117,4 @@ def center_by_reference(mesh: Mesh, ref_aabb: tuple[torch.Tensor, torch.Tensor],
         scale: target size of the reference's longest side (nvdiffmodeling's
             `mesh_scale`, typically 2.0 -> the reference fits [-1,1]).
     """
-    if not isinstance(ref_aabb, (tuple, list)) or len(ref_aabb) != 2 \
-            or any(not isinstance(x, torch.Tensor) or x.shape != (3,) for x in ref_aabb):
-        raise ValueError("ref_aabb must be a pair of [3] tensors (min, max)")
-    lo, hi = (x.detach().to(mesh.v_pos.device, torch.float64) for x in ref_aabb)
-    extent = float((hi - lo).max())
-    if not extent > 0:
-        raise ValueError("ref_aabb must have non-zero extent")
-    return transform(mesh, _scale_translate(float(scale) / extent, (lo + hi) * 0.5)
-                     .to(mesh.v_pos))
+    return transform(mesh, reference_matrix(ref_aabb, scale).to(mesh.v_pos))

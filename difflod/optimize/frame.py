@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from difflod.geometry.transform import transform
+from difflod.geometry.transform import reference_matrix, transform
 from difflod.mesh import Mesh
 
 __all__ = ["Frame"]
@@ -21,23 +21,19 @@ __all__ = ["Frame"]
 
 @dataclass(frozen=True)
 class Frame:
-    """x_unit = (x - center) * scale."""
+    """The reference's bounds; x_unit = (x - centre) * 2 / longest side."""
 
-    center: torch.Tensor  # [3] float64
-    scale: float
+    lo: torch.Tensor  # [3]
+    hi: torch.Tensor  # [3]
 
     @classmethod
     def from_mesh(cls, mesh: Mesh) -> Frame:
         lo, hi = mesh.aabb()
-        extent = float((hi - lo).max())
-        return cls(center=((lo + hi) * 0.5).double().cpu(),
-                   scale=2.0 / extent if extent > 0 else 1.0)
+        return cls(lo=lo.detach().cpu(), hi=hi.detach().cpu())
 
     def matrix(self) -> torch.Tensor:
-        m = torch.eye(4, dtype=torch.float64)
-        m[:3, :3] *= self.scale
-        m[:3, 3] = -self.center * self.scale
-        return m
+        """`[4,4]` float64 map to the unit frame (geometry.transform.reference_matrix)."""
+        return reference_matrix((self.lo, self.hi), 2.0)
 
     def to_unit(self, mesh: Mesh) -> Mesh:
         return transform(mesh, self.matrix().float())

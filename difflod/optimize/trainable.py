@@ -18,8 +18,9 @@ import torch.nn.functional as F
 
 from difflod.config import TrainConfig
 from difflod.mesh import Material, Mesh
+from difflod.render.texture import texture_mips
 
-__all__ = ["Trainable", "mip_chain", "resize_texture"]
+__all__ = ["Trainable", "resize_texture"]
 
 
 def resize_texture(tex: torch.Tensor, res: tuple[int, int]) -> torch.Tensor:
@@ -30,17 +31,6 @@ def resize_texture(tex: torch.Tensor, res: tuple[int, int]) -> torch.Tensor:
     y = F.interpolate(x, size=tuple(res), mode="bilinear", align_corners=False,
                       antialias=bool(res[0] < tex.shape[0] or res[1] < tex.shape[1]))
     return y[0].permute(1, 2, 0).contiguous()
-
-
-def mip_chain(tex: torch.Tensor) -> list[torch.Tensor]:
-    """Box-filtered mip levels of `[H,W,C]`, level 0 first, down to 1x1."""
-    levels = [tex]
-    while levels[-1].shape[0] > 1 or levels[-1].shape[1] > 1:
-        cur = levels[-1]
-        h, w = max(cur.shape[0] // 2, 1), max(cur.shape[1] // 2, 1)
-        levels.append(F.adaptive_avg_pool2d(cur.permute(2, 0, 1)[None], (h, w))[0]
-                      .permute(1, 2, 0).contiguous())
-    return levels
 
 
 @dataclass
@@ -123,7 +113,7 @@ class Trainable:
         self.alpha_cutoff = ref_mat.alpha_cutoff
 
     def _make_texture(self, tex: torch.Tensor) -> _Texture:
-        levels = mip_chain(tex) if self.config.custom_mip else [tex]
+        levels = texture_mips(tex) if self.config.custom_mip else [tex]
         return _Texture([lvl.detach().clone().requires_grad_(True) for lvl in levels])
 
     # ---- optimizer groups -------------------------------------------------

@@ -24,6 +24,7 @@ import torch
 
 from difflod.config import TrainConfig
 from difflod.errors import DiffLodError
+from difflod.evaluate.metrics import to_srgb
 from difflod.mesh import Mesh
 from difflod.optimize.frame import Frame
 from difflod.optimize.progress import Progress
@@ -74,6 +75,9 @@ def prepare_meshes(reference: Mesh, base: Mesh, config: TrainConfig,
                            "`difflod simplify`, or give it UVs in a modelling tool")
     from difflod.geometry.tangents import with_tangents
 
+    lo, hi = reference.aabb()
+    if not float((hi - lo).max()) > 0:
+        raise DiffLodError("reference mesh has zero size (all vertices at one point)")
     frame = Frame.from_mesh(reference)
     ref = frame.to_unit(reference).to(device)
     if ref.v_tng is None and ref.has_uv and any(m.normal is not None for m in ref.materials):
@@ -147,45 +151,40 @@ class Trainer:
         return skin_mesh(mesh, t)
 
     def _candidate(self) -> Mesh:
+        """The mesh rendered this step (detail mesh, with the base's skin if any)."""
         mesh = self.trainable.detail_mesh()
         base = self.trainable.base
-        if base.skin is not None and base.v_joints is not None:
+        if base.skin is not None and base.v_joints is not None \
+                and mesh.num_vertices == base.num_vertices:
             mesh = dataclasses.replace(mesh, v_joints=base.v_joints, v_weights=base.v_weights,
-                                       skin=base.skin) if mesh.num_vertices == base.num_vertices \
-                else mesh
+                                       skin=base.skin)
         return mesh
 
-    def render_pair(self, views, res: int, spp: int, bg: torch.Tensor,
+    def render_pair(self, candidate: Mesh, views, res: int, spp: int, bg: torch.Tensor,
                     times: list[float | None]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Render (candidate, reference) colors `[B,res,res,3]` for the views."""
+        """Render (candidate, reference) colors `[B,res,res,3]` for the views; with
+        animation times, each view poses both meshes at its own time."""
         from difflod.render.pipeline import render_mesh
 
         cfg = self.config
-        candidate = self._candidate()
         ref_layers = cfg.layers if self.reference.materials[0].has_alpha else 1
         opts = {"spp": spp, "min_roughness": cfg.min_roughness, "backend": cfg.backend
                 if cfg.backend != "auto" else None}
-        if all(t is None for t in times):
+
+        def pair(t: float | None, v, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             with torch.no_grad():
-                ref = render_mesh(self.reference, views, (res, res), layers=ref_layers,
-                                  background=bg, topology=self.topology["reference"],
-                                  **opts).color
-            opt = render_mesh(candidate, views, (res, res), layers=cfg.layers, background=bg,
-                              mips=self.trainable.mips(), topology=self.topology["candidate"],
-                              **opts).color
+                ref = render_mesh(self._pose(self.reference, t), v, (res, res),
+                                  layers=ref_layers, background=b,
+                                  topology=self.topology["reference"], **opts).color
+            opt = render_mesh(self._pose(candidate, t), v, (res, res), layers=cfg.layers,
+                              background=b, mips=self.trainable.mips(),
+                              topology=self.topology["candidate"], **opts).color
             return opt, ref
-        opts_list, refs = [], []
-        for i, t in enumerate(times):
-            v = views[i]
-            with torch.no_grad():
-                refs.append(render_mesh(self._pose(self.reference, t), v, (res, res),
-                                        layers=ref_layers, background=bg[i:i + 1],
-                                        topology=self.topology["reference"], **opts).color)
-            opts_list.append(render_mesh(self._pose(candidate, t), v, (res, res),
-                                         layers=cfg.layers, background=bg[i:i + 1],
-                                         mips=self.trainable.mips(),
-                                         topology=self.topology["candidate"], **opts).color)
-        return torch.cat(opts_list), torch.cat(refs)
+
+        if all(t is None for t in times):
+            return pair(None, views, bg)
+        pairs = [pair(t, views[i], bg[i:i + 1]) for i, t in enumerate(times)]
+        return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
 
     # ---- one iteration ----------------------------------------------------------
     def step(self) -> dict:
@@ -211,10 +210,10 @@ class Trainer:
             views, bg, times = views[part], bg[part], times[part]
 
         try:
-            color_opt, color_ref = self.render_pair(views, res, spp, bg, times)
+            candidate = self._candidate()  # subdivided and displaced once per step
+            color_opt, color_ref = self.render_pair(candidate, views, res, spp, bg, times)
             img_loss = image_loss(color_opt, color_ref, cfg.loss)
-            detail_pos = self.trainable.detail_mesh().v_pos
-            lap_loss = self.laplacian.loss(detail_pos, self.lap_ref)
+            lap_loss = self.laplacian.loss(candidate.v_pos, self.lap_ref)
             # the Laplacian value only matters on the first update (it fixes the
             # automatic weight): read it back from the device only then
             first = self.lap_weight.minimum == 0.0
@@ -232,7 +231,7 @@ class Trainer:
 
         # every number the host needs from this step, in one device sync
         with torch.no_grad():
-            mse_t = torch.mean((_srgb(color_opt.detach()) - _srgb(color_ref)) ** 2)
+            mse_t = torch.mean((to_srgb(color_opt.detach()) - to_srgb(color_ref)) ** 2)
             flags = [torch.isfinite(total.detach())]
             for t in self.trainable.tensors().values():
                 flags.append(torch.isfinite(t).all())
@@ -309,7 +308,7 @@ class Trainer:
             "laplacian_weight": self.lap_weight.state(),
             "generator": self.generator.get_state(),
             "history": self.history,
-            "config": cfg_dict(self.config),
+            "config": self.config.to_dict(),
         }
 
     def save_checkpoint(self) -> Path:
@@ -329,7 +328,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         except (OSError, RuntimeError, KeyError, ValueError, EOFError) as e:
             raise DiffLodError(f"{path}: cannot resume from this checkpoint: {e}") from None
-        saved, now = state.get("config", {}), cfg_dict(self.config)
+        saved, now = state.get("config", {}), self.config.to_dict()
         if saved != now:
             # keys a checkpoint lacks (made by an older difflod) are not a mismatch
             changed = sorted(k for k in now if k in saved and saved[k] != now[k]
@@ -347,16 +346,6 @@ class Trainer:
 # Keys that may differ between a checkpoint and the run resuming it.
 _RESUMABLE_KEYS = {"iter", "save_interval", "display_interval", "log_interval", "out_dir",
                    "eval_views", "eval_res", "backend", "device", "name"}
-
-
-def cfg_dict(config: TrainConfig) -> dict:
-    return config.to_dict()
-
-
-def _srgb(x: torch.Tensor) -> torch.Tensor:
-    from difflod.io.image import linear_to_srgb
-
-    return linear_to_srgb(x.clamp(0.0, 1.0))
 
 
 def train(config: TrainConfig, *, out_root: Path | str = "out", resume: bool = False,

@@ -40,8 +40,7 @@ import torch
 from difflod.render.backends.torch_ref import (
     EMPTY_KEY,
     depth_key,
-    edge_inside,
-    fragment_depth,
+    fragment_test,
     keys_to_ids,
     pixel_centers,
     triangle_setup,
@@ -112,10 +111,7 @@ def visibility_pairs(
         x = x0[inst] + off % width
         y = y0[inst] + off // width
         px, py = px_all[x], py_all[y]
-        inside = edge_inside(coef[inst], incl[inst], px, py)
-        d = fragment_depth(dcoef[inst], det[inst], px, py)
-        inside &= (d >= -1.0) & (d <= 1.0)
-        d32 = d.to(torch.float32)
+        inside, d32 = fragment_test(coef[inst], incl[inst], dcoef[inst], det[inst], px, py)
         pix = (inst // n_f) * (h * w) + y * w + x
         if floor is not None:
             inside &= d32 > floor[pix]

@@ -36,6 +36,7 @@ __all__ = [
     "edge_inside",
     "fragment_depth",
     "fragment_depth32",
+    "fragment_test",
     "keys_to_ids",
     "pixel_centers",
     "triangle_setup",
@@ -155,6 +156,23 @@ def keys_to_ids(keys: torch.Tensor) -> torch.Tensor:
     return torch.where(keys == EMPTY_KEY, torch.zeros_like(ids), ids).to(torch.int32)
 
 
+def fragment_test(
+    coef: torch.Tensor,
+    inclusive: torch.Tensor,
+    depth_coef: torch.Tensor,
+    det: torch.Tensor,
+    px: torch.Tensor,
+    py: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(covered, float32 depth) of pixels: the edge test with the fill rule, the
+    near/far clip (-1 <= z/w <= 1), and the depth the kernels compare. Shapes as
+    in `edge_inside`."""
+    inside = edge_inside(coef, inclusive, px, py)
+    d = fragment_depth(depth_coef, det, px, py)
+    inside &= (d >= -1.0) & (d <= 1.0)
+    return inside, d.to(torch.float32)
+
+
 def fragment_depth32(clip: torch.Tensor, tris: torch.Tensor, tri_id: torch.Tensor) -> torch.Tensor:
     """The float32 depth the kernels used for each visible fragment; +inf where empty.
 
@@ -212,10 +230,9 @@ def visibility(
     for f0 in range(0, n_tris, chunk):
         f1 = min(n_tris, f0 + chunk)
         st = triangle_setup(clip[:, tl[f0:f1]])  # [B,Fc,...]
-        inside = edge_inside(st.coef[..., None, :, :], st.inclusive[..., None, :], pxg, pyg)
-        d = fragment_depth(st.depth_coef[..., None, :], st.det[..., None], pxg, pyg)
-        inside &= st.valid[..., None] & (d >= -1.0) & (d <= 1.0)
-        d32 = d.to(torch.float32)
+        inside, d32 = fragment_test(st.coef[..., None, :, :], st.inclusive[..., None, :],
+                                    st.depth_coef[..., None, :], st.det[..., None], pxg, pyg)
+        inside &= st.valid[..., None]
         if floor is not None:
             inside &= d32 > floor
         ids = torch.arange(f0 + 1, f1 + 1, device=dev).view(1, -1, 1)
