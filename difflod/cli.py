@@ -120,7 +120,7 @@ def _cmd_info(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
-    from difflod.evaluate.evaluate import evaluate, format_table, write_metrics
+    from difflod.evaluate.report import evaluate_into
     from difflod.models import open_model
 
     if args.views < 1 or args.res < 8:
@@ -133,21 +133,10 @@ def _cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
     if not args.reference.startswith("asset:"):
         files["reference"] = Path(args.reference)
     backend = None if args.backend in (None, "auto") else args.backend
-    results = evaluate(reference, candidates, views=args.views, res=args.res, seed=args.seed,
-                       backend=backend, files=files)
-    print(format_table(results))
+    evaluate_into(args.out, reference, candidates, views=args.views, res=args.res,
+                  seed=args.seed, backend=backend, files=files)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_metrics(out / "metrics.json", results)
-        try:
-            from difflod.evaluate.report import write_report_for_run
-        except ImportError:
-            pass
-        else:
-            write_report_for_run(out / "report", reference, candidates, results,
-                                 backend=backend, res=args.res)
-        print(f"wrote {out}")
+        print(f"wrote {args.out}")
     return 0
 
 

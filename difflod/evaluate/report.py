@@ -28,12 +28,19 @@ import numpy as np
 import torch
 
 from difflod.evaluate import metrics as M
-from difflod.evaluate.evaluate import jsonable, normalize_to, render_views
+from difflod.evaluate.evaluate import (
+    evaluate,
+    format_table,
+    jsonable,
+    normalize_to,
+    render_views,
+    write_metrics,
+)
 from difflod.io.atomic import atomic_path, atomic_write_text
 from difflod.io.image import write_image
 from difflod.mesh import Mesh
 
-__all__ = ["turntable_frames", "write_report", "write_report_for_run"]
+__all__ = ["evaluate_into", "turntable_frames", "write_report", "write_report_for_run"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;
@@ -318,3 +325,27 @@ def write_report_for_run(out_dir: str | Path, reference: Mesh, candidates: dict[
             frames[name] = turntable_frames(m, turntable, tres, backend=backend)
     return write_report(out_dir, reference_images=ref_img, candidate_images=cand_img,
                         metrics=results, history=history, config=config, turntable=frames)
+
+
+def evaluate_into(out_dir: str | Path | None, reference: Mesh, candidates: dict[str, Mesh], *,
+                  views: int, res: int, seed: int, backend: str | None,
+                  files: dict[str, Path] | None = None, extra: dict[str, Any] | None = None,
+                  history: Sequence[dict[str, Any]] | None = None,
+                  config: dict[str, Any] | None = None, quiet: bool = False) -> dict[str, Any]:
+    """The whole evaluation job of `difflod eval`, `train` and `simplify`.
+
+    Evaluates the candidates, adds `extra` keys to the results, prints the
+    table unless `quiet`, and with an `out_dir` writes metrics.json and report/.
+    """
+    results = evaluate(reference, candidates, views=views, res=res, seed=seed,
+                       backend=backend, files=files)
+    results.update(extra or {})
+    if not quiet:
+        print(format_table(results))
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_metrics(out / "metrics.json", results)
+        write_report_for_run(out / "report", reference, candidates, results, history=history,
+                             config=config, backend=backend, res=res)
+    return results

@@ -100,22 +100,11 @@ def evaluate_run(out_dir: Path, config: TrainConfig, reference: Mesh,
     `files` maps candidate names to their written files (for file sizes);
     the run's own mesh.glb is added as "difflod".
     """
-    from difflod.evaluate.evaluate import evaluate, format_table, write_metrics
+    from difflod.evaluate.report import evaluate_into
 
-    backend = config.backend if config.backend != "auto" else None
-    files = {"difflod": out_dir / "mesh.glb", **(files or {})}
-    results = evaluate(reference, candidates, views=config.eval_views, res=config.eval_res,
-                       seed=config.seed, backend=backend, files=files)
-    if seconds is not None:
-        results["train_seconds"] = seconds
-    write_metrics(out_dir / "metrics.json", results)
-    if not quiet:
-        print(format_table(results))
-    try:
-        from difflod.evaluate.report import write_report_for_run
-    except ImportError:
-        return results
-    write_report_for_run(out_dir / "report", reference, candidates, results,
-                         history=history, config=config.to_dict(), backend=backend,
-                         res=config.eval_res)
-    return results
+    return evaluate_into(
+        out_dir, reference, candidates, views=config.eval_views, res=config.eval_res,
+        seed=config.seed, backend=config.backend if config.backend != "auto" else None,
+        files={"difflod": out_dir / "mesh.glb", **(files or {})},
+        extra={} if seconds is None else {"train_seconds": seconds}, history=history,
+        config=config.to_dict(), quiet=quiet)
