@@ -12,14 +12,13 @@ Every file is written atomically.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from difflod.config import TrainConfig
-from difflod.io.atomic import atomic_write_bytes
+from difflod.evaluate.evaluate import write_metrics as _write_json  # strict JSON, atomic
 from difflod.mesh import Mesh
 
 if TYPE_CHECKING:
@@ -32,19 +31,6 @@ __all__ = [
     "write_history",
     "write_mesh",
 ]
-
-
-def _write_json(path: Path, data: object) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, default=_json_default) + "\n")
-                       .encode("utf-8"))
-
-
-def _json_default(x: object) -> object:
-    if isinstance(x, float):
-        return str(x)
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(type(x).__name__)
 
 
 def write_config(out_dir: Path, config: TrainConfig) -> None:
