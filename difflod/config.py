@@ -11,6 +11,7 @@ Unknown keys and bad values raise `ConfigError` naming the key, the source
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -146,14 +147,11 @@ def _coerce(key: str, value: Any, tp: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for alt in args:
             if alt is type(None):
                 continue
-            try:
+            with contextlib.suppress(ConfigError):
                 return _coerce(key, value, alt, where)
-            except ConfigError as e:
-                errors.append(str(e))
         allowed = " or ".join(_describe(a) for a in args)
         raise ConfigError(f"{where}: '{key}' must be {allowed}, got {value!r}")
     if origin is tuple:
