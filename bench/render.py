@@ -76,9 +76,10 @@ def make_step(backend: str, n_tris: int, res: int, batch: int, device: torch.dev
         rast, rast_db = rasterize(clip, tris, (res, res), grad_db=full, backend=backend)
         if not full:
             return rast[..., :3].sum()
-        tc, tc_da = interpolate(uv, rast, tris, rast_db=rast_db, diff_attrs="all")
+        tc, tc_da = interpolate(uv, rast, tris, rast_db=rast_db, diff_attrs="all",
+                                   backend=backend)
         color = texture(t, tc, tc_da, filter_mode="linear-mipmap-linear", backend=backend)
-        color = antialias(color, rast, clip, tris, topology=topo)
+        color = antialias(color, rast, clip, tris, topology=topo, backend=backend)
         return color.sum()
 
     return forward, ("rast+interp+tex+aa" if full else "rasterize only"), int(tris.shape[0])

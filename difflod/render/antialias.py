@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from difflod.render.backends import get_backend
 from difflod.render.topology import Topology
 
 __all__ = ["antialias"]
@@ -79,7 +80,8 @@ def _det3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 
 def antialias(color: torch.Tensor, rast: torch.Tensor, clip_pos: torch.Tensor,
-              tris: torch.Tensor, *, topology: Topology | None = None) -> torch.Tensor:
+              tris: torch.Tensor, *, topology: Topology | None = None,
+              backend: str | None = None) -> torch.Tensor:
     """Blend colours across silhouette edges by their analytic coverage.
 
     Args:
@@ -90,12 +92,15 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, clip_pos: torch.Tensor,
         tris: `[F,3]` int32/int64 triangles used for it.
         topology: `Topology.from_tris(tris)`, to reuse across calls; built
             here when None.
+        backend: "auto", "cpu", "cuda", "torch" or None (DIFFLOD_BACKEND, then
+            auto); validated against color's device.
 
     Returns:
         `[B,H,W,C]` antialiased image in color's dtype; differentiable with
         respect to color and clip_pos (not rast).
     """
     _check(color, rast, clip_pos, tris, topology)
+    get_backend(backend, color.device)
     if topology is None:
         topology = Topology.from_tris(tris)
     bsz, h, w, nc = color.shape

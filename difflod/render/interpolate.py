@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
+from difflod.render.backends import get_backend
+
 __all__ = ["interpolate"]
 
 
@@ -90,7 +92,8 @@ def _desc(t: object) -> str:
 
 def interpolate(attr: torch.Tensor, rast: torch.Tensor, tris: torch.Tensor,
                 rast_db: torch.Tensor | None = None,
-                diff_attrs: str | Sequence[int] | None = None,
+                diff_attrs: str | Sequence[int] | None = None, *,
+                backend: str | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Interpolate per-vertex attributes over the raster.
 
@@ -103,6 +106,8 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tris: torch.Tensor,
             needed when diff_attrs is given.
         diff_attrs: "all" or a list of channel indices whose screen-space
             derivatives to return.
+        backend: "auto", "cpu", "cuda", "torch" or None (DIFFLOD_BACKEND, then
+            auto); validated against rast's device.
 
     Returns:
         `(out, out_da)`: out `[B,H,W,C]` in attr's dtype (0 on empty pixels);
@@ -110,6 +115,7 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tris: torch.Tensor,
         in diff_attrs, in order, or None when diff_attrs is None.
     """
     _check(attr, rast, tris, rast_db)
+    get_backend(backend, rast.device)
     bsz, h, w, _ = rast.shape
     nv, nc = attr.shape[-2], attr.shape[-1]
 
