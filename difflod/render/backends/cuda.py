@@ -32,11 +32,20 @@ check the kernel on machines without a GPU.
 
 from __future__ import annotations
 
-import contextlib
 import math
 
+import numpy as np
 import torch
 
+from difflod.render.backends.cuda_launch import (
+    SIM,
+    THREADS,
+    as_array,
+    available,
+    blocks,
+    cuda,
+    launch,
+)
 from difflod.render.backends.torch_ref import (
     EMPTY_KEY,
     depth_key,
@@ -126,33 +135,22 @@ def visibility_pairs(
 # ---------------------------------------------------------------------------
 
 TILE = 8  # tile side, in pixels, of one raster work item
-_THREADS = 256
 
-try:
-    import numpy as np
-    from numba import config as _nb_config
-    from numba import cuda as _cuda
+if cuda is not None and SIM:
 
-    _SIM = bool(_nb_config.ENABLE_CUDASIM)
-except ImportError:  # pragma: no cover - numba is a dependency
-    _cuda = None
-    _SIM = False
-
-if _cuda is not None and _SIM:
-
-    @_cuda.jit(device=True)
+    @cuda.jit(device=True)
     def _mul(a, b):  # pragma: no cover - simulator only
         return a * b
 
-    @_cuda.jit(device=True)
+    @cuda.jit(device=True)
     def _add(a, b):  # pragma: no cover - simulator only
         return a + b
 
-    @_cuda.jit(device=True)
+    @cuda.jit(device=True)
     def _f32_bits(x):  # pragma: no cover - simulator only
         return np.float32(x).view(np.int32)
 
-elif _cuda is not None:  # pragma: no cover - needs a GPU
+elif cuda is not None:  # pragma: no cover - needs a GPU
     # numba-cuda (0.2x) registers an overload for np.row_stack when it first
     # compiles, and NumPy 2.4 removed that alias of vstack: restore the alias
     # (same function) so the kernels compile on such installs.
@@ -164,13 +162,13 @@ elif _cuda is not None:  # pragma: no cover - needs a GPU
     _add = _libdevice.dadd_rn
     _f32_bits = _libdevice.float_as_int
 
-if _cuda is not None:
+if cuda is not None:
 
-    @_cuda.jit(device=True)
+    @cuda.jit(device=True)
     def _sub(a, b):  # pragma: no cover - numba
         return _add(a, -b)
 
-    @_cuda.jit(device=True)
+    @cuda.jit(device=True)
     def _edge(ax, ay, aw, bx, by, bw):  # pragma: no cover - numba
         """Edge cross product in canonical endpoint order, times its sign s; and s."""
         j_first = (ax < bx) or (ax == bx and ((ay < by) or (ay == by and aw <= bw)))
@@ -185,14 +183,14 @@ if _cuda is not None:
         ez = _mul(_sub(_mul(lx, hy), _mul(ly, hx)), s)
         return ex, ey, ez, s
 
-    @_cuda.jit(device=True)
+    @cuda.jit(device=True)
     def _screen(v, vw, n):  # pragma: no cover - numba
         """Pixel coordinate of NDC v / vw on an axis of n pixels."""
         return _sub(_mul(_add(v / vw, 1.0), _mul(0.5, float(n))), 0.5)
 
-    @_cuda.jit
+    @cuda.jit
     def _setup_kernel(clip, tris, h, w, tile, coef, box, ntiles):  # pragma: no cover
-        t = _cuda.grid(1)
+        t = cuda.grid(1)
         n_f = tris.shape[0]
         if t >= clip.shape[0] * n_f:
             return
@@ -246,9 +244,9 @@ if _cuda is not None:
         if bx0 <= bx1 and by0 <= by1:
             ntiles[t] = ((bx1 - bx0 + tile) // tile) * ((by1 - by0 + tile) // tile)
 
-    @_cuda.jit
+    @cuda.jit
     def _raster_kernel(coef, box, ends, n_f, h, w, tile, floor, use_floor, keys):  # pragma: no cover
-        g = _cuda.grid(1)
+        g = cuda.grid(1)
         n = ends.shape[0]
         if g >= ends[n - 1]:
             return
@@ -306,23 +304,12 @@ if _cuda is not None:
                     bits = bits ^ 0x7FFFFFFF
                 key = (np.int64(bits) << 32) | np.int64(fid)
                 if key < keys[pix]:
-                    _cuda.atomic.min(keys, pix, key)
-
-
-def _arr(t: torch.Tensor) -> object:
-    """The kernel argument for a tensor: a numpy view (simulator) or a numba device array."""
-    if _SIM:
-        return t.numpy()  # shares memory with the tensor
-    return _cuda.as_cuda_array(t.detach(), sync=False)  # pragma: no cover - needs a GPU
-
-
-def _blocks(n: int) -> int:
-    return max(1, (n + _THREADS - 1) // _THREADS)
+                    cuda.atomic.min(keys, pix, key)
 
 
 def kernels_available() -> bool:
     """True when numba's CUDA support (or its simulator) is importable."""
-    return _cuda is not None
+    return available()
 
 
 def visibility_kernel(
@@ -344,7 +331,7 @@ def visibility_kernel(
     Raises:
         RuntimeError: numba's CUDA support is not importable.
     """
-    if _cuda is None:
+    if cuda is None:
         raise RuntimeError("numba.cuda is not importable: use visibility_pairs")
     n_b, n_f = clip.shape[0], tris.shape[0]
     dev = clip.device
@@ -363,21 +350,16 @@ def visibility_kernel(
     )
     clip = clip.contiguous()
     tris = tris.contiguous()
-    if _SIM:
-        ctx: contextlib.AbstractContextManager = contextlib.nullcontext()
-    else:  # pragma: no cover - needs a GPU
-        ctx = _cuda.gpus[dev.index if dev.index is not None else torch.cuda.current_device()]
-    with ctx:
-        stream = 0 if _SIM else _cuda.external_stream(torch.cuda.current_stream(dev).cuda_stream)
-        _setup_kernel[_blocks(n_items), _THREADS, stream](
-            _arr(clip), _arr(tris), h, w, TILE, _arr(coef), _arr(box), _arr(ntiles)
+    with launch(dev) as stream:
+        _setup_kernel[blocks(n_items), THREADS, stream](
+            as_array(clip), as_array(tris), h, w, TILE, as_array(coef), as_array(box), as_array(ntiles)
         )
         ends = torch.cumsum(ntiles, 0)
         total = int(ends[-1])  # the one host sync: sizes the raster grid
         if total > 0:
-            _raster_kernel[_blocks(total), _THREADS, stream](
-                _arr(coef), _arr(box), _arr(ends), n_f, h, w, TILE, _arr(floor), use_floor,
-                _arr(keys)
+            _raster_kernel[blocks(total), THREADS, stream](
+                as_array(coef), as_array(box), as_array(ends), n_f, h, w, TILE, as_array(floor), use_floor,
+                as_array(keys)
             )
     return keys_to_ids(keys).reshape(n_b, h, w)
 
@@ -404,6 +386,6 @@ class CudaBackend:
         depth_floor: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """See difflod.render.backends.Backend.visibility."""
-        if kernels_available() and not _SIM:
+        if kernels_available() and not SIM:
             return visibility_kernel(clip, tris, h, w, depth_floor)
         return visibility_pairs(clip, tris, h, w, depth_floor)
