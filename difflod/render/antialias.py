@@ -1,5 +1,5 @@
 """Analytic antialiasing of silhouette edges (Laine et al. 2020, "Modular
-Primitives for High-Performance Differentiable Rendering"), in plain PyTorch.
+Primitives for High-Performance Differentiable Rendering").
 
 Rasterization decides visibility by point samples, so the rendered image is
 piecewise constant in the vertex positions and their gradient is zero. This
@@ -17,13 +17,31 @@ crosses the segment from A's centre to B's centre, at fraction c (0 at A,
 c is computed from the edge's projected end points, so gradients reach the
 colours and, through c, the clip-space positions of the edge's vertices.
 The discrete choices (pairs, front triangle, edge) are made without
-gradient; the pairs are gathered with masks and processed as flat tensors,
-and the blend is one `index_add` (autograd keeps only per-pair tensors).
+gradient.
+
+Backends (`backend=`, resolved by difflod.render.backends.get_backend):
+
+- "torch": the plain-torch reference below (`_antialias_torch`): the pairs
+  are gathered with masks and processed as flat tensors, and the blend is
+  one `index_add` (autograd keeps only per-pair tensors). Any float dtype.
+- "cpu": numba kernels (backends/cpu_antialias.py) behind `_AntialiasCpu`.
+- "cuda": numba-cuda kernels (backends/cuda_antialias.py) behind
+  `_AntialiasCuda`; the reference where numba's CUDA target is missing.
+
+The fused paths (float32/float64; other dtypes use the reference) make the
+reference's discrete choices with its arithmetic, so their outputs equal
+the reference's; their gradients agree to rounding. They are once
+differentiable. Validation of values is cheap: shapes, dtypes and devices
+are checked here; vertex indices by one `aminmax` on the host (cpu, torch)
+or a device flag (cuda), and triangle ids inside the kernels, so the cuda
+path syncs with the host once per call (reading that flag).
+Speed: see the kernel modules' docstrings.
 """
 
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from difflod.render.backends import get_backend
 from difflod.render.topology import Topology
@@ -58,10 +76,6 @@ def _check(color, rast, clip_pos, tris, topology) -> None:
         if t.device != color.device:
             raise ValueError(f"{name} is on {t.device} but color is on {color.device}; "
                              "all inputs must be on one device")
-    nv = clip_pos.shape[-2]
-    if tris.numel() and (int(tris.min()) < 0 or int(tris.max()) >= nv):
-        raise ValueError(f"tris holds vertex indices outside [0, {nv}) "
-                         f"(clip_pos has {nv} vertices)")
     if topology is not None:
         if not isinstance(topology, Topology) or topology.tris.shape != tris.shape:
             raise ValueError(f"topology must be Topology.from_tris(tris) for these "
@@ -69,6 +83,24 @@ def _check(color, rast, clip_pos, tris, topology) -> None:
         if topology.opposite.device != color.device:
             raise ValueError(f"topology is on {topology.opposite.device} but color is on "
                              f"{color.device}; use topology.to(device)")
+
+
+def _tris_out_of_range(nv: int) -> ValueError:
+    return ValueError(f"tris holds vertex indices outside [0, {nv}) "
+                      f"(clip_pos has {nv} vertices)")
+
+
+def _ids_out_of_range(n_tris: int) -> ValueError:
+    return ValueError(f"rast holds triangle ids outside [0, {n_tris}] "
+                      f"(id + 1 of the {n_tris} triangles of tris, 0 = empty)")
+
+
+def _check_tris_range(tris: torch.Tensor, nv: int) -> None:
+    """Host check of tris' values (one pass; a host sync on GPU tensors)."""
+    if tris.numel():
+        lo, hi = torch.aminmax(tris)
+        if int(lo) < 0 or int(hi) >= nv:
+            raise _tris_out_of_range(nv)
 
 
 def _det3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -100,15 +132,130 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, clip_pos: torch.Tensor,
         respect to color and clip_pos (not rast).
     """
     _check(color, rast, clip_pos, tris, topology)
-    get_backend(backend, color.device)
+    name = get_backend(backend, color.device).name
+    nv = clip_pos.shape[-2]
+    fused = color.dtype in (torch.float32, torch.float64) and (
+        name == "cpu" or (name == "cuda" and _cuda_kernels_available()))
+    if not (fused and name == "cuda"):
+        _check_tris_range(tris, nv)  # the cuda kernels check on the device instead
     if topology is None:
         topology = Topology.from_tris(tris)
+    if not fused:
+        return _antialias_torch(color, rast, clip_pos, topology)
+    return _fused(name, color, rast, clip_pos, topology)
+
+
+def _cuda_kernels_available() -> bool:
+    from difflod.render.backends.cuda_launch import SIM, available
+
+    return available() and not SIM
+
+
+def _fused(name: str, color: torch.Tensor, rast: torch.Tensor, clip_pos: torch.Tensor,
+           topology: Topology) -> torch.Tensor:
+    """The fused path of backend `name` ("cpu" or "cuda"), inputs already checked."""
+    clip = clip_pos.to(color.dtype)
+    per_image = clip.dim() == 3 and clip.shape[0] > 1
+    fn = _AntialiasCpu if name == "cpu" else _AntialiasCuda
+    return fn.apply(color, clip, rast, topology, per_image)
+
+
+class _AntialiasCpu(torch.autograd.Function):
+    """The fused CPU path: numba kernels of backends/cpu_antialias.py."""
+
+    @staticmethod
+    def forward(ctx, color, clip, rast, topology, per_image):  # type: ignore[override]
+        from difflod.render.backends import cpu_antialias as kernels
+
+        _, h, w, nc = color.shape
+        color_c, clip_c, rast_c = (t.detach().contiguous() for t in (color, clip, rast))
+        tris, opp = topology.tris.contiguous(), topology.opposite.contiguous()
+        out, hits, bad = kernels.forward(
+            color_c.reshape(-1, nc).numpy(), rast_c.reshape(-1, 4).numpy(),
+            clip_c.reshape(-1, 4).numpy(), tris.numpy(), opp.numpy(),
+            clip.shape[-2], per_image, h, w)
+        if bad:
+            raise _ids_out_of_range(tris.shape[0])
+        ctx.save_for_backward(color_c, clip_c, rast_c)
+        ctx.tris = tris
+        ctx.record = (hits, per_image)
+        return torch.from_numpy(out).reshape(color.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):  # type: ignore[override]
+        from difflod.render.backends import cpu_antialias as kernels
+
+        color, clip, rast = ctx.saved_tensors
+        hits, per_image = ctx.record
+        _, h, w, nc = color.shape
+        g = grad.to(color.dtype).contiguous().reshape(-1, nc).numpy()
+        g_color = g_clip = None
+        if ctx.needs_input_grad[0]:
+            g_color = torch.from_numpy(kernels.backward_color(g, hits, w))
+            g_color = g_color.reshape(color.shape)
+        if ctx.needs_input_grad[1]:
+            g_clip = kernels.backward_clip(
+                g, color.reshape(-1, nc).numpy(), rast.reshape(-1, 4).numpy(),
+                clip.reshape(-1, 4).numpy(), ctx.tris.numpy(), hits,
+                clip.shape[-2], per_image, h, w)
+            g_clip = torch.from_numpy(g_clip).to(clip.dtype).reshape(clip.shape)
+        return g_color, g_clip, None, None, None
+
+
+class _AntialiasCuda(torch.autograd.Function):
+    """The fused GPU path: numba-cuda kernels of backends/cuda_antialias.py."""
+
+    @staticmethod
+    def forward(ctx, color, clip, rast, topology, per_image):  # type: ignore[override]
+        from difflod.render.backends import cuda_antialias as kernels
+
+        _, h, w, nc = color.shape
+        color_c, clip_c, rast_c = (t.detach().contiguous() for t in (color, clip, rast))
+        tris, opp = topology.tris.contiguous(), topology.opposite.contiguous()
+        out, code, cov, flag = kernels.forward(
+            color_c.reshape(-1, nc), rast_c.reshape(-1, 4), clip_c.reshape(-1, 4), tris, opp,
+            clip.shape[-2], per_image, h, w)
+        bad_ids, bad_tris = flag.tolist()  # the one host sync: validation of the values
+        if bad_tris:
+            raise _tris_out_of_range(clip.shape[-2])
+        if bad_ids:
+            raise _ids_out_of_range(tris.shape[0])
+        ctx.save_for_backward(color_c, clip_c, rast_c, code, cov)
+        ctx.tris = tris
+        ctx.per_image = per_image
+        return out.reshape(color.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):  # type: ignore[override]
+        from difflod.render.backends import cuda_antialias as kernels
+
+        color, clip, rast, code, cov = ctx.saved_tensors
+        _, h, w, nc = color.shape
+        g = grad.to(color.dtype).contiguous().reshape(-1, nc)
+        g_color = g_clip = None
+        if ctx.needs_input_grad[0]:
+            g_color = kernels.backward_color(g, code, cov, h, w).reshape(color.shape)
+        if ctx.needs_input_grad[1]:
+            g_clip = kernels.backward_clip(
+                g, color.reshape(-1, nc), rast.reshape(-1, 4), clip.reshape(-1, 4), ctx.tris,
+                code, cov, clip.shape[-2], ctx.per_image, h, w).reshape(clip.shape)
+        return g_color, g_clip, None, None, None
+
+
+def _antialias_torch(color: torch.Tensor, rast: torch.Tensor, clip_pos: torch.Tensor,
+                     topology: Topology) -> torch.Tensor:
+    """The plain-torch reference (backend "torch"); see the module docstring."""
     bsz, h, w, nc = color.shape
     nv = clip_pos.shape[-2]
+    n_tris = topology.tris.shape[0]
     color_flat = color.reshape(-1, nc)
     ids = rast[..., 3].detach().to(torch.long).reshape(-1)
-    if ids.numel() and int(ids.max()) > tris.shape[0]:
-        raise ValueError(f"rast holds triangle ids above the {tris.shape[0]} triangles of tris")
+    if ids.numel():
+        lo, hi = torch.aminmax(ids)
+        if int(lo) < 0 or int(hi) > n_tris:
+            raise _ids_out_of_range(n_tris)
     depth = rast[..., 2].detach().reshape(-1)
     per_image = clip_pos.dim() == 3 and clip_pos.shape[0] > 1
     pos_flat = clip_pos.reshape(-1, 4)
