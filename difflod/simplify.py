@@ -15,7 +15,9 @@ The whole automatic pipeline, with no base mesh to make by hand:
    - mesh/mesh.obj (+ mtl, textures) and mesh.glb — the result;
    - qem_bake.glb — the QEM + bake baseline it started from;
    - metrics.json and report/ — reference vs "qem_bake" vs "difflod" on
-     held-out views, so the gain over the usual pipeline is one table.
+     held-out views, so the gain over the usual pipeline is one table (plus
+     "initial", the QEM geometry with its random textures, when training
+     starts from noise: `init_textures: "random"`).
 
 The bake's tangent-space normal map is brought to the tangent frame the
 renderer computes (MikkTSpace-style, geometry/tangents.py) before anything
@@ -70,6 +72,7 @@ SIMPLIFY_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "learning_rate": [0.002, 0.01], "init_textures": "base"})
 
 BASELINE_NAME = "qem_bake"
+INITIAL_NAME = "initial"  # the start of training, evaluated when it is not the baseline
 
 
 @dataclass
@@ -218,6 +221,9 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     outputs.write_config(out, config)
     save(base, out / f"{BASELINE_NAME}.glb")
     trainer = Trainer(config, ref_n, base_n, out, quiet=quiet)
+    candidates = {BASELINE_NAME: base.to("cpu")}
+    if config.init_textures == "random":  # the start differs from the baseline: show it too
+        candidates[INITIAL_NAME] = frame.from_unit(trainer.trainable.base_mesh().clone()).to("cpu")
     t0 = time.perf_counter()
     trainer.run(save_progress=lambda it: outputs.save_progress_image(trainer, it))
     seconds = time.perf_counter() - t0
@@ -227,8 +233,7 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     trainer.save_checkpoint()
     metrics = None
     if evaluate:
-        metrics = outputs.evaluate_run(out, config, ref_mesh,
-                                       {BASELINE_NAME: base.to("cpu"), "difflod": final},
+        metrics = outputs.evaluate_run(out, config, ref_mesh, {**candidates, "difflod": final},
                                        history=trainer.history, seconds=seconds,
                                        files={BASELINE_NAME: out / f"{BASELINE_NAME}.glb"},
                                        quiet=quiet)
