@@ -9,30 +9,30 @@ second one blends over the few pixel pairs that hit an edge. Measured on
 the 2-core development machine while other jobs loaded it (load average
 4-7, so absolute numbers are inflated and only the ratios mean much): one
 512x512 view of bench/render.py's 20k-triangle UV sphere, float32, medians
-of 9 interleaved runs in one process (/tmp/aa_time.py of the report):
+of 9 interleaved runs in one process (torch, cpu, torch, ...):
 forward 1116 ms (torch) vs 85.5 ms (cpu), forward+backward 1296 vs 91.6 ms;
 with one thread each (NUMBA_NUM_THREADS=OMP_NUM_THREADS=1) 393 vs 63.7 ms
 and 485 vs 72.4 ms: 6-14x faster.
 
 Layout. Every pixel p owns two pair slots: 2p (p and its right neighbour)
-and 2p+1 (p and the pixel above, p + W). The forward pass writes, per slot,
-`code` = edge k + 3 * (p is the front pixel), or -1 where no silhouette edge
-crosses the pair, and `cov` = the crossing fraction c measured from the front
-pixel, plus the number of hits per image row.
+and 2p+1 (p and the pixel above, p + W). `_find_pairs` (parallel over image
+rows) writes, per slot, `code` = edge k + 3 * (p is the front pixel), or -1
+where no silhouette edge crosses the pair, and `cov` = the crossing fraction
+c measured from the front pixel, plus the number of hits per row; `_collect`
+compacts the hits (in slot order, at per-row offsets) into `Hits`, which is
+all that backward keeps.
 
 Same choices as the reference: the discrete decisions (front pixel,
 silhouette test, crossing in [0, 1], first such edge) and the blend are
 computed in the tensors' dtype with the reference's operations in its order
-(fastmath off: no contraction into FMAs), so float32 outputs equal the
-reference's bit for bit up to the order of the blend additions, which is the
-reference's `index_add` order too.
+(fastmath off: no contraction into FMAs), and the blend adds the hits'
+deltas in the reference's `index_add` order (horizontal pairs, then
+vertical, each by pixel), so outputs equal the reference's bit for bit.
 
-No races: the blend and the colour gradient are gathers (each pixel reads the
-up to four slots that touch it, in the reference's order); the clip-position
-gradient is computed per hit in parallel into a compact list (row offsets
-from the per-row hit counts) and summed into the vertices serially, so it is
-deterministic. Gradients are computed in float64 and stored in the tensors'
-dtype.
+No races: the hits are few (pairs on silhouettes only), so the blend and
+both gradients run serially over them: deterministic, no scatter conflicts
+between pairs sharing a pixel or a vertex. The clip-position gradient is
+computed in float64 and stored in the tensors' dtype.
 
 Numba compiles each kernel per dtype on its first call (cached on disk);
 importing this module compiles nothing.
