@@ -9,6 +9,10 @@ are excluded; the table reports mean and median over the timed iterations.
     python bench/train.py [--device cpu,cuda] [--iters 10] [--warmup 3]
                           [--res 512] [--batch 8] [--texture-res 1024]
                           [--ref-triangles 50000] [--base-triangles 3072] [--json]
+                          [--profile N]
+
+--profile N prints, after the table, torch.profiler's N most expensive
+operators of one extra iteration per device (self time; CUDA time on a GPU).
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ def bench_device(device: str, args: argparse.Namespace, tmp: Path) -> dict:
         trainer.step()
         sync()
         times.append((time.perf_counter() - t0) * 1000.0)
+    if args.profile:
+        _profile_step(trainer, dev, args.profile)
     peak = (torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     return {"device": device, "name": torch.cuda.get_device_name() if dev.type == "cuda"
@@ -60,6 +66,20 @@ def bench_device(device: str, args: argparse.Namespace, tmp: Path) -> dict:
             "res": args.res, "batch": args.batch, "texture_res": args.texture_res,
             "ref_triangles": ref.num_triangles, "base_triangles": base.num_triangles,
             "psnr_last": trainer.history[-1]["psnr"]}
+
+
+def _profile_step(trainer: Trainer, dev: torch.device, rows: int) -> None:
+    """Print the `rows` most expensive operators of one iteration."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        trainer.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    print(f"# one iteration on {dev}, by {key}", file=sys.stderr)
+    print(prof.key_averages().table(sort_by=key, row_limit=rows), file=sys.stderr)
 
 
 def main() -> int:
@@ -73,6 +93,8 @@ def main() -> int:
     p.add_argument("--ref-triangles", type=int, default=50000)
     p.add_argument("--base-triangles", type=int, default=3072)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="print the N most expensive operators of one iteration")
     args = p.parse_args()
     import tempfile
 
