@@ -16,7 +16,7 @@ import torch
 
 from difflod.render.backends import get_backend
 from difflod.render.backends.torch_ref import fragment_depth32
-from difflod.render.rasterize import check_inputs, raster_from_ids
+from difflod.render.rasterize import barycentrics, check_inputs
 
 __all__ = ["DepthPeeler"]
 
@@ -76,4 +76,4 @@ class DepthPeeler:
                 fragment_depth32(self._clip32, self._tris, self._last_ids)
             tri_id = self._backend.visibility(self._clip32, self._tris32, self._h, self._w, floor)
         self._last_ids = tri_id
-        return raster_from_ids(self._clip, self._tris, tri_id, self._grad_db)
+        return barycentrics(self._clip, self._tris, tri_id, self._grad_db, self._backend.name)

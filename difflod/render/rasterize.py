@@ -1,11 +1,17 @@
-"""Differentiable rasterization: visibility from a backend, everything else in torch.
+"""Differentiable rasterization: visibility from a backend, then the barycentrics.
 
-The backend (difflod.render.backends) only decides which triangle is nearest
-at each pixel. For each covered pixel, the perspective-correct barycentrics
-(u, v), z/w and, optionally, their screen-space derivatives are recomputed
-here in float64 torch from the gathered clip-space vertices, so gradients
-with respect to clip_pos come from autograd, exactly (plain autograd rather
-than a custom Function: the recomputation *is* the backward's formula).
+The backend (difflod.render.backends) decides which triangle is nearest at
+each pixel. For each covered pixel, the perspective-correct barycentrics
+(u, v), z/w and, optionally, their screen-space derivatives are then
+recomputed in float64 from the clip-space vertices of that triangle, by
+`barycentrics`:
+
+- backend "torch": `raster_from_ids`, plain torch; gradients with respect to
+  clip_pos come from autograd. It is the reference the fused kernels are
+  tested against.
+- backends "cpu" and "cuda": fused kernels (backends/cpu_raster.py, numba;
+  backends/cuda_raster.py, numba-cuda) under a custom autograd Function, with
+  the same formulas; their backward gives the gradient of clip_pos directly.
 
 With V_i = (x_i, y_i, w_i) and the pixel centre p = (px, py, 1) in NDC,
 e_i = (V_j x V_k) . p, and (u, v) = (e_1, e_2) / (e_0 + e_1 + e_2),
@@ -20,7 +26,7 @@ import torch
 
 from difflod.render.backends import get_backend
 
-__all__ = ["check_inputs", "raster_from_ids", "rasterize"]
+__all__ = ["barycentrics", "check_inputs", "raster_from_ids", "rasterize"]
 
 MAX_RESOLUTION = 16384
 
@@ -164,6 +170,81 @@ def raster_from_ids(
     return rast, rast_db
 
 
+def _kernels(backend_name: str):
+    """The fused kernel module of a backend: forward/backward functions."""
+    if backend_name == "cpu":
+        from difflod.render.backends import cpu_raster
+
+        return cpu_raster
+    from difflod.render.backends import cuda_raster
+
+    return cuda_raster
+
+
+class _BarycentricsFn(torch.autograd.Function):
+    """rast from the fused kernels; gradient of clip from the fused backward."""
+
+    @staticmethod
+    def forward(ctx, clip, tris, tri_id, backend_name):  # type: ignore[override]
+        kernels = _kernels(backend_name)
+        rast, _, saved = kernels.barycentrics_forward(clip, tris, tri_id, False)
+        ctx.kernels = kernels
+        ctx.save_for_backward(clip, tris, tri_id, *saved)
+        ctx.set_materialize_grads(False)
+        return rast
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_rast):  # type: ignore[override]
+        if grad_rast is None or not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        clip, tris, tri_id, *saved = ctx.saved_tensors
+        grad = ctx.kernels.barycentrics_backward(clip, tris, tri_id, saved, grad_rast, None)
+        return grad, None, None, None
+
+
+class _BarycentricsDbFn(torch.autograd.Function):
+    """(rast, rast_db) from the fused kernels; gradient of clip from both."""
+
+    @staticmethod
+    def forward(ctx, clip, tris, tri_id, backend_name):  # type: ignore[override]
+        kernels = _kernels(backend_name)
+        rast, rast_db, saved = kernels.barycentrics_forward(clip, tris, tri_id, True)
+        ctx.kernels = kernels
+        ctx.save_for_backward(clip, tris, tri_id, *saved)
+        ctx.set_materialize_grads(False)
+        return rast, rast_db
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_rast, grad_db):  # type: ignore[override]
+        if (grad_rast is None and grad_db is None) or not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        clip, tris, tri_id, *saved = ctx.saved_tensors
+        grad = ctx.kernels.barycentrics_backward(clip, tris, tri_id, saved, grad_rast, grad_db)
+        return grad, None, None, None
+
+
+def barycentrics(
+    clip: torch.Tensor, tris: torch.Tensor, tri_id: torch.Tensor, grad_db: bool, backend_name: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(rast, rast_db) from per-pixel triangle ids, on the backend's path.
+
+    "cpu" and "cuda" run the fused kernels (backends/cpu_raster.py,
+    backends/cuda_raster.py) under a custom autograd Function; "torch" runs
+    raster_from_ids, the reference. Arguments and results as raster_from_ids's,
+    plus backend_name: the resolved backend name, "cpu", "cuda" or "torch".
+    """
+    if backend_name == "torch":
+        return raster_from_ids(clip, tris, tri_id, grad_db)
+    if backend_name not in ("cpu", "cuda"):
+        raise ValueError(f"backend_name: expected 'cpu', 'cuda' or 'torch', got {backend_name!r}")
+    tri_id = tri_id.to(device=clip.device, dtype=torch.int32).contiguous()
+    if grad_db:
+        return _BarycentricsDbFn.apply(clip, tris, tri_id, backend_name)
+    return _BarycentricsFn.apply(clip, tris, tri_id, backend_name), None
+
+
 def rasterize(
     clip_pos: torch.Tensor,
     tris: torch.Tensor,
@@ -204,4 +285,4 @@ def rasterize(
             w,
             None,
         )
-    return raster_from_ids(clip, tris64, tri_id, grad_db)
+    return barycentrics(clip, tris64, tri_id, grad_db, be.name)
