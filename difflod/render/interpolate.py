@@ -214,7 +214,11 @@ def _kernels(name: str) -> ModuleType | None:
         from difflod.render.backends import cpu_interpolate
 
         return cpu_interpolate
-    return None  # "cuda": the reference until the numba-cuda kernels land
+    if name == "cuda":
+        from difflod.render.backends import cuda_interpolate
+
+        return cuda_interpolate if cuda_interpolate.available() else None
+    return None
 
 
 def _interpolate_fused(attr: torch.Tensor, rast: torch.Tensor, tris: torch.Tensor,

@@ -8,6 +8,12 @@ fused path itself.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -31,17 +37,25 @@ def _scene(seed: int, b: int = B, h: int = H, w: int = W, v: int = V, f: int = F
     return clip, tris, rast, db
 
 
-def _run(backend: str, attr: torch.Tensor, rast: torch.Tensor, tris: torch.Tensor,
+def _run(backend: str | Callable, attr: torch.Tensor, rast: torch.Tensor, tris: torch.Tensor,
          db: torch.Tensor | None, diff_attrs, seed: int = 7):
-    """Outputs and the gradients of (attr, rast, db) under random upstream gradients."""
+    """Outputs and the gradients of (attr, rast, db) under random upstream gradients.
+
+    backend: a backend name for interpolate, or a function (attr, rast, tris,
+    rast_db, diff_attrs) -> (out, out_da) standing in for it.
+    """
     a = attr.detach().clone().requires_grad_(True)
     r = rast.detach().clone().requires_grad_(True)
     d = None if db is None else db.detach().clone().requires_grad_(True)
-    out, out_da = interpolate(a, r, tris, rast_db=d, diff_attrs=diff_attrs, backend=backend)
+    if callable(backend):
+        out, out_da = backend(a, r, tris, d, diff_attrs)
+    else:
+        out, out_da = interpolate(a, r, tris, rast_db=d, diff_attrs=diff_attrs, backend=backend)
     g = torch.Generator().manual_seed(seed)
-    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
+    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype).to(out.device)).sum()
     if out_da is not None:
-        loss = loss + (out_da * torch.randn(out_da.shape, generator=g, dtype=out.dtype)).sum()
+        noise = torch.randn(out_da.shape, generator=g, dtype=out.dtype).to(out.device)
+        loss = loss + (out_da * noise).sum()
     loss.backward()
     grads = (a.grad, r.grad, None if d is None else d.grad)
     return out, out_da, grads
@@ -53,14 +67,19 @@ def _attr(kind: str, seed: int, dtype: torch.dtype, b: int = B, v: int = V) -> t
     return torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
 
 
-def _assert_matches(ref, got, dtype: torch.dtype) -> None:
+def _assert_matches(ref, got, dtype: torch.dtype, exact: bool = True) -> None:
+    """Outputs equal (exact: bit for bit; else to rounding), gradients equal to rounding."""
     (o_r, da_r, g_r), (o_g, da_g, g_g) = ref, got
-    assert torch.equal(o_g, o_r)  # same operations in the same order
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-12, "rtol": 1e-12}
+    out_tol = {"atol": 0.0, "rtol": 0.0} if exact else tol  # same operations in the same order
+    if not exact and dtype == torch.float32:  # GPU: FMA contraction, atomics' summation order
+        tol = {"atol": 1e-4, "rtol": 1e-4}
+    assert o_g.dtype == o_r.dtype and o_g.device == o_r.device
+    torch.testing.assert_close(o_g, o_r, **out_tol)
     if da_r is None:
         assert da_g is None
     else:
-        assert torch.equal(da_g, da_r)
-    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-12, "rtol": 1e-12}
+        torch.testing.assert_close(da_g, da_r, **out_tol)
     for gr, gg in zip(g_r, g_g):
         if gr is None:
             assert gg is None
@@ -205,3 +224,75 @@ def test_out_of_range_indices_raise(backend: str) -> None:
         interpolate(attr, rast, bad, backend=backend)
     with pytest.raises(ValueError, match="rast holds triangle ids"):
         interpolate(attr, rast, tris[: F // 2], backend=backend)
+
+
+# ----------------------------------------------------------------------------- cuda kernels
+
+_SIM_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from test_interpolate_fused import _scene, _attr, _run, _assert_matches
+from difflod.render import interpolate as I
+from difflod.render.backends import cuda_interpolate as K
+
+def fused(a, r, t, d, ch):
+    return I._interpolate_fused(a, r, t, d, ch, K)
+
+bad = []
+for dtype in (torch.float32, torch.float64):
+    _, tris, rast, db = _scene(0, b=2, h=6, w=7, v=10, f=8, dtype=dtype)
+    for kind in ("shared", "one", "per_image"):
+        attr = _attr(kind, 0, dtype, b=2, v=10)
+        for ch in (None, [2, 0, 2], []):
+            d = None if ch is None else db
+            try:
+                _assert_matches(_run(I._interpolate_torch, attr, rast, tris, d, ch),
+                                _run(fused, attr, rast, tris, d, ch), dtype, exact=False)
+            except AssertionError as e:
+                bad.append((str(dtype), kind, ch, str(e)[:300]))
+_, tris, rast, db = _scene(1, b=1, h=5, w=6, v=8, f=6, dtype=torch.float64)
+attr = _attr("shared", 1, torch.float64, b=1, v=8)
+empty = torch.zeros_like(rast)
+out, da = fused(attr[:0], empty, tris[:0], db, [])
+if out.shape != (1, 5, 6, 4) or out.any():
+    bad.append("empty mesh")
+try:
+    fused(attr, rast, tris[:1], None, None)
+    bad.append("no error on triangle ids above F")
+except ValueError as e:
+    if "rast holds triangle ids" not in str(e):
+        bad.append(str(e))
+print("BAD", bad)
+"""
+
+
+def test_cuda_kernels_match_reference_in_numba_simulator() -> None:
+    """The numba-cuda kernels, run by numba's CUDA simulator on CPU tensors, match the reference."""
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    script = _SIM_SCRIPT.format(tests=str(Path(__file__).parent))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "BAD []" in out.stdout, out.stdout[-3000:]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_matches_reference_on_gpu(cuda: torch.device, dtype: torch.dtype) -> None:
+    """Realistic size on the GPU: 4 views of 256^2, 5000 triangles, uv-like and 3-channel attrs."""
+    clip, tris, _, _ = _scene(9, b=4, h=4, w=4, v=3000, f=5000, dtype=dtype)
+    clip, tris = clip.to(cuda), tris.to(cuda)
+    rast, db = rasterize(clip, tris, (256, 256), grad_db=True, backend="cuda")
+    assert (rast[..., 3] > 0).float().mean() > 0.3
+    for kind in ("shared", "per_image"):
+        attr = _attr(kind, 9, dtype, b=4, v=3000).to(cuda)
+        for ch in (None, "all", [1, 3]):
+            d = None if ch is None else db
+            ref = _run("torch", attr, rast, tris, d, ch)
+            got = _run("cuda", attr, rast, tris, d, ch)
+            _assert_matches(ref, got, dtype, exact=False)
+    # the pipeline's compacted raster
+    pix = (rast[..., 3].reshape(-1) > 0).nonzero().squeeze(1)
+    rc, dc = (t.reshape(-1, 4)[pix].reshape(-1, 1, 1, 4) for t in (rast, db))
+    attr = _attr("shared", 10, dtype, v=3000).to(cuda)
+    _assert_matches(_run("torch", attr, rc, tris, dc, "all"), _run("cuda", attr, rc, tris, dc, "all"),
+                    dtype, exact=False)

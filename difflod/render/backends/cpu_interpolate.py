@@ -59,7 +59,7 @@ def _corners(rast, tris, n, hw, img_rows, nv):  # pragma: no cover - numba
     if tid >= tris.shape[0]:
         return -2, 0, 0
     j0, j1, j2 = tris[tid, 0], tris[tid, 1], tris[tid, 2]
-    if min(j0, j1, j2) < 0 or max(j0, j1, j2) >= nv:
+    if min(min(j0, j1), j2) < 0 or max(max(j0, j1), j2) >= nv:
         return -2, 0, 0
     if img_rows == 0:
         return j0, j1, j2
