@@ -181,6 +181,14 @@ def _kernels(backend_name: str):
     return cuda_raster
 
 
+def _cuda_kernels_usable(clip: torch.Tensor) -> bool:
+    """Whether the numba-cuda kernels can take clip: numba.cuda importable, and
+    CUDA tensors on a GPU or CPU tensors under numba's simulator."""
+    from difflod.render.backends import cuda_launch
+
+    return cuda_launch.available() and cuda_launch.SIM != clip.is_cuda
+
+
 class _BarycentricsFn(torch.autograd.Function):
     """rast from the fused kernels; gradient of clip from the fused backward."""
 
@@ -235,10 +243,10 @@ def barycentrics(
     raster_from_ids, the reference. Arguments and results as raster_from_ids's,
     plus backend_name: the resolved backend name, "cpu", "cuda" or "torch".
     """
-    if backend_name == "torch":
-        return raster_from_ids(clip, tris, tri_id, grad_db)
-    if backend_name not in ("cpu", "cuda"):
+    if backend_name not in ("cpu", "cuda", "torch"):
         raise ValueError(f"backend_name: expected 'cpu', 'cuda' or 'torch', got {backend_name!r}")
+    if backend_name == "torch" or (backend_name == "cuda" and not _cuda_kernels_usable(clip)):
+        return raster_from_ids(clip, tris, tri_id, grad_db)
     tri_id = tri_id.to(device=clip.device, dtype=torch.int32).contiguous()
     if grad_db:
         return _BarycentricsDbFn.apply(clip, tris, tri_id, backend_name)

@@ -175,6 +175,8 @@ for dtype, seed, with_db in cases:
     c_gpu = clip.clone().requires_grad_()
     ref = raster_from_ids(c_ref, tris, ids, with_db)
     got = barycentrics(c_gpu, tris, ids, with_db, "cuda")
+    if "Barycentrics" not in type(got[0].grad_fn).__name__:
+        bad.append(("not the fused path", type(got[0].grad_fn).__name__))
     tol = 1e-5 if dtype == torch.float32 else 1e-9
     for name, a, b in (("rast", ref[0], got[0]), ("rast_db", ref[1], got[1])):
         if a is None and b is None:
@@ -256,6 +258,7 @@ def test_cuda_matches_reference_on_gpu(cuda: torch.device) -> None:
     c_gpu = clip.clone().requires_grad_()
     ref = raster_from_ids(c_ref, tris, ids, True)
     got = barycentrics(c_gpu, tris, ids, True, "cuda")
+    assert "Barycentrics" in type(got[0].grad_fn).__name__  # the fused kernels ran
     assert got[0].device.type == "cuda" and got[0].dtype == torch.float32
     assert torch.equal(got[0][..., 3], ref[0][..., 3])
     torch.testing.assert_close(got[0], ref[0], rtol=1e-5, atol=1e-5)
