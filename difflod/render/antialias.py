@@ -129,7 +129,14 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, clip_pos: torch.Tensor,
 
     Returns:
         `[B,H,W,C]` antialiased image in color's dtype; differentiable with
-        respect to color and clip_pos (not rast).
+        respect to color and clip_pos (not rast). The "cpu" and "cuda" paths
+        are once differentiable; "torch" supports higher orders.
+
+    Raises:
+        ValueError: malformed arguments, vertex indices outside clip_pos, or
+            triangle ids in rast outside [0, F].
+        difflod.errors.BackendError: the backend is unknown or cannot serve
+            color's device.
     """
     _check(color, rast, clip_pos, tris, topology)
     name = get_backend(backend, color.device).name

@@ -4,15 +4,19 @@ Why hand-written: the plain-torch reference (antialias.py, backend "torch")
 gathers the pairs of differing pixels with masks and `nonzero`, evaluates
 three candidate edges per pair as `[P,3,4]` tensors and blends with
 `index_add`; about a hundred tensor ops per call, most of them over all
-pixels. Here one pass over the pixels finds the pairs and their edges, a
-second one blends over the few pixel pairs that hit an edge. Measured on
-the 2-core development machine while other jobs loaded it (load average
-4-7, so absolute numbers are inflated and only the ratios mean much): one
-512x512 view of bench/render.py's 20k-triangle UV sphere, float32, medians
-of 9 interleaved runs in one process (torch, cpu, torch, ...):
-forward 1116 ms (torch) vs 85.5 ms (cpu), forward+backward 1296 vs 91.6 ms;
-with one thread each (NUMBA_NUM_THREADS=OMP_NUM_THREADS=1) 393 vs 63.7 ms
-and 485 vs 72.4 ms: 6-14x faster.
+pixels. Here a per-triangle table (pixel coordinates of its vertices, and
+which of its edges are silhouette edges in front of the camera: the
+pair-independent half of the test) is built once, one pass over the pixels
+finds the pairs, their edge and crossing, and the blend runs over the few
+pairs that hit an edge. Measured on the 2-core development machine while
+other jobs loaded it (load average 6-8: absolute numbers are inflated,
+only the ratios mean much): one 512x512 view of bench/render.py's
+20k-triangle UV sphere, float32, medians of 9 interleaved runs in one
+process (torch, cpu, torch, ...): forward 487 ms (torch) vs 38.8 ms (cpu),
+forward+backward 450 vs 44.9 ms; with one thread each
+(NUMBA_NUM_THREADS=OMP_NUM_THREADS=1) 346 vs 32.1 ms and 392 vs 41.3 ms:
+about 10x faster. The triangle table halved the forward kernels (single thread,
+min of 15: 29.5 -> 14.2 ms).
 
 Layout. Every pixel p owns two pair slots: 2p (p and its right neighbour)
 and 2p+1 (p and the pixel above, p + W). `_find_pairs` (parallel over image
@@ -73,15 +77,6 @@ def _signed(det, w):  # pragma: no cover - numba
     return det * w  # w is +-0 here: det * 0 in det's dtype
 
 
-@numba.njit(cache=True, fastmath=False)
-def _screen_coords(clip, consts, sx, sy):  # pragma: no cover - numba
-    """Pixel coordinates of every clip row, as the reference computes them per endpoint."""
-    one, half, half_w, half_h = consts[0], consts[1], consts[2], consts[3]
-    for v in range(clip.shape[0]):
-        sx[v] = _screen(clip[v, 0], clip[v, 3], one, half, half_w)
-        sy[v] = _screen(clip[v, 1], clip[v, 3], one, half, half_h)
-
-
 @numba.njit(cache=True, fastmath=False, inline="always")
 def _is_silhouette(clip, va, vb, vo, o):  # pragma: no cover - numba
     """Edge va-vb is a boundary (o < 0) or its neighbour's vertex o lies on vo's side."""
@@ -96,44 +91,68 @@ def _is_silhouette(clip, va, vb, vo, o):  # pragma: no cover - numba
     return s_own * s_nb > 0
 
 
-@numba.njit(cache=True, fastmath=False, inline="always")
-def _first_edge(clip, sx, sy, tris, opp, tri, base, axis, along_a, across, sign):  # pragma: no cover
-    """First silhouette edge k of triangle `tri` crossing the pair, and its crossing c.
+@numba.njit(cache=True, fastmath=False, parallel=True)
+def _triangle_table(clip, tris, opp, nv, consts, screen, edges):  # pragma: no cover - numba
+    """Per (vertex set s, triangle f): its vertices' pixel coordinates and usable edges.
 
-    Returns (k, c), k = -1 when no edge qualifies. Arithmetic in clip's dtype;
-    the tests are ordered cheapest first (their conjunction is the reference's).
+    screen[s*F+f, 2i:2i+2] = (x, y) of vertex i, rounded as the reference does;
+    edges[s*F+f] bit k = edge k is a silhouette edge with both end points at w > 0
+    (the pair-independent half of the reference's test).
     """
+    one, half, half_w, half_h = consts[0], consts[1], consts[2], consts[3]
+    n_tris = tris.shape[0]
+    for st in prange(screen.shape[0]):
+        base = (st // n_tris) * nv
+        f = st % n_tris
+        bits = 0
+        for k in range(3):
+            va = tris[f, k] + base
+            screen[st, 2 * k] = _screen(clip[va, 0], clip[va, 3], one, half, half_w)
+            screen[st, 2 * k + 1] = _screen(clip[va, 1], clip[va, 3], one, half, half_h)
+            vb = tris[f, (k + 1) % 3] + base
+            if not (clip[va, 3] > 0 and clip[vb, 3] > 0):
+                continue
+            o = opp[f, k]
+            if _is_silhouette(clip, va, vb, tris[f, (k + 2) % 3] + base, o + base if o >= 0 else o):
+                bits |= 1 << k
+        edges[st] = bits
+
+
+@numba.njit(cache=True, fastmath=False, inline="always")
+def _first_edge(screen, edges, st, axis, along_a, across, sign):  # pragma: no cover - numba
+    """First usable edge k of triangle row st crossing the pair, and its crossing c.
+
+    Returns (k, c), k = -1 when no edge qualifies. Arithmetic in the tensors' dtype.
+    """
+    bits = edges[st]
     for k in range(3):
-        va = tris[tri, k] + base
-        vb = tris[tri, (k + 1) % 3] + base
-        if not (clip[va, 3] > 0 and clip[vb, 3] > 0):
+        if not (bits >> k) & 1:
             continue
+        kb = (k + 1) % 3
         if axis == 0:
-            l0, l1, q0, q1 = sx[va], sx[vb], sy[va], sy[vb]
+            l0, l1 = screen[st, 2 * k], screen[st, 2 * kb]
+            q0, q1 = screen[st, 2 * k + 1], screen[st, 2 * kb + 1]
         else:
-            l0, l1, q0, q1 = sy[va], sy[vb], sx[va], sx[vb]
+            l0, l1 = screen[st, 2 * k + 1], screen[st, 2 * kb + 1]
+            q0, q1 = screen[st, 2 * k], screen[st, 2 * kb]
         if (q0 > across) == (q1 > across):
             continue
         t = (across - q0) / (q1 - q0)
         c = (l0 + t * (l1 - l0) - along_a) * sign
-        if not (c >= 0 and c <= 1):
-            continue
-        o = opp[tri, k]
-        if _is_silhouette(clip, va, vb, tris[tri, (k + 2) % 3] + base, o + base if o >= 0 else o):
+        if c >= 0 and c <= 1:
             return k, c
     return -1, sign
 
 
 @numba.njit(cache=True, fastmath=False, parallel=True)
-def _find_pairs(rast, clip, sx, sy, tris, opp, nv, per_image, h, w, coords,
+def _find_pairs(rast, screen, edges, n_tris, per_image, h, w, coords,
                 code, cov, row_hits, row_bad):  # pragma: no cover - numba
     """Fill code/cov per slot and the hit and bad-id counts per image row."""
-    n_tris = tris.shape[0]
     one = coords[1]
     for r in prange(rast.shape[0] // w):
         b = r // h
         y = r - b * h
-        base = b * nv if per_image else 0
+        set_base = b * n_tris if per_image else 0
         hits = 0
         bad = 0
         for x in range(w):
@@ -157,13 +176,12 @@ def _find_pairs(rast, clip, sx, sy, tris, opp, nv, per_image, h, w, coords,
                 if i1 == i0 or i1 < 0 or i1 > n_tris:
                     continue
                 front0 = i1 == 0 or (i0 != 0 and rast[p, 2] < rast[q, 2])
-                tri = (i0 if front0 else i1) - 1
+                st = set_base + (i0 if front0 else i1) - 1
                 sign = one if front0 else -one
                 pos = x if axis == 0 else y
                 along_a = coords[pos] if front0 else coords[pos + 1]
                 across = coords[y] if axis == 0 else coords[x]
-                k, c = _first_edge(clip, sx, sy, tris, opp, tri, base, axis, along_a, across,
-                                   sign)
+                k, c = _first_edge(screen, edges, st, axis, along_a, across, sign)
                 if k >= 0:
                     code[2 * p + axis] = k + (3 if front0 else 0)
                     cov[2 * p + axis] = c
@@ -329,14 +347,16 @@ def forward(color: np.ndarray, rast: np.ndarray, clip: np.ndarray, tris: np.ndar
         return out, Hits(np.zeros(0, np.int64), np.zeros(0, np.int8), np.zeros(0, color.dtype)), 0
     consts = np.array([1.0, 0.5, 0.5 * w, 0.5 * h], dtype=color.dtype)
     coords = np.arange(max(h, w, 1) + 1, dtype=color.dtype)
-    sx = np.empty(clip.shape[0], dtype=color.dtype)
-    sy = np.empty(clip.shape[0], dtype=color.dtype)
-    _screen_coords(clip, consts, sx, sy)
+    n_tris = tris.shape[0]
+    n_sets = clip.shape[0] // nv if per_image and nv else 1
+    screen = np.empty((n_sets * n_tris, 6), dtype=color.dtype)
+    edges = np.empty(n_sets * n_tris, dtype=np.uint8)
+    _triangle_table(clip, tris, opp, nv, consts, screen, edges)
     code = np.empty(2 * n, dtype=np.int8)
     cov = np.empty(2 * n, dtype=color.dtype)
     row_hits = np.empty(n // w, dtype=np.int64)
     row_bad = np.empty(n // w, dtype=np.int64)
-    _find_pairs(rast, clip, sx, sy, tris, opp, nv, per_image, h, w, coords,
+    _find_pairs(rast, screen, edges, n_tris, per_image, h, w, coords,
                 code, cov, row_hits, row_bad)
     offsets = np.zeros(row_hits.shape[0], dtype=np.int64)
     np.cumsum(row_hits[:-1], out=offsets[1:])
