@@ -70,6 +70,9 @@ def _run(backend: str, color, rast, clip, tris, topo, grad):
     c = color.detach().clone().requires_grad_(True)
     p = clip.detach().clone().requires_grad_(True)
     out = antialias(c, rast, p, tris, topology=topo, backend=backend)
+    fused = {"cpu": "_AntialiasCpuBackward", "cuda": "_AntialiasCudaBackward"}
+    if backend in fused:  # the fused kernels ran, not a fallback to the reference
+        assert type(out.grad_fn).__name__ == fused[backend]
     out.backward(grad)
     return out.detach(), c.grad, p.grad
 
@@ -210,6 +213,8 @@ for seed, per_image, dtype in ((0, True, torch.float32), (1, False, torch.float6
     c = color.clone().requires_grad_(True)
     p = clip.clone().requires_grad_(True)
     out = _fused("cuda", c, rast, p, topo)
+    if type(out.grad_fn).__name__ != "_AntialiasCudaBackward":
+        bad.append(("not the cuda Function", type(out.grad_fn).__name__))
     out.backward(grad)
     tol = 1e-5 if dtype == torch.float32 else 1e-12
     if not torch.allclose(out, out_r, atol=1e-6, rtol=0):
