@@ -72,8 +72,8 @@ def _assert_matches(ref, got, dtype: torch.dtype, exact: bool = True) -> None:
     (o_r, da_r, g_r), (o_g, da_g, g_g) = ref, got
     tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-12, "rtol": 1e-12}
     out_tol = {"atol": 0.0, "rtol": 0.0} if exact else tol  # same operations in the same order
-    if not exact and dtype == torch.float32:  # GPU: FMA contraction, atomics' summation order
-        tol = {"atol": 1e-4, "rtol": 1e-4}
+    if not exact:  # GPU: FMA contraction, atomics' summation order over thousands of pixels
+        tol = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 1e-10, "rtol": 1e-10}
     assert o_g.dtype == o_r.dtype and o_g.device == o_r.device
     torch.testing.assert_close(o_g, o_r, **out_tol)
     if da_r is None:
@@ -278,10 +278,11 @@ def test_cuda_kernels_match_reference_in_numba_simulator() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda_matches_reference_on_gpu(cuda: torch.device, dtype: torch.dtype) -> None:
-    """Realistic size on the GPU: 4 views of 256^2, 5000 triangles, uv-like and 3-channel attrs."""
-    clip, tris, _, _ = _scene(9, b=4, h=4, w=4, v=3000, f=5000, dtype=dtype)
+    """Realistic size on the GPU: 4 views of 256^2, 5000 triangles, 4-channel attributes."""
+    clip, tris, _, _ = _scene(9, b=4, h=4, w=4, v=3000, f=5000)
     clip, tris = clip.to(cuda), tris.to(cuda)
     rast, db = rasterize(clip, tris, (256, 256), grad_db=True, backend="cuda")
+    rast, db = rast.to(dtype), db.to(dtype)
     assert (rast[..., 3] > 0).float().mean() > 0.3
     for kind in ("shared", "per_image"):
         attr = _attr(kind, 9, dtype, b=4, v=3000).to(cuda)
