@@ -19,16 +19,18 @@ gradient pass 6.1 ms).
 Layout (all float64 arithmetic, fastmath off, outputs in clip's dtype):
 
 1. `_visible`: the visible (image, triangle) pairs, compacted in (image,
-   triangle) order; `slot[b*F+f]` is the pair's index or -1.
+   triangle) order, and their pixel counts; `slot[b*F+f]` is the pair's
+   index or -1.
 2. `_planes`: per visible pair, the 15 plane coefficients (E1, E2,
    E0+E1+E2, sum z_i E_i, sum w_i E_i; E_i = V_j x V_k with V = (x, y, w)).
 3. `_pixels`: per covered pixel, dot products with p = (px, py, 1) give u,
    v, z/w and the derivatives.
 4. backward, `_pixel_grads`: per covered pixel, the gradient of the 15
    coefficients, summed per visible pair. Races are avoided without atomics
-   or per-thread copies: each parallel task owns the pairs whose index is
-   its own modulo the task count and scans all pixels, skipping the others.
-   The sums are in pixel order, so results do not depend on the thread count.
+   or per-thread copies: the visible pairs are split into one contiguous run
+   per parallel task (runs of about equal pixel counts); each task scans all
+   pixels and handles those of its own pairs. The sums are in pixel order,
+   so results do not depend on the thread count.
 5. `_chain`: per visible pair, the coefficients' gradient chained to the 12
    clip coordinates of its vertices; `_scatter` adds them into the vertices
    of each image, one parallel task per image.
@@ -51,26 +53,29 @@ __all__ = ["barycentrics_backward", "barycentrics_forward"]
 
 @numba.njit(parallel=True, cache=True, fastmath=False)
 def _visible(tri_id, n_f):  # pragma: no cover - numba
-    """(pairs `[T]` int64 = b*F + f of the visible pairs, slot `[B*F]` int64)."""
+    """Visible pairs `[T]` int64 (b*F + f), slot `[B*F]` int64, pixels per pair `[T]` int64."""
     n_b, h, w = tri_id.shape
-    slot = np.full(n_b * n_f, -1, dtype=np.int64)
-    for b in prange(n_b):  # each image marks its own slots only
+    hits = np.zeros(n_b * n_f, dtype=np.int64)
+    for b in prange(n_b):  # each image counts into its own slots only
         base = b * n_f
         for y in range(h):
             for x in range(w):
                 t = tri_id[b, y, x]
                 if t > 0:
-                    slot[base + t - 1] = 0
+                    hits[base + t - 1] += 1
     count = 0
+    slot = np.full(n_b * n_f, -1, dtype=np.int64)
     for i in range(n_b * n_f):
-        if slot[i] == 0:
+        if hits[i] > 0:
             slot[i] = count
             count += 1
     pairs = np.empty(count, dtype=np.int64)
+    pixels = np.empty(count, dtype=np.int64)
     for i in range(n_b * n_f):
         if slot[i] >= 0:
             pairs[slot[i]] = i
-    return pairs, slot
+            pixels[slot[i]] = hits[i]
+    return pairs, slot, pixels
 
 
 @numba.njit(cache=True, fastmath=False, inline="always")
@@ -195,7 +200,7 @@ def _add_pixel_grad(acc, table, k, px, py, cx, cy, gu, gv, gz, g0, g1, g2, g3): 
 
 @numba.njit(parallel=True, cache=True, fastmath=False)
 def _pixel_grads(  # pragma: no cover - numba
-    tri_id, slot, table, n_f, grad_rast, with_rast, grad_db, with_db, n_tasks, acc
+    tri_id, slot, table, n_f, grad_rast, with_rast, grad_db, with_db, owner, n_tasks, acc
 ):
     """acc `[T,15]` += the plane gradients of every covered pixel (see the module docstring)."""
     n_b, h, w = tri_id.shape
@@ -210,7 +215,7 @@ def _pixel_grads(  # pragma: no cover - numba
                     if t <= 0:
                         continue
                     k = slot[b * n_f + t - 1]
-                    if k % n_tasks != task:
+                    if owner[k] != task:
                         continue
                     px = (2.0 * x + 1.0) / w - 1.0
                     gu = gv = gz = g0 = g1 = g2 = g3 = 0.0
@@ -290,6 +295,12 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
+def _owners(pixels: np.ndarray, n_tasks: int) -> np.ndarray:
+    """The task `[T]` int64 of each visible pair: contiguous runs of about equal pixel counts."""
+    before = np.cumsum(pixels) - pixels
+    return (before * n_tasks) // max(1, int(pixels.sum()))
+
+
 def barycentrics_forward(
     clip: torch.Tensor, tris: torch.Tensor, tri_id: torch.Tensor, grad_db: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -302,19 +313,20 @@ def barycentrics_forward(
         grad_db: also return rast_db.
     Returns:
         rast `[B,H,W,4]` and rast_db `[B,H,W,4]` (or None) in clip's dtype;
-        saved = (pairs `[T]` int64, slot `[B*F]` int64, table `[T,15]` float64).
+        saved = (pairs `[T]` int64, slot `[B*F]` int64, table `[T,15]` float64,
+        pixels per pair `[T]` int64).
     """
     n_b, h, w = tri_id.shape
     n_f = tris.shape[0]
     ids = _np(tri_id.to(torch.int32))
-    pairs, slot = _visible(ids, n_f)
+    pairs, slot, pixels = _visible(ids, n_f)
     table = np.empty((pairs.shape[0], 15), dtype=np.float64)
     _planes(_np(clip), _np(tris), pairs, n_f, table)
     rast = torch.zeros(n_b, h, w, 4, dtype=clip.dtype)
     rast_db = torch.zeros(n_b, h, w, 4, dtype=clip.dtype) if grad_db else None
     db_arg = rast_db.numpy() if rast_db is not None else np.zeros((1, 1, 1, 4), rast.numpy().dtype)
     _pixels(ids, slot, table, n_f, grad_db, rast.numpy(), db_arg)
-    saved = (torch.from_numpy(pairs), torch.from_numpy(slot), torch.from_numpy(table))
+    saved = tuple(torch.from_numpy(a) for a in (pairs, slot, table, pixels))
     return rast, rast_db, saved
 
 
@@ -322,7 +334,7 @@ def barycentrics_backward(
     clip: torch.Tensor,
     tris: torch.Tensor,
     tri_id: torch.Tensor,
-    saved: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    saved: tuple[torch.Tensor, ...],
     grad_rast: torch.Tensor | None,
     grad_db: torch.Tensor | None,
 ) -> torch.Tensor:
@@ -334,7 +346,7 @@ def barycentrics_backward(
         grad_rast: `[B,H,W,4]` or None (zero); channel 3 (the ids) is ignored.
         grad_db: `[B,H,W,4]` or None (zero).
     """
-    pairs, slot, table = (t.numpy() for t in saved)
+    pairs, slot, table, pixels = (t.numpy() for t in saved)
     n_f = tris.shape[0]
     grad_clip = np.zeros(clip.shape, dtype=np.float64)
     if pairs.shape[0] == 0 or (grad_rast is None and grad_db is None):
@@ -346,7 +358,8 @@ def barycentrics_backward(
     g_db = _np(grad_db) if with_db else g_rast
     acc = np.zeros((pairs.shape[0], 15), dtype=np.float64)
     n_tasks = max(1, numba.get_num_threads())
-    _pixel_grads(ids, slot, table, n_f, g_rast, with_rast, g_db, with_db, n_tasks, acc)
+    owner = _owners(pixels, n_tasks)
+    _pixel_grads(ids, slot, table, n_f, g_rast, with_rast, g_db, with_db, owner, n_tasks, acc)
     gvert = np.zeros((pairs.shape[0], 3, 4), dtype=np.float64)
     np_tris = _np(tris)
     _chain(_np(clip), np_tris, pairs, n_f, acc, gvert)
