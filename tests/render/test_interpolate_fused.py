@@ -51,6 +51,8 @@ def _run(backend: str | Callable, attr: torch.Tensor, rast: torch.Tensor, tris: 
         out, out_da = backend(a, r, tris, d, diff_attrs)
     else:
         out, out_da = interpolate(a, r, tris, rast_db=d, diff_attrs=diff_attrs, backend=backend)
+    fused = backend in ("cpu", "cuda") or getattr(backend, "__name__", "") == "fused"
+    assert _ran_fused(out) == fused  # a silent fallback to the reference cannot pass
     g = torch.Generator().manual_seed(seed)
     loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype).to(out.device)).sum()
     if out_da is not None:
@@ -59,6 +61,16 @@ def _run(backend: str | Callable, attr: torch.Tensor, rast: torch.Tensor, tris: 
     loss.backward()
     grads = (a.grad, r.grad, None if d is None else d.grad)
     return out, out_da, grads
+
+
+def _ran_fused(out: torch.Tensor) -> bool:
+    """Whether out came from the fused autograd Function (a few graph steps up)."""
+    fns = [out.grad_fn]
+    for _ in range(4):
+        if any(type(f).__name__ == "_FusedFnBackward" for f in fns):
+            return True
+        fns = [n for f in fns if f is not None for n, _ in f.next_functions]
+    return False
 
 
 def _attr(kind: str, seed: int, dtype: torch.dtype, b: int = B, v: int = V) -> torch.Tensor:
