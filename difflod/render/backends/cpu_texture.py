@@ -21,18 +21,29 @@ sampling kernels, level 0 is read and written in place, and the texel
 gradient is scattered without races and without per-thread buffers: every
 thread owns one range of texels (ranges cut so that each holds about the
 same number of taps, from a histogram taken in the first backward pass) and
-scans all pixels, adding only the taps that fall in its range. Each texel's
+scans all pixels, adding only the taps that fall in its range (a level
+wholly outside the range is skipped before its taps are computed; in the
+bench scene the 2-thread cut fell on the level 0 / level 1 boundary, so no
+tap was computed twice). Each texel's
 sum then runs in pixel order whatever the thread count: the result is
 deterministic and independent of the number of threads.
-numba's `math.floor` (Python semantics, returns an int) was ~2.5x slower
-in the lookup than `np.floor`; taps of level 0 and of the coarser levels go
-through one helper per array (no array variable chosen per pixel), which
-measured ~1.6x faster again.
-Measured (same process, back to back, ms, minimum of 7, forward /
-forward+backward of `texture(..., "linear-mipmap-linear")` with its mip
-stack, 512^2 pixels, 1024^2 RGB; the shared machine was loaded ~4x, idle
-numbers are lower, the ratios are the result): previous numba path 84 / 368,
-this one 59 / 221.
+Kernel details that measured faster (single thread, same process):
+numba's `math.floor` (Python semantics: returns an int) cost ~2.5x the
+lookup time of `np.floor`; taps of level 0 and of the coarser levels go
+through one helper per array (no array variable chosen per pixel, ~1.6x);
+wrap mode divides only when a tap index is out of range, the tap histogram
+bins by shifts, and mip levels under 2^16 texels are filtered serially in
+one call (a parallel region per tiny level cost more than its work).
+Measured with bench-like inputs (512^2 pixels of a 20k-triangle sphere,
+1024^2 RGB texture, trilinear, mip stack built per call), previous numba
+path vs this one, same process, back to back, minimum of 7 (ms):
+- CPU time, one numba thread: forward 52.9 -> 31.7, forward+backward
+  137.7 -> 100.4;
+- wall time, 2 threads, on the shared machine under load ~5-8: forward
+  84 -> 59, forward+backward 368 -> 221 (noisy; ratios only).
+Of the new single-thread 100 ms: sampling 24, mip build 7, backward pixel
+pass (uv, uv_da) 30, texel scatter 21, mip backward 8, the rest zero
+fills and the caller's autograd glue.
 
 Arithmetic: the texel coordinate `uv * size - 0.5` and the level of detail
 are rounded in the tensors' dtype as in the torch reference; blends and
@@ -55,7 +66,7 @@ __all__ = ["BOUNDARY_CODES", "build_mips", "mips_backward", "sample_backward",
 
 #: boundary mode name -> kernel code
 BOUNDARY_CODES = {"wrap": 0, "clamp": 1, "zero": 2}
-_HIST_BINS = 4096
+_HIST_BITS = 12  # the scatter balances threads over <= 2^12 bins of texels
 
 
 # ----------------------------------------------------------------------------- per-pixel helpers
@@ -70,9 +81,10 @@ def _axis(coord, size, size_f, half, boundary):  # pragma: no cover - numba
     i1 = i0 + 1
     m0 = 1.0
     m1 = 1.0
-    if boundary == 0:
-        i0 = i0 % size
-        i1 = i1 % size
+    if boundary == 0:  # wrap: i0 is almost always in range, so skip the integer division
+        if i0 < 0 or i0 >= size:
+            i0 = i0 % size
+        i1 = i0 + 1 if i0 + 1 < size else 0
     else:
         if boundary == 2:
             if i0 < 0 or i0 >= size:
@@ -222,13 +234,12 @@ def _tap_grads(src, i00, i01, i10, i11, fx, fy, m00, m01, m10, m11, grad, n):  #
 
 @numba.njit(cache=True, fastmath=False, inline="always")
 def _bwd_pass(tex0, rest, u, v, lvl, b, offs, hs, ws, fsz, half, boundary, grad, n, hist, ch,
-              n0, total, count, need_vals):  # pragma: no cover - numba
+              n0, shift, count, need_vals):  # pragma: no cover - numba
     """One level of pixel n: (d/du, d/dv, blend) summed over channels against grad[n]."""
     i00, i01, i10, i11, fx, fy, m00, m01, m10, m11 = _taps(u, v, lvl, b, offs, hs, ws, fsz,
                                                            half, boundary)
     if count:
-        vi = i00 + (0 if lvl == 0 else n0)
-        hist[ch, vi * hist.shape[1] // total] += 1
+        hist[ch, (i00 + (0 if lvl == 0 else n0)) >> shift] += 1
     if not need_vals:
         return 0.0, 0.0, 0.0
     if lvl == 0:
@@ -240,14 +251,13 @@ def _bwd_pass(tex0, rest, u, v, lvl, b, offs, hs, ws, fsz, half, boundary, grad,
 
 @numba.njit(parallel=True, cache=True, fastmath=False)
 def _sample_bwd_pixels(tex0, rest, uv, da, lod, offs, hs, ws, fsz, cst, ppt, mode, boundary,
-                       grad, need_uv, need_da, g_uv, g_da, hist, n0):  # pragma: no cover
-    """Per-pixel gradients (uv, uv_da) and a histogram of the texel taps (for the scatter)."""
+                       grad, need_uv, need_da, g_uv, g_da, hist, n0, shift):  # pragma: no cover
+    """Per-pixel gradients (uv, uv_da) and a histogram of the taps' flat index >> shift."""
     top = hs.shape[0] - 1
     half = cst[0]
     n_pix = uv.shape[0]
     batched = ppt < n_pix
     n_chunks = hist.shape[0]
-    total = n0 + rest.shape[0]
     step = (n_pix + n_chunks - 1) // n_chunks
     for ch in prange(n_chunks):
         for n in range(ch * step, min(n_pix, (ch + 1) * step)):
@@ -259,12 +269,12 @@ def _sample_bwd_pixels(tex0, rest, uv, da, lod, offs, hs, ws, fsz, cst, ppt, mod
             u = uv[n, 0]
             v = uv[n, 1]
             gu, gv, val_a = _bwd_pass(tex0, rest, u, v, la, b, offs, hs, ws, fsz, half,
-                                      boundary, grad, n, hist, ch, n0, total, True, need_vals)
+                                      boundary, grad, n, hist, ch, n0, shift, True, need_vals)
             gu *= 1.0 - fb
             gv *= 1.0 - fb
             if second:
                 gub, gvb, val_b = _bwd_pass(tex0, rest, u, v, lb, b, offs, hs, ws, fsz, half,
-                                            boundary, grad, n, hist, ch, n0, total, fb != 0.0,
+                                            boundary, grad, n, hist, ch, n0, shift, fb != 0.0,
                                             need_vals)
                 gu += gub * fb
                 gv += gvb * fb
@@ -334,42 +344,68 @@ def _scatter_tex(uv, lod, offs, hs, ws, fsz, cst, ppt, mode, boundary, grad, cut
 
 # ----------------------------------------------------------------------------- mip kernels
 
-@numba.njit(parallel=True, cache=True, fastmath=False)
-def _box_down(src, so, dst, do, ph, pw, h, w, nb):  # pragma: no cover - numba
-    """dst level (h, w) at row `do` = 2x2 (or 2x1/1x2) box filter of src level (ph, pw) at `so`."""
-    nc = src.shape[1]
+@numba.njit(cache=True, fastmath=False, inline="always")
+def _down_row(src, so, dst, do, ph, pw, h, w, r):  # pragma: no cover - numba
+    """Row r (over the texture batch) of level (h, w) at `do`: box filter of level (ph, pw)."""
     fy = 2 if ph > 1 else 1
     fx = 2 if pw > 1 else 1
     scale = 1.0 / (fy * fx)
+    b = r // h
+    y = r - b * h
+    for x in range(w):
+        d = do + r * w + x
+        for c in range(dst.shape[1]):
+            acc = 0.0
+            for dy in range(fy):
+                row = so + (b * ph + y * fy + dy) * pw + x * fx
+                for dx in range(fx):
+                    acc += src[row + dx, c]
+            dst[d, c] = acc * scale
+
+
+@numba.njit(cache=True, fastmath=False, inline="always")
+def _up_row(g_src, so, g_dst, do, ph, pw, h, w, r):  # pragma: no cover - numba
+    """Adjoint of _down_row for parent row r: add each child's gradient / (fy fx)."""
+    fy = 2 if ph > 1 else 1
+    sx = 1 if pw > 1 else 0
+    scale = 1.0 / (fy * (1 << sx))
+    b = r // ph
+    row = so + (b * h + (r - b * ph) // fy) * w
+    for px in range(pw):
+        s = row + (px >> sx)
+        d = do + r * pw + px
+        for c in range(g_dst.shape[1]):
+            g_dst[d, c] += g_src[s, c] * scale
+
+
+@numba.njit(parallel=True, cache=True, fastmath=False)
+def _box_down(src, so, dst, do, ph, pw, h, w, nb):  # pragma: no cover - numba
+    """dst level (h, w) at row `do` = 2x2 (or 2x1/1x2) box filter of src level (ph, pw) at `so`."""
     for r in prange(nb * h):
-        b = r // h
-        y = r - b * h
-        for x in range(w):
-            d = do + r * w + x
-            for c in range(nc):
-                acc = 0.0
-                for dy in range(fy):
-                    row = so + (b * ph + y * fy + dy) * pw + x * fx
-                    for dx in range(fx):
-                        acc += src[row + dx, c]
-                dst[d, c] = acc * scale
+        _down_row(src, so, dst, do, ph, pw, h, w, r)
 
 
 @numba.njit(parallel=True, cache=True, fastmath=False)
 def _box_up(g_src, so, g_dst, do, ph, pw, h, w, nb):  # pragma: no cover - numba
     """Adjoint of _box_down: add each level-(h, w) gradient / (fy fx) to its parent texels."""
-    nc = g_src.shape[1]
-    fy = 2 if ph > 1 else 1
-    fx = 2 if pw > 1 else 1
-    scale = 1.0 / (fy * fx)
     for r in prange(nb * ph):
-        b = r // ph
-        y = (r - b * ph) // fy
-        for px in range(pw):
-            s = so + (b * h + y) * w + px // fx
-            d = do + r * pw + px
-            for c in range(nc):
-                g_dst[d, c] += g_src[s, c] * scale
+        _up_row(g_src, so, g_dst, do, ph, pw, h, w, r)
+
+
+@numba.njit(cache=True, fastmath=False)
+def _small_down(rest, offs, hs, ws, nb, first):  # pragma: no cover - numba
+    """Levels first.. of `rest` from their parents, serially (small levels: no thread wake-ups)."""
+    for k in range(first, hs.shape[0]):
+        for r in range(nb * hs[k]):
+            _down_row(rest, offs[k - 1], rest, offs[k], hs[k - 1], ws[k - 1], hs[k], ws[k], r)
+
+
+@numba.njit(cache=True, fastmath=False)
+def _small_up(g_rest, offs, hs, ws, nb, last):  # pragma: no cover - numba
+    """Push levels top..last+1 of g_rest down to their parents (level >= 1), serially."""
+    for k in range(hs.shape[0] - 1, last, -1):
+        for r in range(nb * hs[k - 1]):
+            _up_row(g_rest, offs[k], g_rest, offs[k - 1], hs[k - 1], ws[k - 1], hs[k], ws[k], r)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -386,18 +422,35 @@ def _consts(hs: np.ndarray, ws: np.ndarray, dtype: torch.dtype) -> tuple[np.ndar
     return fsz, cst
 
 
+_PARALLEL_TEXELS = 1 << 16  # smaller mip levels are filtered serially
+
+
+def _first_small(hs: np.ndarray, ws: np.ndarray, nb: int) -> int:
+    """The first level >= 2 with fewer than _PARALLEL_TEXELS texels (len(hs) if none)."""
+    for k in range(2, hs.shape[0]):
+        if nb * hs[k] * ws[k] < _PARALLEL_TEXELS:
+            return k
+    return hs.shape[0]
+
+
 def build_mips(tex0: torch.Tensor, rest: torch.Tensor, offs: np.ndarray, hs: np.ndarray,
                ws: np.ndarray, nb: int) -> None:
     """Fill `rest` (levels 1..) from `tex0` by repeated box filtering (even halvings only)."""
-    for k in range(1, hs.shape[0]):
+    small = _first_small(hs, ws, nb)
+    for k in range(1, small):
         src, so = (tex0, 0) if k == 1 else (rest, offs[k - 1])
         _box_down(_np(src), so, _np(rest), offs[k], hs[k - 1], ws[k - 1], hs[k], ws[k], nb)
+    if small < hs.shape[0]:
+        _small_down(_np(rest), offs, hs, ws, nb, small)
 
 
 def mips_backward(g0: torch.Tensor, g_rest: torch.Tensor, offs: np.ndarray, hs: np.ndarray,
                   ws: np.ndarray, nb: int) -> None:
     """Push the gradients of levels 1.. (g_rest, modified) down into level 0's g0 (in place)."""
-    for k in range(hs.shape[0] - 1, 0, -1):
+    small = _first_small(hs, ws, nb)
+    if small < hs.shape[0]:
+        _small_up(_np(g_rest), offs, hs, ws, nb, small - 1)
+    for k in range(min(small, hs.shape[0]) - 1, 0, -1):
         dst, do = (g0, 0) if k == 1 else (g_rest, offs[k - 1])
         _box_up(_np(g_rest), offs[k], _np(dst), do, hs[k - 1], ws[k - 1], hs[k], ws[k], nb)
 
@@ -416,14 +469,13 @@ def sample_forward(tex0: torch.Tensor, rest: torch.Tensor, uv: torch.Tensor,
     return out, lod
 
 
-def _cuts(hist: np.ndarray, total: int, parts: int) -> np.ndarray:
-    """Texel-index boundaries `[parts+1]` splitting the histogrammed taps evenly."""
+def _cuts(hist: np.ndarray, shift: int, total: int, parts: int) -> np.ndarray:
+    """Flat-index boundaries `[parts+1]` splitting the histogrammed taps (bins of 2^shift) evenly."""
     counts = np.cumsum(hist.sum(0))
-    bins = hist.shape[1]
     targets = counts[-1] * np.arange(1, parts) / parts
-    edges = np.searchsorted(counts, targets, side="left") + 1
-    inner = (edges * total + bins - 1) // bins  # first texel of bin `edge`
-    return np.concatenate([[0], np.minimum(inner, total), [total]]).astype(np.int64)
+    edges = np.searchsorted(counts, targets, side="left") + 1  # cut before bin `edge`
+    inner = np.minimum(edges.astype(np.int64) << shift, total)
+    return np.concatenate([[0], inner, [total]]).astype(np.int64)
 
 
 def sample_backward(tex0: torch.Tensor, rest: torch.Tensor, uv: torch.Tensor,
@@ -438,7 +490,8 @@ def sample_backward(tex0: torch.Tensor, rest: torch.Tensor, uv: torch.Tensor,
     n0 = tex0.shape[0]
     total = n0 + rest.shape[0]
     threads = numba.get_num_threads()
-    hist = np.zeros((threads if need_tex else 1, min(_HIST_BINS, total)), dtype=np.int64)
+    shift = max(0, (total - 1).bit_length() - _HIST_BITS)
+    hist = np.zeros((threads if need_tex else 1, ((total - 1) >> shift) + 1), dtype=np.int64)
     g_uv = torch.zeros_like(uv) if need_uv else torch.zeros(0, 2, dtype=uv.dtype)
     g_da = torch.zeros(uv.shape[0], 4, dtype=tex0.dtype) if need_da else None
     da_a = _np(da) if da is not None else np.zeros((0, 4), dtype=fsz.dtype)
@@ -446,12 +499,12 @@ def sample_backward(tex0: torch.Tensor, rest: torch.Tensor, uv: torch.Tensor,
     _sample_bwd_pixels(_np(tex0), _np(rest), _np(uv), da_a, _np(lod), offs, hs, ws, fsz, cst,
                        ppt, mode, boundary, grad_a, need_uv, need_da, _np(g_uv),
                        _np(g_da) if g_da is not None else np.zeros((0, 4), dtype=fsz.dtype),
-                       hist, n0)
+                       hist, n0, shift)
     g0 = g_rest = None
     if need_tex:
         g0 = torch.zeros_like(tex0)
         g_rest = torch.zeros_like(rest)
-        cuts = _cuts(hist, total, threads) if threads > 1 else np.array([0, total], np.int64)
+        cuts = _cuts(hist, shift, total, threads) if threads > 1 else np.array([0, total], np.int64)
         _scatter_tex(_np(uv), _np(lod), offs, hs, ws, fsz, cst, ppt, mode, boundary, grad_a,
                      cuts, n0, _np(g0), _np(g_rest))
     return g0, g_rest, g_uv if need_uv else None, g_da

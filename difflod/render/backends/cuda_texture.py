@@ -48,9 +48,10 @@ if cuda is not None:
         i1 = i0 + 1
         m0 = 1.0
         m1 = 1.0
-        if boundary == 0:
-            i0 = i0 % size
-            i1 = i1 % size
+        if boundary == 0:  # wrap: i0 is almost always in range, so skip the integer division
+            if i0 < 0 or i0 >= size:
+                i0 = i0 % size
+            i1 = i0 + 1 if i0 + 1 < size else 0
         else:
             if boundary == 2:
                 if i0 < 0 or i0 >= size:
