@@ -43,8 +43,14 @@ if cuda is not None:
 
     @cuda.jit(device=True)
     def _vertex(clip, b, vi):  # pragma: no cover - numba
-        """(x, y, z, w) of vertex vi of image b, in float64."""
-        return float(clip[b, vi, 0]), float(clip[b, vi, 1]), float(clip[b, vi, 2]), float(clip[b, vi, 3])
+        """(x, y, z, w) of vertex vi of image b, in float64.
+
+        Not `float(...)`: numba types float() of a float32 as float32, so the
+        planes were computed in float32 on the GPU (the simulator's Python
+        floats hid it); the H100 test caught u, v off by up to 3e-3.
+        """
+        return (_f64(clip[b, vi, 0]), _f64(clip[b, vi, 1]), _f64(clip[b, vi, 2]),
+                _f64(clip[b, vi, 3]))
 
     @cuda.jit(device=True)
     def _planes(clip, tris, b, f):  # pragma: no cover - numba
@@ -129,14 +135,14 @@ if cuda is not None:
                 gu = gv = gz = 0.0
                 g0 = g1 = g2 = g3 = 0.0
                 if with_rast:
-                    gu = float(grad_rast[b, y, x, 0])
-                    gv = float(grad_rast[b, y, x, 1])
-                    gz = float(grad_rast[b, y, x, 2])
+                    gu = _f64(grad_rast[b, y, x, 0])
+                    gv = _f64(grad_rast[b, y, x, 1])
+                    gz = _f64(grad_rast[b, y, x, 2])
                 if with_db:
-                    g0 = float(grad_db[b, y, x, 0])
-                    g1 = float(grad_db[b, y, x, 1])
-                    g2 = float(grad_db[b, y, x, 2])
-                    g3 = float(grad_db[b, y, x, 3])
+                    g0 = _f64(grad_db[b, y, x, 0])
+                    g1 = _f64(grad_db[b, y, x, 1])
+                    g2 = _f64(grad_db[b, y, x, 2])
+                    g3 = _f64(grad_db[b, y, x, 3])
                 e1 = pl[0] * px + pl[1] * py + pl[2]
                 e2 = pl[3] * px + pl[4] * py + pl[5]
                 s = pl[6] * px + pl[7] * py + pl[8]
@@ -202,9 +208,9 @@ if cuda is not None:
             j = (i + 1) % 3
             m = (i + 2) % 3
             vi, vj, vm = tris[f, i], tris[f, j], tris[f, m]
-            zi, wi = float(clip[b, vi, 2]), float(clip[b, vi, 3])
-            xj, yj, wj = float(clip[b, vj, 0]), float(clip[b, vj, 1]), float(clip[b, vj, 3])
-            xm, ym, wm = float(clip[b, vm, 0]), float(clip[b, vm, 1]), float(clip[b, vm, 3])
+            zi, wi = _f64(clip[b, vi, 2]), _f64(clip[b, vi, 3])
+            xj, yj, wj = _f64(clip[b, vj, 0]), _f64(clip[b, vj, 1]), _f64(clip[b, vj, 3])
+            xm, ym, wm = _f64(clip[b, vm, 0]), _f64(clip[b, vm, 1]), _f64(clip[b, vm, 3])
             ex = yj * wm - wj * ym
             ey = wj * xm - xj * wm
             ew = xj * ym - yj * xm
