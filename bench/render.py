@@ -3,7 +3,9 @@
 Pipeline per call: rasterize (with rast_db) + interpolate (uv, with
 derivatives) + texture (linear-mipmap-linear, 1024^2 RGB, mip stack built
 inside each call; the texture op uses the same backend) + antialias, on a
-UV sphere of the requested triangle count seen by `batch` cameras. If the
+UV sphere of the requested triangle count seen by `batch` cameras. The
+"rast ms" column times rasterize alone (visibility + barycentrics and their
+derivatives, forward) for the whole batch. If the
 interpolate/texture/antialias ops are not importable, rasterize alone is
 timed (the "pipeline" column says which). Warm-up runs are excluded.
 
@@ -82,6 +84,12 @@ def make_step(backend: str, n_tris: int, res: int, batch: int, device: torch.dev
         color = antialias(color, rast, clip, tris, topology=topo, backend=backend)
         return color.sum()
 
+    def raster_only() -> None:
+        with torch.no_grad():
+            clip = torch.cat([pos, torch.ones_like(pos[:, :1])], dim=1) @ mvp.transpose(1, 2)
+            rasterize(clip, tris, (res, res), grad_db=full, backend=backend)
+
+    forward.raster_only = raster_only  # type: ignore[attr-defined]
     return forward, ("rast+interp+tex+aa" if full else "rasterize only"), int(tris.shape[0])
 
 
@@ -143,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
                     "res": args.res,
                     "batch": args.batch,
                     "pipeline": pipeline,
+                    "rasterize_ms": round(_time(fwd.raster_only, args.repeats, device), 2),
                     "forward_ms": round(_time(run_fwd, args.repeats, device), 2),
                     "forward_backward_ms": round(_time(run_bwd, args.repeats, device), 2),
                 }
@@ -151,12 +160,14 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(rows, indent=1))
         return
     print(
-        f"{'backend':8} {'triangles':>9} {'res':>5} {'batch':>5} {'fwd ms':>9} {'fwd+bwd ms':>11}  pipeline"
+        f"{'backend':8} {'triangles':>9} {'res':>5} {'batch':>5} {'rast ms':>8} {'fwd ms':>9} "
+        f"{'fwd+bwd ms':>11} {'fwd+bwd/view':>12}  pipeline"
     )
     for r in rows:
         print(
             f"{r['backend']:8} {r['triangles']:>9} {r['res']:>5} {r['batch']:>5} "
-            f"{r['forward_ms']:>9.2f} {r['forward_backward_ms']:>11.2f}  {r['pipeline']}"
+            f"{r['rasterize_ms']:>8.2f} {r['forward_ms']:>9.2f} {r['forward_backward_ms']:>11.2f} "
+            f"{r['forward_backward_ms'] / r['batch']:>12.2f}  {r['pipeline']}"
         )
 
 
