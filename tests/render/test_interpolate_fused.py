@@ -8,6 +8,7 @@ fused path itself.
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -286,6 +287,56 @@ def test_cuda_kernels_match_reference_in_numba_simulator() -> None:
                          text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "BAD []" in out.stdout, out.stdout[-3000:]
+
+
+_LAUNCH_SCRIPT = """
+import sys, numpy as np, torch
+sys.path.insert(0, {tests!r})
+from test_interpolate_fused import _scene, _attr, _run, _assert_matches
+from difflod.render import interpolate as I
+from difflod.render.backends import cuda_interpolate as K
+
+launches = []
+
+class _Counted:
+    def __init__(self, name, kernel):
+        self.name, self.kernel = name, kernel
+    def __getitem__(self, config):
+        def run(*args):
+            arrays = sum(isinstance(a, np.ndarray) for a in args)
+            launches.append((self.name, arrays, len(args) - arrays))
+            return self.kernel[config](*args)
+        return run
+
+for name in [n for n in dir(K) if n.endswith("_kernel")]:
+    setattr(K, name, _Counted(name, getattr(K, name)))
+
+def fused(a, r, t, d, ch):
+    return I._interpolate_fused(a, r, t, d, ch, K)
+
+_, tris, rast, db = _scene(2, b=2, h=5, w=6, v=10, f=8, dtype=torch.float32)
+attr = _attr("shared", 2, torch.float32, b=2, v=10)
+_assert_matches(_run(I._interpolate_torch, attr, rast, tris, db, [1, 0]),
+                _run(fused, attr, rast, tris, db, [1, 0]), torch.float32, exact=False)
+print("LAUNCHES", launches)
+misses = K._meta.cache_info().misses
+_run(fused, attr, rast, tris, db, [1, 0])
+print("NEW_META_ON_SECOND_CALL", K._meta.cache_info().misses - misses)
+"""
+
+
+def test_cuda_launches_per_call_in_numba_simulator() -> None:
+    """One launch each way with pinned argument counts; the metadata array is reused."""
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    script = _LAUNCH_SCRIPT.format(tests=str(Path(__file__).parent))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("LAUNCHES")]
+    assert line, out.stdout[-3000:]
+    assert ast.literal_eval(line[0][len("LAUNCHES"):]) == [
+        ("_forward_kernel", 8, 0), ("_backward_kernel", 10, 2)]
+    assert "NEW_META_ON_SECOND_CALL 0" in out.stdout
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -11,6 +11,7 @@ GPU when one is present.
 
 from __future__ import annotations
 
+import ast
 import math
 import os
 import subprocess
@@ -245,6 +246,82 @@ def test_cuda_kernels_match_torch_in_numba_simulator():
                          text=True, timeout=900, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "BAD []" in out.stdout, out.stdout[-3000:]
+
+
+_LAUNCH_SCRIPT = """
+import sys, numpy as np, torch
+sys.path.insert(0, {tests!r})
+import difflod.render.texture as T
+from difflod.render.backends import cuda_texture as K
+from test_texture_fused import _scene, _grads, _assert_close
+
+class _Cuda:
+    name = "cuda"
+
+real = T.get_backend
+T.get_backend = lambda name, device: _Cuda() if name == "cuda" else real(name, device)
+launches = []
+
+class _Counted:
+    def __init__(self, name, kernel):
+        self.name, self.kernel = name, kernel
+    def __getitem__(self, config):
+        def run(*args):
+            arrays = sum(isinstance(a, np.ndarray) for a in args)
+            launches.append((self.name, arrays, len(args) - arrays))
+            return self.kernel[config](*args)
+        return run
+
+for name in [n for n in dir(K) if n.endswith("_kernel")]:
+    setattr(K, name, _Counted(name, getattr(K, name)))
+uv, da = _scene(3, b=2, res=6, n_tris=3, uv_scale=40.0)
+tex = torch.rand(2, 64, 64, 2, generator=torch.Generator().manual_seed(3))
+ref = _grads("torch", tex, uv, da, filter_mode="linear-mipmap-linear")
+got = _grads("cuda", tex, uv, da, filter_mode="linear-mipmap-linear")
+_assert_close(ref, got)
+print("LAUNCHES", launches)
+misses = K._meta.cache_info().misses
+_grads("cuda", tex, uv, da, filter_mode="linear-mipmap-linear")
+print("NEW_LAYOUTS_ON_SECOND_CALL", K._meta.cache_info().misses - misses)
+"""
+
+
+def test_cuda_texture_launches_per_call_in_numba_simulator():
+    """Launches and array arguments per texture call are pinned (host cost on a GPU).
+
+    A batch of two 64x64 textures (7 levels): the pyramid takes two launches
+    forward (levels 1-3, then 4-6 from the small level 3) and one backward,
+    the sampler one each way; results still match torch (the two-launch
+    pyramid is a path the other simulator tests do not take), and a second
+    call reuses the cached level metadata.
+    """
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    script = _LAUNCH_SCRIPT.format(tests=str(Path(__file__).parent))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("LAUNCHES")]
+    assert line, out.stdout[-3000:]
+    assert ast.literal_eval(line[0][len("LAUNCHES"):]) == [
+        ("_mips_down_kernel", 3, 3), ("_mips_down_kernel", 3, 3), ("_fwd_kernel", 8, 0),
+        ("_bwd_kernel", 11, 1), ("_mips_up_kernel", 4, 1)]
+    assert "NEW_LAYOUTS_ON_SECOND_CALL 0" in out.stdout  # metadata reused, not copied again
+
+
+def test_cuda_mip_launch_plan_for_large_textures():
+    """A 1024^2 pyramid is built in 3 launches (10 levels), a 512x256 batch of 8 in 3."""
+    from difflod.render.backends.cuda_texture import _mip_launches
+    from difflod.render.texture import _even_mip_sizes
+
+    for (h, w, nb), plan in (((1024, 1024, 1), [(0, 3), (3, 3), (6, 4)]),
+                             ((512, 256, 8), [(0, 3), (3, 3), (6, 3)]),
+                             ((8, 4, 1), [(0, 3)])):
+        sizes = _even_mip_sizes(h, w, None)
+        hs = torch.tensor([s[0] for s in sizes]).numpy()
+        ws = torch.tensor([s[1] for s in sizes]).numpy()
+        steps = _mip_launches(hs, ws, nb)
+        assert steps == plan, (h, w, nb, steps)
+        assert sum(m for _, m in steps) == len(sizes) - 1
 
 
 # ----------------------------------------------------------------------------- cuda (GPU)

@@ -12,9 +12,19 @@ order, and its last bits, vary from run to run).
 
 Both kernels run in the tensors' dtype (float32 or float64) on torch's
 current stream, launched through cuda_launch (no copies, no host sync); the
-caller's index check is the one sync per call. Pixels whose triangle id or
-vertex indices are out of range read nothing and are counted into `bad`, so
-a malformed raster can never make a kernel read out of bounds.
+caller's index check is the one sync per call. Host cost per launch is
+mostly numba's argument handling (tens of microseconds per launch, ~10-30 us
+per array argument), so the small metadata (sizes, pixels and rows per
+image, the derivative channels) is one int64 device array, built and copied
+to the device once per (sizes, channels, device) by an lru_cache instead of
+a host-to-device copy of the channel list every call; the backward's five
+switches are one flags int, and stand-ins for absent tensors are cached.
+Per call: forward 8 array + 3 scalar arguments and a channel-list copy
+before, 8 arrays and no scalars or copies now; backward 10 arrays + 9
+scalars and a copy before, 10 arrays + 2 scalars now (one launch each way;
+tests/render/test_interpolate_fused.py pins these counts). Pixels whose
+triangle id or vertex indices are out of range read nothing and are counted
+into `bad`, so a malformed raster can never make a kernel read out of bounds.
 
 Under NUMBA_ENABLE_CUDASIM=1 the same kernels run on CPU tensors (numba's
 simulator); the tests check them that way on machines without a GPU.
@@ -23,6 +33,7 @@ Importing this module compiles nothing (numba-cuda compiles on first launch).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,12 +61,13 @@ if cuda is not None:
         return base + j0, base + j1, base + j2
 
     @cuda.jit
-    def _forward_kernel(attr, rast, tris, db, channels, sizes, hw, img_rows,
-                        out, out_da, bad):  # pragma: no cover - numba
+    def _forward_kernel(attr, rast, tris, db, meta, out, out_da, bad):  # pragma: no cover
+        """meta: (vertices, triangles, channels, K, pixels per image, rows per image,
+        derivative channels...)."""
         n = cuda.grid(1)
         if n >= rast.shape[0]:
             return
-        nv, nf, nc, nk = sizes
+        nv, nf, nc, nk, hw, img_rows = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
         i0, i1, i2 = _corners(rast, tris, n, hw, img_rows, nv, nf)
         if i0 < 0:
             for c in range(nc):
@@ -73,7 +85,7 @@ if cuda is not None:
         if nk > 0:
             dux, duy, dvx, dvy = db[n, 0], db[n, 1], db[n, 2], db[n, 3]
             for k in range(nk):
-                c = channels[k]
+                c = meta[6 + k]
                 a0 = attr[i0, c]
                 d1 = attr[i1, c] - a0
                 d2 = attr[i2, c] - a0
@@ -81,13 +93,18 @@ if cuda is not None:
                 out_da[n, 2 * k + 1] = d1 * duy + d2 * dvy
 
     @cuda.jit
-    def _backward_kernel(attr, rast, tris, db, channels, sizes, hw, img_rows, zero,
-                         g_out, has_out, g_da, has_da, need_attr, need_uv, need_db,
+    def _backward_kernel(attr, rast, tris, db, meta, zero, flags, g_out, g_da,
                          g_attr, g_rast, g_db):  # pragma: no cover - numba
+        """flags: 1 g_out given, 2 g_da given, 4 attr, 8 rast, 16 rast_db gradients wanted."""
         n = cuda.grid(1)
         if n >= rast.shape[0]:
             return
-        nv, nf, nc, nk = sizes
+        nv, nf, nc, nk, hw, img_rows = meta[0], meta[1], meta[2], meta[3], meta[4], meta[5]
+        has_out = (flags & 1) != 0
+        has_da = (flags & 2) != 0
+        need_attr = (flags & 4) != 0
+        need_uv = (flags & 8) != 0
+        need_db = (flags & 16) != 0
         i0, i1, i2 = _corners(rast, tris, n, hw, img_rows, nv, nf)
         gu = zero
         gv = zero
@@ -113,7 +130,7 @@ if cuda is not None:
         if i0 >= 0 and has_da:
             dux, duy, dvx, dvy = db[n, 0], db[n, 1], db[n, 2], db[n, 3]
             for k in range(nk):
-                c = channels[k]
+                c = meta[6 + k]
                 gx = g_da[n, 2 * k]
                 gy = g_da[n, 2 * k + 1]
                 if need_attr:
@@ -145,27 +162,41 @@ if cuda is not None:
 _NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
+@functools.lru_cache(maxsize=64)
+def _dummy(dtype: torch.dtype, device: torch.device) -> tuple[object, torch.Tensor]:
+    """A cached `[1,1]` zero stand-in argument (kernels take no None and no zero-size arrays)."""
+    t = torch.zeros(1, 1, dtype=dtype, device=device)
+    return as_array(t), t
+
+
 def _arg(t: torch.Tensor | None, like: torch.Tensor) -> object:
-    """The kernel argument for t; a one-element stand-in of like's dtype when t is None or empty.
+    """The kernel argument for t; a cached stand-in of like's dtype when t is None or empty.
 
     Kernels never read a stand-in: the sizes and flags passed with it say so.
     """
     if t is None or t.numel() == 0:
-        t = torch.zeros(1, 1, dtype=like.dtype, device=like.device)
+        return _dummy(like.dtype, like.device)[0]
     return as_array(t)
 
 
-def _channels(channels: Sequence[int], device: torch.device) -> object:
-    """The channel list as an int64 device array (a dummy entry when empty; no host sync)."""
-    return as_array(torch.tensor(list(channels) or [0], dtype=torch.int64)
-                    .to(device, non_blocking=True))
+@functools.lru_cache(maxsize=64)
+def _meta(sizes: tuple[int, ...], channels: tuple[int, ...], device: torch.device
+          ) -> tuple[object, torch.Tensor]:
+    """The kernels' int64 metadata array: sizes (nv, nf, nc, nk, hw, img_rows), then channels.
+
+    Cached per (sizes, channels, device): a training step's calls reuse the
+    device copy instead of copying the channel list to the device every call.
+    """
+    t = torch.tensor(list(sizes) + list(channels), dtype=torch.int64).to(device)
+    return as_array(t), t
 
 
-def _sizes(attr: torch.Tensor, tris: torch.Tensor, channels: Sequence[int],
-           img_rows: int) -> tuple[int, int, int, int]:
-    """(vertices per image, triangles, channels, derivative channels) for the kernels."""
+def _meta_arg(attr: torch.Tensor, tris: torch.Tensor, channels: Sequence[int], hw: int,
+              img_rows: int) -> object:
+    """The metadata argument of a call (see _meta)."""
     nv = img_rows if img_rows > 0 else attr.shape[0]
-    return nv, tris.shape[0], attr.shape[1], len(channels)
+    sizes = (nv, tris.shape[0], attr.shape[1], len(channels), hw, img_rows)
+    return _meta(sizes, tuple(int(c) for c in channels), attr.device)[0]
 
 
 def forward(attr: torch.Tensor, rast: torch.Tensor, tris: torch.Tensor,
@@ -185,8 +216,7 @@ def forward(attr: torch.Tensor, rast: torch.Tensor, tris: torch.Tensor,
         with launch(dev) as stream:
             _forward_kernel[blocks(n_pix), THREADS, stream](
                 _arg(attr, attr), as_array(rast), _arg(tris, tris),
-                _arg(rast_db if nk else None, attr), _channels(channels, dev),
-                _sizes(attr, tris, channels, img_rows), hw, img_rows,
+                _arg(rast_db if nk else None, attr), _meta_arg(attr, tris, channels, hw, img_rows),
                 _arg(out, attr), _arg(out_da, attr), as_array(bad))
     return out, out_da, bad[0]
 
@@ -209,12 +239,13 @@ def backward(attr: torch.Tensor, rast: torch.Tensor, tris: torch.Tensor,
     g_db = torch.empty(n_pix, 4, dtype=dt, device=dev) if need_db else None
     if n_pix:
         has_da = g_da is not None and len(channels) > 0
+        flags = (int(g_out is not None) | int(has_da) << 1 | int(need_attr) << 2
+                 | int(need_uv) << 3 | int(need_db) << 4)
         with launch(dev) as stream:
             _backward_kernel[blocks(n_pix), THREADS, stream](
                 _arg(attr, attr), as_array(rast), _arg(tris, tris),
-                _arg(rast_db if has_da else None, attr), _channels(channels, dev),
-                _sizes(attr, tris, channels, img_rows), hw, img_rows, _NP_DTYPES[dt](0),
-                _arg(g_out, attr), g_out is not None, _arg(g_da, attr), has_da,
-                need_attr, need_uv, need_db,
-                _arg(g_attr, attr), _arg(g_rast, attr), _arg(g_db, attr))
+                _arg(rast_db if has_da else None, attr),
+                _meta_arg(attr, tris, channels, hw, img_rows), _NP_DTYPES[dt](0), flags,
+                _arg(g_out, attr), _arg(g_da, attr), _arg(g_attr, attr), _arg(g_rast, attr),
+                _arg(g_db, attr))
     return g_attr, g_rast, g_db
