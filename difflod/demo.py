@@ -25,7 +25,7 @@ DEMO_TRIANGLES = 400
 DEMO_SETTINGS: dict = {
     "out_dir": "demo",
     "init_textures": "random",
-    "iter": 500,
+    "iter": 650,
     "batch": 2,
     "train_res": 256,
     "display_res": 256,
