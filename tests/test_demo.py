@@ -30,5 +30,5 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert bake == pytest.approx(cands["qem_bake"]["psnr"]["mean"], abs=0.01)
     assert cands["difflod"]["triangles"] <= 400
     for name in ("mesh.glb", "qem_bake.glb", "mesh/mesh.obj", "report/report.html",
-                 "img_000000.png"):
+                 "img_000000.png", "img_000002.png"):  # first and final state
         assert (run / name).exists(), name

@@ -284,7 +284,7 @@ class Trainer:
         while self.iteration <= cfg.iter:
             it = self.iteration
             if save_progress is not None and self.rank == 0 and cfg.save_interval \
-                    and it % cfg.save_interval == 0:
+                    and (it % cfg.save_interval == 0 or it == cfg.iter):  # and the final state
                 save_progress(it)
             if it == cfg.iter:
                 break
