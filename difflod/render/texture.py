@@ -34,6 +34,7 @@ backends.cpu_texture).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -434,10 +435,7 @@ def _texture_fused(name, tex, tex4, uv_flat, uv_da, mip, filter_mode, max_mip_le
             sizes = [(lvl.shape[1], lvl.shape[2]) for lvl in levels]
             if len(levels) > 1:
                 rest = torch.cat([lvl.reshape(-1, nc) for lvl in levels[1:]]).contiguous()
-    hs = np.array([s[0] for s in sizes], dtype=np.int64)
-    ws = np.array([s[1] for s in sizes], dtype=np.int64)
-    counts = hs * ws * nb
-    offs = np.concatenate([[0], np.cumsum(counts[1:]) - counts[1:]]).astype(np.int64)
+    offs, hs, ws = _level_arrays(tuple(sizes), nb)
     plan = _Plan(kernels=kernels, offs=offs, hs=hs, ws=ws, nb=nb,
                  ppt=max(1, ppt if nb > 1 else uv_flat.shape[0]), mode=mode,
                  boundary=BOUNDARY_CODES[boundary], own_mips=own)
@@ -453,7 +451,25 @@ def _cuda_kernels() -> bool:
     return available()
 
 
-def _even_mip_sizes(h: int, w: int, max_mip_level: int | None) -> list[tuple[int, int]] | None:
+@functools.lru_cache(maxsize=64)
+def _level_arrays(sizes: tuple[tuple[int, int], ...], nb: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(offs, hs, ws) int64 of the kernels' layout (levels 1.. packed after one another).
+
+    Cached, so shared between calls: kernels read these arrays, nothing
+    writes them. The same textures give the same layout every training step,
+    so the fused path's host work per call stays small.
+    """
+    hs = np.array([s[0] for s in sizes], dtype=np.int64)
+    ws = np.array([s[1] for s in sizes], dtype=np.int64)
+    counts = hs * ws * nb
+    offs = np.concatenate([[0], np.cumsum(counts[1:]) - counts[1:]]).astype(np.int64)
+    return offs, hs, ws
+
+
+@functools.lru_cache(maxsize=64)
+def _even_mip_sizes(h: int, w: int, max_mip_level: int | None
+                    ) -> tuple[tuple[int, int], ...] | None:
     """Level sizes of texture_mips(h x w), or None if a halving is odd (then torch builds them)."""
     sizes = [(h, w)]
     while (sizes[-1][0] > 1 or sizes[-1][1] > 1) and \
@@ -462,7 +478,7 @@ def _even_mip_sizes(h: int, w: int, max_mip_level: int | None) -> list[tuple[int
         if (ph > 1 and ph % 2) or (pw > 1 and pw % 2):
             return None
         sizes.append((max(1, ph // 2), max(1, pw // 2)))
-    return sizes
+    return tuple(sizes)
 
 
 def _mip_levels(tex, tex4, mip, max_mip_level):
