@@ -296,20 +296,9 @@ from test_interpolate_fused import _scene, _attr, _run, _assert_matches
 from difflod.render import interpolate as I
 from difflod.render.backends import cuda_interpolate as K
 
-launches = []
+from sim_launches import count_launches
 
-class _Counted:
-    def __init__(self, name, kernel):
-        self.name, self.kernel = name, kernel
-    def __getitem__(self, config):
-        def run(*args):
-            arrays = sum(isinstance(a, np.ndarray) for a in args)
-            launches.append((self.name, arrays, len(args) - arrays))
-            return self.kernel[config](*args)
-        return run
-
-for name in [n for n in dir(K) if n.endswith("_kernel")]:
-    setattr(K, name, _Counted(name, getattr(K, name)))
+launches = count_launches(K)
 
 def fused(a, r, t, d, ch):
     return I._interpolate_fused(a, r, t, d, ch, K)

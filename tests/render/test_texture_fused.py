@@ -260,20 +260,9 @@ class _Cuda:
 
 real = T.get_backend
 T.get_backend = lambda name, device: _Cuda() if name == "cuda" else real(name, device)
-launches = []
+from sim_launches import count_launches
 
-class _Counted:
-    def __init__(self, name, kernel):
-        self.name, self.kernel = name, kernel
-    def __getitem__(self, config):
-        def run(*args):
-            arrays = sum(isinstance(a, np.ndarray) for a in args)
-            launches.append((self.name, arrays, len(args) - arrays))
-            return self.kernel[config](*args)
-        return run
-
-for name in [n for n in dir(K) if n.endswith("_kernel")]:
-    setattr(K, name, _Counted(name, getattr(K, name)))
+launches = count_launches(K)
 uv, da = _scene(3, b=2, res=6, n_tris=3, uv_scale=40.0)
 tex = torch.rand(2, 64, 64, 2, generator=torch.Generator().manual_seed(3))
 ref = _grads("torch", tex, uv, da, filter_mode="linear-mipmap-linear")
