@@ -140,6 +140,10 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
 
+#: keys whose pair may be given as one number for both sides
+_SQUARE_KEYS = frozenset({"texture_res"})
+
+
 def _coerce(key: str, value: Any, tp: Any, where: str) -> Any:
     """Coerce a JSON value to the annotated type, or raise ConfigError."""
     origin = typing.get_origin(tp)
@@ -155,6 +159,8 @@ def _coerce(key: str, value: Any, tp: Any, where: str) -> Any:
         allowed = " or ".join(_describe(a) for a in args)
         raise ConfigError(f"{where}: '{key}' must be {allowed}, got {value!r}")
     if origin is tuple:
+        if key in _SQUARE_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value] * len(args)  # "texture_res": 2048 means [2048, 2048]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: '{key}' must be a list ({_describe(tp)}), got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:

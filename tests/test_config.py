@@ -75,3 +75,13 @@ def test_missing_file_and_unknown_override(tmp_path: Path) -> None:
         load_config(None, {"colour": 1})
     with pytest.raises(ConfigError, match="needs a value"):
         parse_overrides(["--iter"])
+
+
+def test_texture_res_as_one_number() -> None:
+    """One number means a square texture, in a file and on the command line."""
+    assert load_config(None, {"texture_res": 512}).texture_res == (512, 512)
+    assert load_config(None, parse_overrides(["--texture_res", "2048"])).texture_res == (2048, 2048)
+    with pytest.raises(ConfigError, match="texture_res"):
+        load_config(None, {"texture_res": 0})
+    with pytest.raises(ConfigError, match="texture_res"):
+        load_config(None, {"texture_res": True})
