@@ -1,6 +1,12 @@
-"""Shared fixtures: the cuda fixture skips GPU tests where torch sees no GPU."""
+"""Shared fixtures: the cuda fixture skips GPU tests where torch sees no GPU;
+run_simulated runs a script under numba's CUDA simulator."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -12,3 +18,20 @@ def cuda() -> torch.device:
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device: GPU backend tests run only on a GPU machine")
     return torch.device("cuda")
+
+
+def _run_simulated(script: str, timeout: int = 600) -> str:
+    """Run `script` with `python -c` under NUMBA_ENABLE_CUDASIM=1 (chosen before
+    numba.cuda is first imported, hence a fresh process); assert it exits 0;
+    return its stdout."""
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=timeout, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.fixture
+def run_simulated() -> Callable[..., str]:
+    """`run_simulated(script, timeout=600) -> stdout`: the CUDA kernels' tests without a GPU."""
+    return _run_simulated

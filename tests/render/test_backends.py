@@ -130,22 +130,9 @@ print("BAD", bad)
 """
 
 
-def test_cuda_kernel_matches_oracle_in_numba_simulator() -> None:
+def test_cuda_kernel_matches_oracle_in_numba_simulator(run_simulated) -> None:
     """The numba-cuda kernels, run by numba's CUDA simulator on the CPU, match the oracle."""
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
 
-    tests = str(Path(__file__).parent)
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", _SIM_SCRIPT.format(tests=tests)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "BAD []" in out.stdout, out.stdout
+    stdout = run_simulated(_SIM_SCRIPT.format(tests=str(Path(__file__).parent)), timeout=300)
+    assert "BAD []" in stdout, stdout

@@ -9,9 +9,6 @@ fused path itself.
 from __future__ import annotations
 
 import ast
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -279,14 +276,10 @@ print("BAD", bad)
 """
 
 
-def test_cuda_kernels_match_reference_in_numba_simulator() -> None:
+def test_cuda_kernels_match_reference_in_numba_simulator(run_simulated) -> None:
     """The numba-cuda kernels, run by numba's CUDA simulator on CPU tensors, match the reference."""
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    script = _SIM_SCRIPT.format(tests=str(Path(__file__).parent))
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                         text=True, timeout=600, check=False)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "BAD []" in out.stdout, out.stdout[-3000:]
+    stdout = run_simulated(_SIM_SCRIPT.format(tests=str(Path(__file__).parent)))
+    assert "BAD []" in stdout, stdout[-3000:]
 
 
 _LAUNCH_SCRIPT = """
@@ -296,7 +289,7 @@ from test_interpolate_fused import _scene, _attr, _run, _assert_matches
 from difflod.render import interpolate as I
 from difflod.render.backends import cuda_interpolate as K
 
-from sim_launches import count_launches
+from simulator import count_launches
 
 launches = count_launches(K)
 
@@ -314,18 +307,14 @@ print("NEW_META_ON_SECOND_CALL", K._meta.cache_info().misses - misses)
 """
 
 
-def test_cuda_launches_per_call_in_numba_simulator() -> None:
+def test_cuda_launches_per_call_in_numba_simulator(run_simulated) -> None:
     """One launch each way with pinned argument counts; the metadata array is reused."""
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    script = _LAUNCH_SCRIPT.format(tests=str(Path(__file__).parent))
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                         text=True, timeout=600, check=False)
-    assert out.returncode == 0, out.stderr[-3000:]
-    line = [ln for ln in out.stdout.splitlines() if ln.startswith("LAUNCHES")]
-    assert line, out.stdout[-3000:]
+    stdout = run_simulated(_LAUNCH_SCRIPT.format(tests=str(Path(__file__).parent)))
+    line = [ln for ln in stdout.splitlines() if ln.startswith("LAUNCHES")]
+    assert line, stdout[-3000:]
     assert ast.literal_eval(line[0][len("LAUNCHES"):]) == [
         ("_forward_kernel", 8, 0), ("_backward_kernel", 10, 2)]
-    assert "NEW_META_ON_SECOND_CALL 0" in out.stdout
+    assert "NEW_META_ON_SECOND_CALL 0" in stdout
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

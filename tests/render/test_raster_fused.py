@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -206,20 +203,10 @@ print("BAD", bad)
 """
 
 
-def test_cuda_kernels_match_reference_in_numba_simulator() -> None:
+def test_cuda_kernels_match_reference_in_numba_simulator(run_simulated) -> None:
     """The numba-cuda kernels, run by numba's CUDA simulator on the CPU, match the reference."""
-    tests = str(Path(__file__).parent)
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", _SIM_SCRIPT.format(tests=tests)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "BAD []" in out.stdout, out.stdout[-2000:]
+    stdout = run_simulated(_SIM_SCRIPT.format(tests=str(Path(__file__).parent)))
+    assert "BAD []" in stdout, stdout[-2000:]
 
 
 def _sphere_views(

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import ast
 import math
-import os
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -237,15 +234,12 @@ print("BAD", bad)
 """
 
 
-def test_cuda_kernels_match_torch_in_numba_simulator():
+def test_cuda_kernels_match_torch_in_numba_simulator(run_simulated):
     """The numba-cuda kernels, run by numba's CUDA simulator on CPU tensors, match torch."""
-    tests = str(Path(__file__).parent)
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    script = _SIM_SCRIPT.format(tests=tests, modes=MODES, boundaries=BOUNDARIES)
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                         text=True, timeout=900, check=False)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "BAD []" in out.stdout, out.stdout[-3000:]
+    script = _SIM_SCRIPT.format(tests=str(Path(__file__).parent), modes=MODES,
+                                boundaries=BOUNDARIES)
+    stdout = run_simulated(script, timeout=900)
+    assert "BAD []" in stdout, stdout[-3000:]
 
 
 _LAUNCH_SCRIPT = """
@@ -260,7 +254,7 @@ class _Cuda:
 
 real = T.get_backend
 T.get_backend = lambda name, device: _Cuda() if name == "cuda" else real(name, device)
-from sim_launches import count_launches
+from simulator import count_launches
 
 launches = count_launches(K)
 uv, da = _scene(3, b=2, res=6, n_tris=3, uv_scale=40.0)
@@ -275,7 +269,7 @@ print("NEW_LAYOUTS_ON_SECOND_CALL", K._meta.cache_info().misses - misses)
 """
 
 
-def test_cuda_texture_launches_per_call_in_numba_simulator():
+def test_cuda_texture_launches_per_call_in_numba_simulator(run_simulated):
     """Launches and array arguments per texture call are pinned (host cost on a GPU).
 
     A batch of two 64x64 textures (7 levels): the pyramid takes two launches
@@ -284,17 +278,13 @@ def test_cuda_texture_launches_per_call_in_numba_simulator():
     pyramid is a path the other simulator tests do not take), and a second
     call reuses the cached level metadata.
     """
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    script = _LAUNCH_SCRIPT.format(tests=str(Path(__file__).parent))
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                         text=True, timeout=600, check=False)
-    assert out.returncode == 0, out.stderr[-3000:]
-    line = [ln for ln in out.stdout.splitlines() if ln.startswith("LAUNCHES")]
-    assert line, out.stdout[-3000:]
+    stdout = run_simulated(_LAUNCH_SCRIPT.format(tests=str(Path(__file__).parent)))
+    line = [ln for ln in stdout.splitlines() if ln.startswith("LAUNCHES")]
+    assert line, stdout[-3000:]
     assert ast.literal_eval(line[0][len("LAUNCHES"):]) == [
         ("_mips_down_kernel", 3, 3), ("_mips_down_kernel", 3, 3), ("_fwd_kernel", 8, 0),
         ("_bwd_kernel", 11, 1), ("_mips_up_kernel", 4, 1)]
-    assert "NEW_LAYOUTS_ON_SECOND_CALL 0" in out.stdout  # metadata reused, not copied again
+    assert "NEW_LAYOUTS_ON_SECOND_CALL 0" in stdout  # metadata reused, not copied again
 
 
 def test_cuda_mip_launch_plan_for_large_textures():

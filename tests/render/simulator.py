@@ -1,7 +1,8 @@
 """Counting numba-cuda kernel launches in the simulator scripts of the fused-op tests.
 
-Imported by the scripts that tests/render/test_*_fused.py run in a
-subprocess under NUMBA_ENABLE_CUDASIM=1 (their sys.path holds this folder).
+Imported by the scripts that tests/render/test_*_fused.py run under
+NUMBA_ENABLE_CUDASIM=1 (the `run_simulated` fixture; their sys.path holds
+this folder).
 """
 
 from __future__ import annotations
