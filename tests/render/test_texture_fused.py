@@ -323,3 +323,24 @@ def test_cuda_matches_torch_on_gpu(mode, boundary):
                              boundary_mode=boundary),
                       _grads("cuda", tex, uv, uv_da, mip=mip, filter_mode=mode,
                              boundary_mode=boundary), tol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_texel_gradient_when_every_pixel_hits_one_texel():
+    """All samples on one texel (as background pixels at uv = 0 are): the warp-summed
+    atomics give the exact count, and a half-covered warp (the else branch) too."""
+    tex = torch.rand(64, 64, 3, device="cuda", requires_grad=True)
+    n = 4096 + 17  # not a multiple of the warp: the last warp is partial
+    uv = torch.full((1, 1, n, 2), (5 + 0.5) / 64, device="cuda")  # texel (5, 5)'s centre
+    uv[0, 0, 1::2, 0] = (9 + 0.5) / 64  # every other pixel: texel (5, 9); warps mixed
+    for sel in (slice(None), slice(0, None, 2)):
+        tex.grad = None
+        texture(tex, uv[:, :, sel].contiguous(), filter_mode="linear", backend="cuda").sum().backward()
+        count = uv[:, :, sel].shape[2]
+        expect = torch.zeros(64, 64, 3, device="cuda")
+        if sel.step is None:
+            expect[5, 5] = (count + 1) // 2
+            expect[5, 9] = count // 2
+        else:
+            expect[5, 5] = count
+        torch.testing.assert_close(tex.grad, expect, atol=1e-3, rtol=0)

@@ -39,7 +39,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from difflod.render.backends.cuda_launch import SIM, THREADS, as_array, blocks, cuda, launch
+from difflod.render.backends.cuda_launch import SIM, cuda, launch
 
 __all__ = ["backward_clip", "backward_color", "forward"]
 
@@ -336,15 +336,12 @@ def forward(color: torch.Tensor, rast: torch.Tensor, clip: torch.Tensor, tris: t
     code = torch.empty(2 * n, dtype=torch.int8, device=dev)
     cov = torch.zeros(2 * n, dtype=color.dtype, device=dev)
     flag = torch.zeros(2, dtype=torch.int32, device=dev)
-    with launch(dev) as stream:
+    with launch(dev) as run:
         if tris.numel():
-            _check_tris[blocks(tris.numel()), THREADS, stream](as_array(tris), nv, as_array(flag))
+            run(_check_tris, tris.numel(), tris, nv, flag)
         if n:
-            k.pairs[blocks(n), THREADS, stream](
-                as_array(rast), as_array(clip), as_array(tris), as_array(opp), nv, per_image,
-                h, w, as_array(code), as_array(cov), as_array(flag))
-            k.blend[blocks(n), THREADS, stream](
-                as_array(color), as_array(code), as_array(cov), h, w, as_array(out))
+            run(k.pairs, n, rast, clip, tris, opp, nv, per_image, h, w, code, cov, flag)
+            run(k.blend, n, color, code, cov, h, w, out)
     return out, code, cov, flag
 
 
@@ -353,9 +350,8 @@ def backward_color(grad: torch.Tensor, code: torch.Tensor, cov: torch.Tensor, h:
     """Gradient w.r.t. color `[N,C]` (grad `[N,C]` contiguous, color's dtype)."""
     out = torch.empty_like(grad)
     if grad.shape[0]:
-        with launch(grad.device) as stream:
-            _kernels(grad.dtype).grad_color[blocks(grad.shape[0]), THREADS, stream](
-                as_array(grad), as_array(code), as_array(cov), h, w, as_array(out))
+        with launch(grad.device) as run:
+            run(_kernels(grad.dtype).grad_color, grad.shape[0], grad, code, cov, h, w, out)
     return out
 
 
@@ -365,8 +361,7 @@ def backward_clip(grad: torch.Tensor, color: torch.Tensor, rast: torch.Tensor,
     """Gradient w.r.t. clip `[rows,4]` in clip's dtype, through the crossings c."""
     out = torch.zeros(clip.shape[0], 4, dtype=clip.dtype, device=clip.device)
     if code.numel():
-        with launch(grad.device) as stream:
-            _kernels(color.dtype).grad_clip[blocks(code.numel()), THREADS, stream](
-                as_array(rast), as_array(clip), as_array(tris), as_array(color), as_array(grad),
-                as_array(code), as_array(cov), nv, per_image, h, w, as_array(out))
+        with launch(grad.device) as run:
+            run(_kernels(color.dtype).grad_clip, code.numel(), rast, clip, tris, color, grad,
+                code, cov, nv, per_image, h, w, out)
     return out

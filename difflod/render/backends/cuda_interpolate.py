@@ -39,7 +39,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from difflod.render.backends.cuda_launch import THREADS, as_array, available, blocks, cuda, launch
+from difflod.render.backends.cuda_launch import available, cuda, launch
 
 __all__ = ["available", "backward", "forward"]
 
@@ -163,40 +163,38 @@ _NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 @functools.lru_cache(maxsize=64)
-def _dummy(dtype: torch.dtype, device: torch.device) -> tuple[object, torch.Tensor]:
+def _dummy(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A cached `[1,1]` zero stand-in argument (kernels take no None and no zero-size arrays)."""
-    t = torch.zeros(1, 1, dtype=dtype, device=device)
-    return as_array(t), t
+    return torch.zeros(1, 1, dtype=dtype, device=device)
 
 
-def _arg(t: torch.Tensor | None, like: torch.Tensor) -> object:
+def _arg(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     """The kernel argument for t; a cached stand-in of like's dtype when t is None or empty.
 
     Kernels never read a stand-in: the sizes and flags passed with it say so.
     """
     if t is None or t.numel() == 0:
-        return _dummy(like.dtype, like.device)[0]
-    return as_array(t)
+        return _dummy(like.dtype, like.device)
+    return t
 
 
 @functools.lru_cache(maxsize=64)
 def _meta(sizes: tuple[int, ...], channels: tuple[int, ...], device: torch.device
-          ) -> tuple[object, torch.Tensor]:
+          ) -> torch.Tensor:
     """The kernels' int64 metadata array: sizes (nv, nf, nc, nk, hw, img_rows), then channels.
 
     Cached per (sizes, channels, device): a training step's calls reuse the
     device copy instead of copying the channel list to the device every call.
     """
-    t = torch.tensor(list(sizes) + list(channels), dtype=torch.int64).to(device)
-    return as_array(t), t
+    return torch.tensor(list(sizes) + list(channels), dtype=torch.int64).to(device)
 
 
 def _meta_arg(attr: torch.Tensor, tris: torch.Tensor, channels: Sequence[int], hw: int,
-              img_rows: int) -> object:
+              img_rows: int) -> torch.Tensor:
     """The metadata argument of a call (see _meta)."""
     nv = img_rows if img_rows > 0 else attr.shape[0]
     sizes = (nv, tris.shape[0], attr.shape[1], len(channels), hw, img_rows)
-    return _meta(sizes, tuple(int(c) for c in channels), attr.device)[0]
+    return _meta(sizes, tuple(int(c) for c in channels), attr.device)
 
 
 def forward(attr: torch.Tensor, rast: torch.Tensor, tris: torch.Tensor,
@@ -213,11 +211,11 @@ def forward(attr: torch.Tensor, rast: torch.Tensor, tris: torch.Tensor,
     out_da = torch.empty(n_pix, 2 * nk, dtype=attr.dtype, device=dev)
     bad = torch.zeros(1, dtype=torch.int64, device=dev)
     if n_pix:
-        with launch(dev) as stream:
-            _forward_kernel[blocks(n_pix), THREADS, stream](
-                _arg(attr, attr), as_array(rast), _arg(tris, tris),
+        with launch(dev) as run:
+            run(_forward_kernel, n_pix,
+                _arg(attr, attr), rast, _arg(tris, tris),
                 _arg(rast_db if nk else None, attr), _meta_arg(attr, tris, channels, hw, img_rows),
-                _arg(out, attr), _arg(out_da, attr), as_array(bad))
+                _arg(out, attr), _arg(out_da, attr), bad)
     return out, out_da, bad[0]
 
 
@@ -241,9 +239,9 @@ def backward(attr: torch.Tensor, rast: torch.Tensor, tris: torch.Tensor,
         has_da = g_da is not None and len(channels) > 0
         flags = (int(g_out is not None) | int(has_da) << 1 | int(need_attr) << 2
                  | int(need_uv) << 3 | int(need_db) << 4)
-        with launch(dev) as stream:
-            _backward_kernel[blocks(n_pix), THREADS, stream](
-                _arg(attr, attr), as_array(rast), _arg(tris, tris),
+        with launch(dev) as run:
+            run(_backward_kernel, n_pix,
+                _arg(attr, attr), rast, _arg(tris, tris),
                 _arg(rast_db if has_da else None, attr),
                 _meta_arg(attr, tris, channels, hw, img_rows), _NP_DTYPES[dt](0), flags,
                 _arg(g_out, attr), _arg(g_da, attr), _arg(g_attr, attr), _arg(g_rast, attr),

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import torch
 
-from difflod.render.backends.cuda_launch import THREADS, as_array, blocks, cuda, launch
+from difflod.render.backends.cuda_launch import THREADS, cuda, launch
 
 __all__ = ["barycentrics_backward", "barycentrics_forward"]
 
@@ -260,11 +260,9 @@ def barycentrics_forward(
         return rast, rast_db, ()
     # a separate placeholder, never rast itself: the simulator copies each argument back
     db_arg = rast_db if rast_db is not None else torch.zeros(1, 1, 1, 4, dtype=clip.dtype, device=dev)
-    with launch(dev) as stream:
-        _forward_kernel[blocks(n_pix), THREADS, stream](
-            as_array(clip.contiguous()), as_array(tris.contiguous()), as_array(tri_id.contiguous()),
-            h, w, grad_db, as_array(rast), as_array(db_arg),
-        )
+    with launch(dev) as run:
+        run(_forward_kernel, n_pix, clip.contiguous(), tris.contiguous(), tri_id.contiguous(),
+            h, w, grad_db, rast, db_arg)
     return rast, rast_db, ()
 
 
@@ -294,12 +292,9 @@ def barycentrics_backward(
     g_rast = grad_rast.contiguous() if grad_rast is not None else grad_db.contiguous()
     g_db = grad_db.contiguous() if grad_db is not None else g_rast
     acc = torch.zeros(n_b * n_f, _NP, dtype=torch.float64, device=dev)
-    clip_a = as_array(clip.contiguous())
-    tris_a = as_array(tris.contiguous())
-    with launch(dev) as stream:
-        _pixel_grad_kernel[blocks(n_pix), THREADS, stream](
-            clip_a, tris_a, as_array(tri_id.contiguous()), h, w,
-            as_array(g_rast), grad_rast is not None, as_array(g_db), grad_db is not None, as_array(acc),
-        )
-        _chain_kernel[blocks(n_b * n_f), THREADS, stream](clip_a, tris_a, as_array(acc), as_array(grad_clip))
+    clip, tris = clip.contiguous(), tris.contiguous()
+    with launch(dev) as run:
+        run(_pixel_grad_kernel, n_pix, clip, tris, tri_id.contiguous(), h, w,
+            g_rast, grad_rast is not None, g_db, grad_db is not None, acc)
+        run(_chain_kernel, n_b * n_f, clip, tris, acc, grad_clip)
     return grad_clip

@@ -1,0 +1,78 @@
+"""The numba-cuda launch path (backends/cuda_launch.py): direct launches equal the dispatcher's.
+
+The first launch of a kernel with a given argument signature goes through
+numba's dispatcher (compiling it); later ones pass the tensors straight to
+the compiled kernel. Both must see the same arrays (shapes, strides, data)
+and scalars (ints, floats, bools, NumPy scalars): a kernel writes what it
+sees, and the two launches' outputs are compared, on a GPU. Without one,
+the same kernel runs in numba's CUDA simulator (subprocess).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+_KERNEL = """
+import numpy as np
+from difflod.render.backends.cuda_launch import cuda, launch
+
+@cuda.jit
+def probe_kernel(a, m, out, k, x, y, flag):
+    i = cuda.grid(1)
+    if i < a.shape[0]:
+        out[i, 0] = a[i] * x + k
+        out[i, 1] = m[i % m.shape[0], i % m.shape[1]] + y
+        out[i, 2] = m.shape[0] * 100 + m.shape[1] + (1 if flag else 0)
+"""
+
+
+def _run(device: str) -> list[torch.Tensor]:
+    """Launch the probe kernel three times with the same signature; the outputs."""
+    ns: dict = {}
+    exec(_KERNEL, ns)  # a kernel of this test's own (numba-cuda needs module-level source)
+    outs = []
+    for rep in range(3):
+        a = torch.arange(300, dtype=torch.float32, device=device) + rep
+        m = torch.arange(35, dtype=torch.float64, device=device).reshape(5, 7) * (rep + 1)
+        out = torch.zeros(300, 3, dtype=torch.float64, device=device)
+        with ns["launch"](out.device) as run:
+            run(ns["probe_kernel"], 300, a, m, out, 3 + rep, 0.5, ns["np"].float32(2.0), rep == 1)
+        outs.append(out.cpu())
+    return outs
+
+
+def _expected(rep: int) -> torch.Tensor:
+    i = torch.arange(300, dtype=torch.float64)
+    m = torch.arange(35, dtype=torch.float64).reshape(5, 7) * (rep + 1)
+    return torch.stack([(i + rep) * 0.5 + 3 + rep, m[i.long() % 5, i.long() % 7] + 2.0,
+                        torch.full_like(i, 507 + (rep == 1))], dim=1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_direct_launch_matches_dispatcher_on_gpu() -> None:
+    from difflod.render.backends import cuda_launch
+
+    outs = _run("cuda")
+    for rep, out in enumerate(outs):
+        torch.testing.assert_close(out, _expected(rep), rtol=0, atol=0)
+    direct = [v for k, v in cuda_launch._COMPILED.items() if k[0].py_func.__name__ == "probe_kernel"]
+    assert len(direct) == 1 and direct[0], "the later launches did not take the direct path"
+
+
+def test_launcher_in_numba_simulator(run_simulated) -> None:
+    script = _KERNEL + """
+import torch
+outs = []
+for rep in range(2):
+    a = torch.arange(300, dtype=torch.float32) + rep
+    m = torch.arange(35, dtype=torch.float64).reshape(5, 7) * (rep + 1)
+    out = torch.zeros(300, 3, dtype=torch.float64)
+    with launch(out.device) as run:
+        run(probe_kernel, 300, a, m, out, 3 + rep, 0.5, np.float32(2.0), rep == 1)
+    outs.append(out)
+print("ROWS", [o[7].tolist() for o in outs])
+"""
+    stdout = run_simulated(script, timeout=300)
+    expect = [_expected(rep)[7].tolist() for rep in range(2)]
+    assert f"ROWS {expect}" in stdout, stdout
