@@ -7,7 +7,11 @@ UV sphere of the requested triangle count seen by `batch` cameras. The
 "rast ms" column times rasterize alone (visibility + barycentrics and their
 derivatives, forward) for the whole batch. If the
 interpolate/texture/antialias ops are not importable, rasterize alone is
-timed (the "pipeline" column says which). Warm-up runs are excluded.
+timed (the "pipeline" column says which). The "fwd+bwd unchecked" column
+times the same pipeline with interpolate(validate=False) and
+antialias(validate=False), as difflod's renderer calls them (its meshes are
+validated on load): on CUDA that skips their two host syncs per call.
+Warm-up runs are excluded.
 
     python bench/render.py [--backend cpu,torch,cuda] [--res 512] [--batch 8]
                            [--triangles 20000,200000] [--repeats 5] [--json]
@@ -71,7 +75,7 @@ def make_step(backend: str, n_tris: int, res: int, batch: int, device: torch.dev
     except ImportError:
         full = False
 
-    def forward(grad: bool) -> torch.Tensor:
+    def forward(grad: bool, validate: bool = True) -> torch.Tensor:
         p = pos.clone().requires_grad_(grad)
         t = tex.clone().requires_grad_(grad)
         clip = torch.cat([p, torch.ones_like(p[:, :1])], dim=1) @ mvp.transpose(1, 2)
@@ -79,9 +83,10 @@ def make_step(backend: str, n_tris: int, res: int, batch: int, device: torch.dev
         if not full:
             return rast[..., :3].sum()
         tc, tc_da = interpolate(uv, rast, tris, rast_db=rast_db, diff_attrs="all",
-                                   backend=backend)
+                                backend=backend, validate=validate)
         color = texture(t, tc, tc_da, filter_mode="linear-mipmap-linear", backend=backend)
-        color = antialias(color, rast, clip, tris, topology=topo, backend=backend)
+        color = antialias(color, rast, clip, tris, topology=topo, backend=backend,
+                          validate=validate)
         return color.sum()
 
     def raster_only() -> None:
@@ -140,8 +145,11 @@ def main(argv: list[str] | None = None) -> None:
                 with torch.no_grad():
                     fwd(False)
 
-            def run_bwd(fwd: Callable[[bool], torch.Tensor] = fwd) -> None:
+            def run_bwd(fwd: Callable[..., torch.Tensor] = fwd) -> None:
                 fwd(True).backward()
+
+            def run_bwd_unchecked(fwd: Callable[..., torch.Tensor] = fwd) -> None:
+                fwd(True, validate=False).backward()
 
             rows.append(
                 {
@@ -154,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
                     "rasterize_ms": round(_time(fwd.raster_only, args.repeats, device), 2),
                     "forward_ms": round(_time(run_fwd, args.repeats, device), 2),
                     "forward_backward_ms": round(_time(run_bwd, args.repeats, device), 2),
+                    "forward_backward_unchecked_ms": round(
+                        _time(run_bwd_unchecked, args.repeats, device), 2),
                 }
             )
     if args.json:
@@ -161,13 +171,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(
         f"{'backend':8} {'triangles':>9} {'res':>5} {'batch':>5} {'rast ms':>8} {'fwd ms':>9} "
-        f"{'fwd+bwd ms':>11} {'fwd+bwd/view':>12}  pipeline"
+        f"{'fwd+bwd ms':>11} {'fwd+bwd/view':>12} {'unchecked':>10}  pipeline"
     )
     for r in rows:
         print(
             f"{r['backend']:8} {r['triangles']:>9} {r['res']:>5} {r['batch']:>5} "
             f"{r['rasterize_ms']:>8.2f} {r['forward_ms']:>9.2f} {r['forward_backward_ms']:>11.2f} "
-            f"{r['forward_backward_ms'] / r['batch']:>12.2f}  {r['pipeline']}"
+            f"{r['forward_backward_ms'] / r['batch']:>12.2f} "
+            f"{r['forward_backward_unchecked_ms']:>10.2f}  {r['pipeline']}"
         )
 
 

@@ -113,7 +113,7 @@ def _det3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 def antialias(color: torch.Tensor, rast: torch.Tensor, clip_pos: torch.Tensor,
               tris: torch.Tensor, *, topology: Topology | None = None,
-              backend: str | None = None) -> torch.Tensor:
+              backend: str | None = None, validate: bool = True) -> torch.Tensor:
     """Blend colours across silhouette edges by their analytic coverage.
 
     Args:
@@ -126,6 +126,11 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, clip_pos: torch.Tensor,
             here when None.
         backend: "auto", "cpu", "cuda", "torch" or None (DIFFLOD_BACKEND, then
             auto); validated against color's device.
+        validate: on the cuda path, read back the kernels' check of the index
+            values (one GPU sync per call). False skips that read for inputs
+            valid by construction (difflod's renderer passes False); the
+            kernels never read out of range either way. The cpu and torch
+            paths always check (no sync there).
 
     Returns:
         `[B,H,W,C]` antialiased image in color's dtype; differentiable with
@@ -149,7 +154,7 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, clip_pos: torch.Tensor,
         topology = Topology.from_tris(tris)
     if not fused:
         return _antialias_torch(color, rast, clip_pos, topology)
-    return _fused(name, color, rast, clip_pos, topology)
+    return _fused(name, color, rast, clip_pos, topology, validate)
 
 
 def _cuda_kernels_available() -> bool:
@@ -159,12 +164,13 @@ def _cuda_kernels_available() -> bool:
 
 
 def _fused(name: str, color: torch.Tensor, rast: torch.Tensor, clip_pos: torch.Tensor,
-           topology: Topology) -> torch.Tensor:
+           topology: Topology, validate: bool) -> torch.Tensor:
     """The fused path of backend `name` ("cpu" or "cuda"), inputs already checked."""
     clip = clip_pos.to(color.dtype)
     per_image = clip.dim() == 3 and clip.shape[0] > 1
-    fn = _AntialiasCpu if name == "cpu" else _AntialiasCuda
-    return fn.apply(color, clip, rast, topology, per_image)
+    if name == "cpu":
+        return _AntialiasCpu.apply(color, clip, rast, topology, per_image)
+    return _AntialiasCuda.apply(color, clip, rast, topology, per_image, validate)
 
 
 class _AntialiasCpu(torch.autograd.Function):
@@ -214,7 +220,7 @@ class _AntialiasCuda(torch.autograd.Function):
     """The fused GPU path: numba-cuda kernels of backends/cuda_antialias.py."""
 
     @staticmethod
-    def forward(ctx, color, clip, rast, topology, per_image):  # type: ignore[override]
+    def forward(ctx, color, clip, rast, topology, per_image, validate):  # type: ignore[override]
         from difflod.render.backends import cuda_antialias as kernels
 
         _, h, w, nc = color.shape
@@ -223,11 +229,12 @@ class _AntialiasCuda(torch.autograd.Function):
         out, code, cov, flag = kernels.forward(
             color_c.reshape(-1, nc), rast_c.reshape(-1, 4), clip_c.reshape(-1, 4), tris, opp,
             clip.shape[-2], per_image, h, w)
-        bad_ids, bad_tris = flag.tolist()  # the one host sync: validation of the values
-        if bad_tris:
-            raise _tris_out_of_range(clip.shape[-2])
-        if bad_ids:
-            raise _ids_out_of_range(tris.shape[0])
+        if validate:
+            bad_ids, bad_tris = flag.tolist()  # the one host sync: validation of the values
+            if bad_tris:
+                raise _tris_out_of_range(clip.shape[-2])
+            if bad_ids:
+                raise _ids_out_of_range(tris.shape[0])
         ctx.save_for_backward(color_c, clip_c, rast_c, code, cov)
         ctx.tris = tris
         ctx.per_image = per_image
@@ -248,7 +255,7 @@ class _AntialiasCuda(torch.autograd.Function):
             g_clip = kernels.backward_clip(
                 g, color.reshape(-1, nc), rast.reshape(-1, 4), clip.reshape(-1, 4), ctx.tris,
                 code, cov, clip.shape[-2], ctx.per_image, h, w).reshape(clip.shape)
-        return g_color, g_clip, None, None, None
+        return g_color, g_clip, None, None, None, None
 
 
 def _antialias_torch(color: torch.Tensor, rast: torch.Tensor, clip_pos: torch.Tensor,

@@ -210,16 +210,18 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
     db_c = rast_db.reshape(-1, 4).index_select(0, pix).reshape(n_pix, 1, 1, 4)
     tri = tri_all.index_select(0, pix)
 
-    gb_pos, _ = interpolate(mesh.v_pos, rast_c, prep.tris, backend=backend)
+    # validate=False: the mesh was validated on load and rast comes from its triangles
+    gb_pos, _ = interpolate(mesh.v_pos, rast_c, prep.tris, backend=backend, validate=False)
     gb_geom = prep.face_n[tri].reshape(n_pix, 1, 1, 3)
-    gb_nrm, _ = interpolate(prep.v_nrm, rast_c, prep.t_nrm, backend=backend)
+    gb_nrm, _ = interpolate(prep.v_nrm, rast_c, prep.t_nrm, backend=backend, validate=False)
     gb_tng = None
     if prep.v_tng is not None:
-        gb_tng, _ = interpolate(prep.v_tng, rast_c, prep.t_tng, backend=backend)
+        gb_tng, _ = interpolate(prep.v_tng, rast_c, prep.t_tng, backend=backend,
+                                validate=False)
     if mesh.has_uv:
         assert mesh.v_tex is not None and mesh.t_tex_idx is not None
         uv, uv_da = interpolate(mesh.v_tex, rast_c, mesh.t_tex_idx, rast_db=db_c,
-                                diff_attrs="all", backend=backend)
+                                diff_attrs="all", backend=backend, validate=False)
         assert uv_da is not None
     else:
         uv = torch.zeros(n_pix, 1, 1, 2, dtype=dtype, device=device)
@@ -327,7 +329,8 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
         layer = torch.cat([color, one.expand_as(alpha)], dim=-1)
         accum = torch.lerp(accum, layer, alpha)
         if aa is not None:
-            accum = aa(accum.contiguous(), rast, clip, tris, topology=topology, backend=backend)
+            accum = aa(accum.contiguous(), rast, clip, tris, topology=topology, backend=backend,
+                       validate=False)
     return _finish(accum, shaded[0][2], spp)
 
 

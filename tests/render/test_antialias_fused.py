@@ -192,6 +192,22 @@ def test_out_of_range_indices_raise(backend: str) -> None:
                   backend=backend)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_validate_false_same_result_and_no_error_on_bad_ids() -> None:
+    """validate=False only skips the read-back: valid inputs give the same image,
+    out-of-range ids raise nothing (the kernels read nothing out of range)."""
+    color, rast, clip, tris = (t.cuda() for t in _inputs(0, 1, True, torch.float32)[:4])
+    checked = antialias(color, rast, clip, tris, backend="cuda")
+    unchecked = antialias(color, rast, clip, tris, backend="cuda", validate=False)
+    assert torch.equal(checked, unchecked)
+    bad_rast = rast.clone()
+    bad_rast[0, 3, 4, 3] = tris.shape[0] + 1
+    with pytest.raises(ValueError, match="rast holds triangle ids"):
+        antialias(color, bad_rast, clip, tris, backend="cuda")
+    out = antialias(color, bad_rast, clip, tris, backend="cuda", validate=False)
+    assert torch.isfinite(out).all()
+
+
 # --------------------------------------------------------------------------- cuda kernels
 
 _SIM_SCRIPT = """
@@ -209,7 +225,7 @@ for seed, per_image, dtype in ((0, True, torch.float32), (1, False, torch.float6
         bad.append(("no blend", seed))
     c = color.clone().requires_grad_(True)
     p = clip.clone().requires_grad_(True)
-    out = _fused("cuda", c, rast, p, topo)
+    out = _fused("cuda", c, rast, p, topo, True)
     if type(out.grad_fn).__name__ != "_AntialiasCudaBackward":
         bad.append(("not the cuda Function", type(out.grad_fn).__name__))
     out.backward(grad)
@@ -223,7 +239,7 @@ for seed, per_image, dtype in ((0, True, torch.float32), (1, False, torch.float6
 # out-of-range ids are reported, not read
 rast[0, 2, 3, 3] = tris.shape[0] + 5
 try:
-    _fused("cuda", color, rast, clip, topo)
+    _fused("cuda", color, rast, clip, topo, True)
     bad.append(("ids", "no error"))
 except ValueError as e:
     if "rast holds triangle ids" not in str(e):

@@ -59,8 +59,9 @@ def test_training_on_cuda_is_deterministic(cuda: torch.device, tmp_path: Path) -
         r, b, _ = prepare_meshes(open_model(cfg.ref_mesh), open_model(cfg.base_mesh), cfg, cuda)
         tr = Trainer(cfg, r, b, tmp_path / str(k), quiet=True)
         runs.append([tr.step()["loss"] for _ in range(3)])
-    # step 1 (same views, same device-drawn background, same visibility) is bit-equal;
-    # later steps differ only by the order of float atomics in CUDA backward passes
-    assert runs[0][0] == runs[1][0]
+    # same views, background and visibility; the losses differ only by the order
+    # of float atomics on the GPU: index_add in the vertex normals (already in
+    # step 1's forward, ~1e-7 relative) and the backward passes' scatters
+    assert abs(runs[0][0] - runs[1][0]) <= 1e-6 * abs(runs[0][0])
     for a, b in zip(runs[0], runs[1]):
         assert b > 0 and abs(a - b) <= 1e-4 * abs(a)

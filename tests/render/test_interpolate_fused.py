@@ -236,6 +236,23 @@ def test_out_of_range_indices_raise(backend: str) -> None:
         interpolate(attr, rast, tris[: F // 2], backend=backend)
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_validate_false_skips_the_check_and_reads_nothing_out_of_range(device: str) -> None:
+    """validate=False: no error, and pixels whose id is past tris stay 0 (nothing read)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    _, tris, rast, _ = _scene(8)
+    attr = _attr("shared", 8, torch.float32)
+    attr, tris, rast = attr.to(device), tris.to(device), rast.to(device)
+    half = tris[: F // 2]
+    got, _ = interpolate(attr, rast, half, backend=device, validate=False)
+    cut = rast.clone()
+    cut[cut[..., 3] > F // 2] = 0.0  # the pixels the kernels must skip
+    assert (cut[..., 3] != rast[..., 3]).any() and (cut[..., 3] > 0).any()
+    ref, _ = interpolate(attr.cpu(), cut.cpu(), half.cpu(), backend="torch")
+    torch.testing.assert_close(got.cpu(), ref, atol=1e-5, rtol=1e-5)
+
+
 # ----------------------------------------------------------------------------- cuda kernels
 
 _SIM_SCRIPT = """
@@ -246,7 +263,7 @@ from difflod.render import interpolate as I
 from difflod.render.backends import cuda_interpolate as K
 
 def fused(a, r, t, d, ch):
-    return I._interpolate_fused(a, r, t, d, ch, K)
+    return I._interpolate_fused(a, r, t, d, ch, K, True)
 
 bad = []
 for dtype in (torch.float32, torch.float64):
@@ -294,7 +311,7 @@ from simulator import count_launches
 launches = count_launches(K)
 
 def fused(a, r, t, d, ch):
-    return I._interpolate_fused(a, r, t, d, ch, K)
+    return I._interpolate_fused(a, r, t, d, ch, K, True)
 
 _, tris, rast, db = _scene(2, b=2, h=5, w=6, v=10, f=8, dtype=torch.float32)
 attr = _attr("shared", 2, torch.float32, b=2, v=10)
