@@ -102,3 +102,19 @@ def test_validation() -> None:
         vertex_tangents(v, f, uv, f, n, f[:1])
     with pytest.raises(ValueError, match="no UVs"):
         with_tangents(Mesh(v_pos=v, t_pos_idx=f))
+
+
+def test_unique_corners_equals_row_unique():
+    """The packed-scalar unique gives torch's row-wise unique: rows, order, inverse."""
+    from difflod.geometry.tangents import _unique_corners
+
+    g = torch.Generator().manual_seed(3)
+    key = torch.stack([torch.randint(0, 7, (500,), generator=g),
+                       torch.randint(0, 5, (500,), generator=g),
+                       torch.randint(0, 3, (500,), generator=g),
+                       torch.randint(0, 2, (500,), generator=g) * 2 - 1], dim=1)
+    ref_u, ref_i = torch.unique(key, dim=0, return_inverse=True)
+    got_u, got_i = _unique_corners(key, 7, 5, 3)
+    assert torch.equal(got_u, ref_u) and torch.equal(got_i, ref_i)
+    big_u, big_i = _unique_corners(key, 2**21, 2**21, 2**21)  # too wide to pack: row-wise
+    assert torch.equal(big_u, ref_u) and torch.equal(big_i, ref_i)
