@@ -59,7 +59,8 @@ class UniformLaplacian:
                              f"got {tuple(x.shape)} {x.dtype}")
         ix_i, ix_j = self.ix_i.to(x.device), self.ix_j.to(x.device)
         w = self.w_ij.to(device=x.device, dtype=x.dtype)[:, None]
-        return torch.zeros_like(x).index_add(0, ix_i, (x[ix_j] - x[ix_i]) * w)
+        diff = x.index_select(0, ix_j) - x.index_select(0, ix_i)  # backward: index_add
+        return torch.zeros_like(x).index_add(0, ix_i, diff * w)
 
     def matrix(self) -> torch.Tensor:
         """The sparse `[V,V]` float32 matrix L (COO): L x = apply(x)."""

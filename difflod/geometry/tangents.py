@@ -66,11 +66,11 @@ def vertex_tangents(v_pos: torch.Tensor, t_pos_idx: torch.Tensor, v_tex: torch.T
     check_faces("t_nrm_idx", t_nrm_idx, v_nrm.shape[0], n_tris)
     dtype = v_pos.dtype
     pi, ti, ni = t_pos_idx.long(), t_tex_idx.long(), t_nrm_idx.long()
-    p = [v_pos[pi[:, k]] for k in range(3)]
+    p = [v_pos.index_select(0, pi[:, k]) for k in range(3)]  # backward: index_add
     st = v_tex.to(dtype) * torch.tensor([1.0, -1.0], dtype=dtype, device=v_pos.device)
-    uv = [st[ti[:, k]] for k in range(3)]
+    uv = [st.index_select(0, ti[:, k]) for k in range(3)]
     nrm = v_nrm.to(dtype)
-    n = [nrm[ni[:, k]] for k in range(3)]
+    n = [nrm.index_select(0, ni[:, k]) for k in range(3)]
 
     e1, e2 = p[1] - p[0], p[2] - p[0]
     d1, d2 = uv[1] - uv[0], uv[2] - uv[0]
@@ -102,7 +102,7 @@ def vertex_tangents(v_pos: torch.Tensor, t_pos_idx: torch.Tensor, v_tex: torch.T
     t_sum = torch.zeros(k_count, 3, dtype=dtype, device=v_pos.device).index_add(0, inv, t_corner)
     b_sum = torch.zeros(k_count, 3, dtype=dtype, device=v_pos.device).index_add(0, inv, b_corner)
 
-    ng = nrm[uniq[:, 2]]
+    ng = nrm.index_select(0, uniq[:, 2])
     t = t_sum - _dot(ng, t_sum) * ng
     axis = torch.zeros_like(ng)
     near_x = ng[:, 0].abs() > 0.9

@@ -212,7 +212,7 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
 
     # validate=False: the mesh was validated on load and rast comes from its triangles
     gb_pos, _ = interpolate(mesh.v_pos, rast_c, prep.tris, backend=backend, validate=False)
-    gb_geom = prep.face_n[tri].reshape(n_pix, 1, 1, 3)
+    gb_geom = prep.face_n.index_select(0, tri).reshape(n_pix, 1, 1, 3)
     gb_nrm, _ = interpolate(prep.v_nrm, rast_c, prep.t_nrm, backend=backend, validate=False)
     gb_tng = None
     if prep.v_tng is not None:
