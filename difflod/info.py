@@ -24,8 +24,8 @@ def describe(mesh: Mesh, name: str = "model") -> str:
         f"  uvs         {'yes' if mesh.has_uv else 'no'}"
         + (f" ({mesh.v_tex.shape[0]})" if mesh.v_tex is not None else ""),
         f"  normals     {'yes' if mesh.v_nrm is not None else 'no'}",
-        f"  bounds      min ({lo[0]:.4g}, {lo[1]:.4g}, {lo[2]:.4g})  "
-        f"max ({hi[0]:.4g}, {hi[1]:.4g}, {hi[2]:.4g})",
+        (f"  bounds      min ({lo[0]:.4g}, {lo[1]:.4g}, {lo[2]:.4g})  "
+         f"max ({hi[0]:.4g}, {hi[1]:.4g}, {hi[2]:.4g})"),
         f"  materials   {len(mesh.materials)}",
     ]
     ids = mesh.material_ids()

@@ -56,7 +56,7 @@ def test_train_missing_reference_names_it(tmp_path: Path,
 
 def test_usage_error_exit_2() -> None:
     proc = subprocess.run([sys.executable, "-m", "difflod", "eval"], capture_output=True,
-                          text=True)
+                          text=True, check=False)
     assert proc.returncode == 2
     assert "error" in proc.stderr and "Traceback" not in proc.stderr
 

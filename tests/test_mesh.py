@@ -11,9 +11,10 @@ from difflod.mesh import Material, Mesh, Skin
 
 
 def tri_mesh(**changes: object) -> Mesh:
-    base = dict(v_pos=torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]]),
-                t_pos_idx=torch.tensor([[0, 1, 2]]),
-                v_tex=torch.tensor([[0.0, 0], [1, 0], [0, 1]]), t_tex_idx=torch.tensor([[0, 1, 2]]))
+    base = {"v_pos": torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]]),
+            "t_pos_idx": torch.tensor([[0, 1, 2]]),
+            "v_tex": torch.tensor([[0.0, 0], [1, 0], [0, 1]]),
+            "t_tex_idx": torch.tensor([[0, 1, 2]])}
     base.update(changes)
     return Mesh(**base)  # type: ignore[arg-type]
 

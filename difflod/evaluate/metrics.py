@@ -160,7 +160,7 @@ def silhouette_iou(alpha_a: torch.Tensor, alpha_b: torch.Tensor, threshold: floa
         IoU in [0,1]; 1.0 when both masks are empty.
     """
     if not isinstance(alpha_a, torch.Tensor) or not isinstance(alpha_b, torch.Tensor):
-        raise ValueError("silhouette_iou: alpha_a and alpha_b must be tensors")
+        raise ValueError("silhouette_iou: alpha_a and alpha_b must be tensors")  # noqa: TRY004
     if alpha_a.shape != alpha_b.shape:
         raise ValueError(f"silhouette_iou: alpha_a and alpha_b must have the same shape, got "
                          f"{tuple(alpha_a.shape)} and {tuple(alpha_b.shape)}")

@@ -170,9 +170,9 @@ def _kib(n: Any) -> str:
 
 def _summary(metrics: dict[str, Any]) -> str:
     ref = metrics.get("reference", {})
-    rows = ["<tr><th>model</th><th>triangles</th><th>vertices</th><th>texture KiB</th>"
-            "<th>file KiB</th><th>PSNR dB</th><th>SSIM</th><th>FLIP</th><th>IoU</th>"
-            "<th>Chamfer</th></tr>"]
+    rows = [("<tr><th>model</th><th>triangles</th><th>vertices</th><th>texture KiB</th>"
+             "<th>file KiB</th><th>PSNR dB</th><th>SSIM</th><th>FLIP</th><th>IoU</th>"
+             "<th>Chamfer</th></tr>")]
     rows.append(f"<tr><td>reference</td><td>{_int(ref.get('triangles'))}</td>"
                 f"<td>{_int(ref.get('vertices'))}</td><td>{_kib(ref.get('texture_bytes'))}</td>"
                 f"<td>{_kib(ref.get('file_bytes'))}</td>" + "<td>–</td>" * 5 + "</tr>"

@@ -42,7 +42,7 @@ def image_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "logl1") ->
     if kind not in LOSSES:
         raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES}")
     if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
-        raise ValueError("pred and target must be torch tensors")
+        raise ValueError("pred and target must be torch tensors")  # noqa: TRY004
     if pred.shape != target.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} "
                          "must have the same shape")

@@ -80,9 +80,9 @@ def clip_positions(v_pos: torch.Tensor, mvp: torch.Tensor) -> torch.Tensor:
 def _check_args(mesh: object, views: object, resolution: Sequence[int], spp: int,
                 layers: int) -> tuple[int, int]:
     if not isinstance(mesh, Mesh):
-        raise ValueError(f"mesh must be a difflod Mesh, got {type(mesh).__name__}")
+        raise ValueError(f"mesh must be a difflod Mesh, got {type(mesh).__name__}")  # noqa: TRY004
     if not isinstance(views, Views):
-        raise ValueError(f"views must be a difflod Views, got {type(views).__name__}")
+        raise ValueError(f"views must be a difflod Views, got {type(views).__name__}")  # noqa: TRY004
     if mesh.device != views.device:
         raise ValueError(f"mesh is on {mesh.device} but views are on {views.device}")
     if len(resolution) != 2 or any(not isinstance(r, int) or r < 1 for r in resolution):

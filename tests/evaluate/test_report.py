@@ -104,7 +104,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
              "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
              "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000"]
     dom = subprocess.run(flags + ["--dump-dom", probe.as_uri()], capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, check=False)
     assert dom.returncode == 0, dom.stderr[-2000:]
     m = re.search(r"<pre id=\"imgcheck\">([^<]*)</pre>", dom.stdout)
     assert m, "probe script did not run"
@@ -116,7 +116,8 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
 
     shot = tmp_path / "shot.png"
     run = subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1200,900",
-                                  page.as_uri()], capture_output=True, text=True, timeout=120)
+                                  page.as_uri()], capture_output=True, text=True, timeout=120,
+                         check=False)
     assert run.returncode == 0 and shot.is_file(), run.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float32)
     assert pixels.shape[:2] == (900, 1200)

@@ -4,40 +4,40 @@ The first launch of a kernel with a given argument signature goes through
 numba's dispatcher (compiling it); later ones pass the tensors straight to
 the compiled kernel. Both must see the same arrays (shapes, strides, data)
 and scalars (ints, floats, bools, NumPy scalars): a kernel writes what it
-sees, and the two launches' outputs are compared, on a GPU. Without one,
-the same kernel runs in numba's CUDA simulator (subprocess).
+sees, and the launches' outputs are compared with the expected values, on a
+GPU. Without one, the same kernel runs in numba's CUDA simulator (subprocess).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
-_KERNEL = """
-import numpy as np
 from difflod.render.backends.cuda_launch import cuda, launch
 
-@cuda.jit
-def probe_kernel(a, m, out, k, x, y, flag):
-    i = cuda.grid(1)
-    if i < a.shape[0]:
-        out[i, 0] = a[i] * x + k
-        out[i, 1] = m[i % m.shape[0], i % m.shape[1]] + y
-        out[i, 2] = m.shape[0] * 100 + m.shape[1] + (1 if flag else 0)
-"""
+if cuda is not None:
+
+    @cuda.jit
+    def probe_kernel(a, m, out, k, x, y, flag):  # pragma: no cover - numba
+        i = cuda.grid(1)
+        if i < a.shape[0]:
+            out[i, 0] = a[i] * x + k
+            out[i, 1] = m[i % m.shape[0], i % m.shape[1]] + y
+            out[i, 2] = m.shape[0] * 100 + m.shape[1] + (1 if flag else 0)
 
 
-def _run(device: str) -> list[torch.Tensor]:
-    """Launch the probe kernel three times with the same signature; the outputs."""
-    ns: dict = {}
-    exec(_KERNEL, ns)  # a kernel of this test's own (numba-cuda needs module-level source)
+def run_probe(device: str, reps: int) -> list[torch.Tensor]:
+    """Launch the probe kernel `reps` times with one signature; the outputs."""
     outs = []
-    for rep in range(3):
+    for rep in range(reps):
         a = torch.arange(300, dtype=torch.float32, device=device) + rep
         m = torch.arange(35, dtype=torch.float64, device=device).reshape(5, 7) * (rep + 1)
         out = torch.zeros(300, 3, dtype=torch.float64, device=device)
-        with ns["launch"](out.device) as run:
-            run(ns["probe_kernel"], 300, a, m, out, 3 + rep, 0.5, ns["np"].float32(2.0), rep == 1)
+        with launch(out.device) as run:
+            run(probe_kernel, 300, a, m, out, 3 + rep, 0.5, np.float32(2.0), rep == 1)
         outs.append(out.cpu())
     return outs
 
@@ -53,25 +53,18 @@ def _expected(rep: int) -> torch.Tensor:
 def test_direct_launch_matches_dispatcher_on_gpu() -> None:
     from difflod.render.backends import cuda_launch
 
-    outs = _run("cuda")
-    for rep, out in enumerate(outs):
+    for rep, out in enumerate(run_probe("cuda", 3)):
         torch.testing.assert_close(out, _expected(rep), rtol=0, atol=0)
-    direct = [v for k, v in cuda_launch._COMPILED.items() if k[0].py_func.__name__ == "probe_kernel"]
+    direct = [v for k, v in cuda_launch._COMPILED.items() if k[0] is probe_kernel]
     assert len(direct) == 1 and direct[0], "the later launches did not take the direct path"
 
 
 def test_launcher_in_numba_simulator(run_simulated) -> None:
-    script = _KERNEL + """
-import torch
-outs = []
-for rep in range(2):
-    a = torch.arange(300, dtype=torch.float32) + rep
-    m = torch.arange(35, dtype=torch.float64).reshape(5, 7) * (rep + 1)
-    out = torch.zeros(300, 3, dtype=torch.float64)
-    with launch(out.device) as run:
-        run(probe_kernel, 300, a, m, out, 3 + rep, 0.5, np.float32(2.0), rep == 1)
-    outs.append(out)
-print("ROWS", [o[7].tolist() for o in outs])
+    script = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_cuda_launch import run_probe
+print("ROWS", [o[7].tolist() for o in run_probe("cpu", 2)])
 """
     stdout = run_simulated(script, timeout=300)
     expect = [_expected(rep)[7].tolist() for rep in range(2)]

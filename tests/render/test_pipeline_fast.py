@@ -83,9 +83,9 @@ def _grads(mesh: Mesh, fn):
 def test_compacted_layer_matches_full_image_shading():
     mesh, views = _mesh(), _views()
     for backend in ("torch", "cpu"):
-        full = _grads(mesh, lambda m: _full_image_layer(m, views, backend))
-        fast = _grads(mesh, lambda m: render_mesh(m, views, (RES, RES), backend=backend,
-                                                  antialias=False).color)
+        full = _grads(mesh, lambda m, be=backend: _full_image_layer(m, views, be))
+        fast = _grads(mesh, lambda m, be=backend: render_mesh(m, views, (RES, RES), backend=be,
+                                                              antialias=False).color)
         covered = full[0].abs().sum(-1) > 0
         assert 0.2 < covered.float().mean() < 0.9  # the test scene has background pixels
         for a, b in zip(full, fast):
