@@ -12,6 +12,9 @@ recomputed in float64 from the clip-space vertices of that triangle, by
 - backends "cpu" and "cuda": fused kernels (backends/cpu_raster.py, numba;
   backends/cuda_raster.py, numba-cuda) under a custom autograd Function, with
   the same formulas; their backward gives the gradient of clip_pos directly.
+  On "cpu", rasterize goes further: the visibility pass itself writes the
+  barycentrics (cpu_raster.rasterize_forward), one pass over the image
+  instead of two.
 
 With V_i = (x_i, y_i, w_i) and the pixel centre p = (px, py, 1) in NDC,
 e_i = (V_j x V_k) . p, and (u, v) = (e_1, e_2) / (e_0 + e_1 + e_2),
@@ -189,48 +192,56 @@ def _cuda_kernels_usable(clip: torch.Tensor) -> bool:
     return cuda_launch.available() and cuda_launch.SIM != clip.is_cuda
 
 
+def _fused_forward(ctx, clip, tris, tri_id, backend_name, size, grad_db):
+    """The two Functions' forward: (rast, rast_db or None) from the backend's kernels.
+
+    tri_id None (only for "cpu", see rasterize) runs the visibility in the same
+    pass (cpu_raster.rasterize_forward) at resolution size = (H, W); the ids it
+    makes are saved for the backward like given ones.
+    """
+    kernels = _kernels(backend_name)
+    if tri_id is None:
+        tri_id, rast, rast_db, saved = kernels.rasterize_forward(clip, tris, *size, grad_db)
+    else:
+        rast, rast_db, saved = kernels.barycentrics_forward(clip, tris, tri_id, grad_db)
+    ctx.kernels = kernels
+    ctx.save_for_backward(clip, tris, tri_id, *saved)
+    ctx.set_materialize_grads(False)
+    return rast, rast_db
+
+
 class _BarycentricsFn(torch.autograd.Function):
     """rast from the fused kernels; gradient of clip from the fused backward."""
 
     @staticmethod
-    def forward(ctx, clip, tris, tri_id, backend_name):  # type: ignore[override]
-        kernels = _kernels(backend_name)
-        rast, _, saved = kernels.barycentrics_forward(clip, tris, tri_id, False)
-        ctx.kernels = kernels
-        ctx.save_for_backward(clip, tris, tri_id, *saved)
-        ctx.set_materialize_grads(False)
-        return rast
+    def forward(ctx, clip, tris, tri_id, backend_name, size):  # type: ignore[override]
+        return _fused_forward(ctx, clip, tris, tri_id, backend_name, size, False)[0]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_rast):  # type: ignore[override]
         if grad_rast is None or not ctx.needs_input_grad[0]:
-            return None, None, None, None
+            return None, None, None, None, None
         clip, tris, tri_id, *saved = ctx.saved_tensors
         grad = ctx.kernels.barycentrics_backward(clip, tris, tri_id, saved, grad_rast, None)
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
 class _BarycentricsDbFn(torch.autograd.Function):
     """(rast, rast_db) from the fused kernels; gradient of clip from both."""
 
     @staticmethod
-    def forward(ctx, clip, tris, tri_id, backend_name):  # type: ignore[override]
-        kernels = _kernels(backend_name)
-        rast, rast_db, saved = kernels.barycentrics_forward(clip, tris, tri_id, True)
-        ctx.kernels = kernels
-        ctx.save_for_backward(clip, tris, tri_id, *saved)
-        ctx.set_materialize_grads(False)
-        return rast, rast_db
+    def forward(ctx, clip, tris, tri_id, backend_name, size):  # type: ignore[override]
+        return _fused_forward(ctx, clip, tris, tri_id, backend_name, size, True)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_rast, grad_db):  # type: ignore[override]
         if (grad_rast is None and grad_db is None) or not ctx.needs_input_grad[0]:
-            return None, None, None, None
+            return None, None, None, None, None
         clip, tris, tri_id, *saved = ctx.saved_tensors
         grad = ctx.kernels.barycentrics_backward(clip, tris, tri_id, saved, grad_rast, grad_db)
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
 def barycentrics(
@@ -248,9 +259,14 @@ def barycentrics(
     if backend_name == "torch" or (backend_name == "cuda" and not _cuda_kernels_usable(clip)):
         return raster_from_ids(clip, tris, tri_id, grad_db)
     tri_id = tri_id.to(device=clip.device, dtype=torch.int32).contiguous()
+    return _apply(clip, tris, tri_id, backend_name, tuple(tri_id.shape[1:]), grad_db)
+
+
+def _apply(clip, tris, tri_id, backend_name, size, grad_db):
+    """Run the fused kernels' Function (tri_id None: visibility in the same pass)."""
     if grad_db:
-        return _BarycentricsDbFn.apply(clip, tris, tri_id, backend_name)
-    return _BarycentricsFn.apply(clip, tris, tri_id, backend_name), None
+        return _BarycentricsDbFn.apply(clip, tris, tri_id, backend_name, size)
+    return _BarycentricsFn.apply(clip, tris, tri_id, backend_name, size), None
 
 
 def rasterize(
@@ -283,6 +299,9 @@ def rasterize(
     """
     clip, tris64, h, w = check_inputs(clip_pos, tris, resolution)
     be = get_backend(backend, clip.device)
+    if be.name == "cpu" and tris64.shape[0] > 0:
+        # one numba pass for visibility and barycentrics (backends/cpu.py)
+        return _apply(clip, tris64, None, "cpu", (h, w), grad_db)
     if tris64.shape[0] == 0:
         tri_id = torch.zeros(clip.shape[0], h, w, dtype=torch.int32, device=clip.device)
     else:

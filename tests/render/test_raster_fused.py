@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from difflod.render.backends import get_backend
+from difflod.render.backends import cpu_raster, get_backend
 from difflod.render.peel import DepthPeeler
 from difflod.render.rasterize import barycentrics, raster_from_ids, rasterize
 
@@ -89,6 +89,33 @@ def test_cpu_without_rast_db_matches_reference() -> None:
     g_rast = torch.randn(ref[0].shape, generator=torch.Generator().manual_seed(4))
     want = _grads(c_ref, ref, g_rast, None)
     torch.testing.assert_close(_grads(c_cpu, cpu, g_rast, None), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_one_pass_forward_equals_ids_then_barycentrics(dtype: torch.dtype) -> None:
+    """rasterize's one pass (visibility writing rast, rast_db) = visibility, then barycentrics."""
+    clip, tris = _scene(9, b=3, dtype=dtype)
+    h, w = 37, 53  # three bands of rows, the last one partial
+    want_ids = _ids(clip, tris, h, w)
+    assert (want_ids > 0).float().mean() > 0.3
+    g = torch.Generator().manual_seed(19)
+    for grad_db in (True, False):
+        ids, rast, rast_db, saved = cpu_raster.rasterize_forward(clip, tris, h, w, grad_db)
+        assert saved == ()
+        assert torch.equal(ids, want_ids)
+        rast2, db2, saved2 = cpu_raster.barycentrics_forward(clip, tris, want_ids, grad_db)
+        assert rast.dtype == dtype and torch.equal(rast, rast2)
+        assert not rast[ids == 0].any()  # empty pixels are written (outputs are not pre-zeroed)
+        if grad_db:
+            assert torch.equal(rast_db, db2) and not rast_db[ids == 0].any()
+        else:
+            assert rast_db is None
+        # the backward builds the pairs and planes itself when the forward saved none
+        g_rast = torch.randn(rast.shape, generator=g, dtype=dtype)
+        g_db = torch.randn(rast.shape, generator=g, dtype=dtype) if grad_db else None
+        got = cpu_raster.barycentrics_backward(clip, tris, ids, saved, g_rast, g_db)
+        want = cpu_raster.barycentrics_backward(clip, tris, ids, saved2, g_rast, g_db)
+        assert want.abs().max() > 0 and torch.equal(got, want)
 
 
 def test_cpu_gradcheck_float64() -> None:

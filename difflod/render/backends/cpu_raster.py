@@ -1,10 +1,9 @@
 """CPU (numba) kernels for rasterize's barycentrics, used by the "cpu" backend.
 
-Given the per-pixel triangle ids from the visibility pass, the forward
-kernels build rast = (u, v, z/w, id + 1) and rast_db = (du/dX, du/dY, dv/dX,
-dv/dY) with the formulas of difflod.render.rasterize.raster_from_ids (the
-plain-torch reference, backend "torch"), and the backward kernels give the
-gradient of the clip-space positions.
+The forward builds rast = (u, v, z/w, id + 1) and rast_db = (du/dX, du/dY,
+dv/dX, dv/dY) with the formulas of difflod.render.rasterize.raster_from_ids
+(the plain-torch reference, backend "torch"), and the backward kernels give
+the gradient of the clip-space positions.
 
 Why hand-written: the reference recomputes everything in ~60 separate
 float64 tensor ops over the covered pixels (gathers, a [K,5,3] batched
@@ -12,26 +11,31 @@ product, index_put scatters) and autograd replays them backwards. Measured
 on the 2-core development machine (one 512^2 view of a 20k-triangle UV
 sphere, clip float32 requiring grad, grad_db on, same process, back to back;
 visibility excluded; median of 10, load average ~1): forward 35.1 ms (torch
-reference) -> 3.8 ms (fused), forward+backward 116.1 ms -> 16.1 ms. One
-thread, CPU time: forward 5.7 ms, backward 7.1 ms (of which the per-pixel
-gradient pass 6.1 ms).
+reference) -> 3.8 ms (fused), forward+backward 116.1 ms -> 16.1 ms.
 
-Layout (all float64 arithmetic, fastmath off, outputs in clip's dtype):
+Two forwards (all float64 arithmetic, fastmath off, outputs in clip's dtype;
+their kernels are in cpu_zbuffer.py, next to the z-buffer they share code with):
 
-1. `_visible`: the visible (image, triangle) pairs, compacted in (image,
-   triangle) order, and their pixel counts; `slot[b*F+f]` is the pair's
-   index or -1.
-2. `_planes`: per visible pair, the 15 plane coefficients (E1, E2,
-   E0+E1+E2, sum z_i E_i, sum w_i E_i; E_i = V_j x V_k with V = (x, y, w)).
-3. `_pixels`: per covered pixel, dot products with p = (px, py, 1) give u,
-   v, z/w and the derivatives.
-4. backward, `_pixel_grads`: per covered pixel, the gradient of the 15
-   coefficients, summed per visible pair. Races are avoided without atomics
-   or per-thread copies: the visible pairs are split into one contiguous run
-   per parallel task (runs of about equal pixel counts); each task scans all
-   pixels and handles those of its own pairs. The sums are in pixel order,
-   so results do not depend on the thread count.
-5. `_chain`: per visible pair, the coefficients' gradient chained to the 12
+- `rasterize_forward` (rasterize): the visibility pass writes rast and
+  rast_db itself, band by band (cpu.rasterize_numpy); it builds nothing for
+  the backward, so a forward under no_grad pays nothing for it.
+- `barycentrics_forward` (given ids, e.g. DepthPeeler's layers): `_visible`
+  compacts the visible (image, triangle) pairs in (image, triangle) order
+  with their pixel counts (`slot[b*F+f]` is the pair's index or -1),
+  cpu.planes_numpy gives their 15 plane coefficients (E1, E2, E0+E1+E2,
+  sum z_i E_i, sum w_i E_i; E_i = V_j x V_k with V = (x, y, w)), and
+  cpu.barycentrics_numpy the pixels. It returns these as `saved`.
+
+Backward (`barycentrics_backward`; builds pairs and planes as above when the
+forward saved none):
+
+1. `_pixel_grads`: per covered pixel, the gradient of the 15 coefficients,
+   summed per visible pair. Races are avoided without atomics or per-thread
+   copies: the visible pairs are split into one contiguous run per parallel
+   task (runs of about equal pixel counts); each task scans all pixels and
+   handles those of its own pairs. The sums are in pixel order, so results
+   do not depend on the thread count.
+2. `_chain`: per visible pair, the coefficients' gradient chained to the 12
    clip coordinates of its vertices; `_scatter` adds them into the vertices
    of each image, one parallel task per image.
 
@@ -46,10 +50,13 @@ import numpy as np
 import torch
 from numba import prange
 
-__all__ = ["barycentrics_backward", "barycentrics_forward"]
+from difflod.render.backends import cpu
+
+__all__ = ["barycentrics_backward", "barycentrics_forward", "rasterize_forward"]
 
 
 # ----------------------------------------------------------------------------- kernels
+
 
 @numba.njit(parallel=True, cache=True, fastmath=False)
 def _visible(tri_id, n_f):  # pragma: no cover - numba
@@ -89,68 +96,10 @@ def _vertex(clip, b, vi):  # pragma: no cover - numba
     )
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False)
-def _planes(clip, tris, pairs, n_f, table):  # pragma: no cover - numba
-    """table[k] = (E1, E2, E0+E1+E2, sum z_i E_i, sum w_i E_i) of visible pair k, `[T,15]`."""
-    for k in prange(pairs.shape[0]):
-        b = pairs[k] // n_f
-        f = pairs[k] - b * n_f
-        x0, y0, z0, w0 = _vertex(clip, b, tris[f, 0])
-        x1, y1, z1, w1 = _vertex(clip, b, tris[f, 1])
-        x2, y2, z2, w2 = _vertex(clip, b, tris[f, 2])
-        # E_i = V_j x V_k, (j, k) = (i+1, i+2) mod 3
-        e0x, e0y, e0w = y1 * w2 - w1 * y2, w1 * x2 - x1 * w2, x1 * y2 - y1 * x2
-        e1x, e1y, e1w = y2 * w0 - w2 * y0, w2 * x0 - x2 * w0, x2 * y0 - y2 * x0
-        e2x, e2y, e2w = y0 * w1 - w0 * y1, w0 * x1 - x0 * w1, x0 * y1 - y0 * x1
-        row = table[k]
-        row[0], row[1], row[2] = e1x, e1y, e1w
-        row[3], row[4], row[5] = e2x, e2y, e2w
-        row[6] = e0x + e1x + e2x
-        row[7] = e0y + e1y + e2y
-        row[8] = e0w + e1w + e2w
-        row[9] = e0x * z0 + e1x * z1 + e2x * z2
-        row[10] = e0y * z0 + e1y * z1 + e2y * z2
-        row[11] = e0w * z0 + e1w * z1 + e2w * z2
-        row[12] = e0x * w0 + e1x * w1 + e2x * w2
-        row[13] = e0y * w0 + e1y * w1 + e2y * w2
-        row[14] = e0w * w0 + e1w * w1 + e2w * w2
-
-
 @numba.njit(cache=True, fastmath=False, inline="always")
 def _dot(table, k, i, px, py):  # pragma: no cover - numba
-    """Plane i of visible pair k at p = (px, py, 1)."""
+    """Plane i of visible pair k at p = (px, py, 1) (as cpu_zbuffer._dot)."""
     return table[k, 3 * i] * px + table[k, 3 * i + 1] * py + table[k, 3 * i + 2]
-
-
-@numba.njit(parallel=True, cache=True, fastmath=False)
-def _pixels(tri_id, slot, table, n_f, with_db, rast, rast_db):  # pragma: no cover - numba
-    """Fill rast `[B,H,W,4]` (and rast_db when with_db) at covered pixels."""
-    n_b, h, w = tri_id.shape
-    cx = 2.0 / w
-    cy = 2.0 / h
-    for r in prange(n_b * h):
-        b = r // h
-        y = r - b * h
-        py = (2.0 * y + 1.0) / h - 1.0
-        for x in range(w):
-            t = tri_id[b, y, x]
-            if t <= 0:
-                continue
-            k = slot[b * n_f + t - 1]
-            px = (2.0 * x + 1.0) / w - 1.0
-            e1 = _dot(table, k, 0, px, py)
-            e2 = _dot(table, k, 1, px, py)
-            s = _dot(table, k, 2, px, py)
-            rast[b, y, x, 0] = e1 / s
-            rast[b, y, x, 1] = e2 / s
-            rast[b, y, x, 2] = _dot(table, k, 3, px, py) / _dot(table, k, 4, px, py)
-            rast[b, y, x, 3] = t
-            if with_db:
-                s2 = s * s
-                rast_db[b, y, x, 0] = (table[k, 0] * s - e1 * table[k, 6]) / s2 * cx
-                rast_db[b, y, x, 1] = (table[k, 1] * s - e1 * table[k, 7]) / s2 * cy
-                rast_db[b, y, x, 2] = (table[k, 3] * s - e2 * table[k, 6]) / s2 * cx
-                rast_db[b, y, x, 3] = (table[k, 4] * s - e2 * table[k, 7]) / s2 * cy
 
 
 @numba.njit(cache=True, fastmath=False, inline="always")
@@ -291,8 +240,13 @@ def _scatter(tris, pairs, n_f, gvert, grad_clip):  # pragma: no cover - numba
 
 # ----------------------------------------------------------------------------- torch API
 
+
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
+
+
+def _tensor(a: np.ndarray | None) -> torch.Tensor | None:
+    return None if a is None else torch.from_numpy(a)
 
 
 def _owners(pixels: np.ndarray, n_tasks: int) -> np.ndarray:
@@ -303,7 +257,7 @@ def _owners(pixels: np.ndarray, n_tasks: int) -> np.ndarray:
 
 def barycentrics_forward(
     clip: torch.Tensor, tris: torch.Tensor, tri_id: torch.Tensor, grad_db: bool
-) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]:
     """rast, rast_db as raster_from_ids, plus the state that the backward needs.
 
     Args:
@@ -316,18 +270,37 @@ def barycentrics_forward(
         saved = (pairs `[T]` int64, slot `[B*F]` int64, table `[T,15]` float64,
         pixels per pair `[T]` int64).
     """
-    n_b, h, w = tri_id.shape
     n_f = tris.shape[0]
     ids = _np(tri_id.to(torch.int32))
+    np_clip = _np(clip)
     pairs, slot, pixels = _visible(ids, n_f)
-    table = np.empty((pairs.shape[0], 15), dtype=np.float64)
-    _planes(_np(clip), _np(tris), pairs, n_f, table)
-    rast = torch.zeros(n_b, h, w, 4, dtype=clip.dtype)
-    rast_db = torch.zeros(n_b, h, w, 4, dtype=clip.dtype) if grad_db else None
-    db_arg = rast_db.numpy() if rast_db is not None else np.zeros((1, 1, 1, 4), rast.numpy().dtype)
-    _pixels(ids, slot, table, n_f, grad_db, rast.numpy(), db_arg)
+    table = cpu.planes_numpy(np_clip, _np(tris), pairs, n_f)
+    rast, rast_db = cpu.barycentrics_numpy(ids, slot, table, n_f, grad_db, np_clip.dtype)
     saved = tuple(torch.from_numpy(a) for a in (pairs, slot, table, pixels))
-    return rast, rast_db, saved
+    return torch.from_numpy(rast), _tensor(rast_db), saved
+
+
+def rasterize_forward(
+    clip: torch.Tensor, tris: torch.Tensor, h: int, w: int, grad_db: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]:
+    """Visibility and barycentrics in one pass (cpu.rasterize_numpy).
+
+    Args:
+        clip: `[B,V,4]` float32/float64, CPU; the visibility tests it in float32.
+        tris: `[F,3]` int64, CPU, F > 0.
+        h, w: the resolution.
+        grad_db: also return rast_db.
+    Returns:
+        tri_id `[B,H,W]` int32, rast, rast_db (or None) as barycentrics_forward's,
+        and saved = (): barycentrics_backward rebuilds the visible pairs and their
+        planes from tri_id, so a forward without backward never builds them.
+    """
+    np_clip = _np(clip)
+    clip32 = np.ascontiguousarray(np_clip, dtype=np.float32)
+    ids, rast, rast_db = cpu.rasterize_numpy(
+        clip32, _np(tris.to(torch.int32)), np_clip, h, w, grad_db
+    )
+    return torch.from_numpy(ids), torch.from_numpy(rast), _tensor(rast_db), ()
 
 
 def barycentrics_backward(
@@ -342,16 +315,22 @@ def barycentrics_backward(
 
     Args:
         clip, tris, tri_id: as given to barycentrics_forward.
-        saved: its third result.
+        saved: the last result of barycentrics_forward or rasterize_forward.
         grad_rast: `[B,H,W,4]` or None (zero); channel 3 (the ids) is ignored.
         grad_db: `[B,H,W,4]` or None (zero).
     """
-    pairs, slot, table, pixels = (t.numpy() for t in saved)
     n_f = tris.shape[0]
     grad_clip = np.zeros(clip.shape, dtype=np.float64)
-    if pairs.shape[0] == 0 or (grad_rast is None and grad_db is None):
+    if grad_rast is None and grad_db is None:
         return torch.from_numpy(grad_clip).to(clip.dtype)
     ids = _np(tri_id.to(torch.int32))
+    if saved:
+        pairs, slot, table, pixels = (t.numpy() for t in saved)
+    else:  # rasterize_forward's: build them here
+        pairs, slot, pixels = _visible(ids, n_f)
+        table = cpu.planes_numpy(_np(clip), _np(tris), pairs, n_f)
+    if pairs.shape[0] == 0:
+        return torch.from_numpy(grad_clip).to(clip.dtype)
     with_rast = grad_rast is not None
     with_db = grad_db is not None
     g_rast = _np(grad_rast) if with_rast else _np(grad_db)  # a placeholder when unused
