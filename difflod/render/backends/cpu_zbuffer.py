@@ -48,6 +48,18 @@ def _last_pixel(v: float, n: int) -> int:
 
 
 @numba.njit(cache=True, fastmath=False, inline="always")
+def _corners(clip, tris, b, f):  # pragma: no cover - numba
+    """(x, y, z, w) of the three vertices of triangle f in image b, in float64."""
+    i0, i1, i2 = tris[f, 0], tris[f, 1], tris[f, 2]
+    return (np.float64(clip[b, i0, 0]), np.float64(clip[b, i0, 1]),
+            np.float64(clip[b, i0, 2]), np.float64(clip[b, i0, 3]),
+            np.float64(clip[b, i1, 0]), np.float64(clip[b, i1, 1]),
+            np.float64(clip[b, i1, 2]), np.float64(clip[b, i1, 3]),
+            np.float64(clip[b, i2, 0]), np.float64(clip[b, i2, 1]),
+            np.float64(clip[b, i2, 2]), np.float64(clip[b, i2, 3]))
+
+
+@numba.njit(cache=True, fastmath=False, inline="always")
 def _edge(ax, ay, aw, bx, by, bw):  # pragma: no cover - numba
     """Edge a->b as torch_ref: canonical-order cross product (x, y, w) and the order's sign."""
     j_first = (ax < bx) or (ax == bx and ((ay < by) or (ay == by and aw <= bw)))
@@ -96,13 +108,7 @@ def setup(clip, tris, h, w, rec, incl, box):  # pragma: no cover - numba
     for t in prange(n_b * n_f):
         b = t // n_f
         f = t - b * n_f
-        i0, i1, i2 = tris[f, 0], tris[f, 1], tris[f, 2]
-        x0, y0 = np.float64(clip[b, i0, 0]), np.float64(clip[b, i0, 1])
-        z0, w0 = np.float64(clip[b, i0, 2]), np.float64(clip[b, i0, 3])
-        x1, y1 = np.float64(clip[b, i1, 0]), np.float64(clip[b, i1, 1])
-        z1, w1 = np.float64(clip[b, i1, 2]), np.float64(clip[b, i1, 3])
-        x2, y2 = np.float64(clip[b, i2, 0]), np.float64(clip[b, i2, 1])
-        z2, w2 = np.float64(clip[b, i2, 2]), np.float64(clip[b, i2, 3])
+        x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2 = _corners(clip, tris, b, f)
         e0x, e0y, e0z, s0 = _edge(x1, y1, w1, x2, y2, w2)
         e1x, e1y, e1z, s1 = _edge(x2, y2, w2, x0, y0, w0)
         e2x, e2y, e2z, s2 = _edge(x0, y0, w0, x1, y1, w1)
@@ -261,13 +267,7 @@ def _plane_row(clip, tris, b, f, table, k):  # pragma: no cover - numba
 
     E_i = V_j x V_k with V = (x, y, w) in float64, (j, k) = (i+1, i+2) mod 3.
     """
-    i0, i1, i2 = tris[f, 0], tris[f, 1], tris[f, 2]
-    x0, y0 = np.float64(clip[b, i0, 0]), np.float64(clip[b, i0, 1])
-    z0, w0 = np.float64(clip[b, i0, 2]), np.float64(clip[b, i0, 3])
-    x1, y1 = np.float64(clip[b, i1, 0]), np.float64(clip[b, i1, 1])
-    z1, w1 = np.float64(clip[b, i1, 2]), np.float64(clip[b, i1, 3])
-    x2, y2 = np.float64(clip[b, i2, 0]), np.float64(clip[b, i2, 1])
-    z2, w2 = np.float64(clip[b, i2, 2]), np.float64(clip[b, i2, 3])
+    x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2 = _corners(clip, tris, b, f)
     e0x, e0y, e0w = y1 * w2 - w1 * y2, w1 * x2 - x1 * w2, x1 * y2 - y1 * x2
     e1x, e1y, e1w = y2 * w0 - w2 * y0, w2 * x0 - x2 * w0, x2 * y0 - y2 * x0
     e2x, e2y, e2w = y0 * w1 - w0 * y1, w0 * x1 - x0 * w1, x0 * y1 - y0 * x1
