@@ -113,6 +113,9 @@ class Trainer:
                                f"processes: make 'batch' a multiple of the GPU count")
         self.rank, self.world_size = rank, world_size
 
+        # once here, so that the per-step renders can skip their checks (validate=False)
+        reference.validate()
+        base.validate()
         self.config = config
         self.out_dir = Path(out_dir)
         self.device = base.device
@@ -169,13 +172,15 @@ class Trainer:
         cfg = self.config
         ref_layers = cfg.layers if self.reference.materials[0].has_alpha else 1
         opts = {"spp": spp, "min_roughness": cfg.min_roughness, "backend": cfg.backend
-                if cfg.backend != "auto" else None}
+                if cfg.backend != "auto" else None, "validate": False}
 
         def pair(t: float | None, v, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             with torch.no_grad():
                 ref = render_mesh(self._pose(self.reference, t), v, (res, res),
                                   layers=ref_layers, background=b,
                                   topology=self.topology["reference"], **opts).color
+            # validate=False: __init__ validated both meshes; the candidate is built
+            # from the base (same indices) and rasterize checks its positions finite
             opt = render_mesh(self._pose(candidate, t), v, (res, res), layers=cfg.layers,
                               background=b, mips=self.trainable.mips(),
                               topology=self.topology["candidate"], **opts).color

@@ -210,7 +210,8 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
     db_c = rast_db.reshape(-1, 4).index_select(0, pix).reshape(n_pix, 1, 1, 4)
     tri = tri_all.index_select(0, pix)
 
-    # validate=False: the mesh was validated on load and rast comes from its triangles
+    # validate=False: render_mesh validated the mesh (or its caller did) and rast
+    # comes from its triangles
     gb_pos, _ = interpolate(mesh.v_pos, rast_c, prep.tris, backend=backend, validate=False)
     gb_geom = prep.face_n.index_select(0, tri).reshape(n_pix, 1, 1, 3)
     gb_nrm, _ = interpolate(prep.v_nrm, rast_c, prep.t_nrm, backend=backend, validate=False)
@@ -262,7 +263,7 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
                 min_roughness: float = 0.08, backend: str | None = None,
                 mips: Mapping[str, Sequence[torch.Tensor]] | None = None,
                 antialias: bool = True, light_falloff: bool = False,
-                topology: Topology | None = None) -> RenderOutput:
+                topology: Topology | None = None, validate: bool = True) -> RenderOutput:
     """Render `mesh` from every view in `views`, differentiably.
 
     Args:
@@ -281,6 +282,10 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
         light_falloff: inverse-square light falloff (off: nvdiffmodeling's constant).
         topology: `Topology.from_tris(mesh.t_pos_idx)` built once by a caller that
             renders the same triangles many times (the trainer); built here if None.
+        validate: run `mesh.validate()` first (index ranges, finiteness: a few
+            GPU syncs). The ops inside skip their own index checks, so a caller
+            passing False (the trainer, every step) must hand in a validated mesh
+            or one posed from it; invalid indices would then shade as zeros.
 
     Returns:
         RenderOutput(color `[B,H,W,3]`, alpha `[B,H,W,1]`, rast of the first layer).
@@ -288,9 +293,12 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
         antialiasing) and to every material texture (and the given mips).
 
     Raises:
-        ValueError: wrong argument types, shapes or devices (naming the argument).
+        ValueError: wrong argument types, shapes or devices (naming the argument),
+            or an invalid mesh (see Mesh.validate).
     """
     h, w = _check_args(mesh, views, resolution, spp, layers)
+    if validate:
+        mesh.validate()
     if mips is not None:
         unknown = sorted(set(mips) - set(_MIP_KEYS))
         if unknown:

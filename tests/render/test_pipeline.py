@@ -232,3 +232,21 @@ def test_custom_mips_are_used_and_trained():
     assert float(custom.color.detach()[0][inside].min()) > 0.5
     custom.color.sum().backward()
     assert sum(float(c.grad.abs().sum()) for c in coarse if c.grad is not None) > 0
+
+
+def test_render_mesh_validates_the_mesh_by_default():
+    """A texture index past v_tex raises by default; validate=False is for callers that
+    checked the mesh already (the trainer), and then nothing is read out of range."""
+    import dataclasses
+
+    from difflod.assets import make
+
+    mesh = make("sphere", triangles=80, texture_res=16)
+    bad_idx = mesh.t_tex_idx.clone()
+    bad_idx[0, 0] = mesh.v_tex.shape[0] + 5
+    bad = dataclasses.replace(mesh, t_tex_idx=bad_idx)
+    views = views_from_eye([0.0, 0.0, 3.5])
+    with pytest.raises(ValueError, match="t_tex_idx"):
+        render_mesh(bad, views, (16, 16), backend="cpu")
+    out = render_mesh(bad, views, (16, 16), backend="cpu", validate=False)
+    assert torch.isfinite(out.color).all()
