@@ -51,7 +51,16 @@ __all__ = [
 ]
 
 
-_OUTPUTS = BufferPool()  # rasterize_numpy's outputs, reused once the caller drops them
+_OUTPUTS = BufferPool()  # rast / rast_db / ids outputs, reused once the caller drops them
+
+
+def _bary_outputs(n_b: int, h: int, w: int, with_db: bool, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """rast `[B,H,W,4]` and rast_db (or a `[1,1,1,4]` placeholder the kernels ignore), from
+    _OUTPUTS; the kernels write every pixel, so the buffers need no zeroing."""
+    rast = _OUTPUTS.take((n_b, h, w, 4), dtype)
+    if not with_db:
+        return rast, np.empty((1, 1, 1, 4), dtype)
+    return rast, _OUTPUTS.take((n_b, h, w, 4), dtype)
 
 
 def _visibility_setup(clip: np.ndarray, tris: np.ndarray, h: int, w: int):
@@ -101,9 +110,7 @@ def rasterize_numpy(
         builds them from ids.
     """
     n_b = clip32.shape[0]
-    rast = _OUTPUTS.take((n_b, h, w, 4), clip.dtype)
-    rast_db = _OUTPUTS.take((n_b, h, w, 4), clip.dtype) if with_db else \
-        np.empty((1, 1, 1, 4), clip.dtype)
+    rast, rast_db = _bary_outputs(n_b, h, w, with_db, clip.dtype)
     floor = np.zeros((1, 1, 1), np.float32)
     ids = _OUTPUTS.take((n_b, h, w), np.int32)
     vis = _visibility_setup(clip32, tris, h, w)
@@ -125,8 +132,7 @@ def barycentrics_numpy(
     """(rast, rast_db or None) `[B,H,W,4]` of dtype from ids `[B,H,W]` int32 and the planes
     table `[T,15]` of planes_numpy, slot `[B*F]` int64 giving each pair's row."""
     n_b, h, w = ids.shape
-    rast = np.empty((n_b, h, w, 4), dtype)
-    rast_db = np.empty((n_b, h, w, 4) if with_db else (1, 1, 1, 4), dtype)
+    rast, rast_db = _bary_outputs(n_b, h, w, with_db, dtype)
     kern.pixels(ids, slot, table, n_f, with_db, rast, rast_db)
     return rast, rast_db if with_db else None
 
