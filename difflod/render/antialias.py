@@ -34,7 +34,8 @@ the reference's; their gradients agree to rounding. They are once
 differentiable. Validation of values is cheap: shapes, dtypes and devices
 are checked here; vertex indices by one `aminmax` on the host (cpu, torch)
 or a device flag (cuda), and triangle ids inside the kernels, so the cuda
-path syncs with the host once per call (reading that flag).
+path syncs with the host once per call (reading that flag) unless the
+caller passes validate=False (the renderer does, having validated its mesh).
 Speed: see the kernel modules' docstrings.
 """
 

@@ -12,9 +12,10 @@ order, and its last bits, vary from run to run).
 
 Both kernels run in the tensors' dtype (float32 or float64) on torch's
 current stream, launched through cuda_launch (no copies, no host sync); the
-caller's index check is the one sync per call. Host cost per launch is
-mostly numba's argument handling (tens of microseconds per launch, ~10-30 us
-per array argument), so the small metadata (sizes, pixels and rows per
+caller's index check is the one sync per call (none with validate=False).
+Host cost per launch was mostly numba's argument handling (tens of
+microseconds per launch, ~10-30 us per array argument, before cuda_launch's
+direct path skipped most of it), so the small metadata (sizes, pixels and rows per
 image, the derivative channels) is one int64 device array, built and copied
 to the device once per (sizes, channels, device) by an lru_cache instead of
 a host-to-device copy of the channel list every call; the backward's five
