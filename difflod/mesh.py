@@ -6,8 +6,9 @@ Tensor layouts follow ../shared/DESIGN.md:
 
 - positions float32 `[V,3]`, triangles int64 `[F,3]`;
 - textures `[H,W,C]` float32, linear values (kd is base color in linear RGB,
-  optionally with alpha as a 4th channel; ks = (occlusion, roughness,
-  metallic); normal = tangent-space normal in [-1,1], +Y up);
+  optionally with alpha as a 4th channel; ks = (1 - specular strength,
+  roughness, metallic); normal = tangent-space normal in [-1,1], +Y up;
+  occlusion = glTF's ambient occlusion, carried through, not shaded);
 - UV in the glTF convention: (0,0) is the first texel of the first stored row.
 
 A constant material factor is a 1x1 texture. Validation (`validate()`) checks
@@ -24,7 +25,10 @@ from typing import Literal
 
 import torch
 
-__all__ = ["AlphaMode", "Material", "Mesh", "Skin"]
+__all__ = ["TEXTURE_FIELDS", "AlphaMode", "Material", "Mesh", "Skin"]
+
+#: the Material fields that hold textures
+TEXTURE_FIELDS = ("kd", "ks", "normal", "displacement", "occlusion")
 
 AlphaMode = Literal["OPAQUE", "MASK", "BLEND"]
 _ALPHA_MODES = ("OPAQUE", "MASK", "BLEND")
@@ -41,11 +45,17 @@ class Material:
     Attributes:
         name: material name, as in the source file.
         kd: base color `[H,W,3]` (or `[H,W,4]` with alpha) float32, linear RGB.
-        ks: `[H,W,3]` float32 (occlusion, roughness, metallic).
+        ks: `[H,W,3]` float32 (1 - specular strength, roughness, metallic):
+            channel 0 is KHR_materials_specular's strength s as 1 - s, so 0
+            (the default) is the plain glTF material (shading/bsdf.py).
         normal: tangent-space normal map `[H,W,3]` float32 in [-1,1], or None
             for the geometric normal.
         normal_scale: glTF normalTexture.scale (scales the XY of the map).
         displacement: `[H,W,1]` float32 displacement along the normal, or None.
+        occlusion: `[H,W,1]` float32 glTF ambient occlusion (1 = open, strength
+            applied), or None. It darkens ambient light only, which difflod's
+            point light has none of: carried from input to output, never
+            shaded or trained.
         alpha_mode: "OPAQUE", "MASK" (cutout at alpha_cutoff) or "BLEND".
         alpha_cutoff: threshold for MASK.
         double_sided: glTF doubleSided; difflod always shades two-sided, this
@@ -58,6 +68,7 @@ class Material:
     normal: torch.Tensor | None = None
     normal_scale: float = 1.0
     displacement: torch.Tensor | None = None
+    occlusion: torch.Tensor | None = None
     alpha_mode: AlphaMode = "OPAQUE"
     alpha_cutoff: float = 0.5
     double_sided: bool = True
@@ -69,7 +80,7 @@ class Material:
     def validate(self) -> Material:
         """Check shapes and values; return self. Raises ValueError naming the field."""
         for name, channels in (("kd", (3, 4)), ("ks", (3,)), ("normal", (3,)),
-                               ("displacement", (1,))):
+                               ("displacement", (1,)), ("occlusion", (1,))):
             tex = getattr(self, name)
             if tex is None:
                 if name in ("kd", "ks"):
@@ -94,7 +105,7 @@ class Material:
         """A copy with `fn` applied to every texture."""
         return dataclasses.replace(self, **{
             k: fn(getattr(self, k))
-            for k in ("kd", "ks", "normal", "displacement") if getattr(self, k) is not None})
+            for k in TEXTURE_FIELDS if getattr(self, k) is not None})
 
     def to(self, device: torch.device | str) -> Material:
         return self.map_textures(lambda t: t.to(device))

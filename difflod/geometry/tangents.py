@@ -35,7 +35,7 @@ import torch
 from difflod.geometry.normals import check_faces, check_positions, safe_normalize, with_normals
 from difflod.mesh import Mesh
 
-__all__ = ["vertex_tangents", "with_tangents"]
+__all__ = ["vertex_tangents", "with_shading_frame", "with_tangents"]
 
 _TINY = 1e-20
 
@@ -154,3 +154,19 @@ def with_tangents(mesh: Mesh) -> Mesh:
     v_tng, t_tng_idx = vertex_tangents(mesh.v_pos, mesh.t_pos_idx, v_tex, t_tex_idx,
                                        v_nrm, t_nrm_idx)
     return mesh.replace(v_tng=v_tng, t_tng_idx=t_tng_idx)
+
+
+def with_shading_frame(mesh: Mesh) -> Mesh:
+    """`mesh` with the normals and tangents difflod's renderer shades it with.
+
+    Where the mesh has none, normals are computed as the renderer computes them
+    (`with_normals`), and so are tangents when it has UVs (`with_tangents`);
+    what the mesh has is kept. Writers use this so a file carries the very
+    frame its normal maps were made in. Not differentiable (no_grad).
+    """
+    with torch.no_grad():
+        if mesh.v_nrm is None or mesh.t_nrm_idx is None:
+            mesh = with_normals(mesh.replace(v_tng=None, t_tng_idx=None))
+        if mesh.has_uv and (mesh.v_tng is None or mesh.t_tng_idx is None):
+            mesh = with_tangents(mesh)
+    return mesh

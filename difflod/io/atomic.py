@@ -11,6 +11,10 @@ removed and the destination is left as it was.
 - `atomic_paths(paths)`: several files that belong together (an OBJ, its MTL
   and textures): all are written to temporary names first and renamed only
   when every one of them succeeded, so a failure leaves no new file at all.
+
+Permissions: a finished file gets the mode an ordinary `open(path, "w")`
+would give it (0666 less the process umask: 0644 by default), or keeps the
+mode of the file it replaces, not the 0600 of a private temporary file.
 """
 
 from __future__ import annotations
@@ -30,6 +34,25 @@ def _temp_name(path: Path) -> Path:
                                 dir=path.parent)
     os.close(fd)
     return Path(name)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (threads may run)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _final_mode(target: Path) -> int:
+    """Mode for the file published at `target`: the replaced file's, else 0666 & ~umask."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
 
 
 def _fsync(path: Path) -> None:
@@ -76,8 +99,9 @@ def atomic_paths(paths: Sequence[str | os.PathLike[str]]) -> Iterator[tuple[Path
             t.parent.mkdir(parents=True, exist_ok=True)
             temps.append(_temp_name(t))
         yield tuple(temps)
-        for tmp in temps:
+        for tmp, t in zip(temps, targets):
             _fsync(tmp)
+            os.chmod(tmp, _final_mode(t))
         for tmp, t in zip(temps, targets):
             os.replace(tmp, t)
     finally:

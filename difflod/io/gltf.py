@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pygltflib as gl
 import torch
 import torch.nn.functional as F
 
@@ -61,7 +62,9 @@ __all__ = ["read", "write"]
 
 # required extensions whose data this reader handles (or may safely ignore)
 _HANDLED_REQUIRED = frozenset({"KHR_texture_transform", "KHR_materials_emissive_strength",
-                               "KHR_materials_unlit"})
+                               "KHR_materials_unlit", "KHR_materials_specular"})
+# material extensions read (or without effect once emissive is dropped)
+_MATERIAL_EXTENSIONS = frozenset({"KHR_materials_specular", "KHR_materials_emissive_strength"})
 
 
 def write(mesh: Mesh, path: Path) -> None:
@@ -121,6 +124,30 @@ def _resize(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
         .permute(1, 2, 0).numpy()
 
 
+def _texture_info(raw: Any) -> gl.TextureInfo | None:
+    """An extension's textureInfo (a plain dict in pygltflib) as a TextureInfo."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("index"), int):
+        return gl.TextureInfo(index=-1)  # named as out of range by _texture
+    return gl.TextureInfo(index=raw["index"], texCoord=raw.get("texCoord"),
+                          extensions=raw.get("extensions"))
+
+
+def _warn_unsupported(src: GltfSource, mat: Any, what: str) -> None:
+    """One warning naming the material features difflod drops."""
+    dropped = []
+    emissive = mat.emissiveFactor or [0.0, 0.0, 0.0]
+    if mat.emissiveTexture is not None or any(float(x) != 0.0 for x in emissive):
+        dropped.append("emissive")
+    others = sorted(set(mat.extensions or {}) - _MATERIAL_EXTENSIONS)
+    dropped += others
+    if dropped:
+        warnings.warn(f"{src.path}: {what} ({mat.name or 'unnamed'}): difflod does not "
+                      f"support {', '.join(dropped)}; rendered and written without it",
+                      stacklevel=5)
+
+
 def _material(src: GltfSource, index: int) -> tuple[Material, np.ndarray | None, int]:
     """(Material, UV transform `[3,3]` or None, TEXCOORD set) of glTF material `index`."""
     mat = src.item("materials", index, "primitive material")
@@ -149,21 +176,36 @@ def _material(src: GltfSource, index: int) -> tuple[Material, np.ndarray | None,
         kd = kd[..., :3]
 
     mr = _texture(src, mr_info, f"metallicRoughnessTexture of {what}")
-    occ = _texture(src, mat.occlusionTexture, f"occlusionTexture of {what}")
-    hw = max([t.shape[:2] for t in (mr, occ) if t is not None] or [(1, 1)],
+    spec_ext = (mat.extensions or {}).get("KHR_materials_specular") or {}
+    if not isinstance(spec_ext, dict):
+        raise src.error(f"{what}: KHR_materials_specular must be an object")
+    spec_info = _texture_info(spec_ext.get("specularTexture"))
+    spec = _texture(src, spec_info, f"specularTexture of {what}")
+    spec_f = spec_ext.get("specularFactor", 1.0)
+    if isinstance(spec_f, bool) or not isinstance(spec_f, (int, float)) \
+            or not 0.0 <= spec_f <= 1.0:
+        raise src.error(f"{what}: KHR_materials_specular specularFactor must be a number "
+                        f"in [0,1], got {spec_f!r}")
+    hw = max([t.shape[:2] for t in (mr, spec) if t is not None] or [(1, 1)],
              key=lambda s: s[0] * s[1])
     ks = np.empty((hw[0], hw[1], 3), np.float32)
-    if occ is None:
-        ks[..., 0] = 0.0
-    else:
-        strength = mat.occlusionTexture.strength
-        strength = 1.0 if strength is None else float(strength)
-        ks[..., 0] = strength * (1.0 - _resize(occ, hw)[..., 0])
+    # channel 0 = 1 - KHR_materials_specular strength (specularTexture's alpha)
+    ks[..., 0] = 1.0 - spec_f * (_resize(spec, hw)[..., 3] if spec is not None
+                                 and spec.shape[-1] == 4 else 1.0)
     if mr is None:
         ks[..., 1], ks[..., 2] = rough_f, metal_f
     else:
         mr = _resize(mr, hw)
         ks[..., 1], ks[..., 2] = mr[..., 1] * rough_f, mr[..., 2] * metal_f
+
+    occlusion = None
+    occ = _texture(src, mat.occlusionTexture, f"occlusionTexture of {what}")
+    if occ is not None:
+        strength = mat.occlusionTexture.strength
+        strength = 1.0 if strength is None else float(strength)
+        occlusion = torch.from_numpy(np.ascontiguousarray(
+            1.0 - strength * (1.0 - occ[..., 0:1]), np.float32))
+    _warn_unsupported(src, mat, what)
 
     normal, normal_scale = None, 1.0
     nimg = _texture(src, mat.normalTexture, f"normalTexture of {what}")
@@ -173,7 +215,7 @@ def _material(src: GltfSource, index: int) -> tuple[Material, np.ndarray | None,
         normal_scale = 1.0 if scale is None else float(scale)
 
     transform, uv_set = _transform_of(base_info)
-    for info in (mr_info, mat.occlusionTexture, mat.normalTexture):
+    for info in (mr_info, mat.occlusionTexture, mat.normalTexture, spec_info):
         other = _transform_of(info)[0] if info is not None else transform
         same = (other is None and transform is None) or (
             other is not None and transform is not None and np.allclose(other, transform))
@@ -184,11 +226,11 @@ def _material(src: GltfSource, index: int) -> tuple[Material, np.ndarray | None,
     material = Material(
         name=mat.name or f"material{index}",
         kd=torch.from_numpy(np.ascontiguousarray(kd, np.float32)), ks=torch.from_numpy(ks),
-        normal=normal, normal_scale=normal_scale, alpha_mode=alpha_mode,
+        normal=normal, normal_scale=normal_scale, occlusion=occlusion, alpha_mode=alpha_mode,
         alpha_cutoff=float(mat.alphaCutoff if mat.alphaCutoff is not None else 0.5),
         double_sided=bool(mat.doubleSided))
     # Material.validate's checks, in numpy (torch's cost as much as reading the mesh)
-    for name, arr in (("baseColor", kd), ("metallicRoughness/occlusion", ks),
+    for name, arr in (("baseColor", kd), ("metallicRoughness/specular", ks),
                       ("normalTexture.scale", np.float32(normal_scale))):
         if not np.isfinite(arr).all():
             raise src.error(f"{what}: {name} values are not finite (check the factors)")

@@ -7,13 +7,20 @@ Layout of what is written:
   become glTF's single index buffer (uint16 or uint32 indices). The tuples
   are ranked by `unique_corners` (own code, not `np.unique(axis=0)`, which
   sorts rows and took 12 s of a 13 s save at 1M triangles);
-- POSITION (with min/max), NORMAL (unit), TEXCOORD_0, TANGENT (VEC4, w = +-1),
+- POSITION (with min/max), NORMAL (unit) and, with UVs, TEXCOORD_0 and TANGENT
+  (VEC4, w = +-1) always: the mesh's own, or the very normals and tangents
+  difflod's renderer shades it with (geometry.tangents.with_shading_frame),
+  so a viewer reproduces the frame the normal map was made in and the shading
+  stays smooth across UV seams, where glTF vertices must be split;
   JOINTS_0 (uint8/uint16) and WEIGHTS_0 (float) when present;
 - materials: a 1x1 kd becomes baseColorFactor, otherwise an sRGB PNG (RGBA when
-  kd has alpha); a 1x1 ks with ks.x = 0 becomes roughness/metallic
-  factors, otherwise one linear PNG packing (occlusion = 1 - ks.x in R,
-  roughness G, metallic B) used as both metallicRoughnessTexture and
-  occlusionTexture (see gltf.py on ks.x);
+  kd has alpha); a 1x1 ks becomes roughness/metallic factors, otherwise a
+  linear PNG (R = 1, roughness G, metallic B) as metallicRoughnessTexture;
+  ks.x, where it is not 0 (to 8 bits), becomes KHR_materials_specular:
+  specularFactor = 1 - ks.x, or a specularTexture whose alpha holds
+  1 - ks.x (the extension's channel; RGB white), which is the meaning
+  difflod's BSDF gives it (shading/bsdf.py); Material.occlusion becomes an
+  occlusionTexture (grey PNG, strength 1);
   normal maps as (n + 1) / 2 PNGs with normalTexture.scale; alphaMode,
   alphaCutoff, doubleSided. Displacement maps have no glTF slot and are dropped
   with a warning;
@@ -39,6 +46,7 @@ import pygltflib as gl
 import torch
 from PIL import Image
 
+from difflod.geometry.tangents import with_shading_frame
 from difflod.io.atomic import atomic_paths
 from difflod.io.gltf_anim import decompose, trs_matrix
 from difflod.mesh import Material, Mesh
@@ -140,15 +148,24 @@ def _material(m: Material, k: int, images: _Images) -> gl.Material:
         img = np.concatenate([srgb, kd[..., 3:]], axis=-1)
         pbr.baseColorTexture = gl.TextureInfo(index=images.texture(img, f"{k}_basecolor"))
     ks = _np(m.ks)
-    if ks.shape[:2] == (1, 1) and abs(float(ks[0, 0, 0])) < 1e-6:
+    if ks.shape[:2] == (1, 1):
         pbr.roughnessFactor, pbr.metallicFactor = float(ks[0, 0, 1]), float(ks[0, 0, 2])
     else:
-        orm = ks.copy()
-        orm[..., 0] = 1.0 - orm[..., 0]
-        tex = images.texture(orm, f"{k}_orm")
+        orm = np.concatenate([np.ones_like(ks[..., :1]), ks[..., 1:3]], axis=-1)
         pbr.metallicFactor = pbr.roughnessFactor = 1.0
-        pbr.metallicRoughnessTexture = gl.TextureInfo(index=tex)
-        out.occlusionTexture = gl.OcclusionTextureInfo(index=tex)
+        pbr.metallicRoughnessTexture = gl.TextureInfo(index=images.texture(orm, f"{k}_mr"))
+    strength = 1.0 - np.clip(ks[..., 0], 0.0, 1.0)
+    if float(strength.min()) < 1.0 - 0.5 / 255.0:  # KHR_materials_specular (bsdf.py)
+        if ks.shape[:2] == (1, 1):
+            spec = {"specularFactor": float(strength[0, 0])}
+        else:
+            rgba = np.concatenate([np.ones(ks.shape[:2] + (3,), np.float32),
+                                   strength[..., None]], axis=-1)
+            spec = {"specularTexture": {"index": images.texture(rgba, f"{k}_specular")}}
+        out.extensions = {**(out.extensions or {}), "KHR_materials_specular": spec}
+    if m.occlusion is not None:
+        occ = np.repeat(np.clip(_np(m.occlusion), 0.0, 1.0), 3, axis=-1)
+        out.occlusionTexture = gl.OcclusionTextureInfo(index=images.texture(occ, f"{k}_occlusion"))
     if m.normal is not None:
         tex = images.texture(_np(m.normal) * 0.5 + 0.5, f"{k}_normal")
         out.normalTexture = gl.NormalMaterialTexture(index=tex, scale=float(m.normal_scale))
@@ -315,6 +332,9 @@ def _document(mesh: Mesh, stem: str | None) -> tuple[gl.GLTF2, bytes, list[tuple
     blob = _Blob(doc)
     images = _Images(doc, blob, stem)
     doc.materials = [_material(m, k, images) for k, m in enumerate(mesh.materials)]
+    used = sorted({e for m in doc.materials for e in (m.extensions or {})})
+    if used:
+        doc.extensionsUsed = used
     mat_ids = mesh.material_ids().cpu().numpy()
     prims = []
     for k in range(len(mesh.materials)):
@@ -369,6 +389,7 @@ def write(mesh: Mesh, path: Path) -> None:
     mesh.validate()
     if mesh.num_triangles == 0:
         raise ValueError("mesh has no triangles; glTF needs at least one")
+    mesh = with_shading_frame(mesh)
     if suffix == ".glb":
         doc, data, _ = _document(mesh, None)
         payload = _glb(doc.to_json(separators=(",", ":")), data)

@@ -270,7 +270,7 @@ def mtl_text(materials: list[tuple[str, Material]]) -> tuple[str, list[tuple[str
         files = material_files(i)
         kd = m.kd.detach().float().cpu()
         ks = m.ks.detach().float().cpu()
-        out.append(f"\nnewmtl {name}\n")
+        out.append(f"\nnewmtl {name}\nbsdf pbr\n")  # nvdiffmodeling/nvdiffrec require it
         has_alpha = kd.shape[-1] == 4 and m.alpha_mode != "OPAQUE"
         kd = kd if has_alpha else kd[..., :3]
         srgb = torch.cat([_srgb8(kd[..., :3])]

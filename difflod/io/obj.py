@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from difflod.errors import InputFileError
+from difflod.geometry.normals import with_normals
 from difflod.io.atomic import atomic_paths
 from difflod.io.image import write_image
 from difflod.io.mtl import mtl_text, read_mtl, resolve_inside
@@ -410,10 +411,15 @@ def write(mesh: Mesh, path: Path) -> None:
 
     Files: `path`, `path.with_suffix('.mtl')`, texture_kd/ks/n/d[_i].png in the
     same folder. All are renamed into place only once every one is written.
-    Tangents and skinning are not representable in OBJ and are not written.
+    Normals are always written (`vn`, the mesh's or the renderer's), so faces are
+    `f v/t/n` as nvdiffmodeling's and nvdiffrec's readers require. Tangents
+    and skinning are not representable in OBJ and are not written.
     """
     path = Path(path)
     mesh.validate()
+    if mesh.v_nrm is None or mesh.t_nrm_idx is None:  # the renderer's normals, as `vn`
+        with torch.no_grad():
+            mesh = with_normals(mesh)
     mtl_path = path.with_suffix(".mtl")
     names = _unique_names(mesh.materials)
     text, images = mtl_text(list(zip(names, mesh.materials)))

@@ -1,29 +1,39 @@
-"""The paper's BSDF: Lambert diffuse + GGX microfacet specular.
+"""The BSDF: glTF 2.0's metallic-roughness model with KHR_materials_specular.
 
 Pure functions of tensors with broadcasting; vectors are `[...,3]` and
-scalars per point `[...,1]`. The model is nvdiffmodeling's "pbr" BSDF:
+scalars per point `[...,1]`. The model is the one the glTF specification
+defines (Appendix B) and three.js, Blender and Khronos' sample viewer
+implement, so that what difflod optimizes is what they show:
 
-- diffuse: kd * (1 - metallic) * max(n.wi, 0) / pi;
-- specular: D * G * F / (4 n.wo), i.e. the microfacet BSDF times n.wi,
+- specular lobe: D * G * F / (4 n.wo), i.e. the microfacet BSDF times n.wi,
   with D the GGX (Trowbridge-Reitz) distribution, G the height-correlated
-  Smith masking-shadowing term and F Schlick's Fresnel with f90 = 1;
-- metallic workflow: f0 = lerp(0.04, kd, metallic);
-- alpha = roughness^2, clamped to [min_roughness^2, 1].
+  Smith masking-shadowing term and F Schlick's Fresnel;
+- alpha = roughness^2, clamped to [min_roughness^2, 1];
+- metallic workflow with KHR_materials_specular's strength s (specular
+  colour 1, ior 1.5): a dielectric reflects F_d = Schlick(f0 = 0.04 s,
+  f90 = s) and its diffuse keeps what the interface lets through,
+  kd / pi * (1 - F_d) ("fresnel_mix"); a metal reflects Schlick(kd, 1) and
+  has no diffuse; metallic m mixes the two linearly, so the specular Fresnel
+  is Schlick(lerp(0.04 s, kd, m), lerp(s, 1, m)).
 
-ks / arm channel 0: as in nvdiffmodeling, it is *not* an ambient-occlusion
-factor (a point light has no ambient term); it scales the specular
-reflectance down: f0 *= (1 - arm.x). 0 means full specular (the default
-Material has ks.x = 0); 1 zeroes f0, leaving only Schlick's grazing rim
-(1 - cos)^5. Channel 1 is the roughness, channel 2 metallic.
+ks / arm channel 0 is 1 - s: 0 (the default Material) is the plain glTF
+material, 1 leaves no dielectric specular at all. It is written to glTF as
+KHR_materials_specular (specularTexture alpha / specularFactor = 1 - ks.x)
+and read back the same way; glTF's occlusion is a separate map (Material.
+occlusion) that a point light does not see. Channel 1 is the roughness,
+channel 2 metallic.
+
+Not modelled: three.js's multiple-scattering energy compensation (it
+brightens rough metals' highlights; none for dielectrics to within ~1%) and
+its screen-space roughness widening; the three.js comparison test states
+how far the two renderers agree.
 
 Both returned terms include the cosine factor n.wi, so radiance towards the
 viewer is `pbr_bsdf(...) * light scale` (see render.light).
 
 Numerics: cosines are clamped to [1e-4, 1] before any division or sqrt, so
 every function is finite with finite gradients at grazing angles and for
-zero vectors. (nvdiffmodeling clamps to 1 - 1e-4 at the top, which caps the
-GGX peak of smooth surfaces: at roughness 0.08 the normal-incidence D is 36x
-too small. Nothing diverges at cos = 1, so difflod keeps the exact peak.)
+zero vectors.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import math
 import torch
 
 __all__ = [
+    "DIELECTRIC_F0",
     "SPECULAR_EPS",
     "dot",
     "fresnel_schlick",
@@ -46,6 +57,8 @@ __all__ = [
 ]
 
 SPECULAR_EPS = 1e-4
+#: F0 of glTF's dielectric: ((ior - 1) / (ior + 1))^2 at ior 1.5
+DIELECTRIC_F0 = 0.04
 
 
 def dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -95,11 +108,12 @@ def masking_smith_ggx_correlated(alpha_sqr: torch.Tensor, cos_o: torch.Tensor,
 
 
 def pbr_specular(col: torch.Tensor, nrm: torch.Tensor, wo: torch.Tensor, wi: torch.Tensor,
-                 alpha: torch.Tensor, min_roughness: float = 0.08) -> torch.Tensor:
+                 alpha: torch.Tensor, min_roughness: float = 0.08,
+                 f90: torch.Tensor | float = 1.0) -> torch.Tensor:
     """GGX specular times cosine, `[...,3]`.
 
     Args:
-        col: specular reflectance f0 `[...,3]`.
+        col: specular reflectance f0 `[...,3]`; f90: grazing reflectance.
         nrm, wo, wi: unit normal, direction to viewer, direction to light `[...,3]`.
         alpha: GGX alpha (= roughness^2) `[...,1]`, clamped to [min_roughness^2, 1].
 
@@ -111,7 +125,7 @@ def pbr_specular(col: torch.Tensor, nrm: torch.Tensor, wo: torch.Tensor, wi: tor
     wo_n, wi_n = dot(wo, nrm), dot(wi, nrm)
     d = ndf_ggx(alpha_sqr, dot(nrm, h))
     g = masking_smith_ggx_correlated(alpha_sqr, wo_n, wi_n)
-    f = fresnel_schlick(col, 1.0, dot(wo, h))
+    f = fresnel_schlick(col, f90, dot(wo, h))
     w = f * d * g * 0.25 / torch.clamp(wo_n, min=SPECULAR_EPS)
     front = (wo_n > SPECULAR_EPS) & (wi_n > SPECULAR_EPS)
     return torch.where(front, w, torch.zeros_like(w))
@@ -124,16 +138,20 @@ def pbr_bsdf(kd: torch.Tensor, arm: torch.Tensor, pos: torch.Tensor, nrm: torch.
 
     Args:
         kd: base color `[...,3]` linear.
-        arm: `[...,3]` (specular attenuation, roughness, metallic); see the
-            module docstring for channel 0.
+        arm: `[...,3]` (1 - specular strength, roughness, metallic); see the
+            module docstring.
         pos: shaded points `[...,3]`; nrm: unit shading normals `[...,3]`.
         view_pos, light_pos: eye and light positions broadcastable to pos.
         min_roughness: lower bound on roughness (alpha >= min_roughness^2).
     """
     wo = safe_normalize(view_pos - pos)
     wi = safe_normalize(light_pos - pos)
-    spec_atten, roughness, metallic = arm[..., 0:1], arm[..., 1:2], arm[..., 2:3]
-    f0 = (0.04 * (1.0 - metallic) + kd * metallic) * (1.0 - spec_atten)
-    diffuse = kd * (1.0 - metallic) * lambert(nrm, wi)
-    specular = pbr_specular(f0, nrm, wo, wi, roughness * roughness, min_roughness)
+    strength = 1.0 - arm[..., 0:1]
+    roughness, metallic = arm[..., 1:2], arm[..., 2:3]
+    f0_dielectric = DIELECTRIC_F0 * strength
+    f0 = torch.lerp(f0_dielectric, kd, metallic)
+    f90 = torch.lerp(strength, torch.ones_like(strength), metallic)
+    through = 1.0 - fresnel_schlick(f0_dielectric, strength, dot(wo, safe_normalize(wo + wi)))
+    diffuse = kd * ((1.0 - metallic) * through) * lambert(nrm, wi)
+    specular = pbr_specular(f0, nrm, wo, wi, roughness * roughness, min_roughness, f90)
     return diffuse + specular

@@ -167,7 +167,7 @@ def test_round_trip_geometry_and_materials(tmp_path: Path, suffix: str) -> None:
     if suffix == ".gltf":
         names = sorted(p.name for p in tmp_path.iterdir())
         assert names == ["model.bin", "model.gltf", "model_0_basecolor.png",
-                         "model_0_normal.png", "model_0_orm.png"]
+                         "model_0_mr.png", "model_0_normal.png", "model_0_specular.png"]
 
 
 @pytest.mark.parametrize("suffix", [".gltf", ".glb"])
@@ -354,7 +354,9 @@ def test_material_texture_transform_and_packing(tmp_path: Path) -> None:
             metallicRoughnessTexture=gl.TextureInfo(index=1, extensions={
                 "KHR_texture_transform": transform})),
         occlusionTexture=gl.OcclusionTextureInfo(index=1, strength=0.5, extensions={
-            "KHR_texture_transform": transform}))]
+            "KHR_texture_transform": transform}),
+        extensions={"KHR_materials_specular": {"specularFactor": 0.5, "specularTexture": {
+            "index": 0, "extensions": {"KHR_texture_transform": transform}}}})]
     mesh = gltf.read(b.save(tmp_path / "t.gltf"))
     # uv' = T R S uv with R = [[c, s], [-s, c]] (c = 0, s = 1)
     assert np.allclose(mesh.v_tex.numpy(), [[0.5, 0.25], [0.5, -1.75], [3.5, 0.25]], atol=1e-6)
@@ -362,8 +364,12 @@ def test_material_texture_transform_and_packing(tmp_path: Path) -> None:
     lin = ((128 / 255 + 0.055) / 1.055) ** 2.4
     assert m.kd.shape == (2, 2, 4)
     assert np.allclose(m.kd[0, 0].numpy(), [1.0, lin * 0.5, 0.0, 128 / 255], atol=1e-5)
+    # ks = (1 - specularFactor * specularTexture.a, roughness G * factor, metallic B * factor)
     assert m.ks.shape == (4, 4, 3)
-    assert np.allclose(m.ks[0, 0].numpy(), [0.5 * (1 - 0.2), 0.4 * 0.5, 0.8], atol=1e-5)
+    assert np.allclose(m.ks[0, 0].numpy(), [1 - 0.5 * 128 / 255, 0.4 * 0.5, 0.8], atol=1e-5)
+    # occlusion is its own map: 1 - strength * (1 - R), R = 51 / 255
+    assert m.occlusion is not None and m.occlusion.shape == (4, 4, 1)
+    assert np.allclose(m.occlusion[0, 0].numpy(), [1 - 0.5 * (1 - 0.2)], atol=1e-5)
     assert m.alpha_mode == "BLEND" and m.has_alpha
 
 

@@ -240,7 +240,8 @@ def test_round_trip_positions_only_and_uv_flip_in_file(tmp_path: Path) -> None:
              v_tex=torch.tensor([[0.25, 0.125]]), t_tex_idx=torch.zeros(1, 3, dtype=torch.int64))
     obj.write(m, tmp_path / "a.obj")
     text = (tmp_path / "a.obj").read_text()
-    assert "vt 0.25 0.875" in text and "f 1/1 2/1 3/1" in text
+    # normals are always written (the renderer's), so faces are v/t/n as nvdiffmodeling reads
+    assert "vt 0.25 0.875" in text and "f 1/1/1 2/1/2 3/1/3" in text
     assert "Kd 0.7" in (tmp_path / "a.mtl").read_text()  # default 0.5 linear grey -> sRGB
     r = obj.read(tmp_path / "a.obj")
     assert torch.equal(r.v_pos, m.v_pos) and torch.equal(r.v_tex, m.v_tex)

@@ -89,11 +89,18 @@ def test_pbr_bsdf_channels():
     kd = _t(0.2, 0.4, 0.6)
     dielectric = bsdf.pbr_bsdf(kd, _t(0.0, 0.5, 0.0), pos, N, view, light)
     spec = 0.04 / (4 * math.pi * 0.0625)
-    torch.testing.assert_close(dielectric, kd / math.pi + spec, rtol=5e-3, atol=0)
+    # glTF's fresnel_mix: the diffuse keeps 1 - F = 0.96 at normal incidence
+    torch.testing.assert_close(dielectric, kd / math.pi * 0.96 + spec, rtol=5e-3, atol=0)
     no_spec = bsdf.pbr_bsdf(kd, _t(1.0, 0.5, 0.0), pos, N, view, light)
     torch.testing.assert_close(no_spec, kd / math.pi)
     metal = bsdf.pbr_bsdf(kd, _t(0.0, 0.5, 1.0), pos, N, view, light)
     torch.testing.assert_close(metal, kd / (4 * math.pi * 0.0625), rtol=5e-3, atol=0)
+    # KHR_materials_specular strength s = 1 - ks.x scales the dielectric's f0 = 0.04 s (and
+    # f90 = s); the diffuse keeps 1 - 0.04 s at normal incidence; metals are unaffected
+    half = bsdf.pbr_bsdf(kd, _t(0.5, 0.5, 0.0), pos, N, view, light)
+    torch.testing.assert_close(half, kd / math.pi * 0.98 + spec / 2, rtol=5e-3, atol=0)
+    metal_no_spec = bsdf.pbr_bsdf(kd, _t(1.0, 0.5, 1.0), pos, N, view, light)
+    torch.testing.assert_close(metal_no_spec, metal)
     # Roughness below min_roughness is clamped.
     r0 = bsdf.pbr_bsdf(kd, _t(0.0, 0.0, 0.0), pos, N, view, light, min_roughness=0.08)
     r8 = bsdf.pbr_bsdf(kd, _t(0.0, 0.08, 0.0), pos, N, view, light, min_roughness=0.08)
