@@ -10,8 +10,12 @@ meshes untransformed if the file has no scene) into one Mesh:
 - TRIANGLE_STRIP/FAN are converted, POINTS/LINES skipped with a warning;
 - one material per glTF material used (`t_mat` indexes `Mesh.materials`);
   primitives without one get `Material()`. See "Materials";
-- every glTF vertex is one entry of each attribute, so all `t_*_idx` are one
-  shared tensor (Mesh tensors are never modified in place);
+- every glTF vertex is one entry of each attribute, so `t_tex_idx`,
+  `t_nrm_idx` and `t_tng_idx` are one shared tensor; glTF vertices with
+  bit-identical positions (and joints and weights) are then welded into one
+  position (`t_pos_idx`), giving back the connectivity that glTF's vertex
+  splitting at UV seams and material borders took away (Mesh tensors are
+  never modified in place);
 - skins: a primitive of a node with `skin` keeps its bind-space positions (the
   spec ignores that node's transform); `Skin.matrices` = joint world @ inverse
   bind, baked at the union of the keyframe times of animation `animation`
@@ -373,6 +377,7 @@ def read(path: Path, time: float | None = None, animation: int | str | None = No
             mesh.skin.validate()  # type: ignore[union-attr]
         except ValueError as exc:
             raise src.error(str(exc)) from None
+    mesh = _weld_positions(mesh)
     if time is not None and mesh.skin is not None:
         from difflod.geometry.skinning import skin_mesh
 
@@ -482,6 +487,38 @@ def _assemble(src: GltfSource, parts: list[dict[str, Any]],
         fields[attr] = torch.from_numpy(_finite(src, attr, arr))
         fields[idx] = t_idx
     return Mesh(**fields)
+
+
+def _weld_positions(mesh: Mesh) -> Mesh:
+    """Share one position index among glTF vertices with bit-identical positions
+    (and joints and weights), keeping UV, normal and tangent indices per vertex.
+
+    glTF must split a vertex wherever any attribute differs (UV seams, material
+    borders); welding gives back the surface's connectivity, so that a mesh read
+    from a file renders like the one written (antialiasing finds silhouettes by
+    edge adjacency: a split seam would be taken for one) and computed normals
+    stay smooth across seams. Nothing moves: only `t_pos_idx` changes.
+    """
+    cols = [mesh.v_pos.numpy().view(np.uint32).astype(np.int64)]
+    if mesh.v_joints is not None and mesh.v_weights is not None:
+        cols += [mesh.v_joints.numpy().astype(np.int64),
+                 mesh.v_weights.numpy().view(np.uint32).astype(np.int64)]
+    keys = np.ascontiguousarray(np.concatenate(cols, axis=1))
+    rows = keys.view(np.dtype((np.void, keys.dtype.itemsize * keys.shape[1]))).reshape(-1)
+    _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+    if len(first) == len(keys):
+        return mesh
+    order = np.argsort(first)          # number the groups in order of first use
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    inverse = rank[inverse.reshape(-1)]
+    keep = torch.from_numpy(first[order])
+    fields: dict[str, Any] = {
+        "v_pos": mesh.v_pos[keep],
+        "t_pos_idx": torch.from_numpy(inverse)[mesh.t_pos_idx]}
+    if mesh.v_joints is not None and mesh.v_weights is not None:
+        fields["v_joints"], fields["v_weights"] = mesh.v_joints[keep], mesh.v_weights[keep]
+    return mesh.replace(**fields)
 
 
 def _cat(arrays: list[np.ndarray]) -> np.ndarray:

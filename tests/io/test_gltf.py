@@ -289,8 +289,11 @@ def test_strip_fan_and_points(tmp_path: Path) -> None:
         gl.Primitive(attributes=gl.Attributes(POSITION=p), mode=0)])]
     with pytest.warns(UserWarning, match="points/lines"):
         mesh = gltf.read(b.save(tmp_path / "s.gltf"))
-    assert mesh.t_pos_idx.tolist() == [[0, 1, 2], [1, 3, 2], [2, 3, 4],  # spec formulas
-                                       [6, 7, 5], [7, 8, 5], [8, 9, 5]]
+    # spec formulas; the fan's vertices 5..9 repeat the strip's positions 0..4 and are
+    # welded to them (t_pos_idx), while the other attributes keep one entry per vertex
+    assert mesh.t_pos_idx.tolist() == [[0, 1, 2], [1, 3, 2], [2, 3, 4],
+                                       [1, 2, 0], [2, 3, 0], [3, 4, 0]]
+    assert mesh.num_vertices == 5
 
 
 def test_sparse_and_viewless_accessors(tmp_path: Path) -> None:
@@ -594,12 +597,17 @@ def test_round_trip_shared_vs_separate_index_buffers(tmp_path: Path, seams: bool
                       ("v_tng", "t_tng_idx")):
         assert torch.allclose(_corners(back, attr, idx, every), _corners(mesh, attr, idx, every),
                               atol=1e-6), attr
-    # one glTF vertex per distinct (position, uv) index pair
+    # one glTF vertex per distinct (position, uv) index pair, and the reader welds the
+    # split positions again, so the connectivity is the written mesh's
     pairs = set(zip(mesh.t_pos_idx.reshape(-1).tolist(), mesh.t_tex_idx.reshape(-1).tolist()))
-    assert back.num_vertices == len(pairs)
-    assert (back.num_vertices > mesh.num_vertices) == seams
-    # the reader shares one index buffer between all attributes
-    assert back.t_tex_idx is back.t_pos_idx and back.t_nrm_idx is back.t_pos_idx
+    assert len(back.v_tex) == len(pairs)
+    assert (len(back.v_tex) > mesh.num_vertices) == seams
+    assert back.num_vertices == mesh.num_vertices
+    assert torch.equal(back.t_pos_idx, mesh.t_pos_idx)
+    # the other attributes share one index buffer (one entry per glTF vertex); without
+    # seams nothing was split, so it is the position index too
+    assert back.t_nrm_idx is back.t_tex_idx
+    assert (back.t_tex_idx is back.t_pos_idx) == (not seams)
 
 
 def test_transform_overflow_is_refused(tmp_path: Path) -> None:
