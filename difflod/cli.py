@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--res", type=int, default=512)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--backend", default=None, choices=["auto", "cpu", "cuda", "torch"])
+    e.add_argument("--renderer", default="difflod", choices=["difflod", "threejs"],
+                   help="render with difflod's renderer, or with three.js in headless "
+                        "Chromium (the files as a three.js viewer shows them)")
     e.add_argument("-o", "--out", default=None, help="folder for metrics.json and report/")
 
     b = sub.add_parser("baseline", help="QEM decimation + texture bake (the usual pipeline)")
@@ -134,7 +137,7 @@ def _cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
         files["reference"] = Path(args.reference)
     backend = None if args.backend in (None, "auto") else args.backend
     evaluate_into(args.out, reference, candidates, views=args.views, res=args.res,
-                  seed=args.seed, backend=backend, files=files)
+                  seed=args.seed, backend=backend, files=files, renderer=args.renderer)
     if args.out:
         print(f"wrote {args.out}")
     return 0

@@ -11,13 +11,18 @@ is in the normalized space (reference's longest side = 2).
 
 The result is a plain dict (JSON-ready but for infinities):
 
-    {"settings": {"views", "res", "seed", "backend"},
+    {"settings": {"views", "res", "seed", "backend", "renderer"},
      "reference": {"triangles", "vertices", "texture_bytes", "file_bytes"?},
      "candidates": {name: {"triangles", "vertices", "texture_bytes", "file_bytes"?,
                            "psnr": {"mean", "min", "max"}, "ssim": {...}, "flip": {...},
                            "iou": {...}, "chamfer": float,
                            "per_view": {"psnr": [...], "ssim": [...], "flip": [...],
                                         "iou": [...]}}}}
+
+`renderer="threejs"` renders every model with three.js in headless Chromium
+instead (evaluate/threejs.py): the model's own glTF/GLB file where `files`
+names one, else the Mesh written to a temporary GLB by difflod's writer; the
+same views, light and normalization; the same metrics on the pictures.
 
 A PSNR of identical images is `math.inf`; `write_metrics` writes every
 infinity as the JSON string "inf" (and -inf as "-inf"), since JSON has no
@@ -41,7 +46,9 @@ __all__ = [
     "evaluate",
     "format_table",
     "jsonable",
+    "RENDERERS",
     "normalize_to",
+    "render_threejs",
     "render_views",
     "texture_bytes",
     "write_metrics",
@@ -49,6 +56,8 @@ __all__ = [
 
 #: views rendered at once (memory bound: chunk x res^2 x layers)
 CHUNK = 8
+
+RENDERERS = ("difflod", "threejs")
 
 
 def texture_bytes(mesh: Mesh) -> int:
@@ -96,6 +105,38 @@ def render_views(mesh: Mesh, views: Any, res: int, *, backend: str | None = None
     return torch.cat(colors), torch.cat(alphas)
 
 
+def render_threejs(reference: Mesh, meshes: dict[str, Mesh], views: Any, res: int,
+                   files: dict[str, Path] | None = None
+                   ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Render `meshes` (name -> un-normalized Mesh) with three.js under `views`.
+
+    Each model is its file in `files` when that is a .glb/.gltf, else the Mesh
+    written as a temporary GLB; all are placed by the normalization of
+    `reference`. Returns name -> (sRGB-encoded clamped colour `[B,res,res,3]`,
+    alpha `[B,res,res,1]`), as render_views.
+    """
+    import tempfile
+
+    from difflod.evaluate.threejs import render_gltf
+    from difflod.geometry.transform import reference_matrix
+    from difflod.io import save
+    from difflod.render import camera
+
+    matrix = reference_matrix(reference.aabb(), 2.0).numpy()
+    proj = camera.perspective(camera.DEFAULT_FOVY, 1.0, 0.1, 1000.0)
+    with tempfile.TemporaryDirectory(prefix="difflod-eval-") as tmp:
+        models = []
+        for k, (name, mesh) in enumerate(meshes.items()):
+            file = (files or {}).get(name)
+            if file is None or Path(file).suffix.lower() not in (".glb", ".gltf"):
+                file = Path(tmp) / f"model{k}.glb"
+                save(mesh, file)
+            models.append((Path(file), matrix))
+        images = render_gltf(models, views.mvp, proj, views.lightpos, views.light_power, res)
+    return {name: (metrics.to_srgb(color), alpha)
+            for name, (color, alpha) in zip(meshes, images)}
+
+
 def _stats(values: Sequence[float]) -> dict[str, float]:
     vals = list(values)
     mean = math.inf if any(math.isinf(x) and x > 0 for x in vals) else sum(vals) / len(vals)
@@ -113,7 +154,7 @@ def _facts(mesh: Mesh, file: Path | None) -> dict[str, Any]:
 def evaluate(reference: Mesh, candidates: dict[str, Mesh] | Sequence[Mesh], *, views: int = 64,
              res: int = 512, seed: int = 0, backend: str | None = None,
              files: dict[str, Path] | None = None, chamfer_samples: int = 100_000,
-             with_flip: bool = True) -> dict[str, Any]:
+             with_flip: bool = True, renderer: str = "difflod") -> dict[str, Any]:
     """Compare candidates with a reference on `views` held-out views.
 
     Args:
@@ -125,6 +166,8 @@ def evaluate(reference: Mesh, candidates: dict[str, Mesh] | Sequence[Mesh], *, v
         files: name -> model file, to report file sizes ("reference" for the reference).
         chamfer_samples: surface samples per mesh for the Chamfer distance.
         with_flip: compute FLIP (the slowest metric).
+        renderer: "difflod" (its own renderer, `backend`) or "threejs" (see
+            the module docstring).
     Returns:
         The results dict described in the module docstring.
     """
@@ -132,6 +175,8 @@ def evaluate(reference: Mesh, candidates: dict[str, Mesh] | Sequence[Mesh], *, v
         raise ValueError(f"evaluate: views must be >= 1, got {views}")
     if res < 11:
         raise ValueError(f"evaluate: res must be >= 11 (SSIM window), got {res}")
+    if renderer not in RENDERERS:
+        raise ValueError(f"evaluate: renderer must be one of {RENDERERS}, got {renderer!r}")
     if not isinstance(candidates, dict):
         candidates = {f"candidate{i}": m for i, m in enumerate(candidates)}
     files = dict(files or {})
@@ -139,15 +184,25 @@ def evaluate(reference: Mesh, candidates: dict[str, Mesh] | Sequence[Mesh], *, v
 
     eval_views = fixed_views(views, seed)
     ref_n = normalize_to(reference, reference)
-    ref_color, ref_alpha = render_views(ref_n, eval_views, res, backend=backend)
+    pictures = None
+    if renderer == "threejs":
+        pictures = render_threejs(reference, {"reference": reference, **candidates},
+                                  eval_views, res, files)
+        ref_color, ref_alpha = pictures["reference"]
+    else:
+        ref_color, ref_alpha = render_views(ref_n, eval_views, res, backend=backend)
     results: dict[str, Any] = {
-        "settings": {"views": views, "res": res, "seed": seed, "backend": backend or "auto"},
+        "settings": {"views": views, "res": res, "seed": seed, "backend": backend or "auto",
+                     "renderer": renderer},
         "reference": _facts(reference, files.get("reference")),
         "candidates": {},
     }
     for name, cand in candidates.items():
         cand_n = normalize_to(cand, reference)
-        color, alpha = render_views(cand_n, eval_views, res, backend=backend)
+        if pictures is not None:
+            color, alpha = pictures[name]
+        else:
+            color, alpha = render_views(cand_n, eval_views, res, backend=backend)
         per_view: dict[str, list[float]] = {"psnr": [], "ssim": [], "iou": []}
         if with_flip:
             per_view["flip"] = []
@@ -197,8 +252,9 @@ def format_table(results: dict[str, Any]) -> str:
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
     s = results.get("settings")
     if s:
+        how = "three.js" if s.get("renderer") == "threejs" else f"backend {s['backend']}"
         lines.append(f"({s['views']} views at {s['res']}x{s['res']}, seed {s['seed']}, "
-                     f"backend {s['backend']}; image metrics on sRGB)")
+                     f"{how}; image metrics on sRGB)")
     return "\n".join(lines)
 
 

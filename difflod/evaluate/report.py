@@ -331,14 +331,15 @@ def evaluate_into(out_dir: str | Path | None, reference: Mesh, candidates: dict[
                   views: int, res: int, seed: int, backend: str | None,
                   files: dict[str, Path] | None = None, extra: dict[str, Any] | None = None,
                   history: Sequence[dict[str, Any]] | None = None,
-                  config: dict[str, Any] | None = None, quiet: bool = False) -> dict[str, Any]:
+                  config: dict[str, Any] | None = None, quiet: bool = False,
+                  renderer: str = "difflod") -> dict[str, Any]:
     """The whole evaluation job of `difflod eval`, `train` and `simplify`.
 
     Evaluates the candidates, adds `extra` keys to the results, prints the
     table unless `quiet`, and with an `out_dir` writes metrics.json and report/.
     """
     results = evaluate(reference, candidates, views=views, res=res, seed=seed,
-                       backend=backend, files=files)
+                       backend=backend, files=files, renderer=renderer)
     results.update(extra or {})
     if not quiet:
         print(format_table(results))

@@ -477,13 +477,19 @@ def _assemble(src: GltfSource, parts: list[dict[str, Any]],
                                   ("nrm", "v_nrm", "t_nrm_idx", 3),
                                   ("tng", "v_tng", "t_tng_idx", 4)):
         have = [p[key] is not None for p in parts]
-        if not any(have) or (key != "uv" and not all(have)):
+        # UVs and tangents may be missing where a material has no texture / normal
+        # map (zeros, resp. +X, then: nothing reads them); normals are needed
+        # everywhere, and tangents wherever a normal map is (else difflod makes them)
+        needed = [key == "nrm" or (key == "tng" and materials[p["mat"]].normal is not None)
+                  for p in parts]
+        if not any(have) or any(n and not h for n, h in zip(needed, have)):
             if any(have):
                 warnings.warn(f"{src.path}: only some primitives have {key}; dropped",
                               stacklevel=3)
             continue
+        filler = np.array([1.0, 0.0, 0.0, 1.0] if key == "tng" else [0.0] * width, np.float32)
         arr = _cat([p[key] if p[key] is not None
-                    else np.zeros((len(p["pos"]), width), np.float32) for p in parts])
+                    else np.tile(filler, (len(p["pos"]), 1)) for p in parts])
         fields[attr] = torch.from_numpy(_finite(src, attr, arr))
         fields[idx] = t_idx
     return Mesh(**fields)

@@ -7,11 +7,13 @@ Layout of what is written:
   become glTF's single index buffer (uint16 or uint32 indices). The tuples
   are ranked by `unique_corners` (own code, not `np.unique(axis=0)`, which
   sorts rows and took 12 s of a 13 s save at 1M triangles);
-- POSITION (with min/max), NORMAL (unit) and, with UVs, TEXCOORD_0 and TANGENT
-  (VEC4, w = +-1) always: the mesh's own, or the very normals and tangents
-  difflod's renderer shades it with (geometry.tangents.with_shading_frame),
-  so a viewer reproduces the frame the normal map was made in and the shading
-  stays smooth across UV seams, where glTF vertices must be split;
+- POSITION (with min/max) and NORMAL (unit) always; TEXCOORD_0 where the
+  primitive's material has a texture, TANGENT (VEC4, w = +-1) where it has a
+  normal map (an attribute nothing reads is a validator info). Normals and
+  tangents are the mesh's own, or the very ones difflod's renderer shades it
+  with (geometry.tangents.with_shading_frame), so a viewer reproduces the
+  frame the normal map was made in and the shading stays smooth across UV
+  seams, where glTF vertices must be split;
   JOINTS_0 (uint8/uint16) and WEIGHTS_0 (float) when present;
 - materials: a 1x1 kd becomes baseColorFactor, otherwise an sRGB PNG (RGBA when
   kd has alpha); a 1x1 ks becomes roughness/metallic factors, otherwise a
@@ -247,9 +249,20 @@ def unique_corners(corners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return corners[rep], ids
 
 
-def _vertices(mesh: Mesh, faces: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _uses(m: Material) -> tuple[bool, bool]:
+    """(needs TEXCOORD_0, needs TANGENT): any texture larger than 1x1 (a texture is
+    written then), and a normal map. Unused attributes are validator infos."""
+    textured = m.normal is not None or m.occlusion is not None or any(
+        t.shape[0] * t.shape[1] > 1 for t in (m.kd, m.ks))
+    return textured, m.normal is not None
+
+
+def _vertices(mesh: Mesh, faces: np.ndarray, with_uv: bool = True, with_tangent: bool = True
+              ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Unique corner tuples of triangles `faces` `[n]` int64 -> (attributes per glTF
-    vertex, `[n,3]` indices into them)."""
+    vertex, `[n,3]` indices into them); UVs and tangents only where asked for."""
+    mesh = mesh.replace(**({} if with_uv else {"v_tex": None, "t_tex_idx": None}),
+                        **({} if with_tangent and with_uv else {"v_tng": None, "t_tng_idx": None}))
     keys = [mesh.t_pos_idx]
     for values, index in ((mesh.v_tex, mesh.t_tex_idx), (mesh.v_nrm, mesh.t_nrm_idx),
                           (mesh.v_tng, mesh.t_tng_idx)):
@@ -341,7 +354,7 @@ def _document(mesh: Mesh, stem: str | None) -> tuple[gl.GLTF2, bytes, list[tuple
         faces = np.nonzero(mat_ids == k)[0]
         if not len(faces):
             continue
-        attrs, tris = _vertices(mesh, faces)
+        attrs, tris = _vertices(mesh, faces, *_uses(mesh.materials[k]))
         ids = {}
         for name, arr in attrs.items():
             if name == "JOINTS_0":
