@@ -43,10 +43,10 @@ from difflod.evaluate import metrics
 from difflod.mesh import Mesh
 
 __all__ = [
+    "RENDERERS",
     "evaluate",
     "format_table",
     "jsonable",
-    "RENDERERS",
     "normalize_to",
     "render_threejs",
     "render_views",
