@@ -216,7 +216,7 @@ def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarra
         padding: texels of dilation around each island.
     Returns:
         {"kd": `[res,res,3 or 4]`, "ks": `[res,res,3]`, "normal": `[res,res,3]` or
-         None, "v_nrm": `[V,3]`, "v_tng": `[T,4]`, "coverage": `[res,res]` bool},
+         None, "occlusion": `[res,res,1]` or None (when no reference material has one), "v_nrm": `[V,3]`, "v_tng": `[T,4]`, "coverage": `[res,res]` bool},
         float32 arrays, rows in glTF order.
     """
     ref_pos = reference.v_pos.detach().cpu().double().numpy()
@@ -253,6 +253,8 @@ def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarra
     ks = np.zeros((len(rtri), 3))
     nmap = np.zeros((len(rtri), 3))
     nmap[:, 2] = 1.0
+    with_occlusion = any(m.occlusion is not None for m in reference.materials)
+    occ = np.ones((len(rtri), 1))
     for m_id, mat in enumerate(reference.materials):
         sel = mat_ids == m_id
         if not sel.any():
@@ -266,6 +268,8 @@ def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarra
             n = _sample_bilinear(mat.normal.detach().cpu().double().numpy(), ruv[sel])
             n[:, :2] *= mat.normal_scale
             nmap[sel] = n
+        if mat.occlusion is not None:
+            occ[sel] = _sample_bilinear(mat.occlusion.detach().cpu().double().numpy(), ruv[sel])
 
     out: dict[str, np.ndarray | None] = {"normal": None}
     v_nrm = vertex_normals(tpos, tidx)
@@ -284,6 +288,8 @@ def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarra
         out["normal"] = _normalize(img.astype(np.float64)).astype(np.float32)
     out["kd"] = _to_image(kd, covered, res, padding)
     out["ks"] = _to_image(ks, covered, res, padding)
+    out["occlusion"] = _to_image(occ, covered, res, padding, fill=(1.0,)) \
+        if with_occlusion else None
     out["v_nrm"] = v_nrm.astype(np.float32)
     out["v_tng"] = v_tng.astype(np.float32)
     out["coverage"] = covered

@@ -118,6 +118,7 @@ def baseline(reference: Mesh, triangles: int, *, texture_res: int = 1024, seed: 
         kd=to_tensor(baked["kd"]),
         ks=to_tensor(baked["ks"]),
         normal=to_tensor(baked["normal"]) if baked["normal"] is not None else None,
+        occlusion=to_tensor(baked["occlusion"]) if baked["occlusion"] is not None else None,
         alpha_mode=alpha_src.alpha_mode,
         alpha_cutoff=alpha_src.alpha_cutoff,
         double_sided=src.double_sided,

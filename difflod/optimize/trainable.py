@@ -143,6 +143,7 @@ class Trainable:
         return Material(
             name="difflod", kd=self.textures["kd"].base, ks=self.textures["ks"].base,
             normal=self.textures["normal"].base, displacement=self.displacement,
+            occlusion=self.base.materials[0].occlusion,  # carried, never trained
             alpha_mode=self.alpha_mode, alpha_cutoff=self.alpha_cutoff)
 
     def mips(self) -> dict[str, list[torch.Tensor]] | None:

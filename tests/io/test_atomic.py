@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,47 @@ def test_group_rejects_duplicates(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="distinct"), \
             atomic_paths([tmp_path / "a", tmp_path / "a"]):
         pass
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_new_files_get_the_umasks_mode(tmp_path: Path, umask: int) -> None:
+    """A published file has the mode open(path, "w") would give it, not mkstemp's 0600."""
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        with atomic_paths([tmp_path / "b.obj", tmp_path / "b.mtl"]) as temps:
+            for t in temps:
+                t.write_text("x")
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+    finally:
+        os.umask(old)
+    want = 0o666 & ~umask
+    assert stat.S_IMODE(plain.stat().st_mode) == want  # the reference: an ordinary write
+    for name in ("a.json", "b.obj", "b.mtl"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == want, name
+
+
+def test_replacing_a_file_keeps_its_mode(tmp_path: Path) -> None:
+    target = tmp_path / "secret.glb"
+    target.write_bytes(b"old")
+    target.chmod(0o600)
+    atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"new" and stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_saved_model_files_are_readable_by_others(tmp_path: Path) -> None:
+    import difflod
+    from difflod.assets import make
+
+    old = os.umask(0o022)
+    try:
+        mesh = make("sphere", 200, 0, 8)
+        difflod.save(mesh, tmp_path / "m.glb")
+        difflod.save(mesh, tmp_path / "obj" / "m.obj")
+    finally:
+        os.umask(old)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) >= 4  # glb, obj, mtl, a texture
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644, p.name
