@@ -26,17 +26,16 @@ meshes untransformed if the file has no scene) into one Mesh:
   `difflod.geometry.skinning.skin_mesh` (a static mesh, without skin).
 
 Materials: kd = sRGB->linear(baseColorTexture) * baseColorFactor (alpha as a 4th
-channel unless OPAQUE); ks = (1 - occlusion, roughness G * factor, metallic
-B * factor), textures resampled to the largest. ks channel 0 is
-nvdiffmodeling's specular-reduction channel (the BSDF scales specular by
-1 - ks.x), so glTF's occlusion O (1 = open) maps to 1 - O: 0 when absent,
-and occluded texels lose their highlights, the one effect occlusion has under
-a single point light;
-normal = normalTexture * 2 - 1 with `normal_scale`. KHR_texture_transform of
-the baseColorTexture is applied to that material's UVs (and its texCoord
-picks the UV set); difflod has one UV set, so differing transforms on the
-other textures are not baked (a warning says so). Samplers, emissive and other
-extensions are ignored.
+channel unless OPAQUE); ks = (1 - s, roughness G * factor, metallic B *
+factor), s = KHR_materials_specular's specularFactor * specularTexture alpha
+(1 when absent), textures resampled to the largest (shading/bsdf.py gives s
+its glTF meaning); occlusion = 1 - strength * (1 - occlusionTexture R), its
+own map (ambient only: never shaded); normal = normalTexture * 2 - 1 with
+`normal_scale`. KHR_texture_transform of the baseColorTexture is applied to
+that material's UVs (and its texCoord picks the UV set); difflod has one UV
+set, so differing transforms on the other textures are not baked (a warning
+says so). Samplers are ignored; emissive, other material extensions and
+vertex colors (COLOR_0) are dropped with one warning.
 
 Speed: a 1M-triangle GLB reads in about the time trimesh takes (bench/io.py):
 checks run in numpy on the decoded arrays instead of `Mesh.validate` (torch's
@@ -370,6 +369,9 @@ def read(path: Path, time: float | None = None, animation: int | str | None = No
             parts.append(part)
     if not parts:
         raise src.error("no triangle primitives in the scene")
+    if any(p["colors"] for p in parts):
+        warnings.warn(f"{src.path}: difflod does not support vertex colors (COLOR_0); "
+                      "rendered and written without them", stacklevel=2)
     mesh = _assemble(src, parts, materials)
     if skins:
         mesh = attach_skin(src, graph, mesh, parts, skins, static_nodes, animation)
@@ -399,7 +401,8 @@ def _primitive(src: GltfSource, prim: Any, label: str, uv_set: int,
     tris = _triangles(src, prim, label, count)
     if tris is None:
         return None
-    part: dict[str, Any] = {"pos": pos, "tris": tris}
+    part: dict[str, Any] = {"pos": pos, "tris": tris,
+                            "colors": getattr(prim.attributes, "COLOR_0", None) is not None}
     part["nrm"] = _attribute(src, prim, "NORMAL", label, count, (3,))
     part["tng"] = _attribute(src, prim, "TANGENT", label, count, (4,))
     uv = _attribute(src, prim, f"TEXCOORD_{uv_set}", label, count, (2,))
