@@ -50,7 +50,7 @@ import torch
 
 from difflod.errors import DiffLodError
 
-__all__ = ["RendererUnavailable", "ThreeJs", "find_threejs", "render_gltf"]
+__all__ = ["RendererFailed", "RendererUnavailable", "ThreeJs", "find_threejs", "render_gltf"]
 
 _PAGE = Path(__file__).with_name("threejs_page.js")
 
@@ -60,6 +60,10 @@ PAGE_TIMEOUT = 300.0
 
 class RendererUnavailable(DiffLodError):
     """The independent renderer's tools (Chromium, the npm package three) are missing."""
+
+
+class RendererFailed(DiffLodError):
+    """three.js could not render a file (its error is in the message), or Chromium died."""
 
 
 @dataclass(frozen=True)
@@ -210,8 +214,9 @@ def render_gltf(models: Sequence[tuple[Path, np.ndarray]], mvp: torch.Tensor,
         CPU tensors, row 0 = bottom (difflod's raster order).
     Raises:
         RendererUnavailable: the tools are missing.
-        RuntimeError: the page failed (its JavaScript error is in the message),
-            or Chromium stopped answering for PAGE_TIMEOUT seconds.
+        RendererFailed: the page failed (three.js's error is in the message, e.g.
+            a file it cannot read), or Chromium stopped answering for
+            PAGE_TIMEOUT seconds.
     """
     tools = tools or find_threejs()
     p = proj.detach().double().cpu().numpy()
@@ -262,10 +267,10 @@ def _run_page(tools: ThreeJs, session: _Session, root: Path) -> None:
             try:
                 while not session.finished.wait(0.5):
                     if proc.poll() is not None:
-                        raise RuntimeError(f"three.js renderer: Chromium exited with code "
+                        raise RendererFailed(f"three.js renderer: Chromium exited with code "
                                            f"{proc.returncode}: {_tail(log)}")
                     if time.monotonic() - session.last_message > PAGE_TIMEOUT:
-                        raise RuntimeError(f"three.js renderer: no answer from the page for "
+                        raise RendererFailed(f"three.js renderer: no answer from the page for "
                                            f"{PAGE_TIMEOUT:.0f} s: {_tail(log)}")
             finally:
                 proc.kill()
@@ -274,9 +279,10 @@ def _run_page(tools: ThreeJs, session: _Session, root: Path) -> None:
         server.shutdown()
         server.server_close()
     if session.error is not None:
-        raise RuntimeError(f"three.js renderer: the page failed: {session.error}")
+        raise RendererFailed("three.js renderer: the page failed: "
+                             + " ".join(session.error.split())[:500])
     if not session.received.all():
-        raise RuntimeError("three.js renderer: the page finished without every view")
+        raise RendererFailed("three.js renderer: the page finished without every view")
 
 
 def _tail(log: Path, lines: int = 5) -> str:

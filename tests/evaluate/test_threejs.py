@@ -116,3 +116,17 @@ def test_eval_with_threejs_scores_files(threejs: None, tmp_path: Path) -> None:
         assert 15.0 < res["candidates"]["light"]["psnr"]["mean"] < 60.0
     assert abs(tj["candidates"]["light"]["psnr"]["mean"]
                - ours["candidates"]["light"]["psnr"]["mean"]) < 3.0
+
+
+def test_a_file_threejs_cannot_read_is_one_clear_error(threejs: None, tmp_path: Path) -> None:
+    import numpy as np
+
+    from difflod.evaluate.threejs import RendererFailed, render_gltf
+    from difflod.render import camera
+
+    bad = tmp_path / "bad.glb"
+    bad.write_bytes(b"glTF\x02\x00\x00\x00not a model at all")
+    views = fixed_views(1, 0)
+    proj = camera.perspective(camera.DEFAULT_FOVY, 1.0, 0.1, 1000.0)
+    with pytest.raises(RendererFailed, match="page failed"):
+        render_gltf([(bad, np.eye(4))], views.mvp, proj, views.lightpos, 5.0, 16)
