@@ -104,9 +104,9 @@ def test_obj_is_readable_by_nvdiffmodeling_and_trimesh(tmp_path: Path) -> None:
     difflod.save(mesh, path)
     text = path.read_text()
     faces = _nvdiffmodeling_faces(text)
-    n_v = len(re.findall(r"^v ", text, re.M))
-    n_vt = len(re.findall(r"^vt ", text, re.M))
-    n_vn = len(re.findall(r"^vn ", text, re.M))
+    n_v = len(re.findall(r"^v ", text, re.MULTILINE))
+    n_vt = len(re.findall(r"^vt ", text, re.MULTILINE))
+    n_vn = len(re.findall(r"^vn ", text, re.MULTILINE))
     assert len(faces) == mesh.num_triangles and n_vn > 0
     for k, count in enumerate((n_v, n_vt, n_vn)):
         assert faces[..., k].min() >= 1 and faces[..., k].max() <= count
