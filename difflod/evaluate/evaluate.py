@@ -82,8 +82,8 @@ def render_views(mesh: Mesh, views: Any, res: int, *, backend: str | None = None
         (sRGB-encoded clamped colour `[B,res,res,3]`, alpha `[B,res,res,1]`), float32 on
         the CPU, rows in raster order (row 0 = bottom; flip for pictures).
     """
-    from difflod.optimize.views import background
     from difflod.render.pipeline import render_mesh
+    from difflod.scene.views import background
 
     colors, alphas = [], []
     for start in range(0, len(views), chunk):
@@ -135,7 +135,7 @@ def evaluate(reference: Mesh, candidates: dict[str, Mesh] | Sequence[Mesh], *, v
     if not isinstance(candidates, dict):
         candidates = {f"candidate{i}": m for i, m in enumerate(candidates)}
     files = dict(files or {})
-    from difflod.optimize.views import fixed_views
+    from difflod.scene.views import fixed_views
 
     eval_views = fixed_views(views, seed)
     ref_n = normalize_to(reference, reference)

@@ -53,8 +53,8 @@ def write_mesh(out_dir: Path, mesh: Mesh) -> None:
 def save_progress_image(trainer: Trainer, iteration: int) -> Path:
     """Render candidate | reference from the display camera into img_NNNNNN.png."""
     from difflod.io.image import linear_to_srgb, write_image
-    from difflod.optimize.views import background, views_from_eye
     from difflod.render.pipeline import render_mesh
+    from difflod.scene.views import background, views_from_eye
 
     cfg = trainer.config
     res = cfg.resolved_display_res

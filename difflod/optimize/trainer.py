@@ -194,7 +194,7 @@ class Trainer:
     # ---- one iteration ----------------------------------------------------------
     def step(self) -> dict:
         from difflod.optimize.losses import image_loss
-        from difflod.optimize.views import background, sample_views
+        from difflod.scene.views import background, sample_views
 
         cfg, it, gen = self.config, self.iteration, self.generator
         t0 = time.perf_counter()

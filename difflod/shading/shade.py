@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from difflod.render.light import light_scale
+from difflod.scene.light import light_scale
 from difflod.shading.bsdf import dot, pbr_bsdf, safe_normalize
 
 __all__ = ["NORMAL_THRESHOLD", "shade", "shading_normal"]

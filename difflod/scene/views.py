@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from difflod.render import camera
-from difflod.render.light import cosine_sample
+from difflod.scene import camera
+from difflod.scene.light import cosine_sample
 
 __all__ = [
     "BACKGROUNDS",

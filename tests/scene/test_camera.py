@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from difflod.render import camera
+from difflod.scene import camera
 
 
 def _apply(m: torch.Tensor, p: list[float]) -> torch.Tensor:
