@@ -4,7 +4,7 @@
 centring: AABB centred on the origin, longest side 2) and moves every
 candidate by the *same* transform, so a candidate that drifted or shrank is
 penalised. All meshes are rendered with the same shading, the same fixed
-evaluation views (`difflod.optimize.views.fixed_views(views, seed)`) and a
+evaluation views (`difflod.scene.views.fixed_views(views, seed)`) and a
 black background, in chunks of views to bound memory. Image metrics are
 computed on sRGB-encoded, clamped images (see metrics.py); Chamfer distance
 is in the normalized space (reference's longest side = 2).

@@ -1,4 +1,4 @@
-"""Tests for difflod.render.camera: projection, look_at, rotations, random rotations."""
+"""Tests for difflod.scene.camera: projection, look_at, rotations, random rotations."""
 
 from __future__ import annotations
 

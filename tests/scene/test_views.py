@@ -1,4 +1,4 @@
-"""Tests for difflod.optimize.views: training/eval view sampling and backgrounds."""
+"""Tests for difflod.scene.views: training/eval view sampling and backgrounds."""
 
 from __future__ import annotations
 
