@@ -24,7 +24,7 @@ import torch
 
 from difflod.config import TrainConfig
 from difflod.errors import DiffLodError
-from difflod.evaluate.metrics import to_srgb
+from difflod.io.image import linear_to_srgb
 from difflod.mesh import Mesh
 from difflod.optimize.frame import Frame
 from difflod.optimize.progress import Progress
@@ -236,7 +236,9 @@ class Trainer:
 
         # every number the host needs from this step, in one device sync
         with torch.no_grad():
-            mse_t = torch.mean((to_srgb(color_opt.detach()) - to_srgb(color_ref)) ** 2)
+            # the PSNR estimate on clamped sRGB, as evaluate/metrics.py measures it
+            srgb_opt = linear_to_srgb(color_opt.detach().clamp(0.0, 1.0))
+            mse_t = torch.mean((srgb_opt - linear_to_srgb(color_ref.clamp(0.0, 1.0))) ** 2)
             flags = [torch.isfinite(total.detach())]
             for t in self.trainable.tensors().values():
                 flags.append(torch.isfinite(t).all())
