@@ -147,7 +147,7 @@ def _candidate_names(specs: list[str]) -> list[str]:
 
 
 def _cmd_baseline(args: argparse.Namespace, rest: list[str]) -> int:
-    from difflod.evaluate.baseline import baseline
+    from difflod.base.baseline import baseline
     from difflod.io import save
     from difflod.models import open_model
 

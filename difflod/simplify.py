@@ -180,7 +180,7 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     Raises:
         DiffLodError: a missing or bad model, a budget out of range, a bad config.
     """
-    from difflod.evaluate.baseline import baseline
+    from difflod.base.baseline import baseline
     from difflod.io import save
     from difflod.models import open_model
     from difflod.optimize import outputs

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from difflod.base.baseline import baseline
 from difflod.cli import main
 from difflod.config import TrainConfig, load_config
 from difflod.errors import ConfigError, DiffLodError, InputFileError
-from difflod.evaluate.baseline import baseline
 from difflod.models import open_model
 from difflod.optimize.trainable import Trainable
 from difflod.simplify import match_render_tangents, simplify, simplify_config
