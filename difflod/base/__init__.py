@@ -1,1 +1,10 @@
-"""base"""
+"""The base-mesh stage: from a detailed reference to a light, UV-mapped, textured mesh.
+
+- decimate: weld, decimate (QEM, fast-simplification)
+- atlas:    uv_atlas (xatlas charts packed for a square texture)
+- bake:     bake_textures (closest-point transfer of kd, ks and a normal map)
+- baseline: baseline, the three in order: `difflod baseline`, and the start
+            of `difflod simplify`
+
+Import from the submodules, e.g. `from difflod.base.baseline import baseline`.
+"""

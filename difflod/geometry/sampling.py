@@ -1,6 +1,6 @@
 """Area-weighted uniform point samples on a triangle mesh (numpy).
 
-Used by the texture bake (evaluate/bake.py: closest reference points) and by the
+Used by the texture bake (base/bake.py: closest reference points) and by the
 Chamfer distance (evaluate/metrics.py). Reproducible: every draw comes from
 the numpy Generator the caller passes.
 """
