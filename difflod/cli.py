@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
-    from difflod.demo import run_demo
+    from difflod.run.demo import run_demo
 
     run_demo(out_root=args.out_root, iterations=args.iter, backend=args.backend,
              device=args.device, quiet=args.quiet)
@@ -94,8 +94,8 @@ def _cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     from difflod.config import load_config, parse_overrides
-    from difflod.optimize import distributed
     from difflod.optimize.trainer import train
+    from difflod.run import distributed
 
     config = load_config(args.config, parse_overrides(rest))
     if distributed.in_torchrun():
@@ -163,7 +163,7 @@ def _cmd_baseline(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _cmd_simplify(args: argparse.Namespace, rest: list[str]) -> int:
-    from difflod.simplify import simplify, simplify_config
+    from difflod.run.simplify import simplify, simplify_config
 
     overrides = {k: v for k, v in (("iter", args.iter), ("train_res", args.train_res),
                                    ("batch", args.batch), ("backend", args.backend),

@@ -364,7 +364,7 @@ def train(config: TrainConfig, *, out_root: Path | str = "out", resume: bool = F
     every process trains its share of each batch; only rank 0 writes files.
     """
     from difflod.models import open_model
-    from difflod.optimize import outputs
+    from difflod.run import outputs
 
     if config.ref_mesh is None or config.base_mesh is None:
         missing = "ref_mesh" if config.ref_mesh is None else "base_mesh"

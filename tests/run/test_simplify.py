@@ -20,7 +20,7 @@ from difflod.config import TrainConfig, load_config
 from difflod.errors import ConfigError, DiffLodError, InputFileError
 from difflod.models import open_model
 from difflod.optimize.trainable import Trainable
-from difflod.simplify import match_render_tangents, simplify, simplify_config
+from difflod.run.simplify import match_render_tangents, simplify, simplify_config
 
 REF = "asset:spiky?triangles=3000&texture_res=64"
 BUDGET = 300

@@ -183,8 +183,8 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     from difflod.base.baseline import baseline
     from difflod.io import save
     from difflod.models import open_model
-    from difflod.optimize import outputs
     from difflod.optimize.trainer import Trainer, prepare_meshes, resolve_device
+    from difflod.run import outputs
 
     config = config if config is not None else simplify_config()
     if config.base_mesh is not None:
