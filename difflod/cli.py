@@ -94,8 +94,8 @@ def _cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     from difflod.config import load_config, parse_overrides
-    from difflod.optimize.trainer import train
     from difflod.run import distributed
+    from difflod.run.train import train
 
     config = load_config(args.config, parse_overrides(rest))
     if distributed.in_torchrun():

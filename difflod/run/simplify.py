@@ -4,12 +4,14 @@ The whole automatic pipeline, with no base mesh to make by hand:
 
 1. base mesh — QEM decimation of the reference to the budget, a fresh UV
    atlas (xatlas) and a closest-point bake of kd / ks / normal onto it:
-   exactly the usual pipeline, `difflod.evaluate.baseline.baseline`;
+   exactly the usual pipeline, `difflod.base.baseline.baseline`;
 2. the trainable candidate starts from that base *and its baked textures*
    (config `init_textures: "base"`), so optimization begins at the QEM+bake
    result instead of noise;
-3. appearance-driven optimization (difflod.optimize.trainer.Trainer);
-4. the outputs of `difflod train` in OUT_DIR, plus the starting point:
+3. appearance-driven optimization (difflod.optimize.trainer.Trainer, run
+   by `run.train.fit`);
+4. the outputs of `difflod train` in OUT_DIR (`run.train.export`), plus the
+   starting point, and the held-out evaluation with its report:
 
    - config.json, history.json, checkpoint.pt, img_NNNNNN.png;
    - mesh/mesh.obj (+ mtl, textures) and mesh.glb — the result;
@@ -40,7 +42,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,6 +186,7 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     from difflod.models import open_model
     from difflod.optimize.trainer import Trainer, prepare_meshes, resolve_device
     from difflod.run import outputs
+    from difflod.run.train import export, fit
 
     config = config if config is not None else simplify_config()
     if config.base_mesh is not None:
@@ -207,6 +209,7 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     config = config.replace(out_dir=str(out))
     device = device if device is not None else resolve_device(config.device)
 
+    # base mesh
     base = match_render_tangents(
         baseline(ref_mesh, budget, texture_res=tex_res, seed=config.seed))
     train_base = base
@@ -220,17 +223,14 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     out.mkdir(parents=True, exist_ok=True)
     outputs.write_config(out, config)
     save(base, out / f"{BASELINE_NAME}.glb")
+    # train, export
     trainer = Trainer(config, ref_n, base_n, out, quiet=quiet)
     candidates = {BASELINE_NAME: base.to("cpu")}
     if config.init_textures == "random":  # the start differs from the baseline: show it too
         candidates[INITIAL_NAME] = frame.from_unit(trainer.trainable.base_mesh().clone()).to("cpu")
-    t0 = time.perf_counter()
-    trainer.run(save_progress=lambda it: outputs.save_progress_image(trainer, it))
-    seconds = time.perf_counter() - t0
-    final = frame.from_unit(trainer.trainable.base_mesh().detach().to("cpu"))
-    outputs.write_mesh(out, final)
-    outputs.write_history(out, trainer.history)
-    trainer.save_checkpoint()
+    final, seconds = fit(trainer, frame, out)
+    export(out, trainer, final)
+    # evaluate, report
     metrics = None
     if evaluate:
         metrics = outputs.evaluate_run(out, config, ref_mesh, {**candidates, "difflod": final},
