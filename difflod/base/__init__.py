@@ -5,6 +5,8 @@
 - bake:     bake_textures (closest-point transfer of kd, ks and a normal map)
 - baseline: baseline, the three in order: `difflod baseline`, and the start
             of `difflod simplify`
+- render_tangents: match_render_tangents (the renderer's normals and
+            tangents, the baked normal map matched to them; for simplify)
 
 Import from the submodules, e.g. `from difflod.base.baseline import baseline`.
 """
