@@ -1,12 +1,11 @@
 """The QEM baseline: what users do today without difflod.
 
-1. Weld coincident positions (seam splits), then decimate the reference's
-   positions to the triangle budget with quadric error metrics
-   (decimate.py, fast-simplification). Decimation works on the position
+1. Weld coincident positions (seam splits), then decimate the reference's positions to the triangle budget with quadric
+   error metrics (fast-simplification). Decimation works on the position
    index buffer only, so UV seams do not constrain it.
-2. Give the decimated mesh a fresh UV atlas with xatlas (atlas.py;
-   fast-simplification does not carry UVs through collapses), packed into
-   `texture_res` texels with a few texels of padding between charts.
+2. Give the decimated mesh a fresh UV atlas with xatlas (fast-simplification
+   does not carry UVs through collapses), packed into `texture_res` texels
+   with a few texels of padding between charts.
 3. Bake the reference's appearance (kd, ks and a tangent-space normal map)
    onto that atlas by closest-point transfer (bake.py).
 
@@ -16,14 +15,77 @@ the normal map was baked against.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from difflod.base.atlas import uv_atlas
 from difflod.base.bake import bake_textures, to_tensor
-from difflod.base.decimate import decimate
 from difflod.mesh import Material, Mesh
 
-__all__ = ["baseline"]
+__all__ = ["baseline", "decimate", "uv_atlas", "weld"]
+
+
+def weld(v_pos: np.ndarray, t_pos_idx: np.ndarray,
+         tolerance: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Merge coincident positions and drop the triangles that collapse.
+
+    glTF files (and UV-mapped procedural meshes) split vertices along UV
+    seams; QEM would treat those seams as open borders. Positions closer than
+    `tolerance` times the bounding-box diagonal are merged.
+
+    Returns:
+        (`[V',3]` float32 positions, `[F',3]` int64 indices).
+    """
+    if len(v_pos) == 0:
+        return v_pos.astype(np.float32), t_pos_idx.astype(np.int64)
+    diag = float(np.linalg.norm(v_pos.max(0) - v_pos.min(0))) or 1.0
+    keys = np.round(v_pos / (tolerance * diag)).astype(np.int64)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    idx = inverse.reshape(-1)[t_pos_idx]
+    keep = (idx[:, 0] != idx[:, 1]) & (idx[:, 1] != idx[:, 2]) & (idx[:, 0] != idx[:, 2])
+    return (np.ascontiguousarray(v_pos[first], dtype=np.float32),
+            np.ascontiguousarray(idx[keep], dtype=np.int64))
+
+
+def decimate(v_pos: np.ndarray, t_pos_idx: np.ndarray,
+             triangles: int) -> tuple[np.ndarray, np.ndarray]:
+    """QEM-decimate a triangle mesh to about `triangles` faces.
+
+    Args:
+        v_pos: `[V,3]` float positions; t_pos_idx: `[F,3]` int indices.
+    Returns:
+        (`[V',3]` float32 positions, `[F',3]` int64 indices); the input,
+        unchanged, when it already has no more than `triangles` faces.
+    """
+    import fast_simplification
+
+    pos, idx = weld(np.asarray(v_pos, dtype=np.float32), np.asarray(t_pos_idx, dtype=np.int64))
+    if len(idx) <= triangles:
+        return pos, idx
+    out_pos, out_idx = fast_simplification.simplify(pos, idx, target_count=triangles)
+    return (np.ascontiguousarray(out_pos, dtype=np.float32),
+            np.ascontiguousarray(out_idx, dtype=np.int64))
+
+
+def uv_atlas(v_pos: np.ndarray, t_pos_idx: np.ndarray, texture_res: int,
+             padding: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Parametrize a mesh with xatlas, packed for a `texture_res` square atlas.
+
+    Returns:
+        (UVs `[T,2]` float32 in [0,1] (glTF convention), UV indices `[F,3]` int64
+        aligned with t_pos_idx).
+    """
+    import xatlas
+
+    atlas = xatlas.Atlas()
+    atlas.add_mesh(np.ascontiguousarray(v_pos, dtype=np.float32),
+                   np.ascontiguousarray(t_pos_idx, dtype=np.uint32))
+    pack = xatlas.PackOptions()
+    pack.resolution = int(texture_res)
+    pack.padding = int(padding)
+    pack.bilinear = True
+    atlas.generate(xatlas.ChartOptions(), pack)
+    _vmap, uv_idx, uvs = atlas[0]
+    return np.ascontiguousarray(uvs, dtype=np.float32), np.asarray(uv_idx, dtype=np.int64)
 
 
 def baseline(reference: Mesh, triangles: int, *, texture_res: int = 1024, seed: int = 0,
