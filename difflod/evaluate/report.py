@@ -9,8 +9,9 @@ WebP via Pillow, GIF where Pillow lacks WebP) and the run's configuration.
 The page is plain HTML with inline CSS, relative image paths, no scripts
 and no external resources.
 
-`write_report_for_run` renders what write_report needs (used by the CLI and
-the trainer); `turntable_frames` renders a mesh turning around +Y.
+`write_report_for_run` renders what write_report needs (used by
+`evaluate_into`, the evaluate-and-report stage the run/ orchestrators call);
+`turntable_frames` renders a mesh turning around +Y.
 Images given to write_report are sRGB-encoded `[N,H,W,3]` float in [0,1],
 row 0 at the top (display order).
 """

@@ -85,7 +85,7 @@ class Trainer:
         on_step: optional callback(iteration, record) after each step.
         rank, world_size: with torch.distributed initialized, this process
             renders views [rank*B/W, (rank+1)*B/W) of each step's batch and
-            gradients are averaged over processes (see optimize.distributed);
+            gradients are averaged over processes (see run.distributed);
             every process draws the same full batch, so results equal a
             single-process run with the same seed.
     """

@@ -2,7 +2,8 @@
 
 - config.json — the resolved configuration;
 - img_%06d.png — progress images every save_interval (candidate | reference,
-  from the config's camera_eye / camera_up, on its background);
+  from the config's camera_eye / camera_up, on its background), rendered by
+  Trainer.render_display;
 - mesh/mesh.obj + mesh.mtl + texture_kd/ks/n.png — nvdiffmodeling's layout;
 - mesh.glb — the same model as one glTF binary;
 - history.json — loss and PSNR estimate per iteration;

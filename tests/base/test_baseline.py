@@ -1,4 +1,4 @@
-"""Tests for the QEM baseline (difflod.evaluate.baseline) and the texture bake."""
+"""Tests for the QEM baseline (difflod.base.baseline) and the texture bake."""
 
 from __future__ import annotations
 
