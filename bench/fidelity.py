@@ -35,7 +35,7 @@ import torch
 import difflod
 from difflod.evaluate.evaluate import evaluate
 from difflod.models import open_model
-from difflod.simplify import simplify, simplify_config
+from difflod.run.simplify import simplify, simplify_config
 
 TOLERANCE_DB = 0.1
 

@@ -27,8 +27,8 @@ from collections.abc import Callable
 
 import torch
 
-from difflod.render.camera import look_at, perspective
 from difflod.render.rasterize import rasterize
+from difflod.scene.camera import look_at, perspective
 
 
 def uv_sphere(

@@ -3,7 +3,7 @@
 The public API, re-exported lazily so that `import difflod` stays cheap and
 compiles nothing: Mesh, Material, Skin, load, save, DiffLodError.
 Further entry points live in their modules (difflod.render.ops,
-difflod.optimize.trainer, difflod.evaluate).
+difflod.run.train, difflod.run.simplify, difflod.evaluate).
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
-    from difflod.demo import run_demo
+    from difflod.run.demo import run_demo
 
     run_demo(out_root=args.out_root, iterations=args.iter, backend=args.backend,
              device=args.device, quiet=args.quiet)
@@ -97,8 +97,8 @@ def _cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     from difflod.config import load_config, parse_overrides
-    from difflod.optimize import distributed
-    from difflod.optimize.trainer import train
+    from difflod.run import distributed
+    from difflod.run.train import train
 
     config = load_config(args.config, parse_overrides(rest))
     if distributed.in_torchrun():
@@ -123,50 +123,27 @@ def _cmd_info(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
-    from difflod.evaluate.report import evaluate_into
-    from difflod.models import open_model
+    from difflod.run.eval import evaluate_models
 
-    if args.views < 1 or args.res < 8:
-        raise DiffLodError("--views must be >= 1 and --res >= 8")
-    reference = open_model(args.reference)
-    names = _candidate_names(args.candidates)
-    candidates = {name: open_model(c) for name, c in zip(names, args.candidates)}
-    files = {name: Path(c) for name, c in zip(names, args.candidates)
-             if not c.startswith("asset:")}
-    if not args.reference.startswith("asset:"):
-        files["reference"] = Path(args.reference)
-    backend = None if args.backend in (None, "auto") else args.backend
-    evaluate_into(args.out, reference, candidates, views=args.views, res=args.res,
-                  seed=args.seed, backend=backend, files=files, renderer=args.renderer)
+    evaluate_models(args.reference, args.candidates, out=args.out, views=args.views,
+                    res=args.res, seed=args.seed, backend=args.backend,
+                    renderer=args.renderer)
     if args.out:
         print(f"wrote {args.out}")
     return 0
 
 
-def _candidate_names(specs: list[str]) -> list[str]:
-    """Short unique names for the table: file names, or whole paths where they clash."""
-    short = [c if c.startswith("asset:") else Path(c).name for c in specs]
-    return [s if short.count(s) == 1 else c for s, c in zip(short, specs)]
-
-
 def _cmd_baseline(args: argparse.Namespace, rest: list[str]) -> int:
-    from difflod.evaluate.baseline import baseline
-    from difflod.io import save
-    from difflod.models import open_model
+    from difflod.run.baseline import make_baseline
 
-    if args.triangles < 4:
-        raise DiffLodError(f"--triangles must be >= 4, got {args.triangles}")
-    reference = open_model(args.reference)
-    result = baseline(reference, args.triangles, texture_res=args.texture_res, seed=args.seed)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save(result, out)
-    print(f"wrote {out} ({result.num_triangles} triangles)")
+    result = make_baseline(args.reference, args.triangles, args.out,
+                           texture_res=args.texture_res, seed=args.seed)
+    print(f"wrote {Path(args.out)} ({result.num_triangles} triangles)")
     return 0
 
 
 def _cmd_simplify(args: argparse.Namespace, rest: list[str]) -> int:
-    from difflod.simplify import simplify, simplify_config
+    from difflod.run.simplify import simplify, simplify_config
 
     overrides = {k: v for k, v in (("iter", args.iter), ("train_res", args.train_res),
                                    ("batch", args.batch), ("backend", args.backend),

@@ -12,7 +12,7 @@ from difflod.config import load_config
 from difflod.errors import DiffLodError, InputFileError
 from difflod.io import save
 from difflod.models import open_model
-from difflod.optimize.trainer import train
+from difflod.run.train import train
 
 
 @pytest.fixture

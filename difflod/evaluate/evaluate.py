@@ -4,7 +4,7 @@
 centring: AABB centred on the origin, longest side 2) and moves every
 candidate by the *same* transform, so a candidate that drifted or shrank is
 penalised. All meshes are rendered with the same shading, the same fixed
-evaluation views (`difflod.optimize.views.fixed_views(views, seed)`) and a
+evaluation views (`difflod.scene.views.fixed_views(views, seed)`) and a
 black background, in chunks of views to bound memory. Image metrics are
 computed on sRGB-encoded, clamped images (see metrics.py); Chamfer distance
 is in the normalized space (reference's longest side = 2).
@@ -91,8 +91,8 @@ def render_views(mesh: Mesh, views: Any, res: int, *, backend: str | None = None
         (sRGB-encoded clamped colour `[B,res,res,3]`, alpha `[B,res,res,1]`), float32 on
         the CPU, rows in raster order (row 0 = bottom; flip for pictures).
     """
-    from difflod.optimize.views import background
     from difflod.render.pipeline import render_mesh
+    from difflod.scene.views import background
 
     colors, alphas = [], []
     for start in range(0, len(views), chunk):
@@ -120,7 +120,7 @@ def render_threejs(reference: Mesh, meshes: dict[str, Mesh], views: Any, res: in
     from difflod.evaluate.threejs import render_gltf
     from difflod.geometry.transform import reference_matrix
     from difflod.io import save
-    from difflod.render import camera
+    from difflod.scene import camera
 
     matrix = reference_matrix(reference.aabb(), 2.0).numpy()
     proj = camera.perspective(camera.DEFAULT_FOVY, 1.0, 0.1, 1000.0)
@@ -180,7 +180,7 @@ def evaluate(reference: Mesh, candidates: dict[str, Mesh] | Sequence[Mesh], *, v
     if not isinstance(candidates, dict):
         candidates = {f"candidate{i}": m for i, m in enumerate(candidates)}
     files = dict(files or {})
-    from difflod.optimize.views import fixed_views
+    from difflod.scene.views import fixed_views
 
     eval_views = fixed_views(views, seed)
     ref_n = normalize_to(reference, reference)

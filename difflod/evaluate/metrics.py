@@ -14,8 +14,9 @@ to [0,1], as nvdiffmodeling reports them: callers convert linear renders with
   use_sample_covariance=False, data_range=1, channel_axis=-1)`. Written with
   torch conv2d because skimage is not a dependency.
 - `flip` wraps the `flip-evaluator` package (LDR-FLIP, 67 pixels per degree).
-- `chamfer_distance` samples both surfaces (area-weighted) and uses scipy's
-  cKDTree for nearest neighbours.
+- `chamfer_distance` samples both surfaces (area-weighted,
+  geometry.sampling.sample_surface) and uses scipy's cKDTree for nearest
+  neighbours.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from difflod.geometry.sampling import sample_surface
 from difflod.mesh import Mesh
 
 __all__ = [
@@ -33,7 +35,6 @@ __all__ = [
     "flip",
     "flip_error_map",
     "psnr",
-    "sample_surface",
     "silhouette_iou",
     "ssim",
     "to_srgb",
@@ -169,33 +170,6 @@ def silhouette_iou(alpha_a: torch.Tensor, alpha_b: torch.Tensor, threshold: floa
     if union == 0:
         return 1.0
     return int((ma & mb).sum()) / union
-
-
-def sample_surface(v_pos: np.ndarray, t_pos_idx: np.ndarray, count: int,
-                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Area-weighted uniform samples on a triangle mesh.
-
-    Args:
-        v_pos: `[V,3]` float positions; t_pos_idx: `[F,3]` int indices.
-        count: number of samples; rng: numpy generator (the seed lives there).
-    Returns:
-        (points `[count,3]` float64, triangle ids `[count]` int64,
-         barycentrics `[count,3]` float64 summing to 1).
-    """
-    v = np.asarray(v_pos, dtype=np.float64)
-    f = np.asarray(t_pos_idx, dtype=np.int64)
-    if f.shape[0] == 0:
-        raise ValueError("sample_surface: the mesh has no triangles")
-    p0, p1, p2 = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-    area = 0.5 * np.linalg.norm(np.cross(p1 - p0, p2 - p0), axis=1)
-    total = area.sum()
-    prob = area / total if total > 0 else np.full(len(area), 1.0 / len(area))
-    tri = rng.choice(len(f), size=count, p=prob)
-    r1 = np.sqrt(rng.random(count))
-    r2 = rng.random(count)
-    bary = np.stack([1.0 - r1, r1 * (1.0 - r2), r1 * r2], axis=1)
-    pts = bary[:, 0:1] * p0[tri] + bary[:, 1:2] * p1[tri] + bary[:, 2:3] * p2[tri]
-    return pts, tri.astype(np.int64), bary
 
 
 def chamfer_distance(mesh_a: Mesh, mesh_b: Mesh, samples: int = 100_000, seed: int = 0) -> float:

@@ -9,8 +9,9 @@ WebP via Pillow, GIF where Pillow lacks WebP) and the run's configuration.
 The page is plain HTML with inline CSS, relative image paths, no scripts
 and no external resources.
 
-`write_report_for_run` renders what write_report needs (used by the CLI and
-the trainer); `turntable_frames` renders a mesh turning around +Y.
+`write_report_for_run` renders what write_report needs (used by
+`evaluate_into`, the evaluate-and-report stage the run/ orchestrators call);
+`turntable_frames` renders a mesh turning around +Y.
 Images given to write_report are sRGB-encoded `[N,H,W,3]` float in [0,1],
 row 0 at the top (display order).
 """
@@ -280,7 +281,7 @@ def turntable_frames(mesh: Mesh, count: int, res: int, *, backend: str | None = 
     Returns:
         `[count,res,res,3]` float32 sRGB in [0,1], row 0 at the top.
     """
-    from difflod.optimize.views import Views, views_from_eye
+    from difflod.scene.views import Views, views_from_eye
 
     if count < 1:
         raise ValueError(f"turntable_frames: count must be >= 1, got {count}")
@@ -306,7 +307,7 @@ def write_report_for_run(out_dir: str | Path, reference: Mesh, candidates: dict[
     Uses the views of `results["settings"]` (seed), at most 256 pixels for the
     grids and 160 for the turntable; meshes are normalized as in evaluate.
     """
-    from difflod.optimize.views import fixed_views
+    from difflod.scene.views import fixed_views
 
     seed = int(results.get("settings", {}).get("seed", 0))
     n = max(1, min(grid_views, int(results.get("settings", {}).get("views", grid_views))))

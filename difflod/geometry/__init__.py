@@ -11,6 +11,7 @@ Each returns a new object; those taking positions are differentiable in them
 - skinning:  skin_positions, blend_matrices, skin_mesh, load_nvdiffmodeling_skin
 - laplacian: UniformLaplacian (precomputed), laplacian_loss
 - uber:      merge_materials (several materials -> one atlas material)
+- sampling:  sample_surface (area-weighted points, numpy)
 
 Import from the submodules, e.g. `from difflod.geometry.normals import with_normals`.
 """

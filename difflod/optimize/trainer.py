@@ -1,13 +1,13 @@
-"""The optimization loop: render both models, compare, step, clamp — and its outputs.
+"""The optimization loop: render both models, compare, step, clamp.
 
-`train(config)` is the whole job of `difflod train`: load the reference and
-base meshes, normalize them to the reference's unit frame, build the
-trainable candidate, loop (with checkpoints, NaN recovery and progress
-images), then write the final mesh in the reference's original frame and
-evaluate it on held-out views. The pieces it drives live elsewhere:
-views.py (cameras and lights), losses.py, schedule.py, trainable.py,
-render.pipeline (rendering), geometry (normalization, Laplacian, skinning),
-outputs.py (files).
+`Trainer` owns one run's state (the trainable candidate, Adam, the schedules,
+the generator) and its checkpoints; `run()` loops to the configured
+iteration count and returns the history. It writes no other files and
+evaluates nothing: the orchestrators in difflod.run open the models, call
+`prepare_meshes` and the Trainer, then write the outputs and evaluate. The
+pieces it drives live elsewhere: scene.views (cameras and lights),
+losses.py, schedule.py, trainable.py, render.pipeline (rendering), geometry
+(normalization, Laplacian, skinning).
 """
 
 from __future__ import annotations
@@ -17,21 +17,20 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from difflod.config import TrainConfig
 from difflod.errors import DiffLodError
-from difflod.evaluate.metrics import to_srgb
+from difflod.io.image import linear_to_srgb
 from difflod.mesh import Mesh
 from difflod.optimize.frame import Frame
 from difflod.optimize.progress import Progress
 from difflod.optimize.schedule import LaplacianWeight, lr_factor
 from difflod.optimize.trainable import Trainable
 
-__all__ = ["TrainResult", "Trainer", "prepare_meshes", "resolve_device", "train"]
+__all__ = ["Trainer", "prepare_meshes", "resolve_device"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -44,17 +43,6 @@ def resolve_device(name: str) -> torch.device:
         raise DiffLodError(f"device {name!r} asked for, but torch sees no CUDA GPU here; "
                            f"use --device cpu")
     return torch.device(name)
-
-
-@dataclass
-class TrainResult:
-    """What a finished run produced."""
-
-    mesh: Mesh                      # final candidate, in the reference's original frame
-    out_dir: Path
-    history: list[dict] = field(default_factory=list)
-    metrics: dict | None = None
-    seconds: float = 0.0
 
 
 def prepare_meshes(reference: Mesh, base: Mesh, config: TrainConfig,
@@ -97,7 +85,7 @@ class Trainer:
         on_step: optional callback(iteration, record) after each step.
         rank, world_size: with torch.distributed initialized, this process
             renders views [rank*B/W, (rank+1)*B/W) of each step's batch and
-            gradients are averaged over processes (see optimize.distributed);
+            gradients are averaged over processes (see run.distributed);
             every process draws the same full batch, so results equal a
             single-process run with the same seed.
     """
@@ -194,7 +182,7 @@ class Trainer:
     # ---- one iteration ----------------------------------------------------------
     def step(self) -> dict:
         from difflod.optimize.losses import image_loss
-        from difflod.optimize.views import background, sample_views
+        from difflod.scene.views import background, sample_views
 
         cfg, it, gen = self.config, self.iteration, self.generator
         t0 = time.perf_counter()
@@ -236,7 +224,9 @@ class Trainer:
 
         # every number the host needs from this step, in one device sync
         with torch.no_grad():
-            mse_t = torch.mean((to_srgb(color_opt.detach()) - to_srgb(color_ref)) ** 2)
+            # the PSNR estimate on clamped sRGB, as evaluate/metrics.py measures it
+            srgb_opt = linear_to_srgb(color_opt.detach().clamp(0.0, 1.0))
+            mse_t = torch.mean((srgb_opt - linear_to_srgb(color_ref.clamp(0.0, 1.0))) ** 2)
             flags = [torch.isfinite(total.detach())]
             for t in self.trainable.tensors().values():
                 flags.append(torch.isfinite(t).all())
@@ -284,6 +274,13 @@ class Trainer:
     # ---- loop -------------------------------------------------------------------
     def run(self, *, save_progress: Callable[[int], None] | None = None,
             checkpoint: bool = True) -> list[dict]:
+        """Loop from the current iteration to `config.iter`; return the history.
+
+        `save_progress(iteration)` is called by rank 0 every `save_interval`
+        iterations and at the end (the orchestrator's callback writes the
+        picture of `render_display()`); with `checkpoint`, rank 0 saves a
+        checkpoint every `save_interval` iterations.
+        """
         cfg = self.config
         self.progress.start(self.iteration)
         while self.iteration <= cfg.iter:
@@ -302,6 +299,35 @@ class Trainer:
                 self.save_checkpoint()
         self.progress.close()
         return self.history
+
+    # ---- progress picture ---------------------------------------------------
+    @torch.no_grad()
+    def render_display(self) -> torch.Tensor:
+        """Candidate | reference side by side, from the config's display camera
+        (camera_eye / camera_up) on its background, at display_res.
+
+        Returns:
+            `[res, 2*res, 3]` float32 sRGB in [0,1] on the CPU, row 0 at the top.
+        """
+        from difflod.render.pipeline import render_mesh
+        from difflod.scene.views import background, views_from_eye
+
+        cfg = self.config
+        res = cfg.resolved_display_res
+        view = views_from_eye(cfg.camera_eye, cfg.camera_up, light_power=cfg.light_power,
+                              device=self.device)
+        bg = background(cfg.background, 1, res, res, self.generator, device=self.device)
+        backend = cfg.backend if cfg.backend != "auto" else None
+        ref_layers = cfg.layers if self.reference.materials[0].has_alpha else 1
+        opt = render_mesh(self._candidate(), view, (res, res), layers=cfg.layers,
+                          background=bg, min_roughness=cfg.min_roughness, backend=backend,
+                          mips=self.trainable.mips(), topology=self.topology["candidate"]).color
+        ref = render_mesh(self.reference, view, (res, res), layers=ref_layers, background=bg,
+                          spp=cfg.spp, min_roughness=cfg.min_roughness, backend=backend,
+                          topology=self.topology["reference"]).color
+        img = torch.cat([opt, ref], dim=2)[0]
+        # raster row 0 is the bottom row: flip for the picture
+        return linear_to_srgb(img.clamp(0.0, 1.0)).flip(0).cpu()
 
     # ---- checkpoints ----------------------------------------------------------
     def checkpoint_state(self) -> dict:
@@ -352,61 +378,3 @@ class Trainer:
 _RESUMABLE_KEYS = {"iter", "save_interval", "display_interval", "log_interval", "out_dir",
                    "eval_views", "eval_res", "backend", "device", "name"}
 
-
-def train(config: TrainConfig, *, out_root: Path | str = "out", resume: bool = False,
-          quiet: bool = False, evaluate: bool = True, rank: int = 0, world_size: int = 1,
-          device: torch.device | None = None) -> TrainResult:
-    """Run `difflod train`: the whole job, from files to outputs (see module docstring).
-
-    With world_size > 1 (torch.distributed initialized by optimize.distributed),
-    every process trains its share of each batch; only rank 0 writes files.
-    """
-    from difflod.models import open_model
-    from difflod.optimize import outputs
-
-    if config.ref_mesh is None or config.base_mesh is None:
-        missing = "ref_mesh" if config.ref_mesh is None else "base_mesh"
-        raise DiffLodError(f"config: '{missing}' is not set (a model file or asset:NAME)")
-    device = device if device is not None else resolve_device(config.device)
-    out_dir = config.output_dir(out_root)
-    lead = rank == 0
-    hint = "put the file there, or set '{}' in the config"
-    reference = open_model(config.ref_mesh, mtl_override=config.mtl_override,
-                           hint=hint.format("ref_mesh"))
-    base = open_model(config.base_mesh, hint=hint.format("base_mesh"))
-    if config.animate and reference.skin is not None and base.v_joints is None:
-        from difflod.geometry.skin_transfer import transfer_skin
-
-        base = transfer_skin(reference, base)
-    ref_n, base_n, frame = prepare_meshes(reference, base, config, device)
-
-    ckpt = out_dir / CHECKPOINT
-    if lead:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        outputs.write_config(out_dir, config)
-    trainer = Trainer(config, ref_n, base_n, out_dir, quiet=quiet, rank=rank,
-                      world_size=world_size)
-    if resume:
-        if not ckpt.is_file():
-            raise DiffLodError(f"{ckpt}: no checkpoint to resume from")
-        trainer.load_checkpoint(ckpt)
-    t0 = time.perf_counter()
-    initial = frame.from_unit(trainer.trainable.base_mesh().clone())
-    trainer.run(save_progress=lambda it: outputs.save_progress_image(trainer, it))
-    seconds = time.perf_counter() - t0
-    final_unit = trainer.trainable.base_mesh().detach()
-    final = frame.from_unit(final_unit.to("cpu"))
-    if not lead:
-        return TrainResult(mesh=final, out_dir=out_dir, history=trainer.history,
-                           seconds=seconds)
-    outputs.write_mesh(out_dir, final)
-    outputs.write_history(out_dir, trainer.history)
-    trainer.save_checkpoint()
-    metrics = None
-    if evaluate:
-        metrics = outputs.evaluate_run(out_dir, config, reference,
-                                       {"initial": initial.to("cpu"), "difflod": final},
-                                       history=trainer.history, seconds=seconds,
-                                       quiet=quiet)
-    return TrainResult(mesh=final, out_dir=out_dir, history=trainer.history, metrics=metrics,
-                       seconds=seconds)

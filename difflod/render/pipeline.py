@@ -42,10 +42,10 @@ import torch
 
 from difflod.geometry.normals import face_normals, vertex_normals
 from difflod.mesh import Material, Mesh
-from difflod.optimize.views import Views
 from difflod.render.interpolate import interpolate
 from difflod.render.peel import DepthPeeler
 from difflod.render.texture import texture
+from difflod.scene.views import Views
 from difflod.shading.shade import shade
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ its screen-space roughness widening; the three.js comparison test states
 how far the two renderers agree.
 
 Both returned terms include the cosine factor n.wi, so radiance towards the
-viewer is `pbr_bsdf(...) * light scale` (see render.light).
+viewer is `pbr_bsdf(...) * light scale` (see scene.light).
 
 Numerics: cosines are clamped to [1e-4, 1] before any division or sqrt, so
 every function is finite with finite gradients at grazing angles and for

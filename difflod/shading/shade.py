@@ -13,7 +13,7 @@
    is bent towards the geometric normal: n = lerp(N_geom, n, clamp(n.v / 0.1,
    0, 1)), then renormalized (nvdiffmodeling does not renormalize; we do so
    the BSDF gets a unit vector).
-4. BSDF: bsdf.pbr_bsdf, times the light scale (render.light: constant
+4. BSDF: bsdf.pbr_bsdf, times the light scale (scene.light: constant
    light_power as in nvdiffmodeling, or inverse-square falloff on request).
 """
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from difflod.render.light import light_scale
+from difflod.scene.light import light_scale
 from difflod.shading.bsdf import dot, pbr_bsdf, safe_normalize
 
 __all__ = ["NORMAL_THRESHOLD", "shade", "shading_normal"]

@@ -12,7 +12,7 @@ import torch
 
 from difflod.evaluate import evaluate as ev
 from difflod.mesh import Material, Mesh
-from difflod.optimize.views import fixed_views
+from difflod.scene.views import fixed_views
 
 HAS_PIPELINE = importlib.util.find_spec("difflod.render.pipeline") is not None
 

@@ -33,7 +33,7 @@ from difflod.assets import make
 from difflod.evaluate import metrics
 from difflod.evaluate.evaluate import evaluate, normalize_to, render_threejs, render_views
 from difflod.evaluate.threejs import RendererUnavailable, find_threejs
-from difflod.optimize.views import fixed_views
+from difflod.scene.views import fixed_views
 
 THRESHOLD_DB = 29.5
 
@@ -122,7 +122,7 @@ def test_a_file_threejs_cannot_read_is_one_clear_error(threejs: None, tmp_path: 
     import numpy as np
 
     from difflod.evaluate.threejs import RendererFailed, render_gltf
-    from difflod.render import camera
+    from difflod.scene import camera
 
     bad = tmp_path / "bad.glb"
     bad.write_bytes(b"glTF\x02\x00\x00\x00not a model at all")

@@ -29,7 +29,7 @@ import difflod
 from difflod.assets import ASSETS, make
 from difflod.evaluate import metrics
 from difflod.evaluate.evaluate import normalize_to, render_views
-from difflod.optimize.views import fixed_views
+from difflod.scene.views import fixed_views
 
 REPO = Path(__file__).resolve().parents[2]
 VALIDATOR = REPO / ".ci" / "node" / "node_modules" / "gltf-validator"

@@ -17,7 +17,8 @@ from difflod.config import TrainConfig, load_config
 from difflod.errors import DiffLodError
 from difflod.evaluate.evaluate import evaluate
 from difflod.models import open_model
-from difflod.optimize.trainer import Trainer, prepare_meshes, train
+from difflod.optimize.trainer import Trainer, prepare_meshes
+from difflod.run.train import train
 
 BASE = {"ref_mesh": "asset:sphere?triangles=1500&texture_res=64",
         "base_mesh": "asset:sphere?triangles=200&texture_res=32",

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from difflod.render.backends.cpu_buffers import BufferPool
-from difflod.render.camera import look_at, perspective
 from difflod.render.rasterize import rasterize
+from difflod.scene.camera import look_at, perspective
 
 
 def test_buffer_reused_only_after_every_tensor_and_view_is_gone() -> None:

@@ -13,8 +13,8 @@ import torch
 from difflod.config import load_config
 from difflod.models import open_model
 from difflod.optimize.trainer import Trainer, prepare_meshes
-from difflod.optimize.views import fixed_views
 from difflod.render.pipeline import render_mesh
+from difflod.scene.views import fixed_views
 
 
 def test_render_mesh_cuda_matches_cpu(cuda: torch.device) -> None:

@@ -8,9 +8,9 @@ import pytest
 import torch
 import trimesh
 
-from difflod.render.camera import look_at, perspective
 from difflod.render.peel import DepthPeeler
 from difflod.render.rasterize import rasterize
+from difflod.scene.camera import look_at, perspective
 
 
 def _quad_stack(k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from difflod.mesh import Material, Mesh
-from difflod.optimize.views import background, views_from_eye
 from difflod.render.pipeline import render_mesh
+from difflod.scene.views import background, views_from_eye
 
 BACKEND = "torch"
 RES = 24
@@ -196,7 +196,7 @@ def test_two_layers_composite_front_to_back():
 def test_empty_mesh_renders_background():
     empty = Mesh(v_pos=torch.zeros(0, 3), t_pos_idx=torch.zeros(0, 3, dtype=torch.int64))
     bg = background("checker", 2, 8, 8)
-    from difflod.optimize.views import sample_views
+    from difflod.scene.views import sample_views
     views = sample_views(2, torch.Generator().manual_seed(0))
     out = render_mesh(empty, views, (8, 8), background=bg, backend=BACKEND)
     torch.testing.assert_close(out.color, bg)

@@ -13,11 +13,11 @@ import torch
 
 from difflod.geometry.normals import face_normals, vertex_normals
 from difflod.mesh import Material, Mesh
-from difflod.optimize.views import views_from_eye
 from difflod.render.interpolate import interpolate
 from difflod.render.pipeline import clip_positions, render_mesh
 from difflod.render.rasterize import rasterize
 from difflod.render.texture import texture
+from difflod.scene.views import views_from_eye
 from difflod.shading.shade import shade
 
 RES = 32

@@ -240,7 +240,7 @@ def _sphere_views(
     n_views: int, device: torch.device, n_tris: int = 20000
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """clip `[B,V,4]` float32 of a UV sphere seen from n_views cameras, tris `[F,3]` int64."""
-    from difflod.render.camera import look_at, perspective
+    from difflod.scene.camera import look_at, perspective
 
     rings = round((n_tris / 4) ** 0.5)
     segs = round(n_tris / (2 * rings))

@@ -10,8 +10,8 @@ import trimesh
 
 from difflod.errors import BackendError
 from difflod.render.backends import torch_ref
-from difflod.render.camera import look_at, perspective
 from difflod.render.rasterize import rasterize
+from difflod.scene.camera import look_at, perspective
 
 NEAR, FAR = 0.1, 10.0
 

@@ -20,10 +20,10 @@ import numba
 import pytest
 import torch
 
-from difflod.render.camera import look_at, perspective
 from difflod.render.interpolate import interpolate
 from difflod.render.rasterize import rasterize
 from difflod.render.texture import texture
+from difflod.scene.camera import look_at, perspective
 
 MODES = ("linear", "linear-mipmap-nearest", "linear-mipmap-linear")
 BOUNDARIES = ("wrap", "clamp", "zero")

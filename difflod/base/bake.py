@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from difflod.evaluate.metrics import sample_surface
+from difflod.geometry.sampling import sample_surface
 from difflod.mesh import Mesh
 
 __all__ = [

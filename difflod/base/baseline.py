@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from difflod.evaluate.bake import bake_textures, to_tensor
+from difflod.base.bake import bake_textures, to_tensor
 from difflod.mesh import Material, Mesh
 
 __all__ = ["baseline", "decimate", "uv_atlas", "weld"]

@@ -4,12 +4,14 @@ The whole automatic pipeline, with no base mesh to make by hand:
 
 1. base mesh — QEM decimation of the reference to the budget, a fresh UV
    atlas (xatlas) and a closest-point bake of kd / ks / normal onto it:
-   exactly the usual pipeline, `difflod.evaluate.baseline.baseline`;
+   exactly the usual pipeline, `difflod.base.baseline.baseline`;
 2. the trainable candidate starts from that base *and its baked textures*
    (config `init_textures: "base"`), so optimization begins at the QEM+bake
    result instead of noise;
-3. appearance-driven optimization (difflod.optimize.trainer.Trainer);
-4. the outputs of `difflod train` in OUT_DIR, plus the starting point:
+3. appearance-driven optimization (difflod.optimize.trainer.Trainer, run
+   by `run.train.fit`);
+4. the outputs of `difflod train` in OUT_DIR (`run.train.export`), plus the
+   starting point, and the held-out evaluation with its report:
 
    - config.json, history.json, checkpoint.pt, img_NNNNNN.png;
    - mesh/mesh.obj (+ mtl, textures) and mesh.glb — the result;
@@ -19,14 +21,9 @@ The whole automatic pipeline, with no base mesh to make by hand:
      "initial", the QEM geometry with its random textures, when training
      starts from noise: `init_textures: "random"`).
 
-The bake's tangent-space normal map is brought to the tangent frame the
-renderer computes (MikkTSpace-style, geometry/tangents.py) before anything
-else: training recomputes tangents every step and OBJ files carry none, so a
-map baked against other tangents would start the run below the baseline.
-bake.py currently builds its bitangent toward +v where geometry/tangents.py
-builds it toward -v (glTF's convention), which flips the map's green channel;
-`match_render_tangents` detects that by comparing handedness and undoes it
-(and does nothing once the two agree).
+The base mesh's normals and tangents are recomputed as the renderer computes
+them, its normal map matched to them (base/render_tangents.py), before
+training starts.
 
 Unlike `difflod train`, the base mesh is not refitted to the reference's
 bounding box: it comes from the reference itself, and a QEM result with
@@ -38,9 +35,7 @@ nothing on a fresh atlas, so that setting is read as "base" here; "random"
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +51,6 @@ from difflod.mesh import Mesh
 __all__ = [
     "SIMPLIFY_DEFAULTS",
     "SimplifyResult",
-    "match_render_tangents",
     "simplify",
     "simplify_config",
 ]
@@ -116,38 +110,6 @@ def simplify_config(path: str | Path | None = None,
     return load_config(path, {**defaults, **dict(overrides or {})})
 
 
-def match_render_tangents(mesh: Mesh) -> Mesh:
-    """The same model, with the normals and tangents the renderer would compute.
-
-    Drops `mesh`'s stored normals and tangents, recomputes them as the
-    renderer and the trainer do (geometry.normals / geometry.tangents), and
-    flips the green (Y) channel of the first material's normal map when most
-    triangle corners' handedness disagrees between the stored and the fresh
-    tangents (a map baked with the other bitangent direction).
-
-    Args:
-        mesh: a mesh with UVs; stored tangents `[T,4]` (w = +-1) if its normal
-            map was baked against them.
-    Returns:
-        A new Mesh with v_nrm `[V,3]`, v_tng `[K,4]` float32 and their indices.
-    """
-    from difflod.geometry.tangents import with_tangents
-
-    fresh = with_tangents(mesh.replace(v_nrm=None, t_nrm_idx=None, v_tng=None,
-                                       t_tng_idx=None))
-    mat = mesh.materials[0]
-    if mat.normal is None or mesh.v_tng is None or mesh.t_tng_idx is None:
-        return fresh
-    assert fresh.v_tng is not None and fresh.t_tng_idx is not None  # set by with_tangents
-    old_w = mesh.v_tng[mesh.t_tng_idx][..., 3]
-    new_w = fresh.v_tng[fresh.t_tng_idx][..., 3]
-    if float((old_w * new_w < 0).float().mean()) <= 0.5:
-        return fresh
-    flip = torch.tensor([1.0, -1.0, 1.0], dtype=mat.normal.dtype, device=mat.normal.device)
-    flipped = dataclasses.replace(mat, normal=mat.normal * flip)
-    return fresh.replace(materials=(flipped, *mesh.materials[1:]))
-
-
 def _check_budget(triangles: object, reference: Mesh, name: str) -> int:
     if isinstance(triangles, bool) or not isinstance(triangles, int):
         raise DiffLodError(f"triangles must be an integer, got {triangles!r}")
@@ -180,11 +142,13 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     Raises:
         DiffLodError: a missing or bad model, a budget out of range, a bad config.
     """
-    from difflod.evaluate.baseline import baseline
+    from difflod.base.baseline import baseline
+    from difflod.base.render_tangents import match_render_tangents
     from difflod.io import save
     from difflod.models import open_model
-    from difflod.optimize import outputs
     from difflod.optimize.trainer import Trainer, prepare_meshes, resolve_device
+    from difflod.run import outputs
+    from difflod.run.train import export, fit
 
     config = config if config is not None else simplify_config()
     if config.base_mesh is not None:
@@ -207,6 +171,7 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     config = config.replace(out_dir=str(out))
     device = device if device is not None else resolve_device(config.device)
 
+    # base mesh
     base = match_render_tangents(
         baseline(ref_mesh, budget, texture_res=tex_res, seed=config.seed))
     train_base = base
@@ -220,17 +185,14 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     out.mkdir(parents=True, exist_ok=True)
     outputs.write_config(out, config)
     save(base, out / f"{BASELINE_NAME}.glb")
+    # train, export
     trainer = Trainer(config, ref_n, base_n, out, quiet=quiet)
     candidates = {BASELINE_NAME: base.to("cpu")}
     if config.init_textures == "random":  # the start differs from the baseline: show it too
         candidates[INITIAL_NAME] = frame.from_unit(trainer.trainable.base_mesh().clone()).to("cpu")
-    t0 = time.perf_counter()
-    trainer.run(save_progress=lambda it: outputs.save_progress_image(trainer, it))
-    seconds = time.perf_counter() - t0
-    final = frame.from_unit(trainer.trainable.base_mesh().detach().to("cpu"))
-    outputs.write_mesh(out, final)
-    outputs.write_history(out, trainer.history)
-    trainer.save_checkpoint()
+    final, seconds = fit(trainer, frame, out)
+    export(out, trainer, final)
+    # evaluate, report
     metrics = None
     if evaluate:
         metrics = outputs.evaluate_run(out, config, ref_mesh, {**candidates, "difflod": final},

@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from difflod.base.baseline import baseline
+from difflod.base.render_tangents import match_render_tangents
 from difflod.cli import main
 from difflod.config import TrainConfig, load_config
 from difflod.errors import ConfigError, DiffLodError, InputFileError
-from difflod.evaluate.baseline import baseline
 from difflod.models import open_model
 from difflod.optimize.trainable import Trainable
-from difflod.simplify import match_render_tangents, simplify, simplify_config
+from difflod.run.simplify import simplify, simplify_config
 
 REF = "asset:spiky?triangles=3000&texture_res=64"
 BUDGET = 300

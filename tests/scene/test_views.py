@@ -1,4 +1,4 @@
-"""Tests for difflod.optimize.views: training/eval view sampling and backgrounds."""
+"""Tests for difflod.scene.views: training/eval view sampling and backgrounds."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from difflod.optimize import views as V
-from difflod.render import camera
+from difflod.scene import camera
+from difflod.scene import views as V
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -14,6 +14,9 @@ Evaluation views (`fixed_views`) use the same distribution, drawn from a
 generator seeded by a SHA-256 hash of ("eval", seed): a stream disjoint from
 any training generator seeded with a small integer, and stable across Python
 processes (unlike `hash()`).
+
+This module sits below the renderer: render.pipeline takes a `Views` batch,
+and training (optimize), evaluation and the report all draw theirs here.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from difflod.render import camera
-from difflod.render.light import cosine_sample
+from difflod.scene import camera
+from difflod.scene.light import cosine_sample
 
 __all__ = [
     "BACKGROUNDS",
@@ -51,7 +54,7 @@ class Views:
         mvp: `[B,4,4]` float32 model-view-projection matrices (clip = mvp @ [p,1]).
         campos: `[B,3]` float32 eye positions in mesh space.
         lightpos: `[B,3]` float32 point light positions in mesh space.
-        light_power: light intensity multiplying the BSDF (see render.light).
+        light_power: light intensity multiplying the BSDF (see scene.light).
     """
 
     mvp: torch.Tensor

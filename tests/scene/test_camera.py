@@ -1,4 +1,4 @@
-"""Tests for difflod.render.camera: projection, look_at, rotations, random rotations."""
+"""Tests for difflod.scene.camera: projection, look_at, rotations, random rotations."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from difflod.render import camera
+from difflod.scene import camera
 
 
 def _apply(m: torch.Tensor, p: list[float]) -> torch.Tensor:

@@ -41,7 +41,7 @@ def _worker(rank: int, world: int, port: int, use_cuda: bool, config: TrainConfi
             out_root: str, resume: bool, quiet: bool) -> None:
     import torch.distributed as dist
 
-    from difflod.optimize.trainer import train
+    from difflod.run.train import train
 
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
     if use_cuda:
@@ -90,7 +90,7 @@ def train_torchrun(config: TrainConfig, *, out_root: str | Path = "out", resume:
     """Entry point under torchrun: the group comes from the environment."""
     import torch.distributed as dist
 
-    from difflod.optimize.trainer import train
+    from difflod.run.train import train
 
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])

@@ -9,8 +9,8 @@ import torch
 
 from difflod.config import load_config
 from difflod.errors import DiffLodError
-from difflod.optimize.distributed import train_distributed
-from difflod.optimize.trainer import train
+from difflod.run.distributed import train_distributed
+from difflod.run.train import train
 
 SETTINGS = {"ref_mesh": "asset:sphere?triangles=800&texture_res=32",
             "base_mesh": "asset:sphere?triangles=120&texture_res=16",

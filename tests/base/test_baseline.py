@@ -1,4 +1,4 @@
-"""Tests for the QEM baseline (difflod.evaluate.baseline) and the texture bake."""
+"""Tests for the QEM baseline (difflod.base.baseline) and the texture bake."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from difflod.evaluate.bake import dilate, rasterize_uv
-from difflod.evaluate.baseline import baseline
+from difflod.base.bake import dilate, rasterize_uv
+from difflod.base.baseline import baseline
 from difflod.mesh import Material, Mesh
 
 
@@ -123,8 +123,8 @@ def test_bake_tangents_follow_the_renderer_convention() -> None:
     import numpy as np
 
     from difflod.assets import make
-    from difflod.evaluate.bake import vertex_normals as bake_normals
-    from difflod.evaluate.bake import vertex_tangents as bake_tangents
+    from difflod.base.bake import vertex_normals as bake_normals
+    from difflod.base.bake import vertex_tangents as bake_tangents
     from difflod.geometry.tangents import with_tangents
 
     mesh = make("sphere", triangles=400)

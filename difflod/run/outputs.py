@@ -2,7 +2,8 @@
 
 - config.json — the resolved configuration;
 - img_%06d.png — progress images every save_interval (candidate | reference,
-  from the config's camera_eye / camera_up, on its background);
+  from the config's camera_eye / camera_up, on its background), rendered by
+  Trainer.render_display;
 - mesh/mesh.obj + mesh.mtl + texture_kd/ks/n.png — nvdiffmodeling's layout;
 - mesh.glb — the same model as one glTF binary;
 - history.json — loss and PSNR estimate per iteration;
@@ -13,16 +14,12 @@ Every file is written atomically.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from difflod.config import TrainConfig
 from difflod.evaluate.evaluate import write_metrics as _write_json  # strict JSON, atomic
 from difflod.mesh import Mesh
-
-if TYPE_CHECKING:
-    from difflod.optimize.trainer import Trainer
 
 __all__ = [
     "evaluate_run",
@@ -49,31 +46,13 @@ def write_mesh(out_dir: Path, mesh: Mesh) -> None:
     save(mesh, out_dir / "mesh.glb")
 
 
-@torch.no_grad()
-def save_progress_image(trainer: Trainer, iteration: int) -> Path:
-    """Render candidate | reference from the display camera into img_NNNNNN.png."""
-    from difflod.io.image import linear_to_srgb, write_image
-    from difflod.optimize.views import background, views_from_eye
-    from difflod.render.pipeline import render_mesh
+def save_progress_image(out_dir: Path, iteration: int, image: torch.Tensor) -> Path:
+    """Write a progress picture (Trainer.render_display: `[H,W,3]` sRGB, row 0 at
+    the top) as out_dir/img_NNNNNN.png."""
+    from difflod.io.image import write_image
 
-    cfg = trainer.config
-    res = cfg.resolved_display_res
-    view = views_from_eye(cfg.camera_eye, cfg.camera_up, light_power=cfg.light_power,
-                          device=trainer.device)
-    bg = background(cfg.background, 1, res, res, trainer.generator, device=trainer.device)
-    backend = cfg.backend if cfg.backend != "auto" else None
-    ref_layers = cfg.layers if trainer.reference.materials[0].has_alpha else 1
-    opt = render_mesh(trainer._candidate(), view, (res, res), layers=cfg.layers, background=bg,
-                      min_roughness=cfg.min_roughness, backend=backend,
-                      mips=trainer.trainable.mips(), topology=trainer.topology["candidate"]).color
-    ref = render_mesh(trainer.reference, view, (res, res), layers=ref_layers, background=bg,
-                      spp=cfg.spp, min_roughness=cfg.min_roughness, backend=backend,
-                      topology=trainer.topology["reference"]).color
-    img = torch.cat([opt, ref], dim=2)[0]
-    # raster row 0 is the bottom row: flip for the picture
-    img = linear_to_srgb(img.clamp(0.0, 1.0)).flip(0).cpu()
-    path = trainer.out_dir / f"img_{iteration:06d}.png"
-    write_image(path, img)
+    path = out_dir / f"img_{iteration:06d}.png"
+    write_image(path, image)
     return path
 
 

@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from difflod.simplify import BASELINE_NAME, INITIAL_NAME, SimplifyResult, simplify, simplify_config
+from difflod.run.simplify import (
+    BASELINE_NAME,
+    INITIAL_NAME,
+    SimplifyResult,
+    simplify,
+    simplify_config,
+)
 
 __all__ = ["DEMO_REFERENCE", "DEMO_SETTINGS", "DEMO_TRIANGLES", "run_demo"]
 

@@ -1,0 +1,12 @@
+"""The base-mesh stage: from a detailed reference to a light, UV-mapped, textured mesh.
+
+- baseline: weld + decimate (QEM, fast-simplification), uv_atlas (xatlas
+            charts packed for a square texture), and baseline, which runs
+            them and the bake in order: `difflod baseline`, and the start of
+            `difflod simplify`
+- bake:     bake_textures (closest-point transfer of kd, ks and a normal map)
+- render_tangents: match_render_tangents (the renderer's normals and
+            tangents, the baked normal map matched to them; for simplify)
+
+Import from the submodules, e.g. `from difflod.base.baseline import baseline`.
+"""

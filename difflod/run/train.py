@@ -1,0 +1,119 @@
+"""`difflod train`: a reference, a base mesh with UVs, a config → an optimized model.
+
+The stages, in order:
+
+1. open models — the reference (with the config's mtl_override) and the base
+   mesh (difflod.models); with `animate`, the reference's skin is
+   transferred onto a base mesh that has none;
+2. normalize — both into the reference's unit frame
+   (optimize.trainer.prepare_meshes);
+3. train — `Trainer.run` (optimize.trainer), resumed from checkpoint.pt on
+   request; progress pictures are written here (`fit`);
+4. export — mesh/ and mesh.glb in the reference's own frame, history.json,
+   the final checkpoint (`export`);
+5. evaluate and report — metrics.json and report/ on held-out views
+   (run/outputs.evaluate_run → evaluate.report), "initial" against "difflod".
+
+`fit` and `export` are the stages `difflod simplify` shares.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from difflod.config import TrainConfig
+from difflod.errors import DiffLodError
+from difflod.mesh import Mesh
+from difflod.optimize.frame import Frame
+from difflod.optimize.trainer import CHECKPOINT, Trainer, prepare_meshes, resolve_device
+from difflod.run import outputs
+
+__all__ = ["TrainResult", "export", "fit", "train"]
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    mesh: Mesh                      # final candidate, in the reference's original frame
+    out_dir: Path
+    history: list[dict] = field(default_factory=list)
+    metrics: dict | None = None
+    seconds: float = 0.0
+
+
+def fit(trainer: Trainer, frame: Frame, out_dir: Path) -> tuple[Mesh, float]:
+    """The train stage: run `trainer` to the end, writing its progress pictures.
+
+    Returns:
+        (the final mesh in the reference's own frame, on the CPU; seconds taken).
+    """
+    t0 = time.perf_counter()
+    trainer.run(save_progress=lambda it: outputs.save_progress_image(
+        out_dir, it, trainer.render_display()))
+    seconds = time.perf_counter() - t0
+    final = frame.from_unit(trainer.trainable.base_mesh().detach().to("cpu"))
+    return final, seconds
+
+
+def export(out_dir: Path, trainer: Trainer, final: Mesh) -> None:
+    """The export stage: mesh/ + mesh.glb, history.json and the final checkpoint."""
+    outputs.write_mesh(out_dir, final)
+    outputs.write_history(out_dir, trainer.history)
+    trainer.save_checkpoint()
+
+
+def train(config: TrainConfig, *, out_root: Path | str = "out", resume: bool = False,
+          quiet: bool = False, evaluate: bool = True, rank: int = 0, world_size: int = 1,
+          device: torch.device | None = None) -> TrainResult:
+    """Run `difflod train`: the stages of the module docstring, from files to outputs.
+
+    With world_size > 1 (torch.distributed initialized by run.distributed),
+    every process trains its share of each batch; only rank 0 writes files.
+    """
+    from difflod.models import open_model
+
+    if config.ref_mesh is None or config.base_mesh is None:
+        missing = "ref_mesh" if config.ref_mesh is None else "base_mesh"
+        raise DiffLodError(f"config: '{missing}' is not set (a model file or asset:NAME)")
+    device = device if device is not None else resolve_device(config.device)
+    out_dir = config.output_dir(out_root)
+    lead = rank == 0
+    hint = "put the file there, or set '{}' in the config"
+    reference = open_model(config.ref_mesh, mtl_override=config.mtl_override,
+                           hint=hint.format("ref_mesh"))
+    base = open_model(config.base_mesh, hint=hint.format("base_mesh"))
+    if config.animate and reference.skin is not None and base.v_joints is None:
+        from difflod.geometry.skin_transfer import transfer_skin
+
+        base = transfer_skin(reference, base)
+    ref_n, base_n, frame = prepare_meshes(reference, base, config, device)
+
+    ckpt = out_dir / CHECKPOINT
+    if lead:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        outputs.write_config(out_dir, config)
+    trainer = Trainer(config, ref_n, base_n, out_dir, quiet=quiet, rank=rank,
+                      world_size=world_size)
+    if resume:
+        if not ckpt.is_file():
+            raise DiffLodError(f"{ckpt}: no checkpoint to resume from")
+        trainer.load_checkpoint(ckpt)
+    initial = frame.from_unit(trainer.trainable.base_mesh().clone())
+    final, seconds = fit(trainer, frame, out_dir)
+    if not lead:
+        return TrainResult(mesh=final, out_dir=out_dir, history=trainer.history,
+                           seconds=seconds)
+    export(out_dir, trainer, final)
+    metrics = None
+    if evaluate:
+        metrics = outputs.evaluate_run(out_dir, config, reference,
+                                       {"initial": initial.to("cpu"), "difflod": final},
+                                       history=trainer.history, seconds=seconds,
+                                       quiet=quiet)
+    return TrainResult(mesh=final, out_dir=out_dir, history=trainer.history, metrics=metrics,
+                       seconds=seconds)
