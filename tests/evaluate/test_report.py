@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 import shutil
@@ -124,8 +123,6 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert pixels.var() > 0
 
 
-@pytest.mark.skipif(importlib.util.find_spec("difflod.render.pipeline") is None,
-                    reason="difflod.render.pipeline (render_mesh) not written yet")
 def test_write_report_for_run_renders_views_and_turntable(tmp_path: Path) -> None:
     from difflod.assets import make
     from difflod.evaluate.report import turntable_frames, write_report_for_run
