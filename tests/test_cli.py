@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -64,13 +64,11 @@ def _difflod(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
                           text=True, check=False, timeout=600, cwd=cwd)
 
 
-def test_console_script_help() -> None:
+def test_console_script_help(require_tool: Callable[..., None]) -> None:
     """The `difflod` entry point that `pip install` makes (pyproject's [project.scripts])."""
     script = Path(sys.executable).with_name("difflod")
-    if not script.is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no console script at {script}: CI installs difflod with pip")
-        pytest.skip(f"no console script next to {sys.executable}: pip install -e .")
+    require_tool(script.is_file(), f"the difflod console script next to {sys.executable}",
+                 "pip install -e .")
     proc = subprocess.run([str(script), "--help"], capture_output=True, text=True,
                           check=False, timeout=600)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr

@@ -6,6 +6,7 @@ import math
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -91,9 +92,11 @@ window.addEventListener('load', () => {
 """
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium) "
-                                              "- the browser check of report.html is skipped")
-def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+def test_report_renders_in_headless_chromium(tmp_path: Path,
+                                             require_tool: Callable[..., None]) -> None:
+    require_tool(CHROMIUM is not None, "chromium (for the browser check of report.html)",
+                 "apt-get install chromium")
+    assert CHROMIUM is not None
     page = _write(tmp_path)
     # A copy of the page with a probe script: records every image's naturalWidth.
     probe = page.with_name("probe.html")
