@@ -72,6 +72,15 @@ def test_outputs_exist(run: Path) -> None:
     # the checkpoint holds the final state: resuming it would start past the last step
     ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
     assert ckpt["iteration"] == ITER
+    # progress images of the first and the final state: same size, and training changed
+    # the candidate half (left) while the reference half (right) stays the same
+    from difflod.io.image import read_image
+
+    first, last = (read_image(run / f"img_{i:06d}.png") for i in (0, ITER))
+    assert first.shape == last.shape and first.shape[1] == 2 * first.shape[0]
+    w = first.shape[1] // 2
+    assert torch.equal(first[:, w:], last[:, w:])
+    assert float((first[:, :w] - last[:, :w]).abs().max()) > 0.05
 
 
 def test_config_layers_flags_over_file_over_defaults(run: Path) -> None:
