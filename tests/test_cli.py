@@ -58,10 +58,10 @@ def test_train_missing_reference_names_it(tmp_path: Path,
 
 
 # ---- the command as users run it: a separate process, exit codes, stdout/stderr ----
-def _difflod(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _difflod(*args: str) -> subprocess.CompletedProcess[str]:
     """`python -m difflod ARGS` in a fresh interpreter (the package the tests import)."""
     return subprocess.run([sys.executable, "-m", "difflod", *args], capture_output=True,
-                          text=True, check=False, timeout=600, cwd=cwd)
+                          text=True, check=False, timeout=600)
 
 
 def test_console_script_help(require_tool: Callable[..., None]) -> None:

@@ -29,9 +29,9 @@ def test_seams_stay_split_and_attributes_carried() -> None:
     # weld positions (the seam column and the poles are duplicated in v) while the UVs keep
     # their own indices: the u = 0 / u = 1 seam is then one position edge with two UV copies
     welded, remap = torch.unique((v * 1e4).round(), dim=0, return_inverse=True)
-    first = torch.full((welded.shape[0],), -1, dtype=torch.long)
-    first[remap.flip(0)] = torch.arange(v.shape[0]).flip(0)
-    m = Mesh(v_pos=v[first], t_pos_idx=remap[f], v_tex=uv, t_tex_idx=f)
+    copy = torch.zeros(welded.shape[0], dtype=torch.long)
+    copy[remap] = torch.arange(v.shape[0])        # any one of the coinciding copies
+    m = Mesh(v_pos=v[copy], t_pos_idx=remap[f], v_tex=uv, t_tex_idx=f)
     m = with_tangents(with_normals(m))
     mats = (Material(name="a"), Material(name="b"))
     t_mat = torch.arange(m.num_triangles) % 2
