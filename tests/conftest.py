@@ -1,5 +1,7 @@
 """Shared fixtures: the cuda fixture skips GPU tests where torch sees no GPU;
-run_simulated runs a script under numba's CUDA simulator."""
+run_simulated runs a script under numba's CUDA simulator; require_tool fails a
+test whose outside tool (chromium, the glTF validator) is missing under CI=true,
+and skips it elsewhere with the way to install it."""
 
 from __future__ import annotations
 
@@ -35,3 +37,21 @@ def _run_simulated(script: str, timeout: int = 600) -> str:
 def run_simulated() -> Callable[..., str]:
     """`run_simulated(script, timeout=600) -> stdout`: the CUDA kernels' tests without a GPU."""
     return _run_simulated
+
+
+def _require_tool(found: bool, what: str, install: str) -> None:
+    if found:
+        return
+    message = f"{what} is not installed ({install})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI must provide it (.ci/run installs it or stops)",
+                    pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def require_tool() -> Callable[[bool, str, str], None]:
+    """`require_tool(found, what, install)`: under CI=true a missing tool fails the test
+    (a skipped check must not pass CI); on a developer's machine it skips, saying how
+    to install the tool."""
+    return _require_tool

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -192,8 +193,30 @@ def test_shrub_alpha_mask() -> None:
     alpha = m.kd[..., 3]
     assert bool((alpha == 0).any()) and bool((alpha == 1).any())
     assert 0.1 < float((alpha == 0).float().mean()) < 0.7
-    # Leaves are quads: most triangles come in pairs sharing two vertices.
-    assert mesh.num_triangles > 0.9 * 5000
+    # Leaves are quads: most triangles come in pairs sharing two vertices and no vertex
+    # with any other triangle, and each pair's four corners lie in one plane.
+    from scipy.sparse import csr_matrix
+
+    tris = mesh.t_pos_idx.numpy()
+    f = tris.shape[0]
+    inc = csr_matrix((np.ones(3 * f), (np.repeat(np.arange(f), 3), tris.reshape(-1))))
+    shared = (inc @ inc.T).tocoo()                     # [F,F]: vertices two triangles share
+    other = shared.row != shared.col
+    touching = np.bincount(shared.row[other], minlength=f)
+    partner = np.full(f, -1)
+    partner[shared.row[other]] = shared.col[other]
+    two = np.zeros(f, dtype=bool)
+    two[shared.row[other & (shared.data == 2)]] = True
+    pair = (touching == 1) & two
+    assert bool(np.all(pair[partner[pair]])), "pairs are mutual"
+    # stems take about 6% of the budget (shrub.py): the rest are leaf quads
+    assert pair.mean() > 0.9, pair.mean()
+    p = mesh.v_pos.double().numpy()
+    a, b = np.nonzero(pair)[0], partner[pair]
+    n = np.cross(p[tris[a, 1]] - p[tris[a, 0]], p[tris[a, 2]] - p[tris[a, 0]])
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    off = np.abs(((p[tris[b]] - p[tris[a, :1]]) * n[:, None]).sum(-1)).max()
+    assert off < 1e-5, off                             # float32 corners of a [-1,1] model
 
 
 # ---- skinning --------------------------------------------------------------------

@@ -9,8 +9,11 @@ Mapping (compatible with the files nvdiffmodeling reads and writes):
   alpha is anywhere below 1 gets a 4-channel kd, alpha_mode "MASK", cutoff 0.5.
 - ks = (occlusion, roughness, metallic), linear: `map_Ks` texels, else the
   `Ks` values, else (0, Pr, Pm) from the PBR extension (missing Pr: derived
-  from `Ns` as sqrt(2 / (Ns + 2)) when Ns is given, else 0.5; missing Pm: 0),
-  else the Material default (0, 0.5, 0).
+  from `Ns` when Ns is given, else 0.5; missing Pm: 0), else the Material
+  default (0, 0.5, 0). `Ns` is a Blinn-Phong exponent; the microfacet
+  distribution with the same peak has alpha = sqrt(2 / (Ns + 2)) (Walter et
+  al. 2007), and roughness is sqrt(alpha) (glTF's alpha = roughness^2), so
+  roughness = (2 / (Ns + 2)) ** 0.25, the conversion trimesh's OBJ importer uses.
 - normal: `norm`, `bump` or `map_Bump` image in [0,1] -> n * 2 - 1; its
   `-bm` option -> normal_scale. A 1-channel bump image is a height map, which
   difflod does not convert: the material then gets no normal map.
@@ -211,7 +214,7 @@ def _material(raw: _Raw, mtl: Path) -> Material:
         ks = torch.tensor(vals["ks"], dtype=torch.float32).reshape(1, 1, 3)
     elif "pr" in vals or "pm" in vals or "ns" in vals:
         rough = vals["pr"][0] if "pr" in vals else (
-            math.sqrt(2.0 / (max(vals["ns"][0], 0.0) + 2.0)) if "ns" in vals else 0.5)
+            (2.0 / (max(vals["ns"][0], 0.0) + 2.0)) ** 0.25 if "ns" in vals else 0.5)
         metal = vals["pm"][0] if "pm" in vals else 0.0
         ks = torch.tensor([0.0, rough, metal], dtype=torch.float32).reshape(1, 1, 3)
     else:

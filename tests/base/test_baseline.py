@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import numpy as np
@@ -100,8 +99,6 @@ def test_bad_arguments() -> None:
         baseline(_uv_sphere(8, 16), 2)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("difflod.render.pipeline") is None,
-                    reason="difflod.render.pipeline (render_mesh) not written yet")
 def test_baseline_of_sphere_asset_renders_close_to_it() -> None:
     from difflod.assets import make
     from difflod.evaluate.evaluate import evaluate

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -13,8 +12,6 @@ import torch
 from difflod.evaluate import evaluate as ev
 from difflod.mesh import Material, Mesh
 from difflod.scene.views import fixed_views
-
-HAS_PIPELINE = importlib.util.find_spec("difflod.render.pipeline") is not None
 
 
 def _box(scale: float = 1.0, offset: float = 0.0) -> Mesh:
@@ -102,7 +99,6 @@ def test_evaluate_rejects_bad_arguments() -> None:
         ev.evaluate(_box(), [], views=0)
 
 
-@pytest.mark.skipif(not HAS_PIPELINE, reason="difflod.render.pipeline (render_mesh) not written yet")
 def test_evaluate_mesh_against_itself() -> None:
     from difflod.assets import make
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -92,9 +92,11 @@ window.addEventListener('load', () => {
 """
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium) "
-                                              "- the browser check of report.html is skipped")
-def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+def test_report_renders_in_headless_chromium(tmp_path: Path,
+                                             require_tool: Callable[..., None]) -> None:
+    require_tool(CHROMIUM is not None, "chromium (for the browser check of report.html)",
+                 "apt-get install chromium")
+    assert CHROMIUM is not None
     page = _write(tmp_path)
     # A copy of the page with a probe script: records every image's naturalWidth.
     probe = page.with_name("probe.html")
@@ -124,8 +126,6 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert pixels.var() > 0
 
 
-@pytest.mark.skipif(importlib.util.find_spec("difflod.render.pipeline") is None,
-                    reason="difflod.render.pipeline (render_mesh) not written yet")
 def test_write_report_for_run_renders_views_and_turntable(tmp_path: Path) -> None:
     from difflod.assets import make
     from difflod.evaluate.report import turntable_frames, write_report_for_run

@@ -25,20 +25,50 @@ def test_counts_and_midpoints_on_cube() -> None:
 
 
 def test_seams_stay_split_and_attributes_carried() -> None:
-    v, f, uv = uv_sphere(4, 8)
-    m = with_tangents(with_normals(Mesh(v_pos=v, t_pos_idx=f, v_tex=uv, t_tex_idx=f)))
-    # split UVs at a seam: use a separate UV buffer where one edge has two UV copies
+    v, f, uv = uv_sphere(6, 8)
+    # weld positions (the seam column and the poles are duplicated in v) while the UVs keep
+    # their own indices: the u = 0 / u = 1 seam is then one position edge with two UV copies
+    welded, remap = torch.unique((v * 1e4).round(), dim=0, return_inverse=True)
+    copy = torch.zeros(welded.shape[0], dtype=torch.long)
+    copy[remap] = torch.arange(v.shape[0])        # any one of the coinciding copies
+    m = Mesh(v_pos=v[copy], t_pos_idx=remap[f], v_tex=uv, t_tex_idx=f)
+    m = with_tangents(with_normals(m))
     mats = (Material(name="a"), Material(name="b"))
     t_mat = torch.arange(m.num_triangles) % 2
     m = m.replace(materials=mats, t_mat=t_mat)
     s = subdivide(m).validate()
     assert torch.equal(s.t_mat, t_mat.repeat_interleave(4))
-    # every child's UVs are the parent's UV interpolated at the same barycentrics as positions
-    par_uv = m.v_tex[m.t_tex_idx]
-    child_uv = s.v_tex[s.t_tex_idx].reshape(-1, 4, 3, 2)
-    torch.testing.assert_close(child_uv[:, 0, 1], (par_uv[:, 0] + par_uv[:, 1]) / 2)
-    torch.testing.assert_close(s.v_nrm.norm(dim=1), torch.ones(s.v_nrm.shape[0]))
-    assert s.v_tng.shape[1] == 4
+    # children (a, ab, ca), (b, bc, ab), (c, ca, bc), (ab, bc, ca) of each parent, for
+    # positions and UVs alike: the same corner weights in both buffers
+    w = torch.tensor([[[1, 0, 0], [.5, .5, 0], [.5, 0, .5]], [[0, 1, 0], [0, .5, .5], [.5, .5, 0]],
+                      [[0, 0, 1], [.5, 0, .5], [0, .5, .5]], [[.5, .5, 0], [0, .5, .5], [.5, 0, .5]]])
+    for vals, idx, sub_vals, sub_idx in ((m.v_pos, m.t_pos_idx, s.v_pos, s.t_pos_idx),
+                                         (m.v_tex, m.t_tex_idx, s.v_tex, s.t_tex_idx)):
+        expect = torch.einsum("kcp,fpd->fkcd", w, vals[idx])
+        torch.testing.assert_close(sub_vals[sub_idx].reshape(expect.shape), expect)
+    # the seam: triangles on both sides share the midpoint position of a seam edge but
+    # not its UV midpoint, which sits at u = 0 on one side and u = 1 on the other
+    corner_pos, corner_uv = s.t_pos_idx.reshape(-1), s.t_tex_idx.reshape(-1)
+    p, u = s.v_pos[corner_pos], s.v_tex[corner_uv]
+    new_mid = corner_pos >= m.num_vertices                       # corners at new midpoints
+    # on the y = 0, x > 0 meridian, away from the poles (whose UV copies fan out in u)
+    seam = new_mid & (p[:, 1].abs() < 1e-6) & (p[:, 0] > 0) & (p[:, 2].abs() < 0.9)
+    pos_ids, uv_ids = corner_pos[seam].unique(), corner_uv[seam].unique()
+    assert pos_ids.numel() == 4                                  # one per seam edge off the poles
+    assert uv_ids.numel() == 8 and bool((uv_ids >= m.v_tex.shape[0]).all())
+    assert sorted(s.v_tex[uv_ids, 0].tolist()) == [0.0] * 4 + [1.0] * 4
+    assert bool((u[seam, 0] < 1e-6).any()) and bool((u[seam, 0] > 1 - 1e-6).any())
+    assert s.v_nrm is not None and s.v_tng is not None
+    # midpoint normals: the renormalised mean of the edge's two normals; tangents the
+    # same, with w (handedness) from the parent
+    for vals, idx, sub_vals, sub_idx, n in ((m.v_nrm, m.t_nrm_idx, s.v_nrm, s.t_nrm_idx, 3),
+                                            (m.v_tng, m.t_tng_idx, s.v_tng, s.t_tng_idx, 4)):
+        par = vals[idx]                                             # [F,3,n]
+        ab = (par[:, 0, :3] + par[:, 1, :3]) / 2
+        child_ab = sub_vals[sub_idx].reshape(-1, 4, 3, n)[:, 0, 1]
+        torch.testing.assert_close(child_ab[:, :3], ab / ab.norm(dim=1, keepdim=True))
+        if n == 4:
+            torch.testing.assert_close(child_ab[:, 3], par[:, 0, 3])
 
 
 def test_uv_seam_edge_not_merged() -> None:

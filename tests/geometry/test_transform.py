@@ -70,11 +70,30 @@ def test_transform_conjugates_skin() -> None:
     torch.testing.assert_close(posed, (v + torch.tensor([0.0, 1, 0])) * 2)
 
 
-def test_gradient_and_validation() -> None:
+def test_gradients_match_finite_differences_and_the_matrix() -> None:
     m = _mesh()
-    v = m.v_pos.clone().requires_grad_()
-    transform(m.replace(v_pos=v), torch.eye(4) * 2).v_pos.sum().backward()
-    assert v.grad is not None
+    f64 = torch.float64
+    g = torch.Generator().manual_seed(0)
+    # projective (last row not 0 0 0 1, w in [1, 2.2] on this mesh): positions are
+    # divided by w; float64 gradcheck holds both inputs' gradients to finite differences
+    proj = (torch.eye(4, dtype=f64) + 0.1 * torch.rand(4, 4, generator=g, dtype=f64))
+    v = m.v_pos.to(f64).requires_grad_()
+
+    def moved(pos: torch.Tensor, mat: torch.Tensor) -> torch.Tensor:
+        return transform(m.replace(v_pos=pos, v_nrm=None, t_nrm_idx=None), mat).v_pos
+
+    assert torch.autograd.gradcheck(moved, (v, proj.requires_grad_()))
+    # affine: d(sum(w * (v @ A^T + t)))/dv = w @ A, exactly
+    aff = torch.eye(4, dtype=f64)
+    aff[:3] = torch.rand(3, 4, generator=g, dtype=f64) * 2 - 1
+    wts = torch.rand(m.num_vertices, 3, generator=g, dtype=f64)
+    pos = m.v_pos.to(f64).requires_grad_()
+    (moved(pos, aff) * wts).sum().backward()
+    torch.testing.assert_close(pos.grad, wts @ aff[:3, :3], rtol=1e-12, atol=1e-12)
+
+
+def test_validation() -> None:
+    m = _mesh()
     with pytest.raises(ValueError, match="matrix"):
         transform(m, torch.eye(3))
     with pytest.raises(ValueError, match="singular"):

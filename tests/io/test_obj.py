@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -106,14 +107,38 @@ def test_mtl_values_and_material_order(tmp_path: Path) -> None:
     torch.testing.assert_close(pbr.kd.flatten(), srgb_to_linear(torch.full((3,), 0.5)))
     torch.testing.assert_close(pbr.ks.flatten(), torch.tensor([0.0, 0.7, 1.0]))
     assert pbr.alpha_mode == "OPAQUE" and pbr.kd.shape[-1] == 3
-    torch.testing.assert_close(shiny.ks.flatten(), torch.tensor([0.0, 0.1414213, 0.0]))
     assert shiny.kd.shape[-1] == 3  # Tr 0 = opaque
+    assert shiny.ks.flatten()[0] == 0.0 and shiny.ks.flatten()[2] == 0.0
+
+
+def test_mtl_ns_is_read_as_roughness_not_alpha(tmp_path: Path) -> None:
+    """`Ns` is a Blinn-Phong exponent; ks.y is glTF roughness (GGX alpha = roughness^2).
+
+    Two references written apart from mtl.py: trimesh's MTL-to-PBR conversion, and
+    the GGX lobe whose peak D(h = n) = 1 / (pi alpha^2) equals the normalized
+    Blinn-Phong peak (Ns + 2) / (2 pi). Reading Ns as alpha (the old formula) gives
+    0.141 for Ns 98 where both say 0.376.
+    """
+    from trimesh.visual.material import SimpleMaterial
+
+    for ns in (1.0, 10.0, 98.0, 1000.0):
+        m = obj.read(_two_mat_obj(tmp_path, MTL.replace("Ns 98", f"Ns {ns:g}")))
+        rough = float(m.materials[3].ks.flatten()[1])
+        assert rough == pytest.approx(SimpleMaterial(glossiness=ns).to_pbr().roughnessFactor,
+                                      rel=1e-6), ns
+        alpha = rough * rough
+        assert 1.0 / (math.pi * alpha * alpha) == pytest.approx((ns + 2) / (2 * math.pi),
+                                                                rel=1e-5), ns
 
 
 def test_single_material_without_usemtl(tmp_path: Path) -> None:
     _write(tmp_path, "a.mtl", "newmtl only\nKd 0 1 0\n")
     m = obj.read(_write(tmp_path, "a.obj", "mtllib a.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"))
     assert [x.name for x in m.materials] == ["only"]
+    # the one material is the file's, not the default grey: Kd 0 1 0 (sRGB 0 and 1 are
+    # linear 0 and 1), and the face uses it
+    torch.testing.assert_close(m.materials[0].kd.flatten(), torch.tensor([0.0, 1.0, 0.0]))
+    assert m.t_mat is None or m.t_mat.tolist() == [0]
 
 
 def test_several_mtllib(tmp_path: Path) -> None:
@@ -420,3 +445,7 @@ def test_mtl_override_single_material_without_usemtl(tmp_path: Path) -> None:
     p = _write(tmp_path, "m.obj", "mtllib gone.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
     mesh = obj.read(p, mtl_override=over)
     assert mesh.materials[0].name == "only"
+    # the override's values, not the missing library's default: Kd is sRGB, so 0.5 and
+    # 0.25 read as linear 0.2140 and 0.0509 (IEC 61966-2-1)
+    torch.testing.assert_close(mesh.materials[0].kd.flatten(),
+                               torch.tensor([0.21404, 0.05088, 0.0]), atol=1e-4, rtol=0)

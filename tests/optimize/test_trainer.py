@@ -7,6 +7,7 @@ slow but still runs in CI.
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -115,10 +116,37 @@ def test_custom_mip_layers_and_random_train_res(tmp_path: Path) -> None:
     assert any(changed[1:])
 
 
-def test_supersampled_reference(tmp_path: Path) -> None:
+def test_supersampled_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """spp=2: both models are rendered at 2x2 samples per pixel, i.e. each pixel is the
+    mean of a 2x2 block of a render at twice the resolution; the step's PSNR is that of
+    those images (sRGB, IEC 61966-2-1, written out here)."""
+    from difflod.render import pipeline
+
+    calls: list[tuple[tuple, dict, torch.Tensor]] = []
+    real = pipeline.render_mesh
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append((args, kwargs, out.color.detach()))
+        return out
+
+    monkeypatch.setattr(pipeline, "render_mesh", spy)
     tr = trainer_for(make(spp=2, train_res=16), tmp_path)
     rec = tr.step()
-    assert rec["psnr"] > 0
+    assert [c[1]["spp"] for c in calls] == [2, 2] and all(c[0][2] == (16, 16) for c in calls)
+    (ref_args, ref_kw, ref_color), (_, _, opt_color) = calls
+    mesh, views, _ = ref_args
+    bg = ref_kw["background"].repeat_interleave(2, 1).repeat_interleave(2, 2)
+    big = real(mesh, views, (32, 32), **{**ref_kw, "spp": 1, "background": bg}).color
+    pooled = torch.nn.functional.avg_pool2d(big.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
+    torch.testing.assert_close(ref_color, pooled, atol=1e-5, rtol=0)
+
+    def srgb(x: torch.Tensor) -> torch.Tensor:
+        x = x.double().clamp(0, 1)
+        return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055)
+
+    mse = float(((srgb(opt_color) - srgb(ref_color)) ** 2).mean())
+    assert rec["psnr"] == pytest.approx(-10 * math.log10(mse), abs=1e-4)
 
 
 def test_skinned_animation_uses_a_pose_per_view(tmp_path: Path) -> None:
@@ -192,8 +220,44 @@ def test_base_mesh_without_uv_suggests_simplify(tmp_path: Path) -> None:
         prepare_meshes(ref, bare, cfg, torch.device("cpu"))
 
 
-def test_evaluate_is_held_out_and_deterministic() -> None:
-    ref = open_model("asset:sphere?triangles=500&texture_res=32")
-    a = evaluate(ref, {"same": ref}, views=2, res=32, seed=3, backend="cpu")
-    b = evaluate(ref, {"same": ref}, views=2, res=32, seed=3, backend="cpu")
-    assert a["candidates"]["same"]["psnr"] == b["candidates"]["same"]["psnr"]
+def test_evaluate_is_held_out_and_deterministic(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The views evaluate renders are none of the views training drew with the same
+    seed, and the same seed gives the same numbers (another seed, other views)."""
+    from difflod.evaluate import evaluate as ev_module
+    from difflod.optimize import views as views_module
+
+    drawn: list[torch.Tensor] = []
+    real_sample = views_module.sample_views
+
+    def spy_sample(*args, **kwargs):
+        v = real_sample(*args, **kwargs)
+        drawn.append(v.mvp.detach().cpu())
+        return v
+
+    monkeypatch.setattr(views_module, "sample_views", spy_sample)
+    tr = trainer_for(make(seed=3), tmp_path)
+    for _ in range(4):
+        tr.step()
+    train_mvp = torch.cat(drawn)
+    assert train_mvp.shape[0] == 4 * BASE["batch"]
+    rendered: list[torch.Tensor] = []
+    real_render = ev_module.render_views
+
+    def spy_render(mesh, views, *args, **kwargs):
+        rendered.append(views.mvp.detach().cpu())
+        return real_render(mesh, views, *args, **kwargs)
+
+    monkeypatch.setattr(ev_module, "render_views", spy_render)
+    ref = open_model(BASE["ref_mesh"])
+    cand = open_model(BASE["base_mesh"])
+    a = evaluate(ref, {"c": cand}, views=2, res=32, seed=3, backend="cpu", with_flip=False)
+    eval_mvp = rendered[0]
+    gap = (eval_mvp[:, None] - train_mvp[None]).abs().flatten(2).amax(-1)  # [eval, train]
+    assert float(gap.min()) > 1e-3
+    b = evaluate(ref, {"c": cand}, views=2, res=32, seed=3, backend="cpu", with_flip=False)
+    c = evaluate(ref, {"c": cand}, views=2, res=32, seed=4, backend="cpu", with_flip=False)
+    pv = [r["candidates"]["c"]["per_view"]["psnr"] for r in (a, b, c)]
+    assert all(math.isfinite(x) for x in pv[0])
+    assert pv[0] == pv[1] and pv[0] != pv[2]
+    assert torch.equal(rendered[2], eval_mvp) and not torch.allclose(rendered[4], eval_mvp)

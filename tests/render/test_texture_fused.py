@@ -17,6 +17,7 @@ import zlib
 from pathlib import Path
 
 import numba
+import numpy as np
 import pytest
 import torch
 
@@ -287,20 +288,32 @@ def test_cuda_texture_launches_per_call_in_numba_simulator(run_simulated):
     assert "NEW_LAYOUTS_ON_SECOND_CALL 0" in stdout  # metadata reused, not copied again
 
 
-def test_cuda_mip_launch_plan_for_large_textures():
-    """A 1024^2 pyramid is built in 3 launches (10 levels), a 512x256 batch of 8 in 3."""
-    from difflod.render.backends.cuda_texture import _mip_launches
+def test_cuda_mip_launch_plan_builds_every_level_once_in_few_launches():
+    """The plan's contract, checked over many shapes rather than restated for three:
+    launches build levels 1..top in order, each level once; a launch from a large
+    source level builds at most _LEVELS_PER_LAUNCH levels (the thread per top texel
+    loops over 4^m source texels), and as many as it may; once the source level is
+    small (nb * texels <= _SMALL_LEVEL) one launch builds all the rest."""
+    from difflod.render.backends import cuda_texture as ct
     from difflod.render.texture import _even_mip_sizes
 
-    for (h, w, nb), plan in (((1024, 1024, 1), [(0, 3), (3, 3), (6, 4)]),
-                             ((512, 256, 8), [(0, 3), (3, 3), (6, 3)]),
-                             ((8, 4, 1), [(0, 3)])):
+    for h, w, nb in [(1024, 1024, 1), (512, 256, 8), (8, 4, 1), (2048, 64, 1), (64, 64, 1),
+                     (128, 128, 1), (256, 256, 2), (1, 1, 1), (4096, 4096, 1), (256, 64, 3)]:
         sizes = _even_mip_sizes(h, w, None)
-        hs = torch.tensor([s[0] for s in sizes]).numpy()
-        ws = torch.tensor([s[1] for s in sizes]).numpy()
-        steps = _mip_launches(hs, ws, nb)
-        assert steps == plan, (h, w, nb, steps)
-        assert sum(m for _, m in steps) == len(sizes) - 1
+        hs = np.array([s[0] for s in sizes])
+        ws = np.array([s[1] for s in sizes])
+        top = len(sizes) - 1
+        steps = ct._mip_launches(hs, ws, nb)
+        built = [lvl for s, m in steps for lvl in range(s + 1, s + m + 1)]
+        assert built == list(range(1, top + 1)), (h, w, nb, steps)
+        for k, (s, m) in enumerate(steps):
+            small = nb * int(hs[s] * ws[s]) <= ct._SMALL_LEVEL
+            if small:
+                assert s + m == top and k == len(steps) - 1, (h, w, nb, steps)
+            else:
+                assert m == min(ct._LEVELS_PER_LAUNCH, top - s), (h, w, nb, steps)
+        if top >= 6:  # the docstring's promise: far fewer launches than levels
+            assert len(steps) <= -(-top // ct._LEVELS_PER_LAUNCH), (h, w, nb, steps)
 
 
 # ----------------------------------------------------------------------------- cuda (GPU)

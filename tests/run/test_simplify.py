@@ -1,8 +1,9 @@
 """`difflod simplify`: QEM+bake base, training from its textures, outputs and metrics.
 
 One short end-to-end run through the CLI (spiky asset, 3024 -> 300 triangles,
-10 iterations at 32 px) is shared by the output tests; the run that shows
-the gain over QEM+bake is marked slow.
+20 iterations at 64 px) is shared by the output tests and must already beat
+its QEM+bake start; the longer run with simplify's default regularizer is
+marked slow.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from difflod.run.simplify import simplify, simplify_config
 REF = "asset:spiky?triangles=3000&texture_res=64"
 BUDGET = 300
 TINY = {"eval_views": 2, "eval_res": 32, "save_interval": 5, "log_interval": 50}
+ITER, LR = 20, [0.003, 0.01]
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +37,21 @@ def ref() -> object:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One CLI run: flags for the main settings, a config file for the rest."""
+    """One CLI run: flags for the main settings, a config file for the rest.
+
+    relative_laplacian, as nvdiffmodeling's configs that start from a decimated
+    base (ewer, gardenia, hibiscus): the plain Laplacian pulls the QEM mesh toward
+    a smooth one and shrinks the spikes. Measured on this run (seed 0, 4 views at
+    64 px): plain Laplacian 25.39 -> 24.65 dB after 40 iterations (textures alone
+    +1.28 dB), relative 25.16 -> 26.11 dB after 20 (seeds 1, 2: +0.77, +1.05 dB).
+    """
     root = tmp_path_factory.mktemp("simplify")
     cfg = root / "cfg.json"
-    cfg.write_text(json.dumps({**TINY, "learning_rate": [0.003, 0.01]}))
+    cfg.write_text(json.dumps({**TINY, "eval_views": 4, "eval_res": 64, "learning_rate": LR,
+                               "relative_laplacian": True}))
     out = root / "out"
     rc = main(["simplify", REF, "--triangles", str(BUDGET), "-o", str(out), "--config", str(cfg),
-               "--iter", "10", "--train-res", "32", "--batch", "2", "--texture-res", "64",
+               "--iter", str(ITER), "--train-res", "64", "--batch", "2", "--texture-res", "64",
                "--backend", "cpu", "--device", "cpu", "--quiet"])
     assert rc == 0
     return out
@@ -56,17 +66,29 @@ def test_outputs_exist(run: Path) -> None:
     for name in ("config.json", "history.json", "metrics.json", "mesh.glb", "qem_bake.glb",
                  "checkpoint.pt", "mesh/mesh.obj", "mesh/mesh.mtl", "mesh/texture_kd.png",
                  "mesh/texture_ks.png", "mesh/texture_n.png", "img_000000.png",
-                 "img_000010.png", "report"):
+                 f"img_{ITER:06d}.png", "report/report.html"):
         assert (run / name).exists(), name
     history = json.loads((run / "history.json").read_text())
-    assert len(history) == 10
+    assert [h["iteration"] for h in history] == list(range(ITER))
+    # the checkpoint holds the final state: resuming it would start past the last step
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ckpt["iteration"] == ITER
+    # progress images of the first and the final state: same size, and training changed
+    # the candidate half (left) while the reference half (right) stays the same
+    from difflod.io.image import read_image
+
+    first, last = (read_image(run / f"img_{i:06d}.png") for i in (0, ITER))
+    assert first.shape == last.shape and first.shape[1] == 2 * first.shape[0]
+    w = first.shape[1] // 2
+    assert torch.equal(first[:, w:], last[:, w:])
+    assert float((first[:, :w] - last[:, :w]).abs().max()) > 0.05
 
 
 def test_config_layers_flags_over_file_over_defaults(run: Path) -> None:
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["iter"] == 10 and cfg["train_res"] == 32 and cfg["batch"] == 2
-    assert cfg["texture_res"] == [64, 64] and cfg["eval_views"] == 2
-    assert cfg["learning_rate"] == [0.003, 0.01]
+    assert cfg["iter"] == ITER and cfg["train_res"] == 64 and cfg["batch"] == 2
+    assert cfg["texture_res"] == [64, 64] and cfg["eval_views"] == 4
+    assert cfg["learning_rate"] == LR and cfg["relative_laplacian"] is True
     assert cfg["init_textures"] == "base" and cfg["ref_mesh"] == REF
     assert cfg["base_mesh"] is None
 
@@ -74,25 +96,46 @@ def test_config_layers_flags_over_file_over_defaults(run: Path) -> None:
 def test_budget_met_and_result_in_reference_frame(run: Path, ref: object) -> None:
     from difflod.io import load
 
-    for name in ("mesh.glb", "qem_bake.glb", "mesh/mesh.obj"):
+    rlo, rhi = ref.aabb()
+    side = float((rhi - rlo).max())
+    qem = load(run / "qem_bake.glb")
+    qlo, qhi = qem.aabb()
+    # QEM at a tenth of the triangles cuts the spike tips: its box is the reference's
+    # within 2% of the longest side (measured 1.1%)
+    assert float(torch.maximum((qlo - rlo).abs(), (qhi - rhi).abs()).max()) < 0.02 * side
+    # training moves a vertex by about the learning rate per Adam step, in the unit
+    # frame (longest side 2): ITER steps reach at most ITER * lr * side / 2 here
+    # (measured 0.0006, against 0.05); a result left in the unit frame would be
+    # off by 0.05 to 0.3
+    reach = ITER * LR[0] * side / 2
+    for name in ("mesh.glb", "mesh/mesh.obj"):
         m = load(run / name)
         assert 0.9 * BUDGET <= m.num_triangles <= BUDGET, name
         lo, hi = m.aabb()
-        rlo, rhi = ref.aabb()
-        assert torch.allclose(lo, rlo, atol=0.15) and torch.allclose(hi, rhi, atol=0.15), name
+        assert float(torch.maximum((lo - qlo).abs(), (hi - qhi).abs()).max()) < reach, name
 
 
-def test_metrics_compare_both_candidates(run: Path) -> None:
+def test_training_beats_its_qem_bake_start(run: Path, ref: object) -> None:
+    from difflod.evaluate.evaluate import evaluate
+    from difflod.io import load
+
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["candidates"]) == {"qem_bake", "difflod"}
-    for name in ("qem_bake", "difflod"):
-        assert metrics["candidates"][name]["triangles"] <= BUDGET
-        assert 15.0 < _psnr(metrics, name) < 60.0
     assert metrics["reference"]["triangles"] > 3000
-    # 10 iterations start from QEM+bake: Adam's first steps jitter every parameter
-    # by about the learning rate, so only a sanity bound holds this early (the
-    # slow test below checks the gain)
-    assert _psnr(metrics, "difflod") > _psnr(metrics, "qem_bake") - 1.5
+    q, d = (metrics["candidates"][k] for k in ("qem_bake", "difflod"))
+    assert q["triangles"] <= BUDGET and d["triangles"] <= BUDGET
+    # a real gain with this seed, on every held-out view: measured +0.95 dB (25.16 ->
+    # 26.11), and +0.77 / +1.05 dB with seeds 1 / 2
+    assert _psnr(metrics, "difflod") > _psnr(metrics, "qem_bake") + 0.5
+    assert all(b > a for a, b in zip(q["per_view"]["psnr"], d["per_view"]["psnr"]))
+    # the numbers are those of the written model: the OBJ read back and evaluated
+    # again with the run's settings; its 8-bit textures add quantization noise of
+    # (1/255)^2 / 12 = 1.3e-6 to an error of 2.4e-3 (26 dB): 0.002 dB (measured 0.001)
+    s = metrics["settings"]
+    again = evaluate(ref, {"obj": load(run / "mesh/mesh.obj")}, views=s["views"], res=s["res"],
+                     seed=s["seed"], backend="cpu", with_flip=False, chamfer_samples=1000)
+    assert again["candidates"]["obj"]["psnr"]["mean"] == pytest.approx(
+        _psnr(metrics, "difflod"), abs=0.02)
 
 
 def test_zero_iterations_reproduce_the_baseline(tmp_path: Path) -> None:
@@ -114,6 +157,7 @@ def test_optimization_beats_qem_bake(tmp_path: Path) -> None:
                                  "save_interval": 0, "backend": "cpu", "device": "cpu"})
     result = simplify(REF, BUDGET, tmp_path / "o", config=cfg, quiet=True)
     assert result.metrics is not None
+    # simplify's own regularizer (the plain Laplacian, unlike the fixture above);
     # measured: qem_bake 25.39 dB -> difflod 25.91 dB at these tiny settings (64 px);
     # on an H100 at 512 px / 1000 iterations the gain is +6.1 dB (README)
     assert _psnr(result.metrics, "difflod") > _psnr(result.metrics, "qem_bake") + 0.3
@@ -152,9 +196,22 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) 
 
 # ---- configuration -------------------------------------------------------------
 def test_simplify_config_defaults_and_layers(tmp_path: Path) -> None:
+    import re
+
+    from difflod.cli import build_parser
+
     c = simplify_config()
-    assert (c.iter, c.batch, c.train_res, c.texture_res) == (2000, 8, 512, (1024, 1024))
-    assert c.init_textures == "base" and (c.lr_positions, c.lr_textures) == (0.002, 0.01)
+    # the defaults are the ones `difflod simplify --help` documents to users
+    sub = build_parser()._subparsers._group_actions[0].choices["simplify"]  # type: ignore
+    documented = {a.dest: int(m.group(1)) for a in sub._actions
+                  if a.help and (m := re.search(r"\(default (\d+)\)", a.help))}
+    assert documented == {"iter": c.iter, "train_res": c.train_res, "batch": c.batch,
+                          "texture_res": c.texture_res[0]}
+    assert c.texture_res[0] == c.texture_res[1]
+    # starting from the QEM base, positions learn slower than nvdiffmodeling's default
+    # (TrainConfig's), textures as fast
+    assert c.init_textures == "base" and c.lr_positions < TrainConfig().lr_positions
+    assert c.lr_textures == TrainConfig().lr_textures
     p = tmp_path / "c.json"
     p.write_text(json.dumps({"iter": 5000, "batch": 1, "random_textures": True}))
     c = simplify_config(p, {"batch": 3})

@@ -34,9 +34,14 @@ def test_perspective_maps_near_far_to_ndc_and_y_up():
     assert right[0] / right[3] == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("args", [(0.0, 1.0), (math.pi, 1.0), (1.0, 0.0), (1.0, 1.0, 2.0, 1.0)])
-def test_perspective_rejects_bad_arguments(args):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("args, needle", [
+    ((0.0, 1.0), r"fovy_rad must be in \(0, pi\), got 0.0"),
+    ((math.pi, 1.0), r"fovy_rad must be in \(0, pi\), got 3.14"),
+    ((1.0, 0.0), r"aspect must be > 0, got 0.0"),
+    ((1.0, 1.0, 2.0, 1.0), r"0 < near < far, got near=2.0, far=1.0"),
+    ((1.0, 1.0, 0.0, 1.0), r"0 < near < far, got near=0.0")])
+def test_perspective_rejects_bad_arguments(args, needle):
+    with pytest.raises(ValueError, match=needle):
         camera.perspective(*args)
 
 
