@@ -167,7 +167,7 @@ def test_eval_table_keeps_same_named_candidates_apart(tmp_path: Path,
 
 def test_baseline_then_eval_with_report(tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from difflod.evaluate.baseline import baseline
+    from difflod.base.baseline import baseline
     from difflod.evaluate.evaluate import evaluate
     from difflod.io import load
     from difflod.mesh import Material

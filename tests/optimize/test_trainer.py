@@ -225,7 +225,7 @@ def test_evaluate_is_held_out_and_deterministic(tmp_path: Path,
     """The views evaluate renders are none of the views training drew with the same
     seed, and the same seed gives the same numbers (another seed, other views)."""
     from difflod.evaluate import evaluate as ev_module
-    from difflod.optimize import views as views_module
+    from difflod.scene import views as views_module
 
     drawn: list[torch.Tensor] = []
     real_sample = views_module.sample_views
