@@ -15,6 +15,7 @@ import numpy as np
 import pygltflib as gl
 import pytest
 import torch
+import trimesh
 
 from difflod.errors import InputFileError
 from difflod.geometry.skinning import skin_mesh
@@ -196,7 +197,6 @@ def test_round_trip_skin_animation(tmp_path: Path, suffix: str) -> None:
 
 
 def test_glb_positions_match_trimesh(tmp_path: Path) -> None:
-    trimesh = pytest.importorskip("trimesh")
     mesh = _grid_mesh()
     path = tmp_path / "m.glb"
     gltf.write(mesh, path)
