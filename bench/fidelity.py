@@ -14,12 +14,14 @@ and reports difflod's gain over qem_bake in both renderers and their ratio
     python bench/fidelity.py [--assets spiky,knot,multi_material,shrub]
         [--ref-triangles 20000] [--fractions 0.01,0.05] [--iter 500]
         [--train-res 256] [--batch 4] [--texture-res 512] [--views 16] [--res 256]
-        [--device auto] [--out bench_fidelity] [--stage all|simplify|threejs] [--json]
+        [--device auto] [--out bench_fidelity] [--stage all|simplify|threejs]
+        [--set KEY=JSON ...] [--json]
 
 `--stage simplify` runs the simplifications and difflod's scores only (on a
 GPU machine without Chromium) and leaves OUT/<asset>_<budget>/ with the GLBs
 and scores.json; `--stage threejs` adds the three.js scores to an OUT made
-so. The table goes to stdout (or JSON with --json); progress to stderr.
+so. `--set` overrides any other config key (e.g. `--set relative_laplacian=true`).
+The table goes to stdout (or JSON with --json); progress to stderr.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def run_simplify(asset: str, fraction: float, args: argparse.Namespace, out: Pat
     config = simplify_config(None, {
         "iter": args.iter, "train_res": args.train_res, "batch": args.batch,
         "texture_res": args.texture_res, "device": args.device, "save_interval": 0,
-        "seed": 0})
+        "seed": 0, **args.overrides})
     t0 = time.perf_counter()
     result = simplify(reference, budget, folder, config=config, quiet=True, evaluate=False)
     seconds = time.perf_counter() - t0
@@ -129,8 +131,19 @@ def main() -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="bench_fidelity")
     p.add_argument("--stage", default="all", choices=["all", "simplify", "threejs"])
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                   help="another config key for every run, e.g. relative_laplacian=true")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    args.overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            p.error(f"--set {item!r}: expected KEY=JSON")
+        try:
+            args.overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args.overrides[key] = value
     out = Path(args.out)
     torch.manual_seed(0)
     if args.stage in ("all", "simplify"):
