@@ -42,7 +42,8 @@ checks run in numpy on the decoded arrays instead of `Mesh.validate` (torch's
 thread pool made those cost as much as the whole read on a busy CPU), the
 identity node transform is skipped, and the GLB binary chunk is not copied.
 
-`write(mesh, path)` is in `gltf_write`; low-level decoding in `gltf_read`;
+`write(mesh, path)` is in `gltf_write`; materials in `gltf_material`; low-level
+decoding in `gltf_read`;
 transforms, animation and skins in `gltf_anim`.
 """
 
@@ -53,11 +54,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pygltflib as gl
 import torch
-import torch.nn.functional as F
 
 from difflod.io.gltf_anim import NodeGraph, attach_skin
+from difflod.io.gltf_material import default_material, read_material
 from difflod.io.gltf_read import GltfSource
 from difflod.mesh import Material, Mesh
 
@@ -66,8 +66,6 @@ __all__ = ["read", "write"]
 # required extensions whose data this reader handles (or may safely ignore)
 _HANDLED_REQUIRED = frozenset({"KHR_texture_transform", "KHR_materials_emissive_strength",
                                "KHR_materials_unlit", "KHR_materials_specular"})
-# material extensions read (or without effect once emissive is dropped)
-_MATERIAL_EXTENSIONS = frozenset({"KHR_materials_specular", "KHR_materials_emissive_strength"})
 
 
 def write(mesh: Mesh, path: Path) -> None:
@@ -75,171 +73,6 @@ def write(mesh: Mesh, path: Path) -> None:
     from difflod.io.gltf_write import write as _write
 
     _write(mesh, Path(path))
-
-
-# ---- materials ------------------------------------------------------------------
-
-def _default_material() -> Material:
-    return Material()
-
-
-def _srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    """`difflod.io.image.srgb_to_linear` in numpy (same formula; no torch thread pool)."""
-    x = x.astype(np.float32, copy=False)
-    return np.where(x <= 0.04045, x / np.float32(12.92),
-                    ((np.maximum(x, np.float32(0.04045)) + np.float32(0.055))
-                     / np.float32(1.055)) ** np.float32(2.4)).astype(np.float32)
-
-
-def _uv_matrix(ext: dict) -> np.ndarray:
-    """KHR_texture_transform -> `[3,3]` acting on (u, v, 1): T(offset) R(rotation) S(scale)."""
-    ox, oy = ext.get("offset", [0.0, 0.0])
-    sx, sy = ext.get("scale", [1.0, 1.0])
-    c, s = np.cos(float(ext.get("rotation", 0.0))), np.sin(float(ext.get("rotation", 0.0)))
-    return (np.array([[1, 0, ox], [0, 1, oy], [0, 0, 1]], np.float64)
-            @ np.array([[c, s, 0], [-s, c, 0], [0, 0, 1]]) @ np.diag([sx, sy, 1.0]))
-
-
-def _transform_of(info: Any) -> tuple[np.ndarray | None, int]:
-    if info is None:
-        return None, 0
-    ext = (info.extensions or {}).get("KHR_texture_transform")
-    tex_coord = info.texCoord or 0
-    if not ext:
-        return None, tex_coord
-    return _uv_matrix(ext), int(ext.get("texCoord", tex_coord))
-
-
-def _texture(src: GltfSource, info: Any, what: str) -> np.ndarray | None:
-    if info is None:
-        return None
-    tex = src.item("textures", info.index, what)
-    if tex.source is None:
-        raise src.error(f"texture {info.index} ({what}): has no PNG/JPEG source")
-    return src.image(tex.source, f"texture {info.index}")
-
-
-def _resize(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    if img.shape[:2] == hw:
-        return img
-    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
-    return F.interpolate(t, size=hw, mode="bilinear", align_corners=False)[0] \
-        .permute(1, 2, 0).numpy()
-
-
-def _texture_info(raw: Any) -> gl.TextureInfo | None:
-    """An extension's textureInfo (a plain dict in pygltflib) as a TextureInfo."""
-    if raw is None:
-        return None
-    if not isinstance(raw, dict) or not isinstance(raw.get("index"), int):
-        return gl.TextureInfo(index=-1)  # named as out of range by _texture
-    return gl.TextureInfo(index=raw["index"], texCoord=raw.get("texCoord"),
-                          extensions=raw.get("extensions"))
-
-
-def _warn_unsupported(src: GltfSource, mat: Any, what: str) -> None:
-    """One warning naming the material features difflod drops."""
-    dropped = []
-    emissive = mat.emissiveFactor or [0.0, 0.0, 0.0]
-    if mat.emissiveTexture is not None or any(float(x) != 0.0 for x in emissive):
-        dropped.append("emissive")
-    others = sorted(set(mat.extensions or {}) - _MATERIAL_EXTENSIONS)
-    dropped += others
-    if dropped:
-        warnings.warn(f"{src.path}: {what} ({mat.name or 'unnamed'}): difflod does not "
-                      f"support {', '.join(dropped)}; rendered and written without it",
-                      stacklevel=5)
-
-
-def _material(src: GltfSource, index: int) -> tuple[Material, np.ndarray | None, int]:
-    """(Material, UV transform `[3,3]` or None, TEXCOORD set) of glTF material `index`."""
-    mat = src.item("materials", index, "primitive material")
-    what = f"material {index}"
-    pbr = mat.pbrMetallicRoughness
-    factor = np.asarray(pbr.baseColorFactor if pbr and pbr.baseColorFactor is not None
-                        else [1, 1, 1, 1], np.float32)
-    metal_f = float(pbr.metallicFactor if pbr and pbr.metallicFactor is not None else 1.0)
-    rough_f = float(pbr.roughnessFactor if pbr and pbr.roughnessFactor is not None else 1.0)
-    if factor.shape != (4,) or not np.isfinite(factor).all():
-        raise src.error(f"{what}: baseColorFactor must be 4 finite numbers")
-    alpha_mode = mat.alphaMode or "OPAQUE"
-    if alpha_mode not in ("OPAQUE", "MASK", "BLEND"):
-        raise src.error(f"{what}: unknown alphaMode {alpha_mode!r}")
-    base_info = pbr.baseColorTexture if pbr else None
-    mr_info = pbr.metallicRoughnessTexture if pbr else None
-
-    base = _texture(src, base_info, f"baseColorTexture of {what}")
-    if base is None:
-        kd = np.broadcast_to(factor, (1, 1, 4)).copy()
-    else:
-        rgb = _srgb_to_linear(np.clip(base[..., :3], 0, 1))
-        alpha = base[..., 3:4] if base.shape[-1] == 4 else np.ones_like(base[..., :1])
-        kd = np.concatenate([rgb, alpha], axis=-1) * factor
-    if alpha_mode == "OPAQUE":
-        kd = kd[..., :3]
-
-    mr = _texture(src, mr_info, f"metallicRoughnessTexture of {what}")
-    spec_ext = (mat.extensions or {}).get("KHR_materials_specular") or {}
-    if not isinstance(spec_ext, dict):
-        raise src.error(f"{what}: KHR_materials_specular must be an object")
-    spec_info = _texture_info(spec_ext.get("specularTexture"))
-    spec = _texture(src, spec_info, f"specularTexture of {what}")
-    spec_f = spec_ext.get("specularFactor", 1.0)
-    if isinstance(spec_f, bool) or not isinstance(spec_f, (int, float)) \
-            or not 0.0 <= spec_f <= 1.0:
-        raise src.error(f"{what}: KHR_materials_specular specularFactor must be a number "
-                        f"in [0,1], got {spec_f!r}")
-    hw = max([t.shape[:2] for t in (mr, spec) if t is not None] or [(1, 1)],
-             key=lambda s: s[0] * s[1])
-    ks = np.empty((hw[0], hw[1], 3), np.float32)
-    # channel 0 = 1 - KHR_materials_specular strength (specularTexture's alpha)
-    ks[..., 0] = 1.0 - spec_f * (_resize(spec, hw)[..., 3] if spec is not None
-                                 and spec.shape[-1] == 4 else 1.0)
-    if mr is None:
-        ks[..., 1], ks[..., 2] = rough_f, metal_f
-    else:
-        mr = _resize(mr, hw)
-        ks[..., 1], ks[..., 2] = mr[..., 1] * rough_f, mr[..., 2] * metal_f
-
-    occlusion = None
-    occ = _texture(src, mat.occlusionTexture, f"occlusionTexture of {what}")
-    if occ is not None:
-        strength = mat.occlusionTexture.strength
-        strength = 1.0 if strength is None else float(strength)
-        occlusion = torch.from_numpy(np.ascontiguousarray(
-            1.0 - strength * (1.0 - occ[..., 0:1]), np.float32))
-    _warn_unsupported(src, mat, what)
-
-    normal, normal_scale = None, 1.0
-    nimg = _texture(src, mat.normalTexture, f"normalTexture of {what}")
-    if nimg is not None:
-        normal = torch.from_numpy(np.ascontiguousarray(nimg[..., :3] * 2.0 - 1.0))
-        scale = mat.normalTexture.scale
-        normal_scale = 1.0 if scale is None else float(scale)
-
-    transform, uv_set = _transform_of(base_info)
-    for info in (mr_info, mat.occlusionTexture, mat.normalTexture, spec_info):
-        other = _transform_of(info)[0] if info is not None else transform
-        same = (other is None and transform is None) or (
-            other is not None and transform is not None and np.allclose(other, transform))
-        if not same:
-            warnings.warn(f"{src.path}: {what}: textures use different KHR_texture_transform;"
-                          " only the baseColorTexture one is applied to the UVs", stacklevel=4)
-            break
-    material = Material(
-        name=mat.name or f"material{index}",
-        kd=torch.from_numpy(np.ascontiguousarray(kd, np.float32)), ks=torch.from_numpy(ks),
-        normal=normal, normal_scale=normal_scale, occlusion=occlusion, alpha_mode=alpha_mode,
-        alpha_cutoff=float(mat.alphaCutoff if mat.alphaCutoff is not None else 0.5),
-        double_sided=bool(mat.doubleSided))
-    # Material.validate's checks, in numpy (torch's cost as much as reading the mesh)
-    for name, arr in (("baseColor", kd), ("metallicRoughness/specular", ks),
-                      ("normalTexture.scale", np.float32(normal_scale))):
-        if not np.isfinite(arr).all():
-            raise src.error(f"{what}: {name} values are not finite (check the factors)")
-    if not 0.0 <= material.alpha_cutoff <= 1.0:
-        raise src.error(f"{what}: alphaCutoff must be in [0,1], got {material.alpha_cutoff}")
-    return material, transform, uv_set
 
 
 # ---- primitives -------------------------------------------------------------------
@@ -346,9 +179,9 @@ def read(path: Path, time: float | None = None, animation: int | str | None = No
             if prim.material not in mat_slot:
                 if prim.material is None:
                     mat_slot[None] = (len(materials), None, 0)
-                    materials.append(_default_material())
+                    materials.append(default_material())
                 else:
-                    m, uvm, uv_set = _material(src, prim.material)
+                    m, uvm, uv_set = read_material(src, prim.material)
                     mat_slot[prim.material] = (len(materials), uvm, uv_set)
                     materials.append(m)
             slot, uvm, uv_set = mat_slot[prim.material]
