@@ -40,7 +40,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -74,13 +74,16 @@ class ThreeJs:
     three_dir: Path
 
 
-def _three_candidates() -> list[Path]:
+def _three_candidates() -> Iterator[Path]:
+    """Folders that may hold the `three` package, in order; `npm root -g` is asked
+    only when none of the local ones is it."""
     env = os.environ.get("DIFFLOD_THREE_DIR")
     if env:
-        return [Path(env)]
-    found = [Path.cwd() / "node_modules" / "three",
-             Path.cwd() / ".ci" / "node" / "node_modules" / "three",
-             Path(__file__).resolve().parents[2] / ".ci" / "node" / "node_modules" / "three"]
+        yield Path(env)
+        return
+    yield Path.cwd() / "node_modules" / "three"
+    yield Path.cwd() / ".ci" / "node" / "node_modules" / "three"
+    yield Path(__file__).resolve().parents[2] / ".ci" / "node" / "node_modules" / "three"
     npm = shutil.which("npm")
     if npm:
         try:
@@ -89,8 +92,7 @@ def _three_candidates() -> list[Path]:
         except (OSError, subprocess.TimeoutExpired):
             root = ""
         if root:
-            found.append(Path(root) / "three")
-    return found
+            yield Path(root) / "three"
 
 
 def find_threejs() -> ThreeJs:
