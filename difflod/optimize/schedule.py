@@ -4,11 +4,6 @@
   default: x0.1 after 5000 iterations);
 - Laplacian weight: `laplacian_factor` when set, else the automatic weight
   0.25 * 0.1 / (first Laplacian loss), "assuming an image RMSE near 0.1";
-  the trainer passes the *absolute* Laplacian loss of the start mesh for
-  both forms (the relative form is 0 at the start, and dividing by it would
-  freeze the shape: its weight would be 0.025 / 1e-12), so the relative
-  form penalizes a change of the local shape as much as the absolute form
-  penalizes the shape itself;
   in both cases it decays towards 2% of its first value by 10^(-1e-6 * it).
 """
 

@@ -208,14 +208,9 @@ class Trainer:
             img_loss = image_loss(color_opt, color_ref, cfg.loss)
             lap_loss = self.laplacian.loss(candidate.v_pos, self.lap_ref)
             # the Laplacian value only matters on the first update (it fixes the
-            # automatic weight): read it back from the device only then. The
-            # relative form is 0 there, so its weight comes from the absolute one.
+            # automatic weight): read it back from the device only then
             first = self.lap_weight.minimum == 0.0
-            lap_first = 0.0
-            if first:
-                lap_first = float(self.laplacian.loss(candidate.v_pos.detach())
-                                  if self.lap_ref is not None else lap_loss.detach())
-            lap_w = self.lap_weight.update(it, lap_first)
+            lap_w = self.lap_weight.update(it, float(lap_loss.detach()) if first else 0.0)
             total = img_loss + lap_loss * lap_w
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()

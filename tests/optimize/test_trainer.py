@@ -261,19 +261,3 @@ def test_evaluate_is_held_out_and_deterministic(tmp_path: Path,
     assert all(math.isfinite(x) for x in pv[0])
     assert pv[0] == pv[1] and pv[0] != pv[2]
     assert torch.equal(rendered[2], eval_mvp) and not torch.allclose(rendered[4], eval_mvp)
-
-
-def test_relative_laplacian_weight_comes_from_the_start_shape(tmp_path: Path) -> None:
-    """The relative Laplacian is 0 at the start; its automatic weight is the absolute
-    form's, 0.25 * 0.1 / |L v0|^2 of the start mesh (schedule.py), not 0.025 / 1e-12."""
-    from difflod.geometry.laplacian import UniformLaplacian
-
-    for relative in (False, True):
-        trainer = trainer_for(make(relative_laplacian=relative), tmp_path / str(relative))
-        v0 = trainer.trainable.v_pos.detach().clone()
-        lap = UniformLaplacian(trainer.trainable.base.t_pos_idx, v0.shape[0])
-        record = trainer.step()
-        expected = 0.025 / float(lap.loss(v0))
-        assert trainer.lap_weight.value == pytest.approx(expected, rel=1e-5)
-        if relative:  # the first step starts at the base: nothing to penalize yet
-            assert record["laplacian"] == 0.0
