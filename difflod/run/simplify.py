@@ -61,9 +61,13 @@ __all__ = [
 #: first steps move every vertex by about the learning rate (measured on the
 #: spiky asset, 3024 -> 300 triangles, 20 iterations at 64 px: 0.01 loses
 #: 0.5 dB of held-out PSNR against the QEM+bake start, 0.002 gains 1.1 dB).
+#: The Laplacian is the relative one (nvdiffmodeling's choice for its decimated
+#: starts): it keeps the QEM mesh's local shape, where the plain one pulls a
+#: mesh of a few hundred triangles towards a smooth blob, shrinking spikes and
+#: leaves (measurements: README, "difflod demo").
 SIMPLIFY_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "iter": 2000, "batch": 8, "train_res": 512, "texture_res": [1024, 1024],
-    "learning_rate": [0.002, 0.01], "init_textures": "base"})
+    "learning_rate": [0.002, 0.01], "init_textures": "base", "relative_laplacian": True})
 
 BASELINE_NAME = "qem_bake"
 INITIAL_NAME = "initial"  # the start of training, evaluated when it is not the baseline
