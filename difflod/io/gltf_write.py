@@ -44,6 +44,7 @@ import io
 import json
 import struct
 import warnings
+from itertools import pairwise
 from pathlib import Path
 from urllib.parse import quote
 
@@ -443,7 +444,7 @@ def write_lods(meshes: list[Mesh], path: Path, coverage: list[float]) -> None:
         raise ValueError(f"coverage needs one value per level ({len(meshes)}), "
                          f"got {len(coverage)}")
     if any(not 0.0 <= c <= 1.0 for c in coverage) or \
-            any(a <= b for a, b in zip(coverage, coverage[1:])):
+            any(a <= b for a, b in pairwise(coverage)):
         raise ValueError(f"coverage must decrease within [0, 1], got {list(coverage)}")
     _write(list(meshes), Path(path), list(coverage))
 
