@@ -59,6 +59,7 @@ import torch
 from difflod.io.gltf_anim import NodeGraph, attach_skin
 from difflod.io.gltf_material import default_material, read_material
 from difflod.io.gltf_read import GltfSource
+from difflod.io.limits import ReadLimits
 from difflod.mesh import Material, Mesh
 
 __all__ = ["read", "write"]
@@ -86,9 +87,19 @@ def _triangles(src: GltfSource, prim: Any, label: str, count: int) -> np.ndarray
     if mode not in (4, 5, 6):
         raise src.error(f"{label}: unknown primitive mode {mode!r}")
     if prim.indices is None:
+        n_idx = count
+    else:
+        n_idx = src.item("accessors", prim.indices, f"indices of {label}").count
+        if not isinstance(n_idx, int) or isinstance(n_idx, bool) or n_idx < 0:
+            raise src.error(f"accessor {prim.indices} (indices of {label}): count {n_idx!r} "
+                            "is not a non-negative integer")
+    n_tri = n_idx // 3 if mode == 4 else max(n_idx - 2, 0)
+    src.limits.check(src.path, "max_triangles", n_tri,
+                     f"{label} declares {n_tri} triangles")
+    if prim.indices is None:
         idx = np.arange(count, dtype=np.int64)
     else:
-        raw = src.accessor(prim.indices, f"indices of {label}", normalize=False)
+        raw = src.accessor(prim.indices, f"indices of {label}", normalize=False, noun=None)
         if raw.shape[1] != 1 or raw.dtype.kind != "u":
             raise src.error(f"accessor {prim.indices} (indices of {label}): must be SCALAR "
                             f"unsigned byte/short/int, got {raw.shape[1]} x {raw.dtype}")
@@ -147,17 +158,21 @@ def _instances(src: GltfSource) -> list[tuple[int | None, int]]:
     return [(None, m) for m in range(len(doc.meshes or []))]
 
 
-def read(path: Path, time: float | None = None, animation: int | str | None = None) -> Mesh:
+def read(path: Path, time: float | None = None, animation: int | str | None = None,
+         limits: ReadLimits | None = None) -> Mesh:
     """Read a .gltf or .glb file into one validated Mesh (see the module docstring).
 
     Args:
         path: the model file; external buffers/images are looked up beside it.
         time: if given, return the mesh posed at this time (seconds), static.
         animation: index or name of the animation baked into the skin (default 0).
+        limits: sizes allowed and whether URIs may leave the model's folder
+            (default `ReadLimits()`); checked before the arrays are made.
     Raises:
         InputFileError: naming the file and the accessor/mesh/primitive at fault.
     """
-    src = GltfSource(Path(path))
+    limits = ReadLimits() if limits is None else limits
+    src = GltfSource(Path(path), limits)
     doc = src.doc
     unsupported = sorted(set(doc.extensionsRequired or []) - _HANDLED_REQUIRED)
     if unsupported:
@@ -170,6 +185,7 @@ def read(path: Path, time: float | None = None, animation: int | str | None = No
     parts: list[dict[str, Any]] = []
     static_nodes: list[int | None] = []
     skins: list[int] = []
+    n_vertices = n_triangles = 0
     for node_index, mesh_index in _instances(src):
         node = doc.nodes[node_index] if node_index is not None else None
         world = rest[node_index] if node_index is not None else np.eye(4)
@@ -188,6 +204,13 @@ def read(path: Path, time: float | None = None, animation: int | str | None = No
             part = _primitive(src, prim, label, uv_set, uvm)
             if part is None:
                 continue
+            # instances of one mesh are decoded again each: hold the totals too
+            n_vertices += len(part["pos"])
+            n_triangles += len(part["tris"])
+            limits.check(src.path, "max_vertices", n_vertices,
+                         f"the scene has {n_vertices} vertices (up to {label})")
+            limits.check(src.path, "max_triangles", n_triangles,
+                         f"the scene has {n_triangles} triangles (up to {label})")
             if skin_index is not None and part.get("joints") is not None:
                 if skin_index not in skins:
                     skins.append(skin_index)
@@ -225,7 +248,7 @@ def _primitive(src: GltfSource, prim: Any, label: str, uv_set: int,
     pos_acc = (prim.attributes.POSITION if prim.attributes is not None else None)
     if pos_acc is None:
         raise src.error(f"{label}: has no POSITION attribute")
-    pos = src.accessor(pos_acc, f"POSITION of {label}")
+    pos = src.accessor(pos_acc, f"POSITION of {label}", noun="vertices")
     if pos.shape[1] != 3 or pos.dtype != np.float32:
         raise src.error(f"accessor {pos_acc} (POSITION of {label}): must be VEC3 float")
     if not np.isfinite(pos).all():

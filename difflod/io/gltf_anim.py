@@ -266,8 +266,14 @@ def sample_animation(src: Any, anim_index: int) -> tuple[np.ndarray, list[dict]]
                       "are not supported and were skipped", stacklevel=3)
     if not channels:
         return np.zeros(1), [{}]
-    all_times = _refine(np.unique(np.concatenate([c[2] for c in channels])),
-                        {c[4] for c in channels})
+    keys = np.unique(np.concatenate([c[2] for c in channels]))
+    per_gap = 8 if any(c[4] == "CUBICSPLINE" for c in channels) else 2
+    n_keys = len(keys) * per_gap
+    nodes = len(src.doc.nodes or [])
+    src.limits.check(src.path, "max_animation_matrices", n_keys * max(nodes, len(channels)),
+                     f"animation {anim_index} needs up to {n_keys} keyframes x "
+                     f"{max(nodes, len(channels))} nodes")
+    all_times = _refine(keys, {c[4] for c in channels})
     overrides = []
     for t in all_times:
         frame: dict[int, dict[str, np.ndarray]] = {}
