@@ -290,9 +290,9 @@ def _transform(part: dict[str, Any], m: np.ndarray) -> None:
     if np.array_equal(m, np.eye(4)):
         return
     lin = m[:3, :3]
-    with np.errstate(over="ignore"):  # overflow to Inf is reported by _assemble
+    with np.errstate(over="ignore", invalid="ignore"):  # Inf is reported by _assemble
         part["pos"] = (part["pos"] @ lin.T + m[:3, 3]).astype(np.float32)
-    det = np.linalg.det(lin)
+        det = np.linalg.det(lin)
     if part["nrm"] is not None:
         n = part["nrm"] @ np.linalg.inv(lin)  # rows: (inv(lin).T @ n).T
         part["nrm"] = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)

@@ -89,6 +89,7 @@ class ReadLimits:
 
 
 def limits_from(settings: Any) -> ReadLimits:
-    """The ReadLimits of an object with attributes of the same names (a TrainConfig)."""
-    return ReadLimits(**{f.name: getattr(settings, f.name)
-                         for f in dataclasses.fields(ReadLimits)})
+    """The ReadLimits of an object with attributes of the same names (a TrainConfig);
+    an attribute that is None keeps the default."""
+    values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(ReadLimits)}
+    return ReadLimits(**{k: v for k, v in values.items() if v is not None})

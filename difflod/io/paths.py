@@ -59,9 +59,14 @@ def resolve_reference(name: str, base: Path, root: Path, allow_outside: bool,
         target = Path(os.path.realpath(Path(base) / rel))
     except (OSError, ValueError) as exc:
         raise fail(f"{name!r} is not a usable path: {exc}") from None
-    if allow_outside:
-        return target
-    root_real = os.path.realpath(root)
-    if os.path.commonpath([root_real, str(target)]) != root_real:
-        raise fail(f"{name!r} leads outside the model's folder {root}; refused {_ALLOW}")
+    if not allow_outside:
+        root_real = os.path.realpath(root)
+        if os.path.commonpath([root_real, str(target)]) != root_real:
+            raise fail(f"{name!r} leads outside the model's folder {root}; refused {_ALLOW}")
+    try:
+        target.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # the caller names the missing file
+    except OSError as exc:  # a name too long, a loop of links, no permission
+        raise fail(f"{name!r} cannot be used: {exc.strerror or exc}") from None
     return target

@@ -115,6 +115,8 @@ def _check_budget(triangles: object, reference: Mesh, name: str) -> int:
         raise DiffLodError(f"triangles must be an integer, got {triangles!r}")
     if triangles < 4:
         raise DiffLodError(f"triangles must be >= 4, got {triangles}")
+    if reference.num_triangles == 0:
+        raise DiffLodError(f"{name}: the model has no triangles; there is nothing to simplify")
     if triangles >= reference.num_triangles:
         raise DiffLodError(f"{name}: has {reference.num_triangles} triangles, so a budget of "
                            f"{triangles} leaves nothing to simplify; ask for fewer")
@@ -145,6 +147,7 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     from difflod.base.baseline import baseline
     from difflod.base.render_tangents import match_render_tangents
     from difflod.io import save
+    from difflod.io.limits import limits_from
     from difflod.models import open_model
     from difflod.optimize.trainer import Trainer, prepare_meshes, resolve_device
     from difflod.run import outputs
@@ -158,7 +161,8 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
         ref_mesh, name = reference, "reference"
     else:
         name = str(reference)
-        ref_mesh = open_model(reference, mtl_override=config.mtl_override)
+        ref_mesh = open_model(reference, mtl_override=config.mtl_override,
+                              limits=limits_from(config))
         config = config.replace(ref_mesh=name)
     if config.init_textures == "reference":
         config = config.replace(init_textures="base")
