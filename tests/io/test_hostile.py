@@ -196,7 +196,7 @@ IMAGE_CASES: list[tuple[str, bytes, str]] = [
      r"max_texture_size / --max-texture-size\)"),
     ("header says 65536^2", png_bytes(65536, 65536, color_type=6),
      r"the image is 65536 x 65536 pixels, more than the limit of 16384"),
-    ("header says 1000000 x 1", png_bytes(1_000_000, 1), r"is 1000000 x 1 pixels, more than"),
+    ("header says 1000000 x 1", png_bytes(1_000_000, 1), r"the image is 1000000 x 1 pixels, more than"),
     ("header says 0 x 0", png_bytes(0, 0), r"cannot decode the image header|0 x 0"),
     ("truncated PNG", real_png(16, 16)[:50], r"cannot decode"),
     ("truncated JPEG", real_jpeg()[:200], r"cannot decode"),
