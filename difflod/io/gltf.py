@@ -119,8 +119,7 @@ def _triangles(src: GltfSource, prim: Any, label: str, count: int) -> np.ndarray
 
 def _attribute(src: GltfSource, prim: Any, name: str, label: str, count: int,
                widths: tuple[int, ...], float_only: bool = True) -> np.ndarray | None:
-    index = (prim.attributes.__dict__ if hasattr(prim.attributes, "__dict__")
-             else prim.attributes).get(name)
+    index = getattr(prim.attributes, name) if prim.attributes is not None else None
     if index is None:
         return None
     arr = src.accessor(index, f"{name} of {label}", normalize=float_only)

@@ -93,7 +93,7 @@ class NodeGraph:
     """The node hierarchy of a glTF document with rest transforms.
 
     Args:
-        nodes: pygltflib nodes.
+        nodes: the document's nodes (difflod.io.gltf_json objects).
         error: callable(message) -> exception to raise on a bad hierarchy.
     """
 

@@ -6,8 +6,9 @@ accessors (byteStride, normalized integers, sparse, no bufferView) and images
 the instance. Every problem raises `InputFileError` naming the file and the
 accessor/buffer/image, e.g. "accessor 3 (POSITION of mesh 0 primitive 1): ...".
 
-The JSON is parsed by pygltflib; the GLB container is split here so that a
-truncated file gets a precise message instead of a deep traceback.
+The JSON is parsed and its members' types checked by difflod.io.gltf_json; the
+GLB container is split here so that a truncated file gets a precise message
+instead of a deep traceback.
 URIs may only name files inside the model's folder (no absolute paths, no
 `..` escapes, no `file:` URIs) unless `ReadLimits.allow_outside_paths`; remote
 schemes are always refused (difflod.io.paths). Every size the file declares
@@ -25,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pygltflib
 
 from difflod.errors import InputFileError
+from difflod.io.gltf_json import JsonObject, parse_document
 from difflod.io.image import open_image
 from difflod.io.limits import ReadLimits
 from difflod.io.paths import resolve_reference
@@ -83,18 +84,6 @@ def _split_glb(path: Path, data: bytes) -> tuple[str, memoryview | None]:
     return json_text, bin_chunk
 
 
-def _parse_json(path: Path, text: str) -> pygltflib.GLTF2:
-    try:
-        doc = pygltflib.GLTF2.from_json(text)
-    except Exception as exc:  # noqa: BLE001 - pygltflib raises many kinds on bad JSON
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputFileError(path, f"bad glTF JSON: {first}") from None
-    if doc.asset is None or not str(doc.asset.version or "").startswith("2"):
-        version = None if doc.asset is None else doc.asset.version
-        raise InputFileError(path, f"asset.version is {version!r}; only glTF 2.0 is supported")
-    return doc
-
-
 def _decode_data_uri(path: Path, what: str, uri: str, limits: ReadLimits) -> bytes:
     header, _, payload = uri.partition(",")
     if ";base64" not in header:
@@ -108,7 +97,7 @@ def _decode_data_uri(path: Path, what: str, uri: str, limits: ReadLimits) -> byt
 
 
 class GltfSource:
-    """An opened glTF file: the pygltflib document plus decoded binary data.
+    """An opened glTF file: the checked JSON document plus decoded binary data.
 
     Args:
         path: the `.gltf` or `.glb` file.
@@ -131,7 +120,7 @@ class GltfSource:
                 text = raw.decode("utf-8-sig")
             except UnicodeDecodeError as exc:
                 raise InputFileError(path, f"glTF JSON is not UTF-8: {exc}") from None
-        self.doc = _parse_json(self.path, text)
+        self.doc: JsonObject = parse_document(self.path, text)
         self._buffers: dict[int, memoryview] = {}
         self._images: dict[int, np.ndarray] = {}
 

@@ -138,12 +138,12 @@ CASES: list[tuple[str, str, bytes, str]] = [
     # huge declared counts (nothing of that size is allocated)
     ("accessor of 900M vertices", "m.gltf",
      _edit(lambda d: d["accessors"][0].update(count=900_000_000, bufferView=None)),
-     r"accessor 0 \(POSITION of mesh 0 primitive 0\) declares 900000000 vertices, more than "
-     r"the limit of 50000000 \(raise it with max_vertices / --max-vertices\)"),
+     (r"accessor 0 \(POSITION of mesh 0 primitive 0\) declares 900000000 vertices, more than "
+     r"the limit of 50000000 \(raise it with max_vertices / --max-vertices\)")),
     ("index accessor of 3G indices", "m.gltf",
      _edit(lambda d: d["accessors"][1].update(count=3_000_000_000), indices=[0, 1, 2]),
-     r"mesh 0 primitive 0 declares 1000000000 triangles, more than the limit of 50000000 "
-     r"\(raise it with max_triangles / --max-triangles\)"),
+     (r"mesh 0 primitive 0 declares 1000000000 triangles, more than the limit of 50000000 "
+     r"\(raise it with max_triangles / --max-triangles\)")),
     ("buffer of 1 TB", "m.gltf",
      _edit(lambda d: d["buffers"][0].update(byteLength=10 ** 12)),
      r"buffer 0: byteLength declares 1000000000000 bytes, more than the limit"),
@@ -192,8 +192,8 @@ CASES: list[tuple[str, str, bytes, str]] = [
 
 IMAGE_CASES: list[tuple[str, bytes, str]] = [
     ("decompression bomb 20000^2", bomb_png(),
-     r"the image is 20000 x 20000 pixels, more than the limit of 16384 \(raise it with "
-     r"max_texture_size / --max-texture-size\)"),
+     (r"the image is 20000 x 20000 pixels, more than the limit of 16384 \(raise it with "
+     r"max_texture_size / --max-texture-size\)")),
     ("header says 65536^2", png_bytes(65536, 65536, color_type=6),
      r"the image is 65536 x 65536 pixels, more than the limit of 16384"),
     ("header says 1000000 x 1", png_bytes(1_000_000, 1), r"the image is 1000000 x 1 pixels, more than"),
@@ -278,16 +278,16 @@ def test_raised_texture_limit_lets_a_wide_image_through(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("key", "value", "data", "suffix", "pattern"), [
-    ("max_vertices", 2, TRI_OBJ.encode(), ".obj", r"the file has 3 vertices, more than the "
-     r"limit of 2 \(raise it with max_vertices / --max-vertices\)"),
+    ("max_vertices", 2, TRI_OBJ.encode(), ".obj", (r"the file has 3 vertices, more than the "
+     r"limit of 2 \(raise it with max_vertices / --max-vertices\)")),
     ("max_triangles", 1, b"v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nf 1 2 4 3\n", ".obj",
      r"the faces make 2 triangles, more than the limit of 1"),
-    ("max_vertices", 2, _dump(gltf_doc()), ".gltf", r"declares 3 vertices, more than the "
-     r"limit of 2"),
+    ("max_vertices", 2, _dump(gltf_doc()), ".gltf", (r"declares 3 vertices, more than the "
+     r"limit of 2")),
     ("max_triangles", 1, _dump(gltf_doc(positions=np.zeros((6, 3)), indices=list(range(6)))),
      ".gltf", r"declares 2 triangles, more than the limit of 1"),
-    ("max_file_bytes", 100, TRI_OBJ.encode() * 10, ".obj", r"file has 320 bytes, more than "
-     r"the limit of 100 \(raise it with max_file_bytes / --max-file-bytes\)"),
+    ("max_file_bytes", 100, TRI_OBJ.encode() * 10, ".obj", (r"file has 320 bytes, more than "
+     r"the limit of 100 \(raise it with max_file_bytes / --max-file-bytes\)")),
     ("max_texture_size", 3, _dump(gltf_doc(image=real_png(4, 3))), ".gltf",
      r"image 0 is 4 x 3 pixels, more than the limit of 3"),
 ])
