@@ -48,9 +48,8 @@ def fuzz_limits() -> object:
                       max_file_bytes=16 * 1024 * 1024, max_animation_matrices=200_000)
 
 
-def make_target(name: str, folder: Path) -> Callable[[bytes], None]:
-    """The function libFuzzer calls: bytes -> the reader of `name`, in `folder`."""
-    from difflod.errors import DiffLodError
+def make_reader(name: str, folder: Path) -> tuple[Path, Callable[[], object]]:
+    """(input file, the call that reads it) of target `name` in `folder`."""
     from difflod.io import gltf, image, mtl, obj
 
     limits = fuzz_limits()
@@ -62,6 +61,14 @@ def make_target(name: str, folder: Path) -> Callable[[bytes], None]:
         "glb": lambda: gltf.read(path, limits=limits),
         "image": lambda: image.read_image(path, limits),
     }[name]
+    return path, read
+
+
+def make_target(name: str, folder: Path) -> Callable[[bytes], None]:
+    """The function libFuzzer calls: bytes -> the reader of `name`, in `folder`."""
+    from difflod.errors import DiffLodError
+
+    path, read = make_reader(name, folder)
 
     def run(data: bytes) -> None:
         path.write_bytes(data)
@@ -101,7 +108,7 @@ def write_seeds(folder: Path, corpus: Path) -> None:
     (corpus / "obj" / "features.obj").write_text(
         "# quads, negative indices, v//n, continuation, groups\nmtllib a0.mtl\no x\n"
         "v 0 0 0\nv 1 0 0 \\\n\nv 1 1 0\nv 0 1 0 1.0\nvt 0 0\nvt 1 1\nvn 0 0 1\ng a\n"
-        "usemtl material_0\nf 1/1/1 2/2/1 3/1/1 4/2/1\nf -4//1 -3//1 -2//1\ns off\nf 1 2 3\n")
+        "f 1/1/1 2/2/1 3/1/1 4/2/1\nf -4//1 -3//1 -2//1\ns off\nf 1 2 3\n")
     (corpus / "mtl" / "features.mtl").write_text(
         "newmtl m\nKd 0.5\nKs 0 0.5 0\nNs 20\nd 0.5\nTr 0.1\nPr 0.3\nPm 0.1\n"
         "map_Kd -s 1 1 1 -o 0 0 texture_kd.png\nbump -bm 0.5 texture_kd.png\n"
