@@ -42,8 +42,8 @@ checks run in numpy on the decoded arrays instead of `Mesh.validate` (torch's
 thread pool made those cost as much as the whole read on a busy CPU), the
 identity node transform is skipped, and the GLB binary chunk is not copied.
 
-`write(mesh, path)` is in `gltf_write`; materials in `gltf_material`; low-level
-decoding in `gltf_read`;
+`write(mesh, path)` is in `gltf_write`; materials in `gltf_material`; the JSON
+document in `gltf_json`; low-level decoding in `gltf_read`;
 transforms, animation and skins in `gltf_anim`.
 """
 
