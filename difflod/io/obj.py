@@ -281,6 +281,7 @@ def read(path: Path, mtl_override: Path | None = None, limits: ReadLimits | None
     # other statements: usemtl / mtllib (others ignored)
     usemtl: list[tuple[int, str]] = []
     libs: dict[str, object] = {}
+    read_libs: dict[Path, dict[str, Material]] = {}
     for i in np.flatnonzero(~skip).tolist():
         parts = data[starts[i]:ends[i]].strip().split(None, 1)
         key = parts[0] if parts else b""
@@ -291,7 +292,9 @@ def read(path: Path, mtl_override: Path | None = None, limits: ReadLimits | None
             if not arg:
                 raise InputFileError(path, f"line {i + 1}: mtllib needs a file name")
             for mtl in _mtl_files(path, arg, i + 1, limits):
-                libs.update(read_mtl(mtl, path.parent, limits))
+                if mtl not in read_libs:  # a library named again is not read again
+                    read_libs[mtl] = read_mtl(mtl, path.parent, limits)
+                libs.update(read_libs[mtl])
     try:
         fc = _faces(_block(data, starts, ends, groups["f"]))
         counts = fc["counts"]

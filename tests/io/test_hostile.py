@@ -306,3 +306,18 @@ def test_limits_are_validated() -> None:
         ReadLimits(max_vertices=0)
     with pytest.raises(DiffLodError, match=r"'allow_outside_paths' must be true or false"):
         ReadLimits(allow_outside_paths="yes")  # type: ignore[arg-type]
+
+
+def test_a_library_named_many_times_is_read_once(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """10,000 `mtllib m.mtl` lines cost one read of m.mtl, not 10,000 (each with textures)."""
+    from difflod.io import obj
+
+    (tmp_path / "t.png").write_bytes(real_png(4, 4))
+    (tmp_path / "m.mtl").write_text("newmtl a\nmap_Kd t.png\n")
+    (tmp_path / "m.obj").write_text("mtllib m.mtl\n" * 10_000 + "usemtl a\n" + TRI_OBJ)
+    calls: list[Path] = []
+    real = obj.read_mtl
+    monkeypatch.setattr(obj, "read_mtl", lambda *a: calls.append(a[0]) or real(*a))
+    mesh = load(tmp_path / "m.obj")
+    assert len(calls) == 1 and mesh.materials[0].kd.shape == (4, 4, 3)
