@@ -72,6 +72,7 @@ def _env() -> dict[str, str]:
     import os
 
     env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"  # atheris's report is printed just before the process ends
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 

@@ -145,6 +145,8 @@ def _parse(path: Path, root: Path, limits: ReadLimits) -> list[_Raw]:
         except UnicodeDecodeError:
             line = raw.decode("latin-1")
         parts = line.split(None, 1)
+        if not parts:  # blank but for characters str.split counts as space (\x1c ...)
+            continue
         key = parts[0].lower()
         rest = parts[1].strip() if len(parts) > 1 else ""
         if key == "newmtl":

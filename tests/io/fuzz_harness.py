@@ -20,6 +20,7 @@ tests/io/test_fuzz.py runs each for a few seconds and replays the regressions.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import resource
 import sys
@@ -64,8 +65,13 @@ def make_reader(name: str, folder: Path) -> tuple[Path, Callable[[], object]]:
     return path, read
 
 
-def make_target(name: str, folder: Path) -> Callable[[bytes], None]:
-    """The function libFuzzer calls: bytes -> the reader of `name`, in `folder`."""
+def make_target(name: str, folder: Path, save_prefix: str | None = None
+                ) -> Callable[[bytes], None]:
+    """The function libFuzzer calls: bytes -> the reader of `name`, in `folder`.
+
+    An input that raises anything but a DiffLodError is also saved as
+    `<save_prefix>crash-<sha1>` here (atheris does not always get to it).
+    """
     from difflod.errors import DiffLodError
 
     path, read = make_reader(name, folder)
@@ -76,8 +82,11 @@ def make_target(name: str, folder: Path) -> Callable[[bytes], None]:
             read()
         except DiffLodError:
             pass
-        except BaseException:
+        except Exception:
             traceback.print_exc()  # into the log before libFuzzer stops
+            sys.stderr.flush()
+            if save_prefix is not None:
+                Path(save_prefix + "crash-" + hashlib.sha1(data).hexdigest()).write_bytes(data)
             raise
 
     return run
@@ -161,7 +170,8 @@ def main(argv: list[str]) -> None:
         prefix="difflod-fuzz-", dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None))
     work.mkdir(parents=True, exist_ok=True)
     write_seeds(work, work / "corpus")
-    target = make_target(name, work)
+    prefix = [a.split("=", 1)[1] for a in flags if a.startswith("-artifact_prefix=")]
+    target = make_target(name, work, prefix[-1] if prefix else "./")
     if not any(f.startswith("-rss_limit_mb=") for f in flags):
         flags.append(f"-rss_limit_mb={_rss_mb() + MEMORY_BUDGET_MB}")
     if not any(f.startswith("-timeout=") for f in flags):
