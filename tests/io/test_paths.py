@@ -132,3 +132,16 @@ def test_cli_allow_outside_paths(gltf_outside: tuple[Path, Path],
     assert main(["info", str(path), "--allow-outside-paths"]) == 0
     out = capsys.readouterr().out
     assert "  triangles   1\n" in out, out
+
+
+def test_config_key_allows_outside_paths(gltf_outside: tuple[Path, Path]) -> None:
+    from difflod.config import load_config
+    from difflod.io.limits import limits_from
+    from difflod.models import open_model
+
+    path, _ = gltf_outside
+    _set_uri(path, "../outside/m.bin")
+    with pytest.raises(InputFileError, match="leads outside"):
+        open_model(path, limits=limits_from(load_config()))
+    config = load_config(None, {"allow_outside_paths": True})
+    assert open_model(path, limits=limits_from(config)).num_triangles == 1
