@@ -136,7 +136,8 @@ def run_demo(out_root: str | Path = "out", iterations: int | None = None,
             atomic_write_text(result.out_dir / "metrics_threejs.json",
                               json.dumps({"renderer": "threejs", "views": config.eval_views,
                                           "res": config.eval_res, "psnr": tj}, indent=1))
-            print(_line("three.js", tj[BASELINE_NAME], tj["difflod"]))
+            print(_line(f"{config.eval_views} views, three.js", tj[BASELINE_NAME],
+                        tj["difflod"]))
     _picture(result.out_dir / PICTURE_NAME, reference, [result.baseline, result.mesh],
              config.camera_eye, config.backend if config.backend != "auto" else None)
     print(f"results in {result.out_dir} ({PICTURE_NAME}: reference | QEM + texture bake "
