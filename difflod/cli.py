@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Options after the known ones are config keys: "
                                    "--iter 100 --loss mse ...")
     t.add_argument("--config", default=None, help="JSON config (nvdiffmodeling keys accepted)")
-    t.add_argument("--resume", action="store_true", help="continue from out/<name>/checkpoint.pt")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in out/<name> from its checkpoint.pt (from the "
+                        "start if it has none; nothing to do if it finished)")
     t.add_argument("--out-root", default="out")
     t.add_argument("--quiet", action="store_true")
     t.add_argument("--gpus", type=int, default=1,
@@ -83,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default=None, choices=["auto", "cpu", "cuda", "torch"])
     s.add_argument("--device", default=None)
     s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT_DIR from its checkpoint.pt (from the start "
+                        "if it has none; nothing to do if it finished)")
+    s.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep checkpoint.pt when the run finishes (config keep_checkpoint)")
     s.add_argument("--quiet", action="store_true")
     return p
 
@@ -150,8 +157,11 @@ def _cmd_simplify(args: argparse.Namespace, rest: list[str]) -> int:
                                    ("device", args.device), ("seed", args.seed)) if v is not None}
     if args.texture_res is not None:
         overrides["texture_res"] = [args.texture_res, args.texture_res]
+    if args.keep_checkpoint:
+        overrides["keep_checkpoint"] = True
     config = simplify_config(args.config, overrides)
-    result = simplify(args.reference, args.triangles, args.out, config=config, quiet=args.quiet)
+    result = simplify(args.reference, args.triangles, args.out, config=config, quiet=args.quiet,
+                      resume=args.resume)
     print(f"wrote {result.out_dir} ({result.mesh.num_triangles} triangles)")
     return 0
 

@@ -21,6 +21,16 @@ The whole automatic pipeline, with no base mesh to make by hand:
      "initial", the QEM geometry with its random textures, when training
      starts from noise: `init_textures: "random"`).
 
+Resuming (`resume=True`, `difflod simplify --resume`) follows `difflod
+train`'s rules (run/train.py, run/resume.py): the output folder is locked,
+and the run continues from checkpoint.pt, starts afresh without one, or
+does nothing when the folder holds the finished run. The base mesh stage is
+run again rather than read back from qem_bake.glb (whose 8-bit textures are
+not the float ones training started from): QEM, xatlas and the bake are
+deterministic for a given input, budget and seed, and the checkpoint holds
+a digest of the base mesh, so a base that came out differently is refused
+instead of silently resumed.
+
 The base mesh's normals and tangents are recomputed as the renderer computes
 them, its normal map matched to them (base/render_tangents.py), before
 training starts.
@@ -123,7 +133,7 @@ def _check_budget(triangles: object, reference: Mesh, name: str) -> int:
 
 def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, *,
              config: TrainConfig | None = None, quiet: bool = False, evaluate: bool = True,
-             device: torch.device | None = None) -> SimplifyResult:
+             device: torch.device | None = None, resume: bool = False) -> SimplifyResult:
     """Make a `triangles`-triangle model that looks like `reference`; write OUT_DIR.
 
     Args:
@@ -136,11 +146,14 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
         quiet: no progress output.
         evaluate: write metrics.json and report/ (held-out views).
         device: torch device (default: config.device).
+        resume: continue the run in `out_dir` (see the module docstring).
     Returns:
         SimplifyResult; result.mesh and result.baseline are CPU meshes with one
         material, kd `[H,W,3|4]`, ks `[H,W,3]`, normal `[H,W,3]` float32.
     Raises:
-        DiffLodError: a missing or bad model, a budget out of range, a bad config.
+        DiffLodError: a missing or bad model, a budget out of range, a bad config,
+            a checkpoint that does not fit; OutputInUseError: another run writes
+            into `out_dir`; OutputFileError: an output cannot be written.
     """
     from difflod.base.baseline import baseline
     from difflod.base.render_tangents import match_render_tangents
@@ -148,7 +161,9 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     from difflod.models import open_model
     from difflod.optimize.trainer import Trainer, prepare_meshes, resolve_device
     from difflod.run import outputs
-    from difflod.run.train import export, fit
+    from difflod.run.lock import output_lock
+    from difflod.run.resume import final_files
+    from difflod.run.train import export, finish, fit, start_point
 
     config = config if config is not None else simplify_config()
     if config.base_mesh is not None:
@@ -171,33 +186,53 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     config = config.replace(out_dir=str(out))
     device = device if device is not None else resolve_device(config.device)
 
-    # base mesh
-    base = match_render_tangents(
-        baseline(ref_mesh, budget, texture_res=tex_res, seed=config.seed))
-    train_base = base
-    if config.animate and ref_mesh.skin is not None:
-        from difflod.geometry.skin_transfer import transfer_skin
+    with output_lock(out):
+        files = final_files(out, evaluate=evaluate, extra=[f"{BASELINE_NAME}.glb"])
+        point = start_point(out, config, resume=resume, files=files, quiet=quiet)
+        if point.finished:
+            return _finished_result(out, evaluate)
+        # base mesh
+        base = match_render_tangents(
+            baseline(ref_mesh, budget, texture_res=tex_res, seed=config.seed))
+        train_base = base
+        if config.animate and ref_mesh.skin is not None:
+            from difflod.geometry.skin_transfer import transfer_skin
 
-        train_base = transfer_skin(ref_mesh, base)
-    ref_n, _, frame = prepare_meshes(ref_mesh, train_base, config, device)
-    base_n = frame.to_unit(train_base).to(device)  # no AABB refit (see module docstring)
+            train_base = transfer_skin(ref_mesh, base)
+        ref_n, _, frame = prepare_meshes(ref_mesh, train_base, config, device)
+        base_n = frame.to_unit(train_base).to(device)  # no AABB refit (see module docstring)
 
-    out.mkdir(parents=True, exist_ok=True)
-    outputs.write_config(out, config)
-    save(base, out / f"{BASELINE_NAME}.glb")
-    # train, export
-    trainer = Trainer(config, ref_n, base_n, out, quiet=quiet)
-    candidates = {BASELINE_NAME: base.to("cpu")}
-    if config.init_textures == "random":  # the start differs from the baseline: show it too
-        candidates[INITIAL_NAME] = frame.from_unit(trainer.trainable.base_mesh().clone()).to("cpu")
-    final, seconds = fit(trainer, frame, out)
-    export(out, trainer, final)
-    # evaluate, report
-    metrics = None
-    if evaluate:
-        metrics = outputs.evaluate_run(out, config, ref_mesh, {**candidates, "difflod": final},
-                                       history=trainer.history, seconds=seconds,
-                                       files={BASELINE_NAME: out / f"{BASELINE_NAME}.glb"},
-                                       quiet=quiet)
+        outputs.write_config(out, config)
+        save(base, out / f"{BASELINE_NAME}.glb")
+        # train, export
+        trainer = Trainer(config, ref_n, base_n, out, quiet=quiet)
+        candidates = {BASELINE_NAME: base.to("cpu")}
+        if config.init_textures == "random":  # the start differs from the baseline: show it
+            candidates[INITIAL_NAME] = frame.from_unit(
+                trainer.trainable.base_mesh().clone()).to("cpu")
+        if point.checkpoint is not None:
+            trainer.load_checkpoint(point.checkpoint)
+        final, seconds = fit(trainer, frame, out)
+        export(out, trainer, final)
+        # evaluate, report
+        metrics = None
+        if evaluate:
+            metrics = outputs.evaluate_run(out, config, ref_mesh,
+                                           {**candidates, "difflod": final},
+                                           history=trainer.history, seconds=seconds,
+                                           files={BASELINE_NAME: out / f"{BASELINE_NAME}.glb"},
+                                           quiet=quiet)
+        finish(trainer)
     return SimplifyResult(mesh=final, baseline=base.to("cpu"), out_dir=out,
                           history=trainer.history, metrics=metrics, seconds=seconds)
+
+
+def _finished_result(out: Path, evaluate: bool) -> SimplifyResult:
+    """A finished run's result, read back from its files."""
+    from difflod.io import load
+
+    history = json.loads((out / "history.json").read_text(encoding="utf-8"))
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8")) \
+        if evaluate else None
+    return SimplifyResult(mesh=load(out / "mesh.glb"), baseline=load(out / f"{BASELINE_NAME}.glb"),
+                          out_dir=out, history=history, metrics=metrics)
