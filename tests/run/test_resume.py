@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from difflod.cli import main
 from difflod.config import load_config
 from difflod.errors import DiffLodError
 from difflod.models import open_model
@@ -139,16 +140,17 @@ def test_simplify_killed_and_resumed_ends_as_uninterrupted(
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps(SIMPLIFY))
     out = tmp_path / "killed"
-    _kill_at_first_checkpoint([sys.executable, "-m", "difflod", "simplify", SIMPLIFY_REF,
-                               "--triangles", str(SIMPLIFY_BUDGET), "-o", str(out),
-                               "--config", str(cfg_file), "--quiet"], out)
+    args = ["simplify", SIMPLIFY_REF, "--triangles", str(SIMPLIFY_BUDGET), "-o", str(out),
+            "--config", str(cfg_file), "--quiet"]
+    _kill_at_first_checkpoint([sys.executable, "-m", "difflod", *args], out)
     incomplete, _ = check_outputs(out)
     assert incomplete == []
     # the base mesh stage runs again: QEM, xatlas and the bake give the same base,
     # or the checkpoint's digest of it would refuse the resume
     saved = torch.load(out / "checkpoint.pt", weights_only=False)["history"]
-    result = simplify(SIMPLIFY_REF, SIMPLIFY_BUDGET, out, config=cfg, quiet=True, resume=True)
-    assert 0 < len(saved) < SIMPLIFY["iter"] and result.history[:len(saved)] == saved
+    assert main([*args, "--resume"]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert 0 < len(saved) < SIMPLIFY["iter"] and history[:len(saved)] == saved
     assert _same_files(reference, out) == []
     assert check_outputs(out) == ([], [])
 
