@@ -33,6 +33,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from difflod.config import TrainConfig
@@ -50,6 +51,8 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def _feed(h: hashlib._Hash, value: object) -> None:
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
     if isinstance(value, torch.Tensor):
         t = value.detach().to("cpu").contiguous()
         h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
