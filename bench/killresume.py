@@ -2,9 +2,12 @@
 moments, check what they left, `--resume`, and compare with an uninterrupted run.
 
 For each command, one uninterrupted run (a real process) gives the reference
-files and its wall time T. Each trial then starts the same command in a fresh
-folder, SIGKILLs it after a random delay in [0, 1.1 T] (seeded), and checks
-every file left there: JSON parses, PNG/WebP decode, GLB/OBJ load, a
+files, N of them. Each trial then starts the same command in a fresh folder
+and SIGKILLs it at a random moment of its own progress (seeded), whatever
+the machine's speed: once k files (k uniform in 0..N, temporary ones
+included) have appeared in the folder, after a further random 0-500 ms (k = 0:
+within the first 0-3 s, while Python starts). It then checks every file left
+there: JSON parses, PNG/WebP decode, GLB/OBJ load, a
 checkpoint unpickles; leftover temporary files of io.atomic (hidden, named
 .NAME.XXXXXXXX.tmp.SUFFIX) are counted apart, since only the next run can
 delete them. `--resume` (a real process too) must then end with no temporary
@@ -16,7 +19,8 @@ runs are deterministic, so the tolerance is zero.
     python bench/killresume.py [--trials 20] [--seed 0] [--commands train,simplify]
                                [--keep DIR] [--json]
 
-The table has one row per trial: command, kill time, what the folder held
+The table has one row per trial: command, the kill's moment (after k files
++ ms) and time, what the folder held
 (no folder, no checkpoint, checkpoint at iteration k, finished), files
 checked, incomplete files, temporaries left, resume seconds, and whether the
 result is identical. The last line counts trials passed out of trials run.
@@ -143,25 +147,45 @@ def run_to_end(cmd: list[str]) -> float:
     return time.monotonic() - t0
 
 
-def trial(kind: str, root: Path, cfg: Path, delay: float, reference: Path) -> dict:
-    folder = root
-    run = folder / "run"
-    proc = subprocess.Popen(command(kind, folder, cfg, False), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+def count_files(run: Path) -> int:
+    """Files in `run` (temporary ones included, the lock file not)."""
     try:
-        proc.wait(timeout=delay)
-        killed = False
+        return sum(1 for p in run.rglob("*") if p.name != LOCK_NAME and p.is_file())
+    except OSError:  # a file renamed or removed during the walk
+        return -1
+
+
+def kill_at(proc: subprocess.Popen, run: Path, files: int, jitter: float) -> bool:
+    """SIGKILL `proc` `jitter` seconds after `files` files exist in `run` (files = 0:
+    `jitter` seconds after it started). False when it ended first."""
+    while files > 0 and proc.poll() is None and count_files(run) < files:
+        time.sleep(0.005)
+    try:
+        proc.wait(timeout=jitter)
+        return False
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        killed = True
+        return True
+
+
+def trial(kind: str, root: Path, cfg: Path, moment: tuple[int, float],
+          reference: Path) -> dict:
+    folder = root
+    run = folder / "run"
+    t0 = time.monotonic()
+    proc = subprocess.Popen(command(kind, folder, cfg, False), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    killed = kill_at(proc, run, *moment)
+    delay = time.monotonic() - t0
     found = inspect(run)
     seconds = run_to_end(command(kind, folder, cfg, True))
     after = inspect(run)
     diff = differences(reference, run)
     ok = (not found["incomplete"] and not after["incomplete"] and after["temps"] == 0
           and not (run / "checkpoint.pt").exists() and not diff)
-    return {"command": kind, "kill_s": round(delay, 2), "killed": killed,
+    return {"command": kind, "after_files": moment[0], "jitter_ms": round(moment[1] * 1000),
+            "kill_s": round(delay, 2), "killed": killed,
             "found": found["state"], "files": found["files"],
             "incomplete": found["incomplete"], "temps_left": found["temps"],
             "resume_s": round(seconds, 1), "differs": diff, "pass": ok}
@@ -179,21 +203,24 @@ def main() -> int:
     rng = random.Random(args.seed)
     work = args.keep or Path(tempfile.mkdtemp(prefix="killresume."))
     work.mkdir(parents=True, exist_ok=True)
-    refs, cfgs, walls = {}, {}, {}
+    refs, cfgs, walls, counts = {}, {}, {}, {}
     for kind in kinds:
         cfg = work / f"{kind}.json"
         cfg.write_text(json.dumps(TRAIN if kind == "train" else SETTINGS))
         cfgs[kind] = cfg
         walls[kind] = run_to_end(command(kind, work / f"ref_{kind}", cfg, False))
         refs[kind] = work / f"ref_{kind}" / "run"
+        counts[kind] = count_files(refs[kind])
     rows = []
     for i in range(args.trials):
         kind = kinds[i % len(kinds)]
-        delay = rng.uniform(0.0, 1.1 * walls[kind])
-        rows.append(trial(kind, work / f"trial_{i:03d}", cfgs[kind], delay, refs[kind]))
+        k = rng.randint(0, counts[kind])
+        moment = (k, rng.uniform(0.0, 3.0) if k == 0 else rng.uniform(0.0, 0.5))
+        rows.append(trial(kind, work / f"trial_{i:03d}", cfgs[kind], moment, refs[kind]))
         if not args.json:
             r = rows[-1]
-            print(f"{i:3d} {r['command']:8s} kill {r['kill_s']:6.2f}s "
+            print(f"{i:3d} {r['command']:8s} after {r['after_files']:2d} files "
+                  f"+{r['jitter_ms']:4d} ms = {r['kill_s']:6.2f}s "
                   f"{'' if r['killed'] else '(ended first)':13s} found {r['found']:15s} "
                   f"files {r['files']:3d} incomplete {len(r['incomplete'])} temps "
                   f"{r['temps_left']} resume {r['resume_s']:5.1f}s "
