@@ -67,8 +67,11 @@ def _configs(jobs: list[Job], config_path: str | Path | None,
             continue
         try:
             out.append(simplify_config(config_path, {**overrides, **job.settings}))
-        except ConfigError as e:
-            raise ManifestError(f"{job.where}: {e}") from None
+        except ConfigError as e:  # load_config names the source "command line": say the row
+            text = str(e)
+            for source in (f"{config_path} + command line: ", "command line: "):
+                text = text.removeprefix(source)
+            raise ManifestError(f"{job.where}: {text}") from None
     return out
 
 
@@ -122,13 +125,15 @@ def batch(source: str | Path, out_dir: str | Path, *, triangles: str | None = No
     Raises:
         DiffLodError: a bad manifest, folder, budget, config or argument.
     """
+    for flag, value, least in (("--workers", workers, 1), ("--threads", threads, 1),
+                               ("--retries", retries, 0)):
+        if value is not None and value < least:
+            raise DiffLodError(f"{flag} must be >= {least}, got {value}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DiffLodError(f"{out}: exists and is not a folder")
     jobs = read_jobs(source, triangles, exclude=out)
     configs = _configs(jobs, config_path, dict(overrides or {}))
-    if threads is not None and threads < 1:
-        raise DiffLodError(f"--threads must be >= 1, got {threads}")
     out.mkdir(parents=True, exist_ok=True)
     todo, done = plan(jobs, configs, out)
     result = BatchResult(out_dir=out, skipped=[r["name"] for r in done])

@@ -36,7 +36,7 @@ from difflod.errors import DiffLodError
 from difflod.run.batch_model import limit_threads, run_model
 from difflod.run.manifest import Job
 
-__all__ = ["PoolShape", "pool_shape", "run_pool"]
+__all__ = ["PoolShape", "make_executor", "pool_shape", "run_pool"]
 
 _CORES_PER_CPU_WORKER = 4
 
@@ -94,17 +94,23 @@ def _failed(job: Job, message: str) -> dict[str, Any]:
             "seconds": 0.0}
 
 
-def run_pool(tasks: Sequence[tuple[Job, TrainConfig]], out_root: Path, shape: PoolShape,
-             on_result: Callable[[dict[str, Any]], None]) -> None:
-    """Run every (job, config) in a spawn process pool; call `on_result(record)` as each ends."""
+def make_executor(shape: PoolShape) -> ProcessPoolExecutor:
+    """A spawn process pool of `shape.workers` workers, each with `shape.threads` threads
+    and, when `shape.gpus` > 0, its own GPU."""
     ctx = multiprocessing.get_context("spawn")
     queue = None
     if shape.gpus > 0:
         queue = ctx.Queue()
         for k in range(shape.workers):
             queue.put(k % shape.gpus)
-    with ProcessPoolExecutor(max_workers=shape.workers, mp_context=ctx,
-                             initializer=_init_worker, initargs=(shape.threads, queue)) as pool:
+    return ProcessPoolExecutor(max_workers=shape.workers, mp_context=ctx,
+                               initializer=_init_worker, initargs=(shape.threads, queue))
+
+
+def run_pool(tasks: Sequence[tuple[Job, TrainConfig]], out_root: Path, shape: PoolShape,
+             on_result: Callable[[dict[str, Any]], None]) -> None:
+    """Run every (job, config) in a spawn process pool; call `on_result(record)` as each ends."""
+    with make_executor(shape) as pool:
         pending: dict[Future, Job] = {pool.submit(run_model, job, config, str(out_root)): job
                                       for job, config in tasks}
         while pending:

@@ -1,8 +1,9 @@
 """A batch on a Ray cluster: one Ray task per model.
 
 Ray does the scheduling, the retries and the transport: each model is one
-task (`run_model`, writing its own OUT/<name>/ on a file system every node
-shares), asking for `threads` CPUs and, where the cluster has GPUs, one GPU
+task (`_ray_simplify`, which calls `run_model` and writes its own
+OUT/<name>/ on a file system every node shares; its worker process is
+titled "ray::_ray_simplify" while it runs), asking for `threads` CPUs and, where the cluster has GPUs, one GPU
 (Ray then sets CUDA_VISIBLE_DEVICES for it). A task that fails for a reason
 other than a wrong model (its worker or node died, an exception) is retried
 by Ray itself, `max_retries` times (`retry_exceptions=True`); after that the
@@ -33,7 +34,7 @@ __all__ = ["LOCAL", "run_ray"]
 LOCAL = "local"
 
 
-def _task(job: Job, config: TrainConfig, out_root: str) -> dict[str, Any]:
+def _ray_simplify(job: Job, config: TrainConfig, out_root: str) -> dict[str, Any]:
     import ray
 
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
@@ -85,7 +86,7 @@ def run_ray(tasks: Sequence[tuple[Job, TrainConfig]], out_root: Path, address: s
 
     try:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-        remote = ray.remote(_task).options(num_cpus=threads, num_gpus=gpus,
+        remote = ray.remote(_ray_simplify).options(num_cpus=threads, num_gpus=gpus,
                                            max_retries=retries, retry_exceptions=True)
         root = str(Path(out_root).resolve())
         pending = {remote.remote(job, config, root): job for job, config in tasks}

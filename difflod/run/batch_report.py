@@ -78,7 +78,8 @@ def result_rows(out: Path, records: Sequence[dict[str, Any]]) -> list[dict[str, 
             for cand in ("qem_bake", "difflod"):
                 for key in ("psnr", "ssim", "flip"):
                     row[f"{cand}_{key}"] = _metric(cands, cand, key)
-            if row["difflod_psnr"] is not None and row["qem_bake_psnr"] is not None:
+            if all(row[k] is not None and math.isfinite(row[k])
+                   for k in ("difflod_psnr", "qem_bake_psnr")):
                 row["gain_db"] = row["difflod_psnr"] - row["qem_bake_psnr"]
             done.append(row)
     done.sort(key=lambda r: (r.get("difflod_psnr") is not None,
