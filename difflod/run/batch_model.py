@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -84,7 +85,8 @@ def run_model(job: Job, config: TrainConfig, out_root: str | Path) -> dict[str, 
     Returns:
         {"name", "model", "status": "ok"|"failed", "seconds", and when ok
         "budgets" (counts), "budget_text" (as given), "reference_triangles",
-        "config" (the model's settings); "error" (one line) when failed}.
+        "config" (the model's settings), "host" and "gpus" (CUDA_VISIBLE_DEVICES:
+        where it ran); "error" (one line) when failed}.
     """
     from difflod.models import open_model
     from difflod.run.simplify import simplify
@@ -105,6 +107,7 @@ def run_model(job: Job, config: TrainConfig, out_root: str | Path) -> dict[str, 
                 "seconds": time.perf_counter() - start}
     record.update(status="ok", budgets=budgets, reference_triangles=mesh.num_triangles,
                   budget_text=[b.text for b in job.budgets], config=config.to_dict(),
+                  host=socket.gethostname(), gpus=os.environ.get("CUDA_VISIBLE_DEVICES"),
                   seconds=time.perf_counter() - start)
     atomic_write_text(out / RECORD, json.dumps(record, indent=1) + "\n")
     return record

@@ -38,6 +38,7 @@ def _float(value: Any) -> float | None:
 
 
 def _metrics_files(folder: Path) -> list[tuple[int, Path]]:
+    """(LOD, metrics.json) of a result: its own, or one per lodK/ folder of a chain."""
     if (folder / "metrics.json").is_file():
         return [(0, folder / "metrics.json")]
     chain = []
@@ -70,7 +71,9 @@ def result_rows(out: Path, records: Sequence[dict[str, Any]]) -> list[dict[str, 
         for lod, path in files:
             metrics = json.loads(path.read_text(encoding="utf-8"))
             cands = metrics.get("candidates", {})
+            report = path.parent.relative_to(out) / "report" / "report.html"
             row = {**base, "lod": lod, "budget": budgets[lod] if lod < len(budgets) else None,
+                   "report": report.as_posix(),
                    "reference_triangles": metrics.get("reference", {}).get("triangles"),
                    "triangles": cands.get("difflod", {}).get("triangles"),
                    "qem_bake_bytes": cands.get("qem_bake", {}).get("file_bytes"),
@@ -168,8 +171,7 @@ def _page(rows: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]]) -> 
                "<th>seconds</th></tr>")
     for r in ok:
         worse = r.get("gain_db") is not None and r["gain_db"] < 0
-        report = f"{r['name']}/report/report.html" if r.get("lod") == 0 else \
-            f"{r['name']}/lod{r['lod']}/report/report.html"
+        report = r.get("report", "")
         out.append(
             f"<tr{' class=worse' if worse else ''}><td class='t'>"
             f"<a href='{html.escape(report)}'>{_fmt(r['name'])}</a></td><td>{_fmt(r['lod'])}"

@@ -259,3 +259,29 @@ def test_report_rows_handle_infinite_psnr(tmp_path: Path) -> None:
     assert math.isinf(rows[0]["difflod_psnr"]) and "gain_db" not in rows[0]
     assert "∞" in (tmp_path / "report.html").read_text()
     assert _summary(tmp_path)[0]["difflod_psnr"] == "inf"
+
+
+def test_report_rows_of_an_lod_chain(tmp_path: Path) -> None:
+    """A chain's result holds one metrics.json per LOD (OUT/<name>/lodK/): one row each,
+    with its own budget, worst first across all models; the page links each LOD's report."""
+    from difflod.run.batch_report import write_summary
+
+    def metrics(psnr_qem: float, psnr: float, tris: int) -> dict:
+        return {"reference": {"triangles": 4000},
+                "candidates": {"qem_bake": {"triangles": tris, "file_bytes": 10 * tris,
+                                            "psnr": {"mean": psnr_qem}},
+                               "difflod": {"triangles": tris, "file_bytes": 12 * tris,
+                                           "psnr": {"mean": psnr}}}}
+
+    for lod, (q, d, t) in enumerate([(30.0, 31.5, 400), (24.0, 23.0, 40)]):
+        (tmp_path / "c" / f"lod{lod}").mkdir(parents=True)
+        (tmp_path / "c" / f"lod{lod}" / "metrics.json").write_text(json.dumps(metrics(q, d, t)))
+    (tmp_path / "c" / "lodx").mkdir()  # not an LOD folder
+    rows = write_summary(tmp_path, [{"name": "c", "model": "c.glb", "status": "ok",
+                                     "seconds": 9.0, "budgets": [400, 40]}])
+    assert [(r["lod"], r["budget"], r["triangles"]) for r in rows] == [(1, 40, 40), (0, 400, 400)]
+    assert [r["gain_db"] for r in rows] == [pytest.approx(-1.0), pytest.approx(1.5)]
+    assert rows[0]["difflod_bytes"] == 480 and rows[1]["qem_bake_bytes"] == 4000
+    page = (tmp_path / "report.html").read_text()
+    assert "href='c/lod1/report/report.html'" in page and "href='c/lod0/report/report.html'" in page
+    assert "<tr class=worse>" in page  # LOD 1 lost 1 dB to QEM + bake
