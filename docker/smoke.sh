@@ -24,7 +24,7 @@ CSV
 args=(batch manifest.csv -o out --config cfg.json --quiet)
 case $engine in
     buildah)
-        ctr=$(buildah from "$image")
+        ctr=$(buildah from --pull=never "$image")
         trap 'buildah rm "$ctr" >/dev/null; rm -rf "$data"' EXIT
         buildah run --isolation=chroot -v "$data:/data" --workingdir /data "$ctr" -- \
             difflod "${args[@]}" ;;
