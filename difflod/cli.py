@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("batch", help="simplify every model of a manifest or folder: a local "
                                      "pool or a Ray cluster, resumable, one report",
-                       description="SOURCE is a CSV/JSON manifest (model, triangles, name, "
+                       description="MANIFEST|FOLDER: a CSV/JSON manifest (model, triangles, name, "
                                    "config keys) or a folder of OBJ/glTF/GLB files. OUT gets "
                                    "OUT/<model>/ as `difflod simplify` writes it, plus "
                                    "summary.csv and report.html. Complete models are skipped "

@@ -2,8 +2,9 @@
 
 One batch through the CLI (two tiny procedural models, a corrupt OBJ and a
 fraction too small for its model; 5-6 iterations at 32 px) is shared by the
-tests; its re-run checks that complete models are skipped and a half-written
-one is redone from scratch.
+tests (marked slow: about two minutes on a busy 2-core CPU, spawn and import
+included); its re-run checks that complete models are skipped and a
+half-written one is redone from scratch.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def _summary(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_results_and_failures(first: tuple[Path, int]) -> None:
     out, rc = first
     assert rc == 1  # a model failed
@@ -108,6 +110,7 @@ def test_results_and_failures(first: tuple[Path, int]) -> None:
     assert not list(out.rglob(".*tmp*")), "temporary files left behind"
 
 
+@pytest.mark.slow
 def test_rerun_skips_complete_models_and_redoes_half_written_ones(
         first: tuple[Path, int], capsys: pytest.CaptureFixture[str]) -> None:
     out, _ = first
@@ -130,6 +133,7 @@ def test_rerun_skips_complete_models_and_redoes_half_written_ones(
         ["models__broken", "tiny", SPHERE, SPIKY])
 
 
+@pytest.mark.slow
 def test_a_changed_budget_or_setting_is_not_complete(first: tuple[Path, int]) -> None:
     out, _ = first
     root = out.parent
@@ -159,6 +163,7 @@ window.addEventListener('load', () => {
 </script>"""
 
 
+@pytest.mark.slow
 def test_report_page_in_headless_chromium(first: tuple[Path, int], tmp_path: Path,
                                           require_tool: Callable[..., None]) -> None:
     require_tool(CHROMIUM is not None, "chromium (for the browser check of report.html)",
