@@ -23,6 +23,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"difflod: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _budgets(text: str) -> list[int]:
+    """argparse type of --triangles: one count or a comma-separated list of counts."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a triangle count or a comma-separated list of counts "
+            f"(e.g. 1000 or 20000,5000,1000), got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="difflod", description="Appearance-driven 3D model simplification.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -73,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "onto a fresh UV atlas, optimize from there; OUT_DIR gets "
                                    "the model, the qem_bake baseline and metrics comparing both.")
     s.add_argument("reference", metavar="REF", help="model file or asset:NAME spec")
-    s.add_argument("--triangles", type=int, required=True, help="triangle budget")
+    s.add_argument("--triangles", type=_budgets, required=True, metavar="N[,N...]",
+                   help="triangle budget; several (20000,5000,1000) make an LOD chain "
+                        "in one run")
     s.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="output folder")
     s.add_argument("--config", default=None, help="JSON config (nvdiffmodeling keys accepted)")
     s.add_argument("--iter", type=int, default=None, help="iterations (default 2000)")
@@ -187,7 +199,16 @@ def _cmd_simplify(args: argparse.Namespace, rest: list[str]) -> int:
     from difflod.run.simplify import simplify, simplify_config
 
     config = simplify_config(args.config, _simplify_overrides(args))
-    result = simplify(args.reference, args.triangles, args.out, config=config, quiet=args.quiet)
+    if len(args.triangles) > 1:
+        from difflod.run.lod import simplify_chain
+
+        chain = simplify_chain(args.reference, args.triangles, args.out, config=config,
+                               quiet=args.quiet)
+        counts = ", ".join(str(level.mesh.num_triangles) for level in chain.levels)
+        print(f"wrote {chain.out_dir} (LOD chain: {counts} triangles)")
+        return 0
+    result = simplify(args.reference, args.triangles[0], args.out, config=config,
+                      quiet=args.quiet)
     print(f"wrote {result.out_dir} ({result.mesh.num_triangles} triangles)")
     return 0
 

@@ -1,8 +1,10 @@
 """glTF 2.0 (.gltf + .bin + images, and .glb) reader and writer.
 
-`read(path, time=None, animation=None) -> Mesh` gathers every triangle
+`read(path, time=None, animation=None, lod=0) -> Mesh` gathers every triangle
 primitive of every node of the default scene (scene 0 if none is marked; all
 meshes untransformed if the file has no scene) into one Mesh:
+
+- a node with an MSFT_lod chain stands for its level `lod` (0: itself);
 
 - node transforms (matrix or TRS, through the hierarchy) are baked into the
   positions; normals use the inverse-transpose, tangents the matrix, and a
@@ -123,8 +125,24 @@ def _attribute(src: GltfSource, prim: Any, name: str, label: str, count: int,
     return arr
 
 
-def _instances(src: GltfSource) -> list[tuple[int | None, int]]:
-    """(node or None, mesh index) of every mesh to read."""
+def _lod_node(src: GltfSource, n: int, lod: int) -> int:
+    """The node standing for node `n` at level `lod` of its MSFT_lod chain (n itself at 0)."""
+    ext = (src.doc.nodes[n].extensions or {}).get("MSFT_lod")
+    if lod == 0 or not isinstance(ext, dict):
+        return n
+    ids = ext.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        raise src.error(f"node {n}: MSFT_lod ids must be a list of node indices")
+    if lod > len(ids):
+        raise src.error(f"node {n}: asked for LOD {lod}, but its MSFT_lod chain has "
+                        f"{len(ids) + 1} levels (0-{len(ids)})")
+    src.item("nodes", ids[lod - 1], f"node {n} MSFT_lod")
+    return ids[lod - 1]
+
+
+def _instances(src: GltfSource, lod: int = 0) -> list[tuple[int | None, int]]:
+    """(node or None, mesh index) of every mesh to read; nodes with an MSFT_lod
+    chain are replaced by their level `lod`."""
     doc = src.doc
     if doc.scenes:
         scene_index = doc.scene if doc.scene is not None else 0
@@ -138,6 +156,7 @@ def _instances(src: GltfSource) -> list[tuple[int | None, int]]:
             if n in seen:
                 continue
             seen.add(n)
+            n = _lod_node(src, n, lod)
             node = doc.nodes[n]
             if node.mesh is not None:
                 src.item("meshes", node.mesh, f"node {n}")
@@ -147,13 +166,15 @@ def _instances(src: GltfSource) -> list[tuple[int | None, int]]:
     return [(None, m) for m in range(len(doc.meshes or []))]
 
 
-def read(path: Path, time: float | None = None, animation: int | str | None = None) -> Mesh:
+def read(path: Path, time: float | None = None, animation: int | str | None = None,
+         lod: int = 0) -> Mesh:
     """Read a .gltf or .glb file into one validated Mesh (see the module docstring).
 
     Args:
         path: the model file; external buffers/images are looked up beside it.
         time: if given, return the mesh posed at this time (seconds), static.
         animation: index or name of the animation baked into the skin (default 0).
+        lod: the level of MSFT_lod chains to read (0, the finest, by default).
     Raises:
         InputFileError: naming the file and the accessor/mesh/primitive at fault.
     """
@@ -170,7 +191,7 @@ def read(path: Path, time: float | None = None, animation: int | str | None = No
     parts: list[dict[str, Any]] = []
     static_nodes: list[int | None] = []
     skins: list[int] = []
-    for node_index, mesh_index in _instances(src):
+    for node_index, mesh_index in _instances(src, lod):
         node = doc.nodes[node_index] if node_index is not None else None
         world = rest[node_index] if node_index is not None else np.eye(4)
         skin_index = node.skin if node is not None else None

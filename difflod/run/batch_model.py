@@ -5,7 +5,9 @@
 1. removes any earlier OUT/<name>/ (the batch calls this only for models
    without a completion record, so whatever is there is half-written);
 2. opens the model once, turns its budgets into counts (fractions of its
-   own triangle count), and runs `difflod simplify` into OUT/<name>/;
+   own triangle count), and runs `difflod simplify` into OUT/<name>/ —
+   `simplify` for one budget, `simplify_chain` (run/lod.py: lod0/, lod1/,
+   ..., lods.glb, one metrics.json) for several;
 3. writes OUT/<name>/batch.json atomically, last: the completion record.
    A model without it is not done, whatever else its folder holds.
 
@@ -84,11 +86,13 @@ def run_model(job: Job, config: TrainConfig, out_root: str | Path) -> dict[str, 
         out_root: the batch's output folder.
     Returns:
         {"name", "model", "status": "ok"|"failed", "seconds", and when ok
-        "budgets" (counts), "budget_text" (as given), "reference_triangles",
+        "budgets" (counts; a chain's finest first, as its lodK/ folders),
+        "budget_text" (as given), "reference_triangles",
         "config" (the model's settings), "host" and "gpus" (CUDA_VISIBLE_DEVICES:
         where it ran); "error" (one line) when failed}.
     """
     from difflod.models import open_model
+    from difflod.run.lod import simplify_chain
     from difflod.run.simplify import simplify
 
     out = Path(out_root) / job.name
@@ -100,8 +104,11 @@ def run_model(job: Job, config: TrainConfig, out_root: str | Path) -> dict[str, 
     try:
         mesh = open_model(job.model, mtl_override=config.mtl_override)
         budgets = [b.resolve(mesh.num_triangles, job.model) for b in job.budgets]
-        simplify(mesh, budgets[0] if len(budgets) == 1 else budgets, out, config=config,
-                 quiet=True)
+        if len(budgets) == 1:
+            simplify(mesh, budgets[0], out, config=config, quiet=True)
+        else:  # an LOD chain: levels finest first, as simplify_chain makes them
+            budgets = sorted(budgets, reverse=True)
+            simplify_chain(mesh, budgets, out, config=config, quiet=True)
     except DiffLodError as e:
         return {**record, "status": "failed", "error": one_line(e),
                 "seconds": time.perf_counter() - start}

@@ -3,7 +3,8 @@
 One row per result (per LOD of a chain), read from each model's own files:
 its completion record (OUT/<name>/batch.json: budgets, seconds) and its
 metrics.json (held-out PSNR / SSIM / FLIP of "qem_bake" and "difflod",
-triangles, file sizes; a chain has one per LOD, OUT/<name>/lodK/). The gain
+triangles, file sizes; a chain's one metrics.json names them
+"qem_bake_lodK" and "difflod_lodK", run/lod.py). The gain
 is difflod's PSNR minus qem_bake's, in dB. Failed models come first, with
 their one-line error; then the results, worst first (lowest held-out PSNR
 of difflod); the page adds the totals. Both files are written atomically.
@@ -16,6 +17,7 @@ import html
 import io
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,15 +39,12 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def _metrics_files(folder: Path) -> list[tuple[int, Path]]:
-    """(LOD, metrics.json) of a result: its own, or one per lodK/ folder of a chain."""
-    if (folder / "metrics.json").is_file():
-        return [(0, folder / "metrics.json")]
-    chain = []
-    for sub in folder.glob("lod*"):
-        if sub.name[3:].isdigit() and (sub / "metrics.json").is_file():
-            chain.append((int(sub.name[3:]), sub / "metrics.json"))
-    return sorted(chain)
+def _levels(metrics: dict[str, Any]) -> list[tuple[int, str]]:
+    """(LOD, candidate suffix) of a result's metrics.json: [(0, "")] for one model,
+    [(0, "_lod0"), (1, "_lod1"), ...] for a chain (run/lod.py names its candidates so)."""
+    lods = sorted(int(m.group(1)) for m in (re.fullmatch(r"difflod_lod(\d+)", k)
+                                             for k in metrics.get("candidates", {})) if m)
+    return [(k, f"_lod{k}") for k in lods] if lods else [(0, "")]
 
 
 def _metric(cands: dict, name: str, key: str) -> float | None:
@@ -64,23 +63,22 @@ def result_rows(out: Path, records: Sequence[dict[str, Any]]) -> list[dict[str, 
             failed.append({**base, "error": rec.get("error", "")})
             continue
         budgets = rec.get("budgets") or []
-        files = _metrics_files(out / rec["name"])
-        if not files:
+        path = out / rec["name"] / "metrics.json"
+        if not path.is_file():
             done.append({**base, "status": "no metrics", "budget": budgets[0] if budgets else None})
             continue
-        for lod, path in files:
-            metrics = json.loads(path.read_text(encoding="utf-8"))
-            cands = metrics.get("candidates", {})
-            report = path.parent.relative_to(out) / "report" / "report.html"
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        cands = metrics.get("candidates", {})
+        for lod, suffix in _levels(metrics):
+            qem, dl = f"qem_bake{suffix}", f"difflod{suffix}"
             row = {**base, "lod": lod, "budget": budgets[lod] if lod < len(budgets) else None,
-                   "report": report.as_posix(),
+                   "report": f"{rec['name']}/report/report.html",
                    "reference_triangles": metrics.get("reference", {}).get("triangles"),
-                   "triangles": cands.get("difflod", {}).get("triangles"),
-                   "qem_bake_bytes": cands.get("qem_bake", {}).get("file_bytes"),
-                   "difflod_bytes": cands.get("difflod", {}).get("file_bytes")}
-            for cand in ("qem_bake", "difflod"):
-                for key in ("psnr", "ssim", "flip"):
-                    row[f"{cand}_{key}"] = _metric(cands, cand, key)
+                   "triangles": cands.get(dl, {}).get("triangles"),
+                   "qem_bake_bytes": cands.get(qem, {}).get("file_bytes"),
+                   "difflod_bytes": cands.get(dl, {}).get("file_bytes")}
+            for cand, key in ((c, k) for c in (qem, dl) for k in ("psnr", "ssim", "flip")):
+                row[f"{cand.removesuffix(suffix)}_{key}"] = _metric(cands, cand, key)
             if all(row[k] is not None and math.isfinite(row[k])
                    for k in ("difflod_psnr", "qem_bake_psnr")):
                 row["gain_db"] = row["difflod_psnr"] - row["qem_bake_psnr"]

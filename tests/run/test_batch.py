@@ -1,7 +1,8 @@
 """`difflod batch` on the local process pool: results, failures, resuming, the report.
 
-One batch through the CLI (two tiny procedural models, a corrupt OBJ and a
-fraction too small for its model; 5-6 iterations at 32 px) is shared by the
+One batch through the CLI (a tiny procedural model, another as an LOD chain
+of two levels, a corrupt OBJ and a fraction too small for its model; 5-6
+iterations at 32 px) is shared by the
 tests (marked slow: about two minutes on a busy 2-core CPU, spawn and import
 included); its re-run checks that complete models are skipped and a
 half-written one is redone from scratch.
@@ -52,7 +53,7 @@ def first(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
         "model,triangles,iter,name\n"
         "asset:sphere?triangles=400&texture_res=32,25%,,\n"
         "models/broken.obj,100,,\n"
-        "asset:spiky?triangles=400&texture_res=32,150,6,spiky\n"
+        "asset:spiky?triangles=400&texture_res=32,\"60,150\",6,spiky\n"
         "asset:knot?triangles=400&texture_res=32,0.5%,,tiny\n")
     out = root / "out"
     # a half-written result of an earlier, killed run: no completion record
@@ -81,30 +82,36 @@ def test_results_and_failures(first: tuple[Path, int]) -> None:
                                 "triangles, outside [4, 400) for its 400 triangles")
     assert not (out / "models__broken" / RECORD).exists()
     ok = rows[2:]
-    assert sorted(r["name"] for r in ok) == [SPHERE, SPIKY]
+    assert sorted((r["name"], r["lod"]) for r in ok) == [(SPHERE, "0"), (SPIKY, "0"), (SPIKY, "1")]
     # worst first: by difflod's held-out PSNR, lowest first
     assert float(ok[0]["difflod_psnr"]) <= float(ok[1]["difflod_psnr"])
     for row in ok:
         folder = out / row["name"]
         record = json.loads((folder / RECORD).read_text())
-        metrics = json.loads((folder / "metrics.json").read_text())
-        cands = metrics["candidates"]
+        cands = json.loads((folder / "metrics.json").read_text())["candidates"]
+        # a chain's level K is candidate "<name>_lodK" of its one metrics.json, its files
+        # in lodK/; a single model's are "<name>" and its own folder
+        suffix, files = (f"_lod{row['lod']}", folder / f"lod{row['lod']}") \
+            if row["name"] == SPIKY else ("", folder)
         # the summary holds each model's own metrics.json values (rounded to 1e-4)
         for cand in ("qem_bake", "difflod"):
             for key in ("psnr", "ssim", "flip"):
                 assert float(row[f"{cand}_{key}"]) == pytest.approx(
-                    cands[cand][key]["mean"], abs=1e-4)
-        gain = cands["difflod"]["psnr"]["mean"] - cands["qem_bake"]["psnr"]["mean"]
+                    cands[cand + suffix][key]["mean"], abs=1e-4)
+        gain = cands["difflod" + suffix]["psnr"]["mean"] - cands["qem_bake" + suffix]["psnr"]["mean"]
         assert float(row["gain_db"]) == pytest.approx(gain, abs=1e-4)
-        assert int(row["difflod_bytes"]) == (folder / "mesh.glb").stat().st_size
-        assert int(row["qem_bake_bytes"]) == (folder / "qem_bake.glb").stat().st_size
+        assert int(row["difflod_bytes"]) == (files / "mesh.glb").stat().st_size
+        assert int(row["qem_bake_bytes"]) == (files / "qem_bake.glb").stat().st_size
         assert int(row["triangles"]) <= int(row["budget"])
         assert float(row["seconds"]) == pytest.approx(record["seconds"], abs=1e-4)
-    by_name = {r["name"]: r for r in ok}
-    # 25% of the sphere's 400 triangles; the spiky row's own iteration count reached simplify
-    assert by_name[SPHERE]["budget"] == "100" and by_name[SPIKY]["budget"] == "150"
-    assert json.loads((out / SPIKY / "config.json").read_text())["iter"] == 6
-    assert len(json.loads((out / SPIKY / "history.json").read_text())) == 6
+    budgets = {(r["name"], r["lod"]): r["budget"] for r in ok}
+    # 25% of the sphere's 400 triangles; the chain's levels finest first whatever the order
+    # given ("60,150"), and the row's own iteration count reached both levels
+    assert budgets == {(SPHERE, "0"): "100", (SPIKY, "0"): "150", (SPIKY, "1"): "60"}
+    assert (out / SPIKY / "lods.glb").is_file()
+    for lod in (0, 1):
+        assert json.loads((out / SPIKY / f"lod{lod}" / "config.json").read_text())["iter"] == 6
+        assert len(json.loads((out / SPIKY / f"lod{lod}" / "history.json").read_text())) == 6
     # the half-written folder was replaced, not mixed in
     assert (out / SPHERE / "mesh.glb").read_bytes()[:4] == b"glTF"
     assert not list(out.rglob(".*tmp*")), "temporary files left behind"
@@ -115,7 +122,7 @@ def test_rerun_skips_complete_models_and_redoes_half_written_ones(
         first: tuple[Path, int], capsys: pytest.CaptureFixture[str]) -> None:
     out, _ = first
     root = out.parent
-    kept = (out / SPIKY / RECORD).stat().st_mtime_ns, (out / SPIKY / "mesh.glb").stat().st_mtime_ns
+    kept = (out / SPIKY / RECORD).stat().st_mtime_ns, (out / SPIKY / "lods.glb").stat().st_mtime_ns
     # the sphere's run "was killed" after its files but before its record
     (out / SPHERE / RECORD).unlink()
     (out / SPHERE / "stale.txt").write_text("from the killed run")
@@ -126,7 +133,7 @@ def test_rerun_skips_complete_models_and_redoes_half_written_ones(
     assert rc == 1
     assert "(1 completed, 1 already complete, 2 failed;" in stdout
     assert ((out / SPIKY / RECORD).stat().st_mtime_ns,
-            (out / SPIKY / "mesh.glb").stat().st_mtime_ns) == kept
+            (out / SPIKY / "lods.glb").stat().st_mtime_ns) == kept
     assert read_record(out / SPHERE) is not None
     assert not (out / SPHERE / "stale.txt").exists()
     assert sorted(r["name"] for r in _summary(out)) == sorted(
@@ -145,7 +152,7 @@ def test_a_changed_budget_or_setting_is_not_complete(first: tuple[Path, int]) ->
     todo, done = plan(jobs, configs, out)
     assert [r["name"] for r in done] == [SPHERE]
     assert SPIKY in [j.name for j, _ in todo]
-    (root / "m2.csv").write_text((root / "m.csv").read_text().replace(",150,6,", ",120,6,"))
+    (root / "m2.csv").write_text((root / "m.csv").read_text().replace('"60,150"', '"60,120"'))
     jobs = read_jobs(root / "m2.csv")
     configs = [simplify_config(root / "cfg.json", dict(j.settings)) for j in jobs]
     assert SPIKY in [j.name for j, _ in plan(jobs, configs, out)[0]]
@@ -174,8 +181,8 @@ def test_report_page_in_headless_chromium(first: tuple[Path, int], tmp_path: Pat
     text = page.read_text()
     assert text.index("models__broken") < text.index(SPHERE)  # failures above the results
     assert "vertex index 2 out of range" in text
-    for name in (SPHERE, SPIKY):
-        assert f"href='{name}/report/report.html'" in text
+    for name, links in ((SPHERE, 1), (SPIKY, 2)):  # the chain: a row per level
+        assert text.count(f"href='{name}/report/report.html'") == links
         assert (out / name / "report" / "report.html").is_file()
     probe = out / "probe.html"
     probe.write_text(text.replace("</body>", _CHECK + "</body>"))
@@ -191,8 +198,8 @@ def test_report_page_in_headless_chromium(first: tuple[Path, int], tmp_path: Pat
     assert m, "probe script did not run"
     heads, rows = m.group(1).split("#")
     assert heads == "Totals|Failed (2)|Results, worst first (held-out PSNR of difflod)"
-    # totals: 9 lines; failures: a header and 2 rows; results: a header and 2 rows
-    assert rows == "9,3,3"
+    # totals: 9 lines; failures: a header and 2 rows; results: a header and 3 rows
+    assert rows == "9,3,4"
     assert "<title>JSERROR" not in dom.stdout
     shot = tmp_path / "shot.png"
     run = subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1300,700",
@@ -267,26 +274,22 @@ def test_report_rows_handle_infinite_psnr(tmp_path: Path) -> None:
 
 
 def test_report_rows_of_an_lod_chain(tmp_path: Path) -> None:
-    """A chain's result holds one metrics.json per LOD (OUT/<name>/lodK/): one row each,
-    with its own budget, worst first across all models; the page links each LOD's report."""
+    """A chain's one metrics.json names its levels' candidates qem_bake_lodK / difflod_lodK
+    (run/lod.py): one row each, with its own budget, worst first across all models."""
     from difflod.run.batch_report import write_summary
 
-    def metrics(psnr_qem: float, psnr: float, tris: int) -> dict:
-        return {"reference": {"triangles": 4000},
-                "candidates": {"qem_bake": {"triangles": tris, "file_bytes": 10 * tris,
-                                            "psnr": {"mean": psnr_qem}},
-                               "difflod": {"triangles": tris, "file_bytes": 12 * tris,
-                                           "psnr": {"mean": psnr}}}}
-
+    cands = {}
     for lod, (q, d, t) in enumerate([(30.0, 31.5, 400), (24.0, 23.0, 40)]):
-        (tmp_path / "c" / f"lod{lod}").mkdir(parents=True)
-        (tmp_path / "c" / f"lod{lod}" / "metrics.json").write_text(json.dumps(metrics(q, d, t)))
-    (tmp_path / "c" / "lodx").mkdir()  # not an LOD folder
+        cands[f"qem_bake_lod{lod}"] = {"triangles": t, "file_bytes": 10 * t, "psnr": {"mean": q}}
+        cands[f"difflod_lod{lod}"] = {"triangles": t, "file_bytes": 12 * t, "psnr": {"mean": d}}
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "metrics.json").write_text(json.dumps(
+        {"reference": {"triangles": 4000}, "candidates": cands}))
     rows = write_summary(tmp_path, [{"name": "c", "model": "c.glb", "status": "ok",
                                      "seconds": 9.0, "budgets": [400, 40]}])
     assert [(r["lod"], r["budget"], r["triangles"]) for r in rows] == [(1, 40, 40), (0, 400, 400)]
     assert [r["gain_db"] for r in rows] == [pytest.approx(-1.0), pytest.approx(1.5)]
     assert rows[0]["difflod_bytes"] == 480 and rows[1]["qem_bake_bytes"] == 4000
     page = (tmp_path / "report.html").read_text()
-    assert "href='c/lod1/report/report.html'" in page and "href='c/lod0/report/report.html'" in page
+    assert page.count("href='c/report/report.html'") == 2
     assert "<tr class=worse>" in page  # LOD 1 lost 1 dB to QEM + bake
