@@ -2,9 +2,10 @@
 
 The fixture starts a head (`ray start --head`, no dashboard, 1 CPU) and a
 worker node (`ray start --address`, 1 CPU) in a temporary folder of their
-own, and on teardown kills exactly that cluster's processes by id (those
-whose command line names its folder, and their children); `ray stop` would
-stop every Ray process of the machine.
+own, with a token of its own (Ray's token authentication), and on
+teardown kills exactly that cluster's processes by id (those whose command
+line names its folder, and their children); `ray stop` would stop every
+Ray process of the machine.
 
 One batch: three tiny models and a corrupt one. A worker is killed in the
 middle of a model with no retries allowed: that model is recorded as
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -82,15 +84,21 @@ class Cluster:
 def cluster() -> Iterator[Cluster]:
     folder = Path(tempfile.mkdtemp(prefix="dlray", dir="/tmp"))  # short: Ray's socket paths
     port = _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(folder)}
+    # token authentication with a token of this cluster's own (Ray >= 2.5x binds every
+    # interface; a token left in ~/.ray by another local instance must not decide)
+    token = folder / "token"
+    token.write_text(secrets.token_hex(32))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(folder),
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     ray_cli = str(Path(sys.executable).parent / "ray")
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0"]
     try:
-        subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false",
-                        f"--temp-dir={folder}", "--disable-usage-stats", *common], env=env,
-                       check=True, capture_output=True, timeout=180)
-        subprocess.run([ray_cli, "start", f"--address=127.0.0.1:{port}", *common], env=env,
-                       check=True, capture_output=True, timeout=180)
+        for args in (["--head", f"--port={port}", "--include-dashboard=false",
+                      f"--temp-dir={folder}", "--disable-usage-stats"],
+                     [f"--address=127.0.0.1:{port}"]):
+            started = subprocess.run([ray_cli, "start", *args, *common], env=env, text=True,
+                                     capture_output=True, timeout=180, check=False)
+            assert started.returncode == 0, (args, started.stdout[-2000:], started.stderr[-3000:])
         yield Cluster(folder, f"127.0.0.1:{port}", env)
     finally:
         stop = Cluster(folder, "", env)
