@@ -91,6 +91,7 @@ def run_model(job: Job, config: TrainConfig, out_root: str | Path) -> dict[str, 
         "config" (the model's settings), "host" and "gpus" (CUDA_VISIBLE_DEVICES:
         where it ran); "error" (one line) when failed}.
     """
+    from difflod.io.limits import limits_from
     from difflod.models import open_model
     from difflod.run.lod import simplify_chain
     from difflod.run.simplify import simplify
@@ -102,7 +103,8 @@ def run_model(job: Job, config: TrainConfig, out_root: str | Path) -> dict[str, 
         shutil.rmtree(out)
     config = config.replace(ref_mesh=job.model)
     try:
-        mesh = open_model(job.model, mtl_override=config.mtl_override)
+        mesh = open_model(job.model, mtl_override=config.mtl_override,
+                          limits=limits_from(config))
         budgets = [b.resolve(mesh.num_triangles, job.model) for b in job.budgets]
         if len(budgets) == 1:
             simplify(mesh, budgets[0], out, config=config, quiet=True)

@@ -118,6 +118,8 @@ def check_budget(triangles: object, reference: Mesh, name: str) -> int:
         raise DiffLodError(f"triangles must be an integer, got {triangles!r}")
     if triangles < 4:
         raise DiffLodError(f"triangles must be >= 4, got {triangles}")
+    if reference.num_triangles == 0:
+        raise DiffLodError(f"{name}: the model has no triangles; there is nothing to simplify")
     if triangles >= reference.num_triangles:
         raise DiffLodError(f"{name}: has {reference.num_triangles} triangles, so a budget of "
                            f"{triangles} leaves nothing to simplify; ask for fewer")
@@ -128,6 +130,7 @@ def open_reference(reference: str | Path | Mesh, config: TrainConfig | None
                    ) -> tuple[Mesh, str, TrainConfig]:
     """The reference model, its name for messages, and the run's config checked for
     simplify (no base_mesh; "reference" textures read as "base"; texture_res >= 8)."""
+    from difflod.io.limits import limits_from
     from difflod.models import open_model
 
     config = config if config is not None else simplify_config()
@@ -138,7 +141,8 @@ def open_reference(reference: str | Path | Mesh, config: TrainConfig | None
         ref_mesh, name = reference, "reference"
     else:
         name = str(reference)
-        ref_mesh = open_model(reference, mtl_override=config.mtl_override)
+        ref_mesh = open_model(reference, mtl_override=config.mtl_override,
+                              limits=limits_from(config))
         config = config.replace(ref_mesh=name)
     if config.init_textures == "reference":
         config = config.replace(init_textures="base")
