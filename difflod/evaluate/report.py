@@ -21,7 +21,8 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -374,24 +375,39 @@ def evaluate_into(out_dir: str | Path | None, reference: Mesh, candidates: dict[
                   files: dict[str, Path] | None = None, extra: dict[str, Any] | None = None,
                   history: Sequence[dict[str, Any]] | None = None,
                   config: dict[str, Any] | None = None, quiet: bool = False,
-                  renderer: str = "difflod") -> dict[str, Any]:
+                  renderer: str = "difflod",
+                  on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The whole evaluation job of `difflod eval`, `train` and `simplify`.
 
     Evaluates the candidates, adds `extra` keys to the results, prints the
-    table unless `quiet`, and with an `out_dir` writes metrics.json and report/.
+    table unless `quiet`, and with an `out_dir` writes report/ and then
+    metrics.json. `on_stage("evaluate")` and `on_stage("report")` are called
+    as those stages begin; the results get "timings": {"evaluate_s",
+    "report_s"} (wall seconds), merged into `extra`'s "timings" if any.
     """
+    clock = time.perf_counter
+    if on_stage is not None:
+        on_stage("evaluate")
+    t0 = clock()
     grid_views = 4
     results, pictures = evaluate_with_pictures(
         reference, candidates, views=views, res=res, seed=seed, backend=backend, files=files,
         renderer=renderer, keep=grid_views if out_dir is not None else 0)
-    results.update(extra or {})
+    extra = dict(extra or {})
+    timings = {**extra.pop("timings", {}), "evaluate_s": clock() - t0}
+    results.update(extra)
+    results["timings"] = timings
     if not quiet:
         print(format_table(results))
     if out_dir is not None:
+        if on_stage is not None:
+            on_stage("report")
+        t0 = clock()
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_metrics(out / "metrics.json", results)
         write_report_for_run(out / "report", reference, candidates, results, history=history,
                              config=config, backend=backend, res=res, grid_views=grid_views,
                              pictures=pictures)
+        timings["report_s"] = clock() - t0
+        write_metrics(out / "metrics.json", results)
     return results
