@@ -322,25 +322,27 @@ class Trainer:
         cfg = self.config
         start = self.iteration
         self.progress.start(start)
-        while self.iteration <= cfg.iter:
-            it = self.iteration
-            if save_progress is not None and self.rank == 0 and cfg.save_interval \
-                    and (it % cfg.save_interval == 0 or it == cfg.iter):  # and the final state
-                save_progress(it)
-            if it == cfg.iter:
-                break
-            record = self._advance()
-            # the numbers come back every log_interval steps, after the warm-up step
-            # and at the end: no host sync inside the steps between
-            if it == start or (it + 1) % cfg.log_interval == 0 or it + 1 == cfg.iter:
-                for done in self.flush():
-                    if self.on_step is not None:
-                        self.on_step(done["iteration"], done)
-            self.progress.update(record)
-            if checkpoint and self.rank == 0 and cfg.save_interval \
-                    and (it + 1) % cfg.save_interval == 0:
-                self.save_checkpoint()
-        self.progress.close()
+        try:
+            while self.iteration <= cfg.iter:
+                it = self.iteration
+                if save_progress is not None and self.rank == 0 and cfg.save_interval \
+                        and (it % cfg.save_interval == 0 or it == cfg.iter):  # and the final state
+                    save_progress(it)
+                if it == cfg.iter:
+                    break
+                record = self._advance()
+                # the numbers come back every log_interval steps, after the warm-up step
+                # and at the end: no host sync inside the steps between
+                if it == start or (it + 1) % cfg.log_interval == 0 or it + 1 == cfg.iter:
+                    for done in self.flush():
+                        if self.on_step is not None:
+                            self.on_step(done["iteration"], done)
+                self.progress.update(record)
+                if checkpoint and self.rank == 0 and cfg.save_interval \
+                        and (it + 1) % cfg.save_interval == 0:
+                    self.save_checkpoint()
+        finally:  # the progress bar and its compile notice end with the loop
+            self.progress.close()
         return self.history
 
     # ---- progress picture ---------------------------------------------------
