@@ -23,6 +23,43 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"difflod: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _add_limit_flags(p: argparse.ArgumentParser) -> None:
+    """--max-vertices ... --allow-outside-paths: difflod.io.limits.ReadLimits."""
+    g = p.add_argument_group("input limits (checked before a model file's data is allocated)")
+    for key, what in (("max_vertices", "vertices of a model"),
+                      ("max_triangles", "triangles of a model"),
+                      ("max_texture_size", "width and height of a texture"),
+                      ("max_file_bytes", "bytes of a file or glTF buffer"),
+                      ("max_animation_matrices", "glTF animation keyframes x nodes")):
+        g.add_argument("--" + key.replace("_", "-"), type=int, default=None, metavar="N",
+                       help=f"most {what} read")
+    g.add_argument("--allow-outside-paths", action="store_true", default=None,
+                   help="let glTF URIs, mtllib and MTL texture paths leave the model's folder")
+
+
+def _limit_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The limit flags given on the command line, as config keys."""
+    keys = ("max_vertices", "max_triangles", "max_texture_size", "max_file_bytes",
+            "max_animation_matrices", "allow_outside_paths")
+    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+
+
+def _limits(args: argparse.Namespace) -> object:
+    from difflod.io.limits import ReadLimits
+
+    return ReadLimits(**_limit_settings(args))
+
+
+def _budgets(text: str) -> list[int]:
+    """argparse type of --triangles: one count or a comma-separated list of counts."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a triangle count or a comma-separated list of counts "
+            f"(e.g. 1000 or 20000,5000,1000), got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="difflod", description="Appearance-driven 3D model simplification.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -44,9 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true")
     t.add_argument("--gpus", type=int, default=1,
                    help="split each batch over this many GPUs of this host (NCCL)")
+    _add_limit_flags(t)
 
     i = sub.add_parser("info", help="describe a model file")
     i.add_argument("file")
+    _add_limit_flags(i)
 
     e = sub.add_parser("eval", help="compare candidates with a reference on held-out views")
     e.add_argument("reference")
@@ -59,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="render with difflod's renderer, or with three.js in headless "
                         "Chromium (the files as a three.js viewer shows them)")
     e.add_argument("-o", "--out", default=None, help="folder for metrics.json and report/")
+    _add_limit_flags(e)
 
     b = sub.add_parser("baseline", help="QEM decimation + texture bake (the usual pipeline)")
     b.add_argument("reference")
@@ -66,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--texture-res", type=int, default=1024)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("-o", "--out", required=True, help="output model file (.obj, .gltf, .glb)")
+    _add_limit_flags(b)
 
     s = sub.add_parser("simplify", help="QEM base mesh + bake, then appearance-driven "
                                         "optimization to a triangle budget",
@@ -73,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "onto a fresh UV atlas, optimize from there; OUT_DIR gets "
                                    "the model, the qem_bake baseline and metrics comparing both.")
     s.add_argument("reference", metavar="REF", help="model file or asset:NAME spec")
-    s.add_argument("--triangles", type=int, required=True, help="triangle budget")
+    s.add_argument("--triangles", type=_budgets, required=True, metavar="N[,N...]",
+                   help="triangle budget; several (20000,5000,1000) make an LOD chain "
+                        "in one run")
     s.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="output folder")
     s.add_argument("--config", default=None, help="JSON config (nvdiffmodeling keys accepted)")
     s.add_argument("--iter", type=int, default=None, help="iterations (default 2000)")
@@ -84,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None)
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--quiet", action="store_true")
+    _add_limit_flags(s)
     return p
 
 
@@ -100,7 +144,7 @@ def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     from difflod.run import distributed
     from difflod.run.train import train
 
-    config = load_config(args.config, parse_overrides(rest))
+    config = load_config(args.config, {**parse_overrides(rest), **_limit_settings(args)})
     if distributed.in_torchrun():
         out = distributed.train_torchrun(config, out_root=args.out_root, resume=args.resume,
                                          quiet=args.quiet)
@@ -118,7 +162,7 @@ def _cmd_info(args: argparse.Namespace, rest: list[str]) -> int:
     from difflod.info import describe
     from difflod.models import open_model
 
-    print(describe(open_model(args.file), args.file))
+    print(describe(open_model(args.file, limits=_limits(args)), args.file))
     return 0
 
 
@@ -127,7 +171,7 @@ def _cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
 
     evaluate_models(args.reference, args.candidates, out=args.out, views=args.views,
                     res=args.res, seed=args.seed, backend=args.backend,
-                    renderer=args.renderer)
+                    renderer=args.renderer, limits=_limits(args))
     if args.out:
         print(f"wrote {args.out}")
     return 0
@@ -137,7 +181,8 @@ def _cmd_baseline(args: argparse.Namespace, rest: list[str]) -> int:
     from difflod.run.baseline import make_baseline
 
     result = make_baseline(args.reference, args.triangles, args.out,
-                           texture_res=args.texture_res, seed=args.seed)
+                           texture_res=args.texture_res, seed=args.seed,
+                           limits=_limits(args))
     print(f"wrote {Path(args.out)} ({result.num_triangles} triangles)")
     return 0
 
@@ -148,10 +193,20 @@ def _cmd_simplify(args: argparse.Namespace, rest: list[str]) -> int:
     overrides = {k: v for k, v in (("iter", args.iter), ("train_res", args.train_res),
                                    ("batch", args.batch), ("backend", args.backend),
                                    ("device", args.device), ("seed", args.seed)) if v is not None}
+    overrides.update(_limit_settings(args))
     if args.texture_res is not None:
         overrides["texture_res"] = [args.texture_res, args.texture_res]
     config = simplify_config(args.config, overrides)
-    result = simplify(args.reference, args.triangles, args.out, config=config, quiet=args.quiet)
+    if len(args.triangles) > 1:
+        from difflod.run.lod import simplify_chain
+
+        chain = simplify_chain(args.reference, args.triangles, args.out, config=config,
+                               quiet=args.quiet)
+        counts = ", ".join(str(level.mesh.num_triangles) for level in chain.levels)
+        print(f"wrote {chain.out_dir} (LOD chain: {counts} triangles)")
+        return 0
+    result = simplify(args.reference, args.triangles[0], args.out, config=config,
+                      quiet=args.quiet)
     print(f"wrote {result.out_dir} ({result.mesh.num_triangles} triangles)")
     return 0
 

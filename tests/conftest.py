@@ -55,3 +55,36 @@ def require_tool() -> Callable[[bool, str, str], None]:
     (a skipped check must not pass CI); on a developer's machine it skips, saying how
     to install the tool."""
     return _require_tool
+
+
+_VALIDATOR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          ".ci", "node", "node_modules", "gltf-validator")
+_VALIDATE_JS = (
+    "const v=require(process.argv[1]),fs=require('fs'),p=require('path');"
+    "(async()=>{const out=[];for(const f of process.argv.slice(2)){"
+    "const r=await v.validateBytes(new Uint8Array(fs.readFileSync(f)),{uri:p.basename(f),"
+    "externalResourceFunction:u=>new Promise((ok,no)=>{try{ok(new Uint8Array("
+    "fs.readFileSync(p.join(p.dirname(f),decodeURIComponent(u)))))}catch(e){no(''+e)}})});"
+    "out.push(r)}console.log(JSON.stringify(out))})()"
+    ".catch(e=>{console.error(e);process.exit(2)})")
+
+
+@pytest.fixture
+def gltf_validator(require_tool: Callable[[bool, str, str], None]) -> Callable[..., dict]:
+    """`gltf_validator(path) -> report`: the Khronos glTF validator's JSON report of a
+    .glb/.gltf (its "issues" hold numErrors, numWarnings and the messages); needs node
+    and .ci/node/node_modules/gltf-validator (require_tool)."""
+    import json
+    import shutil
+
+    require_tool(os.path.isdir(_VALIDATOR) and shutil.which("node") is not None,
+                 "the Khronos glTF validator",
+                 "install node and npm, then: npm install --prefix .ci/node gltf-validator")
+
+    def validate(path: object) -> dict:
+        out = subprocess.run(["node", "-e", _VALIDATE_JS, _VALIDATOR, str(path)],
+                             check=False, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)[0]
+
+    return validate

@@ -30,7 +30,11 @@ Layout of what is written:
   matrices = identity, and one animation sampling each joint's TRS
   (decomposed from `Skin.matrices`) at `Skin.times` with LINEAR
   interpolation. Skinning matrices with shear cannot be expressed as TRS and
-  are approximated (a warning gives the error).
+  are approximated (a warning gives the error);
+- an LOD chain (`write_lods`) as MSFT_lod: node 0 holds the finest level and
+  lists the coarser levels' nodes, which are outside the scene (a viewer
+  without the extension shows level 0), with extras.MSFT_screencoverage, one
+  value per level.
 Files are written atomically; for .gltf the .gltf itself is renamed last.
 """
 
@@ -40,6 +44,7 @@ import io
 import json
 import struct
 import warnings
+from itertools import pairwise
 from pathlib import Path
 from urllib.parse import quote
 
@@ -53,7 +58,7 @@ from difflod.io.atomic import atomic_paths
 from difflod.io.gltf_anim import decompose, trs_matrix
 from difflod.mesh import Material, Mesh
 
-__all__ = ["write"]
+__all__ = ["write", "write_lods"]
 
 # zlib level of the PNGs: 2 encodes a 1024^2 texture about 3x faster than
 # Pillow's default 6, for files about 20% larger; PNG stays lossless at any level
@@ -293,7 +298,7 @@ def _vertices(mesh: Mesh, faces: np.ndarray, with_uv: bool = True, with_tangent:
 
 
 def _skin(doc: gl.GLTF2, blob: _Blob, mesh: Mesh) -> None:
-    """Joint nodes, skin 0 and animation 0 reproducing `mesh.skin` (mesh node is node 0)."""
+    """Joint nodes under a skeleton root, skin 0 and animation 0 reproducing `mesh.skin`."""
     skin = mesh.skin
     assert skin is not None
     mats = skin.matrices.detach().cpu().double().numpy()  # [N,J,4,4]
@@ -324,7 +329,6 @@ def _skin(doc: gl.GLTF2, blob: _Blob, mesh: Mesh) -> None:
                         _FLOAT)
     doc.skins.append(gl.Skin(joints=list(range(first, first + n_joints)),
                              inverseBindMatrices=ibm, skeleton=first - 1))
-    doc.nodes[0].skin = 0
     times = blob.accessor(skin.times.detach().cpu().numpy().astype(np.float32), _FLOAT,
                           minmax=True)
     anim = gl.Animation(name="skin", samplers=[], channels=[])
@@ -340,14 +344,11 @@ def _skin(doc: gl.GLTF2, blob: _Blob, mesh: Mesh) -> None:
     doc.animations.append(anim)
 
 
-def _document(mesh: Mesh, stem: str | None) -> tuple[gl.GLTF2, bytes, list[tuple[str, bytes]]]:
-    doc = gl.GLTF2(asset=gl.Asset(version="2.0", generator="difflod"))
-    blob = _Blob(doc)
-    images = _Images(doc, blob, stem)
-    doc.materials = [_material(m, k, images) for k, m in enumerate(mesh.materials)]
-    used = sorted({e for m in doc.materials for e in (m.extensions or {})})
-    if used:
-        doc.extensionsUsed = used
+def _mesh_node(doc: gl.GLTF2, blob: _Blob, images: _Images, mesh: Mesh, name: str) -> int:
+    """Append `mesh`'s materials, one glTF mesh (a primitive per used material) and a
+    node holding it; return the node's index."""
+    first = len(doc.materials)
+    doc.materials.extend(_material(m, first + k, images) for k, m in enumerate(mesh.materials))
     mat_ids = mesh.material_ids().cpu().numpy()
     prims = []
     for k in range(len(mesh.materials)):
@@ -356,21 +357,47 @@ def _document(mesh: Mesh, stem: str | None) -> tuple[gl.GLTF2, bytes, list[tuple
             continue
         attrs, tris = _vertices(mesh, faces, *_uses(mesh.materials[k]))
         ids = {}
-        for name, arr in attrs.items():
-            if name == "JOINTS_0":
+        for attr, arr in attrs.items():
+            if attr == "JOINTS_0":
                 comp = _U8 if mesh.skin is not None and mesh.skin.num_joints <= 256 else _U16
-                ids[name] = blob.accessor(arr, comp, _ARRAY)
+                ids[attr] = blob.accessor(arr, comp, _ARRAY)
             else:
-                ids[name] = blob.accessor(arr, _FLOAT, _ARRAY, minmax=name == "POSITION")
+                ids[attr] = blob.accessor(arr, _FLOAT, _ARRAY, minmax=attr == "POSITION")
         index_type = _U16 if len(attrs["POSITION"]) <= 65535 else _U32
-        prims.append(gl.Primitive(attributes=gl.Attributes(**ids), material=k, mode=4,
+        prims.append(gl.Primitive(attributes=gl.Attributes(**ids), material=first + k, mode=4,
                                   indices=blob.accessor(tris.reshape(-1), index_type,
                                                         _ELEMENTS)))
-    doc.meshes.append(gl.Mesh(name="mesh", primitives=prims))
-    doc.nodes.append(gl.Node(name="mesh", mesh=0))
-    if mesh.skin is not None and mesh.v_joints is not None:
-        _skin(doc, blob, mesh)
-    doc.scenes.append(gl.Scene(nodes=[0] + ([1] if len(doc.nodes) > 1 else [])))
+    doc.meshes.append(gl.Mesh(name=name, primitives=prims))
+    doc.nodes.append(gl.Node(name=name, mesh=len(doc.meshes) - 1))
+    return len(doc.nodes) - 1
+
+
+def _document(meshes: list[Mesh], stem: str | None, coverage: list[float] | None = None
+              ) -> tuple[gl.GLTF2, bytes, list[tuple[str, bytes]]]:
+    """The glTF document of one mesh, or of an LOD chain (finest first) as MSFT_lod:
+    node 0 holds level 0 and lists the other levels' nodes (which are not in the
+    scene, so a viewer without MSFT_lod shows level 0), with one screen coverage per
+    level in its extras. A skin (level 0's) is shared by every skinned level."""
+    doc = gl.GLTF2(asset=gl.Asset(version="2.0", generator="difflod"))
+    blob = _Blob(doc)
+    images = _Images(doc, blob, stem)
+    names = ["mesh"] if len(meshes) == 1 else [f"lod{i}" for i in range(len(meshes))]
+    nodes = [_mesh_node(doc, blob, images, m, n) for m, n in zip(meshes, names)]
+    used = sorted({e for m in doc.materials for e in (m.extensions or {})})
+    if len(meshes) > 1:
+        doc.nodes[0].extensions = {"MSFT_lod": {"ids": nodes[1:]}}
+        doc.nodes[0].extras = {"MSFT_screencoverage": [float(c) for c in coverage or []]}
+        used.append("MSFT_lod")
+    if used:
+        doc.extensionsUsed = sorted(used)
+    roots = [0]
+    if meshes[0].skin is not None and meshes[0].v_joints is not None:
+        roots.append(len(doc.nodes))  # the skeleton root _skin appends
+        _skin(doc, blob, meshes[0])
+        for n, m in zip(nodes, meshes):
+            if m.v_joints is not None:
+                doc.nodes[n].skin = 0
+    doc.scenes.append(gl.Scene(nodes=roots))
     doc.scene = 0
     data = bytes(blob.data) + b"\0" * (-len(blob.data) % 4)
     doc.buffers.append(gl.Buffer(byteLength=len(data),
@@ -395,21 +422,49 @@ def write(mesh: Mesh, path: Path) -> None:
         ValueError: the mesh is invalid (see `Mesh.validate`), has no triangles,
             or the suffix is not .gltf/.glb.
     """
-    path = Path(path)
+    _write([mesh], Path(path))
+
+
+def write_lods(meshes: list[Mesh], path: Path, coverage: list[float]) -> None:
+    """Write an LOD chain, finest first, as one glTF using MSFT_lod.
+
+    Args:
+        meshes: the levels, each with fewer triangles than the one before.
+        path: .glb, or .gltf with `<stem>.bin` and PNGs beside it.
+        coverage: per level, the screen coverage (share of the screen's area the
+            model covers) down to which that level is shown; decreasing, the
+            last one is where the model stops being drawn (0: never culled).
+    Raises:
+        ValueError: fewer than two levels, a coverage list of another length or
+            not decreasing, or a bad mesh/suffix as `write`.
+    """
+    if len(meshes) < 2:
+        raise ValueError(f"an LOD chain needs at least 2 levels, got {len(meshes)}")
+    if len(coverage) != len(meshes):
+        raise ValueError(f"coverage needs one value per level ({len(meshes)}), "
+                         f"got {len(coverage)}")
+    if any(not 0.0 <= c <= 1.0 for c in coverage) or \
+            any(a <= b for a, b in pairwise(coverage)):
+        raise ValueError(f"coverage must decrease within [0, 1], got {list(coverage)}")
+    _write(list(meshes), Path(path), list(coverage))
+
+
+def _write(meshes: list[Mesh], path: Path, coverage: list[float] | None = None) -> None:
     suffix = path.suffix.lower()
     if suffix not in (".gltf", ".glb"):
         raise ValueError(f"path must end in .gltf or .glb, got {path.name!r}")
-    mesh.validate()
-    if mesh.num_triangles == 0:
-        raise ValueError("mesh has no triangles; glTF needs at least one")
-    mesh = with_shading_frame(mesh)
+    for mesh in meshes:
+        mesh.validate()
+        if mesh.num_triangles == 0:
+            raise ValueError("mesh has no triangles; glTF needs at least one")
+    meshes = [with_shading_frame(m) for m in meshes]
     if suffix == ".glb":
-        doc, data, _ = _document(mesh, None)
+        doc, data, _ = _document(meshes, None, coverage)
         payload = _glb(doc.to_json(separators=(",", ":")), data)
         with atomic_paths([path]) as (tmp,):
             tmp.write_bytes(payload)
         return
-    doc, data, files = _document(mesh, path.stem)
+    doc, data, files = _document(meshes, path.stem, coverage)
     text = json.dumps(json.loads(doc.to_json()), indent=1)
     targets = [path.with_name(f"{path.stem}.bin")] + [path.with_name(f) for f, _ in files] + [path]
     contents = [data] + [d for _, d in files] + [text.encode("utf-8")]

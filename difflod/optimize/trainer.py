@@ -16,7 +16,7 @@ import dataclasses
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -27,6 +27,7 @@ from difflod.io.image import linear_to_srgb
 from difflod.mesh import Mesh
 from difflod.optimize.frame import Frame
 from difflod.optimize.progress import Progress
+from difflod.optimize.reference_renders import ReferenceRenders
 from difflod.optimize.schedule import LaplacianWeight, lr_factor
 from difflod.optimize.trainable import Trainable
 
@@ -89,12 +90,16 @@ class Trainer:
             gradients are averaged over processes (see run.distributed);
             every process draws the same full batch, so results equal a
             single-process run with the same seed.
+        reference_renders: a cache shared with other trainers of the same
+            reference and seed (an LOD chain's levels), so that a step whose
+            views another trainer just rendered reuses its reference images.
     """
 
     def __init__(self, config: TrainConfig, reference: Mesh, base: Mesh, out_dir: Path, *,
                  quiet: bool = False,
                  on_step: Callable[[int, dict], None] | None = None,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1,
+                 reference_renders: ReferenceRenders | None = None) -> None:
         from difflod.geometry.laplacian import UniformLaplacian
 
         if config.batch % world_size:
@@ -134,6 +139,7 @@ class Trainer:
         self.progress = Progress(total=config.iter, quiet=quiet or rank != 0,
                                  log_every=config.log_interval)
         self.on_step = on_step
+        self.reference_renders = reference_renders
         self.skinned = config.animate and reference.skin is not None
 
     # ---- rendering ------------------------------------------------------------
@@ -165,11 +171,18 @@ class Trainer:
         opts = {"spp": spp, "min_roughness": cfg.min_roughness, "backend": cfg.backend
                 if cfg.backend != "auto" else None, "validate": False}
 
-        def pair(t: float | None, v, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def draw_reference(t: float | None, v, b: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                ref = render_mesh(self._pose(self.reference, t), v, (res, res),
-                                  layers=ref_layers, background=b,
-                                  topology=self.topology["reference"], **opts).color
+                return render_mesh(self._pose(self.reference, t), v, (res, res),
+                                   layers=ref_layers, background=b,
+                                   topology=self.topology["reference"], **opts).color
+
+        def pair(t: float | None, v, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if self.reference_renders is None:
+                ref = draw_reference(t, v, b)
+            else:
+                ref = self.reference_renders.get(self.reference, v, b, t, spp,
+                                                 lambda: draw_reference(t, v, b))
             # validate=False: __init__ validated both meshes; the candidate is built
             # from the base (same indices) and rasterize checks its positions finite
             opt = render_mesh(self._pose(candidate, t), v, (res, res), layers=cfg.layers,
@@ -319,6 +332,16 @@ class Trainer:
         picture of `render_display()`); with `checkpoint`, rank 0 saves a
         checkpoint every `save_interval` iterations.
         """
+        for _ in self.iterate(save_progress=save_progress, checkpoint=checkpoint):
+            pass
+        return self.history
+
+    def iterate(self, *, save_progress: Callable[[int], None] | None = None,
+                checkpoint: bool = True) -> Iterator[dict]:
+        """`run`'s loop, yielding each step's record: several trainers can step in
+        turn (the levels of an LOD chain sharing their reference renders). A
+        record's numbers are filled where they are read back: after the first
+        step, every log_interval steps and at the end."""
         cfg = self.config
         start = self.iteration
         self.progress.start(start)
@@ -341,9 +364,9 @@ class Trainer:
                 if checkpoint and self.rank == 0 and cfg.save_interval \
                         and (it + 1) % cfg.save_interval == 0:
                     self.save_checkpoint()
+                yield record
         finally:  # the progress bar and its compile notice end with the loop
             self.progress.close()
-        return self.history
 
     # ---- progress picture ---------------------------------------------------
     @torch.no_grad()

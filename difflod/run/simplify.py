@@ -51,6 +51,9 @@ from difflod.mesh import Mesh
 __all__ = [
     "SIMPLIFY_DEFAULTS",
     "SimplifyResult",
+    "base_mesh",
+    "check_budget",
+    "open_reference",
     "simplify",
     "simplify_config",
 ]
@@ -114,15 +117,59 @@ def simplify_config(path: str | Path | None = None,
     return load_config(path, {**defaults, **dict(overrides or {})})
 
 
-def _check_budget(triangles: object, reference: Mesh, name: str) -> int:
+def check_budget(triangles: object, reference: Mesh, name: str) -> int:
     if isinstance(triangles, bool) or not isinstance(triangles, int):
         raise DiffLodError(f"triangles must be an integer, got {triangles!r}")
     if triangles < 4:
         raise DiffLodError(f"triangles must be >= 4, got {triangles}")
+    if reference.num_triangles == 0:
+        raise DiffLodError(f"{name}: the model has no triangles; there is nothing to simplify")
     if triangles >= reference.num_triangles:
         raise DiffLodError(f"{name}: has {reference.num_triangles} triangles, so a budget of "
                            f"{triangles} leaves nothing to simplify; ask for fewer")
     return triangles
+
+
+def open_reference(reference: str | Path | Mesh, config: TrainConfig | None
+                   ) -> tuple[Mesh, str, TrainConfig]:
+    """The reference model, its name for messages, and the run's config checked for
+    simplify (no base_mesh; "reference" textures read as "base"; texture_res >= 8)."""
+    from difflod.io.limits import limits_from
+    from difflod.models import open_model
+
+    config = config if config is not None else simplify_config()
+    if config.base_mesh is not None:
+        raise ConfigError(f"config: 'base_mesh' is {config.base_mesh!r}, but simplify makes "
+                          f"the base mesh itself; remove it, or use `difflod train`")
+    if isinstance(reference, Mesh):
+        ref_mesh, name = reference, "reference"
+    else:
+        name = str(reference)
+        ref_mesh = open_model(reference, mtl_override=config.mtl_override,
+                              limits=limits_from(config))
+        config = config.replace(ref_mesh=name)
+    if config.init_textures == "reference":
+        config = config.replace(init_textures="base")
+    if max(config.texture_res) < 8:
+        raise ConfigError(f"config: 'texture_res' must be >= 8 to bake textures, "
+                          f"got {list(config.texture_res)}")
+    return ref_mesh, name, config
+
+
+def base_mesh(reference: Mesh, budget: int, config: TrainConfig) -> tuple[Mesh, Mesh]:
+    """The base-mesh stage: QEM + atlas + bake of `reference` to `budget` triangles,
+    its normal map matched to the renderer's tangents; returns (base, the mesh to
+    train: the base, with the reference's skin transferred when animating)."""
+    from difflod.base.baseline import baseline
+    from difflod.base.render_tangents import match_render_tangents
+
+    base = match_render_tangents(baseline(reference, budget, texture_res=max(config.texture_res),
+                                          seed=config.seed))
+    if config.animate and reference.skin is not None:
+        from difflod.geometry.skin_transfer import transfer_skin
+
+        return base, transfer_skin(reference, base)
+    return base, base
 
 
 def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, *,
@@ -146,32 +193,14 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     Raises:
         DiffLodError: a missing or bad model, a budget out of range, a bad config.
     """
-    from difflod.base.baseline import baseline
-    from difflod.base.render_tangents import match_render_tangents
     from difflod.io import save
-    from difflod.models import open_model
     from difflod.optimize.trainer import Trainer, prepare_meshes, resolve_device
     from difflod.run import outputs
     from difflod.run.stages import StageLog
     from difflod.run.train import export, fit
 
-    config = config if config is not None else simplify_config()
-    if config.base_mesh is not None:
-        raise ConfigError(f"config: 'base_mesh' is {config.base_mesh!r}, but simplify makes "
-                          f"the base mesh itself; remove it, or use `difflod train`")
-    if isinstance(reference, Mesh):
-        ref_mesh, name = reference, "reference"
-    else:
-        name = str(reference)
-        ref_mesh = open_model(reference, mtl_override=config.mtl_override)
-        config = config.replace(ref_mesh=name)
-    if config.init_textures == "reference":
-        config = config.replace(init_textures="base")
-    tex_res = max(config.texture_res)
-    if tex_res < 8:
-        raise ConfigError(f"config: 'texture_res' must be >= 8 to bake textures, "
-                          f"got {list(config.texture_res)}")
-    budget = _check_budget(triangles, ref_mesh, name)
+    ref_mesh, name, config = open_reference(reference, config)
+    budget = check_budget(triangles, ref_mesh, name)
     out = Path(out_dir)
     config = config.replace(out_dir=str(out))
     device = device if device is not None else resolve_device(config.device)
@@ -179,13 +208,7 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     stages = StageLog(["base mesh", "train", "evaluate", "report"] if evaluate
                       else ["base mesh", "train"], quiet=quiet)
     stages.begin("base mesh")
-    base = match_render_tangents(
-        baseline(ref_mesh, budget, texture_res=tex_res, seed=config.seed))
-    train_base = base
-    if config.animate and ref_mesh.skin is not None:
-        from difflod.geometry.skin_transfer import transfer_skin
-
-        train_base = transfer_skin(ref_mesh, base)
+    base, train_base = base_mesh(ref_mesh, budget, config)
     ref_n, _, frame = prepare_meshes(ref_mesh, train_base, config, device)
     base_n = frame.to_unit(train_base).to(device)  # no AABB refit (see module docstring)
 
