@@ -83,6 +83,9 @@ class SimplifyResult:
         history: one record per iteration (loss, laplacian, psnr, ms).
         metrics: held-out evaluation (see difflod.evaluate.evaluate), or None.
         seconds: optimization time.
+        timings: wall seconds per stage: base_mesh_s, train_s (training and
+            export), and with the evaluation evaluate_s, report_s (also in
+            metrics.json's "timings").
     """
 
     mesh: Mesh
@@ -91,6 +94,7 @@ class SimplifyResult:
     history: list[dict] = field(default_factory=list)
     metrics: dict | None = None
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def simplify_config(path: str | Path | None = None,
@@ -192,6 +196,7 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     from difflod.io import save
     from difflod.optimize.trainer import Trainer, prepare_meshes, resolve_device
     from difflod.run import outputs
+    from difflod.run.stages import StageLog
     from difflod.run.train import export, fit
 
     ref_mesh, name, config = open_reference(reference, config)
@@ -200,7 +205,9 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     config = config.replace(out_dir=str(out))
     device = device if device is not None else resolve_device(config.device)
 
-    # base mesh
+    stages = StageLog(["base mesh", "train", "evaluate", "report"] if evaluate
+                      else ["base mesh", "train"], quiet=quiet)
+    stages.begin("base mesh")
     base, train_base = base_mesh(ref_mesh, budget, config)
     ref_n, _, frame = prepare_meshes(ref_mesh, train_base, config, device)
     base_n = frame.to_unit(train_base).to(device)  # no AABB refit (see module docstring)
@@ -208,19 +215,21 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     out.mkdir(parents=True, exist_ok=True)
     outputs.write_config(out, config)
     save(base, out / f"{BASELINE_NAME}.glb")
-    # train, export
+    stages.begin("train")  # and export
     trainer = Trainer(config, ref_n, base_n, out, quiet=quiet)
     candidates = {BASELINE_NAME: base.to("cpu")}
     if config.init_textures == "random":  # the start differs from the baseline: show it too
         candidates[INITIAL_NAME] = frame.from_unit(trainer.trainable.base_mesh().clone()).to("cpu")
     final, seconds = fit(trainer, frame, out)
     export(out, trainer, final)
-    # evaluate, report
     metrics = None
-    if evaluate:
+    if evaluate:  # the evaluate and report stages begin inside
         metrics = outputs.evaluate_run(out, config, ref_mesh, {**candidates, "difflod": final},
                                        history=trainer.history, seconds=seconds,
                                        files={BASELINE_NAME: out / f"{BASELINE_NAME}.glb"},
-                                       quiet=quiet)
+                                       quiet=quiet, on_stage=stages.begin,
+                                       timings=stages.timings())
+    stages.finish()
     return SimplifyResult(mesh=final, baseline=base.to("cpu"), out_dir=out,
-                          history=trainer.history, metrics=metrics, seconds=seconds)
+                          history=trainer.history, metrics=metrics, seconds=seconds,
+                          timings=stages.timings())
