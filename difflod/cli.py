@@ -23,6 +23,33 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"difflod: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _add_limit_flags(p: argparse.ArgumentParser) -> None:
+    """--max-vertices ... --allow-outside-paths: difflod.io.limits.ReadLimits."""
+    g = p.add_argument_group("input limits (checked before a model file's data is allocated)")
+    for key, what in (("max_vertices", "vertices of a model"),
+                      ("max_triangles", "triangles of a model"),
+                      ("max_texture_size", "width and height of a texture"),
+                      ("max_file_bytes", "bytes of a file or glTF buffer"),
+                      ("max_animation_matrices", "glTF animation keyframes x nodes")):
+        g.add_argument("--" + key.replace("_", "-"), type=int, default=None, metavar="N",
+                       help=f"most {what} read")
+    g.add_argument("--allow-outside-paths", action="store_true", default=None,
+                   help="let glTF URIs, mtllib and MTL texture paths leave the model's folder")
+
+
+def _limit_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The limit flags given on the command line, as config keys."""
+    keys = ("max_vertices", "max_triangles", "max_texture_size", "max_file_bytes",
+            "max_animation_matrices", "allow_outside_paths")
+    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+
+
+def _limits(args: argparse.Namespace) -> object:
+    from difflod.io.limits import ReadLimits
+
+    return ReadLimits(**_limit_settings(args))
+
+
 def _budgets(text: str) -> list[int]:
     """argparse type of --triangles: one count or a comma-separated list of counts."""
     try:
@@ -56,9 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true")
     t.add_argument("--gpus", type=int, default=1,
                    help="split each batch over this many GPUs of this host (NCCL)")
+    _add_limit_flags(t)
 
     i = sub.add_parser("info", help="describe a model file")
     i.add_argument("file")
+    _add_limit_flags(i)
 
     e = sub.add_parser("eval", help="compare candidates with a reference on held-out views")
     e.add_argument("reference")
@@ -71,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="render with difflod's renderer, or with three.js in headless "
                         "Chromium (the files as a three.js viewer shows them)")
     e.add_argument("-o", "--out", default=None, help="folder for metrics.json and report/")
+    _add_limit_flags(e)
 
     b = sub.add_parser("baseline", help="QEM decimation + texture bake (the usual pipeline)")
     b.add_argument("reference")
@@ -78,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--texture-res", type=int, default=1024)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("-o", "--out", required=True, help="output model file (.obj, .gltf, .glb)")
+    _add_limit_flags(b)
 
     s = sub.add_parser("simplify", help="QEM base mesh + bake, then appearance-driven "
                                         "optimization to a triangle budget",
@@ -103,7 +134,53 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-checkpoint", action="store_true",
                    help="keep checkpoint.pt when the run finishes (config keep_checkpoint)")
     s.add_argument("--quiet", action="store_true")
+    _add_limit_flags(s)
+
+    m = sub.add_parser("batch", help="simplify every model of a manifest or folder: a local "
+                                     "pool or a Ray cluster, resumable, one report",
+                       description="MANIFEST|FOLDER: a CSV/JSON manifest (model, triangles, name, "
+                                   "config keys) or a folder of OBJ/glTF/GLB files. OUT gets "
+                                   "OUT/<model>/ as `difflod simplify` writes it, plus "
+                                   "summary.csv and report.html. Complete models are skipped "
+                                   "on a re-run. Exit 1 when a model failed.")
+    m.add_argument("source", metavar="MANIFEST|FOLDER")
+    m.add_argument("-o", "--out", required=True, metavar="OUT", help="output folder")
+    m.add_argument("--triangles", default=None, metavar="BUDGETS",
+                   help="budgets: counts or fractions of each model's triangles, several for "
+                        "an LOD chain (e.g. 5%%,1%% or 2000,500); needed for a folder")
+    m.add_argument("--workers", type=int, default=None,
+                   help="local processes (default: one per GPU, else one per 4 cores)")
+    m.add_argument("--threads", type=int, default=None,
+                   help="threads per local worker (default: cores / workers) or CPUs per "
+                        "Ray task (default 1)")
+    m.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster: auto, HOST:PORT, ray://..., or local")
+    m.add_argument("--retries", type=int, default=2,
+                   help="Ray's retries of a task whose worker died or raised (default 2)")
+    m.add_argument("--config", default=None, help="JSON config for every model")
+    m.add_argument("--iter", type=int, default=None, help="iterations (default 2000)")
+    m.add_argument("--train-res", type=int, default=None, help="training resolution")
+    m.add_argument("--batch", type=int, default=None, help="views per step")
+    m.add_argument("--texture-res", type=int, default=None, help="texture side")
+    m.add_argument("--backend", default=None, choices=["auto", "cpu", "cuda", "torch"])
+    m.add_argument("--device", default=None)
+    m.add_argument("--seed", type=int, default=None)
+    m.add_argument("--quiet", action="store_true")
+    _add_limit_flags(m)
     return p
+
+
+def _simplify_overrides(args: argparse.Namespace) -> dict:
+    """The config keys given as flags to simplify or batch (input limits included)."""
+    overrides = {k: v for k, v in (("iter", args.iter), ("train_res", args.train_res),
+                                   ("batch", args.batch), ("backend", args.backend),
+                                   ("device", args.device), ("seed", args.seed)) if v is not None}
+    overrides.update(_limit_settings(args))
+    if args.texture_res is not None:
+        overrides["texture_res"] = [args.texture_res, args.texture_res]
+    if getattr(args, "keep_checkpoint", False):  # simplify's flag (batch has none)
+        overrides["keep_checkpoint"] = True
+    return overrides
 
 
 def _cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
@@ -119,7 +196,7 @@ def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     from difflod.run import distributed
     from difflod.run.train import train
 
-    config = load_config(args.config, parse_overrides(rest))
+    config = load_config(args.config, {**parse_overrides(rest), **_limit_settings(args)})
     if distributed.in_torchrun():
         out = distributed.train_torchrun(config, out_root=args.out_root, resume=args.resume,
                                          quiet=args.quiet)
@@ -137,7 +214,7 @@ def _cmd_info(args: argparse.Namespace, rest: list[str]) -> int:
     from difflod.info import describe
     from difflod.models import open_model
 
-    print(describe(open_model(args.file), args.file))
+    print(describe(open_model(args.file, limits=_limits(args)), args.file))
     return 0
 
 
@@ -146,7 +223,7 @@ def _cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
 
     evaluate_models(args.reference, args.candidates, out=args.out, views=args.views,
                     res=args.res, seed=args.seed, backend=args.backend,
-                    renderer=args.renderer)
+                    renderer=args.renderer, limits=_limits(args))
     if args.out:
         print(f"wrote {args.out}")
     return 0
@@ -156,7 +233,8 @@ def _cmd_baseline(args: argparse.Namespace, rest: list[str]) -> int:
     from difflod.run.baseline import make_baseline
 
     result = make_baseline(args.reference, args.triangles, args.out,
-                           texture_res=args.texture_res, seed=args.seed)
+                           texture_res=args.texture_res, seed=args.seed,
+                           limits=_limits(args))
     print(f"wrote {Path(args.out)} ({result.num_triangles} triangles)")
     return 0
 
@@ -164,14 +242,7 @@ def _cmd_baseline(args: argparse.Namespace, rest: list[str]) -> int:
 def _cmd_simplify(args: argparse.Namespace, rest: list[str]) -> int:
     from difflod.run.simplify import simplify, simplify_config
 
-    overrides = {k: v for k, v in (("iter", args.iter), ("train_res", args.train_res),
-                                   ("batch", args.batch), ("backend", args.backend),
-                                   ("device", args.device), ("seed", args.seed)) if v is not None}
-    if args.texture_res is not None:
-        overrides["texture_res"] = [args.texture_res, args.texture_res]
-    if args.keep_checkpoint:
-        overrides["keep_checkpoint"] = True
-    config = simplify_config(args.config, overrides)
+    config = simplify_config(args.config, _simplify_overrides(args))
     if len(args.triangles) > 1:
         from difflod.run.lod import simplify_chain
 
@@ -189,8 +260,21 @@ def _cmd_simplify(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _cmd_batch(args: argparse.Namespace, rest: list[str]) -> int:
+    from difflod.run.batch import batch
+
+    result = batch(args.source, args.out, triangles=args.triangles, config_path=args.config,
+                   overrides=_simplify_overrides(args), workers=args.workers,
+                   threads=args.threads, ray=args.ray, retries=args.retries, quiet=args.quiet)
+    print(f"wrote {result.out_dir} ({len(result.completed)} completed, {len(result.skipped)} "
+          f"already complete, {len(result.failed)} failed; see summary.csv, report.html)")
+    for name, error in result.failed.items():
+        print(f"difflod: {name} failed: {error}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
 _COMMANDS = {"demo": _cmd_demo, "train": _cmd_train, "info": _cmd_info, "eval": _cmd_eval,
-             "baseline": _cmd_baseline, "simplify": _cmd_simplify}
+             "baseline": _cmd_baseline, "simplify": _cmd_simplify, "batch": _cmd_batch}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

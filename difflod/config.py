@@ -28,6 +28,7 @@ __all__ = [
     "BACKGROUNDS",
     "INIT_TEXTURES",
     "LOSSES",
+    "READ_LIMIT_KEYS",
     "SKIPPABLE",
     "TrainConfig",
     "load_config",
@@ -39,6 +40,9 @@ LOSSES = ("logl1", "logl2", "mse", "smape", "relativel2")
 SKIPPABLE = ("position", "normal", "kd", "ks", "displacement")
 BACKENDS = ("auto", "cpu", "cuda", "torch")
 INIT_TEXTURES = ("reference", "random", "base")
+#: the size limits of difflod.io.limits.ReadLimits, settable per run
+READ_LIMIT_KEYS = ("max_vertices", "max_triangles", "max_texture_size", "max_file_bytes",
+                   "max_animation_matrices")
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,15 @@ class TrainConfig:
     # an unfinished run needs it
     keep_checkpoint: bool = False
     name: str | None = field(default=None)
+    # what a model file may declare before it is refused, and whether its file
+    # references may leave its folder (difflod.io.limits.ReadLimits, whose
+    # defaults apply where these are null)
+    max_vertices: int | None = None
+    max_triangles: int | None = None
+    max_texture_size: int | None = None
+    max_file_bytes: int | None = None
+    max_animation_matrices: int | None = None
+    allow_outside_paths: bool = False
 
     # ------------------------------------------------------------------------
     @property
@@ -248,6 +261,9 @@ def _check_values(c: TrainConfig, where: str) -> None:
          "cannot be 'base' with random_textures: true (pick one)")
     need(not (c.random_train_res and not c.custom_mip), "random_train_res",
          "needs custom_mip: true (as in nvdiffmodeling)")
+    for key in READ_LIMIT_KEYS:
+        need(getattr(c, key) is None or getattr(c, key) >= 1, key,
+             "must be a positive integer or null (the reader's default)")
 
 
 def _from_mapping(data: dict[str, Any], where: str) -> TrainConfig:

@@ -9,7 +9,8 @@
 3. Bake the reference's appearance (kd, ks and a tangent-space normal map)
    onto that atlas by closest-point transfer (bake.py).
 
-The result carries smooth vertex normals and per-UV-vertex tangents, which
+Every step works on the reference scaled to unit size (QEM, xatlas and the
+bake have absolute tolerances); the result is scaled back. It carries smooth vertex normals and per-UV-vertex tangents, which
 the normal map was baked against.
 """
 
@@ -19,6 +20,8 @@ import numpy as np
 import torch
 
 from difflod.base.bake import bake_textures, to_tensor
+from difflod.errors import DiffLodError
+from difflod.geometry.transform import reference_matrix, transform
 from difflod.mesh import Material, Mesh
 
 __all__ = ["baseline", "decimate", "uv_atlas", "weld"]
@@ -61,7 +64,19 @@ def decimate(v_pos: np.ndarray, t_pos_idx: np.ndarray,
     pos, idx = weld(np.asarray(v_pos, dtype=np.float32), np.asarray(t_pos_idx, dtype=np.int64))
     if len(idx) <= triangles:
         return pos, idx
-    out_pos, out_idx = fast_simplification.simplify(pos, idx, target_count=triangles)
+    # QEM can stop above its target where collapses would fold the surface (a
+    # flat model with coincident sides kept 118 of a 100-triangle target): aim
+    # lower until the budget holds, a few times at most; where QEM stalls, say so
+    target = triangles
+    for _ in range(8):
+        out_pos, out_idx = fast_simplification.simplify(pos, idx, target_count=target)
+        if len(out_idx) <= triangles or target <= 4:
+            break
+        target = max(4, target - (len(out_idx) - triangles) - 1)
+    if len(out_idx) > triangles:
+        raise DiffLodError(f"QEM decimation stops at {len(out_idx)} triangles on this model "
+                           f"(surfaces that fold onto each other), above the budget of "
+                           f"{triangles}; ask for at least {len(out_idx)}")
     return (np.ascontiguousarray(out_pos, dtype=np.float32),
             np.ascontiguousarray(out_idx, dtype=np.int64))
 
@@ -106,6 +121,13 @@ def baseline(reference: Mesh, triangles: int, *, texture_res: int = 1024, seed: 
         raise ValueError(f"baseline: triangles must be >= 4, got {triangles}")
     if texture_res < 8:
         raise ValueError(f"baseline: texture_res must be >= 8, got {texture_res}")
+    # work at unit size: QEM, xatlas and the bake have absolute tolerances (a
+    # sphere 1e-6 across got NaN UVs from xatlas); the result is scaled back
+    lo, hi = (x.detach().cpu() for x in reference.aabb())
+    if not float((hi - lo).max()) > 0:
+        raise ValueError("baseline: the reference has zero size (all vertices at one point)")
+    to_unit = reference_matrix((lo, hi), 2.0)
+    reference = transform(reference, to_unit)
     pos, idx = decimate(reference.v_pos.detach().cpu().numpy(),
                         reference.t_pos_idx.cpu().numpy(), triangles)
     uv, uv_idx = uv_atlas(pos, idx, texture_res)
@@ -132,4 +154,4 @@ def baseline(reference: Mesh, triangles: int, *, texture_res: int = 1024, seed: 
         v_tng=to_tensor(baked["v_tng"]), t_tng_idx=uv_idx_t.clone(),
         materials=(material,),
     )
-    return mesh.to(reference.device).validate()
+    return transform(mesh, torch.linalg.inv(to_unit)).to(reference.device).validate()

@@ -3,6 +3,8 @@
 `load(path)` and `save(mesh, path)` dispatch on the file suffix through the
 table below; each format module offers `read(path, **options) -> Mesh` and
 `write(mesh, path) -> None`. Format modules are imported only when used.
+Readers take `limits=` (difflod.io.limits.ReadLimits): what a file may make
+them allocate, and whether its references may leave the model's folder.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from difflod.errors import InputFileError
+from difflod.io.limits import ReadLimits
 from difflod.mesh import Mesh
 
-__all__ = ["FORMATS", "load", "save"]
+__all__ = ["FORMATS", "ReadLimits", "load", "save"]
 
 # suffix -> module under difflod.io
 FORMATS: dict[str, str] = {
@@ -32,16 +35,18 @@ def _module(path: Path) -> Any:
     return importlib.import_module(f"difflod.io.{FORMATS[suffix]}")
 
 
-def load(path: str | Path, **options: Any) -> Mesh:
+def load(path: str | Path, limits: ReadLimits | None = None, **options: Any) -> Mesh:
     """Read a model file (OBJ/MTL, glTF, GLB) into a validated `Mesh`.
 
-    Options go to the format's reader (e.g. `time=` for glTF animations).
+    `limits` bounds what the file may declare (default `ReadLimits()`); other
+    options go to the format's reader (e.g. `time=` for glTF animations).
     Raises InputFileError naming the file, and the line or accessor, on bad input.
     """
     path = Path(path)
     if not path.is_file():
         raise InputFileError(path, "no such file")
-    return _module(path).read(path, **options)
+    return _module(path).read(path, limits=ReadLimits() if limits is None else limits,
+                              **options)
 
 
 def save(mesh: Mesh, path: str | Path) -> None:

@@ -44,8 +44,8 @@ checks run in numpy on the decoded arrays instead of `Mesh.validate` (torch's
 thread pool made those cost as much as the whole read on a busy CPU), the
 identity node transform is skipped, and the GLB binary chunk is not copied.
 
-`write(mesh, path)` is in `gltf_write`; materials in `gltf_material`; low-level
-decoding in `gltf_read`;
+`write(mesh, path)` is in `gltf_write`; materials in `gltf_material`; the JSON
+document in `gltf_json`; low-level decoding in `gltf_read`;
 transforms, animation and skins in `gltf_anim`.
 """
 
@@ -61,6 +61,7 @@ import torch
 from difflod.io.gltf_anim import NodeGraph, attach_skin
 from difflod.io.gltf_material import default_material, read_material
 from difflod.io.gltf_read import GltfSource
+from difflod.io.limits import ReadLimits
 from difflod.mesh import Material, Mesh
 
 __all__ = ["read", "write"]
@@ -88,9 +89,19 @@ def _triangles(src: GltfSource, prim: Any, label: str, count: int) -> np.ndarray
     if mode not in (4, 5, 6):
         raise src.error(f"{label}: unknown primitive mode {mode!r}")
     if prim.indices is None:
+        n_idx = count
+    else:
+        n_idx = src.item("accessors", prim.indices, f"indices of {label}").count
+        if not isinstance(n_idx, int) or isinstance(n_idx, bool) or n_idx < 0:
+            raise src.error(f"accessor {prim.indices} (indices of {label}): count {n_idx!r} "
+                            "is not a non-negative integer")
+    n_tri = n_idx // 3 if mode == 4 else max(n_idx - 2, 0)
+    src.limits.check(src.path, "max_triangles", n_tri,
+                     f"{label} declares {n_tri} triangles")
+    if prim.indices is None:
         idx = np.arange(count, dtype=np.int64)
     else:
-        raw = src.accessor(prim.indices, f"indices of {label}", normalize=False)
+        raw = src.accessor(prim.indices, f"indices of {label}", normalize=False, noun=None)
         if raw.shape[1] != 1 or raw.dtype.kind != "u":
             raise src.error(f"accessor {prim.indices} (indices of {label}): must be SCALAR "
                             f"unsigned byte/short/int, got {raw.shape[1]} x {raw.dtype}")
@@ -110,8 +121,7 @@ def _triangles(src: GltfSource, prim: Any, label: str, count: int) -> np.ndarray
 
 def _attribute(src: GltfSource, prim: Any, name: str, label: str, count: int,
                widths: tuple[int, ...], float_only: bool = True) -> np.ndarray | None:
-    index = (prim.attributes.__dict__ if hasattr(prim.attributes, "__dict__")
-             else prim.attributes).get(name)
+    index = getattr(prim.attributes, name) if prim.attributes is not None else None
     if index is None:
         return None
     arr = src.accessor(index, f"{name} of {label}", normalize=float_only)
@@ -167,7 +177,7 @@ def _instances(src: GltfSource, lod: int = 0) -> list[tuple[int | None, int]]:
 
 
 def read(path: Path, time: float | None = None, animation: int | str | None = None,
-         lod: int = 0) -> Mesh:
+         lod: int = 0, limits: ReadLimits | None = None) -> Mesh:
     """Read a .gltf or .glb file into one validated Mesh (see the module docstring).
 
     Args:
@@ -175,10 +185,13 @@ def read(path: Path, time: float | None = None, animation: int | str | None = No
         time: if given, return the mesh posed at this time (seconds), static.
         animation: index or name of the animation baked into the skin (default 0).
         lod: the level of MSFT_lod chains to read (0, the finest, by default).
+        limits: sizes allowed and whether URIs may leave the model's folder
+            (default `ReadLimits()`); checked before the arrays are made.
     Raises:
         InputFileError: naming the file and the accessor/mesh/primitive at fault.
     """
-    src = GltfSource(Path(path))
+    limits = ReadLimits() if limits is None else limits
+    src = GltfSource(Path(path), limits)
     doc = src.doc
     unsupported = sorted(set(doc.extensionsRequired or []) - _HANDLED_REQUIRED)
     if unsupported:
@@ -191,6 +204,7 @@ def read(path: Path, time: float | None = None, animation: int | str | None = No
     parts: list[dict[str, Any]] = []
     static_nodes: list[int | None] = []
     skins: list[int] = []
+    n_vertices = n_triangles = 0
     for node_index, mesh_index in _instances(src, lod):
         node = doc.nodes[node_index] if node_index is not None else None
         world = rest[node_index] if node_index is not None else np.eye(4)
@@ -209,6 +223,13 @@ def read(path: Path, time: float | None = None, animation: int | str | None = No
             part = _primitive(src, prim, label, uv_set, uvm)
             if part is None:
                 continue
+            # instances of one mesh are decoded again each: hold the totals too
+            n_vertices += len(part["pos"])
+            n_triangles += len(part["tris"])
+            limits.check(src.path, "max_vertices", n_vertices,
+                         f"the scene has {n_vertices} vertices (up to {label})")
+            limits.check(src.path, "max_triangles", n_triangles,
+                         f"the scene has {n_triangles} triangles (up to {label})")
             if skin_index is not None and part.get("joints") is not None:
                 if skin_index not in skins:
                     skins.append(skin_index)
@@ -246,7 +267,7 @@ def _primitive(src: GltfSource, prim: Any, label: str, uv_set: int,
     pos_acc = (prim.attributes.POSITION if prim.attributes is not None else None)
     if pos_acc is None:
         raise src.error(f"{label}: has no POSITION attribute")
-    pos = src.accessor(pos_acc, f"POSITION of {label}")
+    pos = src.accessor(pos_acc, f"POSITION of {label}", noun="vertices")
     if pos.shape[1] != 3 or pos.dtype != np.float32:
         raise src.error(f"accessor {pos_acc} (POSITION of {label}): must be VEC3 float")
     if not np.isfinite(pos).all():
@@ -288,9 +309,9 @@ def _transform(part: dict[str, Any], m: np.ndarray) -> None:
     if np.array_equal(m, np.eye(4)):
         return
     lin = m[:3, :3]
-    with np.errstate(over="ignore"):  # overflow to Inf is reported by _assemble
+    with np.errstate(over="ignore", invalid="ignore"):  # Inf is reported by _assemble
         part["pos"] = (part["pos"] @ lin.T + m[:3, 3]).astype(np.float32)
-    det = np.linalg.det(lin)
+        det = np.linalg.det(lin)
     if part["nrm"] is not None:
         n = part["nrm"] @ np.linalg.inv(lin)  # rows: (inv(lin).T @ n).T
         part["nrm"] = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)

@@ -14,14 +14,20 @@ import warnings
 from typing import Any
 
 import numpy as np
-import pygltflib as gl
 import torch
 import torch.nn.functional as F
 
+from difflod.io.gltf_json import JsonObject, check_member
 from difflod.io.gltf_read import GltfSource
 from difflod.mesh import Material
 
 __all__ = ["default_material", "read_material"]
+
+# the shapes of the extension members read (extensions are plain dicts)
+_TEXTURE_INFO: dict[str, Any] = {"index": "integer", "texCoord": "integer", "extensions": {}}
+_TEXTURE_TRANSFORM: dict[str, Any] = {"offset": ["number"], "scale": ["number"],
+                                      "rotation": "number", "texCoord": "integer"}
+_SPECULAR: dict[str, Any] = {"specularFactor": "number", "specularTexture": {}}
 
 # material extensions read (or without effect once emissive is dropped)
 _MATERIAL_EXTENSIONS = frozenset({"KHR_materials_specular", "KHR_materials_emissive_strength"})
@@ -48,13 +54,17 @@ def _uv_matrix(ext: dict) -> np.ndarray:
             @ np.array([[c, s, 0], [-s, c, 0], [0, 0, 1]]) @ np.diag([sx, sy, 1.0]))
 
 
-def _transform_of(info: Any) -> tuple[np.ndarray | None, int]:
+def _transform_of(src: GltfSource, info: Any, what: str) -> tuple[np.ndarray | None, int]:
     if info is None:
         return None, 0
     ext = (info.extensions or {}).get("KHR_texture_transform")
     tex_coord = info.texCoord or 0
     if not ext:
         return None, tex_coord
+    check_member(ext, _TEXTURE_TRANSFORM, f"{what}: KHR_texture_transform", src.path)
+    for key in ("offset", "scale"):
+        if key in ext and len(ext[key]) != 2:
+            raise src.error(f"{what}: KHR_texture_transform {key} must be 2 numbers")
     return _uv_matrix(ext), int(ext.get("texCoord", tex_coord))
 
 
@@ -75,14 +85,12 @@ def _resize(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
         .permute(1, 2, 0).numpy()
 
 
-def _texture_info(raw: Any) -> gl.TextureInfo | None:
-    """An extension's textureInfo (a plain dict in pygltflib) as a TextureInfo."""
+def _texture_info(src: GltfSource, raw: Any, where: str) -> JsonObject | None:
+    """An extension's textureInfo (a plain dict), checked, as a JsonObject."""
     if raw is None:
         return None
-    if not isinstance(raw, dict) or not isinstance(raw.get("index"), int):
-        return gl.TextureInfo(index=-1)  # named as out of range by _texture
-    return gl.TextureInfo(index=raw["index"], texCoord=raw.get("texCoord"),
-                          extensions=raw.get("extensions"))
+    check_member(raw, _TEXTURE_INFO, where, src.path)
+    return JsonObject(raw)
 
 
 def _warn_unsupported(src: GltfSource, mat: Any, what: str) -> None:
@@ -127,10 +135,12 @@ def read_material(src: GltfSource, index: int) -> tuple[Material, np.ndarray | N
         kd = kd[..., :3]
 
     mr = _texture(src, mr_info, f"metallicRoughnessTexture of {what}")
+    if not isinstance(mat.extensions or {}, dict):
+        raise src.error(f"{what}: extensions must be an object")
     spec_ext = (mat.extensions or {}).get("KHR_materials_specular") or {}
-    if not isinstance(spec_ext, dict):
-        raise src.error(f"{what}: KHR_materials_specular must be an object")
-    spec_info = _texture_info(spec_ext.get("specularTexture"))
+    check_member(spec_ext, _SPECULAR, f"{what}: KHR_materials_specular", src.path)
+    spec_info = _texture_info(src, spec_ext.get("specularTexture"),
+                              f"{what}: KHR_materials_specular.specularTexture")
     spec = _texture(src, spec_info, f"specularTexture of {what}")
     spec_f = spec_ext.get("specularFactor", 1.0)
     if isinstance(spec_f, bool) or not isinstance(spec_f, (int, float)) \
@@ -165,9 +175,9 @@ def read_material(src: GltfSource, index: int) -> tuple[Material, np.ndarray | N
         scale = mat.normalTexture.scale
         normal_scale = 1.0 if scale is None else float(scale)
 
-    transform, uv_set = _transform_of(base_info)
+    transform, uv_set = _transform_of(src, base_info, what)
     for info in (mr_info, mat.occlusionTexture, mat.normalTexture, spec_info):
-        other = _transform_of(info)[0] if info is not None else transform
+        other = _transform_of(src, info, what)[0] if info is not None else transform
         same = (other is None and transform is None) or (
             other is not None and transform is not None and np.allclose(other, transform))
         if not same:

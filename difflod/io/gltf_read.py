@@ -6,10 +6,14 @@ accessors (byteStride, normalized integers, sparse, no bufferView) and images
 the instance. Every problem raises `InputFileError` naming the file and the
 accessor/buffer/image, e.g. "accessor 3 (POSITION of mesh 0 primitive 1): ...".
 
-The JSON is parsed by pygltflib; the GLB container is split here so that a
-truncated file gets a precise message instead of a deep traceback.
+The JSON is parsed and its members' types checked by difflod.io.gltf_json; the
+GLB container is split here so that a truncated file gets a precise message
+instead of a deep traceback.
 URIs may only name files inside the model's folder (no absolute paths, no
-`..` escapes, no remote schemes); data URIs are limited to `MAX_DATA_BYTES`.
+`..` escapes, no `file:` URIs) unless `ReadLimits.allow_outside_paths`; remote
+schemes are always refused (difflod.io.paths). Every size the file declares
+(accessor counts, buffer byteLength, data URIs, image headers, the size of
+each file read) is checked against the `ReadLimits` before memory is taken.
 """
 
 from __future__ import annotations
@@ -20,17 +24,16 @@ import io
 import struct
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import numpy as np
-import pygltflib
-from PIL import Image, UnidentifiedImageError
 
 from difflod.errors import InputFileError
+from difflod.io.gltf_json import JsonObject, parse_document
+from difflod.io.image import open_image
+from difflod.io.limits import ReadLimits
+from difflod.io.paths import resolve_reference
 
-__all__ = ["COMPONENT_DTYPES", "MAX_DATA_BYTES", "TYPE_WIDTHS", "GltfSource"]
-
-MAX_DATA_BYTES = 512 * 1024 * 1024
+__all__ = ["COMPONENT_DTYPES", "TYPE_WIDTHS", "GltfSource"]
 
 GLB_MAGIC = b"glTF"
 CHUNK_JSON = 0x4E4F534A
@@ -81,25 +84,12 @@ def _split_glb(path: Path, data: bytes) -> tuple[str, memoryview | None]:
     return json_text, bin_chunk
 
 
-def _parse_json(path: Path, text: str) -> pygltflib.GLTF2:
-    try:
-        doc = pygltflib.GLTF2.from_json(text)
-    except Exception as exc:  # noqa: BLE001 - pygltflib raises many kinds on bad JSON
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputFileError(path, f"bad glTF JSON: {first}") from None
-    if doc.asset is None or not str(doc.asset.version or "").startswith("2"):
-        version = None if doc.asset is None else doc.asset.version
-        raise InputFileError(path, f"asset.version is {version!r}; only glTF 2.0 is supported")
-    return doc
-
-
-def _decode_data_uri(path: Path, what: str, uri: str) -> bytes:
+def _decode_data_uri(path: Path, what: str, uri: str, limits: ReadLimits) -> bytes:
     header, _, payload = uri.partition(",")
     if ";base64" not in header:
         raise InputFileError(path, f"{what}: data URI is not base64")
-    if len(payload) * 3 // 4 > MAX_DATA_BYTES:
-        raise InputFileError(path, f"{what}: data URI of about {len(payload) * 3 // 4} bytes "
-                                   f"exceeds the {MAX_DATA_BYTES} byte limit")
+    size = len(payload) * 3 // 4
+    limits.check(path, "max_file_bytes", size, f"{what}: data URI holds about {size} bytes")
     try:
         return base64.b64decode(payload, validate=False)
     except (binascii.Error, ValueError) as exc:
@@ -107,14 +97,17 @@ def _decode_data_uri(path: Path, what: str, uri: str) -> bytes:
 
 
 class GltfSource:
-    """An opened glTF file: the pygltflib document plus decoded binary data.
+    """An opened glTF file: the checked JSON document plus decoded binary data.
 
     Args:
         path: the `.gltf` or `.glb` file.
+        limits: sizes allowed, and whether URIs may leave the model's folder.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, limits: ReadLimits) -> None:
         self.path = Path(path)
+        self.limits = limits
+        limits.check_file(self.path)
         try:
             raw = self.path.read_bytes()
         except OSError as exc:
@@ -127,7 +120,7 @@ class GltfSource:
                 text = raw.decode("utf-8-sig")
             except UnicodeDecodeError as exc:
                 raise InputFileError(path, f"glTF JSON is not UTF-8: {exc}") from None
-        self.doc = _parse_json(self.path, text)
+        self.doc: JsonObject = parse_document(self.path, text)
         self._buffers: dict[int, memoryview] = {}
         self._images: dict[int, np.ndarray] = {}
 
@@ -152,22 +145,25 @@ class GltfSource:
 
     # ---- URIs and buffers ---------------------------------------------------------
     def _external(self, what: str, uri: str) -> bytes:
-        if ":" in uri.split("/")[0] or uri.startswith(("/", "\\")):
-            raise self.error(f"{what}: URI {uri!r} is not a relative file name; refused")
+        def fail(message: str) -> InputFileError:
+            return self.error(f"{what}: URI {message}")
+
         base = self.path.resolve().parent
-        target = (base / unquote(uri)).resolve()
-        if not target.is_relative_to(base):
-            raise self.error(f"{what}: URI {uri!r} points outside the model's folder; refused")
+        target = resolve_reference(uri, base, base, self.limits.allow_outside_paths, fail,
+                                   uri=True)
         if not target.is_file():
             raise self.error(f"{what}: file {uri!r} not found")
+        self.limits.check_file(target, f"{what}: file {uri!r}")
         try:
             return target.read_bytes()
         except OSError as exc:
             raise self.error(f"{what}: cannot read {uri!r}: {exc.strerror or exc}") from None
 
-    def _load_uri(self, what: str, uri: str) -> bytes:
+    def _load_uri(self, what: str, uri: Any) -> bytes:
+        if not isinstance(uri, str):
+            raise self.error(f"{what}: uri must be a string, got {uri!r}")
         if uri.startswith("data:"):
-            return _decode_data_uri(self.path, what, uri)
+            return _decode_data_uri(self.path, what, uri, self.limits)
         return self._external(what, uri)
 
     def buffer(self, index: int, what: str) -> memoryview:
@@ -177,8 +173,10 @@ class GltfSource:
         buf = self.item("buffers", index, what)
         name = f"buffer {index}"
         declared = buf.byteLength
-        if not isinstance(declared, int) or declared < 0:
+        if not isinstance(declared, int) or isinstance(declared, bool) or declared < 0:
             raise self.error(f"{name}: byteLength {declared!r} is not a non-negative integer")
+        self.limits.check(self.path, "max_file_bytes", declared,
+                          f"{name}: byteLength declares {declared} bytes")
         if buf.uri is None:
             if self.glb_bin is None or index != 0:
                 raise self.error(f"{name}: no uri and no GLB binary chunk")
@@ -206,11 +204,15 @@ class GltfSource:
         return data[offset:offset + length], view.byteStride
 
     # ---- accessors ------------------------------------------------------------------
-    def accessor(self, index: Any, what: str, normalize: bool = True) -> np.ndarray:
+    def accessor(self, index: Any, what: str, normalize: bool = True,
+                 noun: str | None = "elements") -> np.ndarray:
         """Decode an accessor to a `[count, width]` array.
 
         Normalized integer accessors become float32 in [0,1] / [-1,1] when
         `normalize`; other integers keep their type; floats are float32.
+        Its count is held to `limits.max_vertices` (in errors, "declares N
+        <noun>"); `noun=None` when the caller checked the count itself
+        (indices, against max_triangles).
         """
         acc = self.item("accessors", index, what)
         label = f"accessor {index} ({what})"
@@ -221,8 +223,11 @@ class GltfSource:
             raise self.error(f"{label}: unknown componentType {acc.componentType!r}")
         if width is None:
             raise self.error(f"{label}: unknown type {acc.type!r}")
-        if not isinstance(count, int) or count < 0:
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise self.error(f"{label}: count {count!r} is not a non-negative integer")
+        if noun is not None:
+            self.limits.check(self.path, "max_vertices", count,
+                              f"{label} declares {count} {noun}")
         if acc.bufferView is None:
             out = np.zeros((count, width), dtype)
         else:
@@ -292,15 +297,16 @@ class GltfSource:
             data, _ = self.view_bytes(img.bufferView, name)
         else:
             raise self.error(f"{name}: has neither uri nor bufferView")
-        arr = _decode_image(self.path, name, data)
+        arr = _decode_image(self.path, name, data, self.limits)
         self._images[index] = arr
         return arr
 
 
-def _decode_image(path: Path, name: str, data: bytes) -> np.ndarray:
+def _decode_image(path: Path, name: str, data: bytes, limits: ReadLimits) -> np.ndarray:
     """PNG/JPEG bytes -> `[H,W,C]` float32 in [0,1]; 16-bit PNGs keep their precision."""
+    im = open_image(io.BytesIO(data), path, limits, name)
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with im:
             im.load()
             if im.mode.startswith("I"):
                 arr = np.asarray(im, dtype=np.float32) / 65535.0
@@ -309,6 +315,6 @@ def _decode_image(path: Path, name: str, data: bytes) -> np.ndarray:
                 alpha = "A" in im.getbands() or "transparency" in im.info
                 arr = np.asarray(im.convert("RGBA" if alpha else "RGB"),
                                  dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
         raise InputFileError(path, f"{name}: cannot decode image: {exc}") from None
     return np.ascontiguousarray(arr)

@@ -1,7 +1,11 @@
 """Image files and the sRGB transfer function.
 
-- `read_image(path) -> [H,W,C] float32` in [0,1], C = 1 (gray), 2 (gray+alpha),
-  3 (RGB) or 4 (RGBA); PNG (1-16 bit, gray/RGB/alpha/palette) and JPEG.
+- `read_image(path, limits) -> [H,W,C] float32` in [0,1], C = 1 (gray), 2
+  (gray+alpha), 3 (RGB) or 4 (RGBA); PNG (1-16 bit, gray/RGB/alpha/palette)
+  and JPEG.
+- `open_image(fp, source, limits)`: a PNG or JPEG opened by Pillow, its
+  header read and its size checked against `ReadLimits.max_texture_size`,
+  nothing decoded yet (the glTF reader decodes embedded images through it).
 - `write_image(path, img, bits=8|16)`: PNG (8 or 16 bit) or JPEG (8 bit),
   written atomically.
 - `srgb_to_linear`, `linear_to_srgb`: the exact piecewise IEC 61966-2-1 curves,
@@ -10,7 +14,11 @@
 No flips happen here: row 0 of the array is the first stored row of the file
 (the top of the picture; for a texture, v = 0 in difflod's UV convention).
 
-Pillow decodes most files. Pillow silently reduces 16-bit RGB(A) PNGs to 8 bit
+Pillow decodes most files. Only PNG and JPEG are accepted (the formats of
+OBJ/MTL and glTF textures): Pillow's PNG or JPEG opener is called directly,
+so a file of any other format, and a decompression bomb (a small file whose
+header declares a huge picture), are refused before any pixel is decoded,
+without Pillow's process-wide `Image.MAX_IMAGE_PIXELS`. Pillow silently reduces 16-bit RGB(A) PNGs to 8 bit
 and cannot write them, so 16-bit PNGs are read and written through pypng
 (pure Python, slower, but exact).
 """
@@ -18,17 +26,24 @@ and cannot write them, so 16-bit PNGs are read and written through pypng
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import torch
 
 from difflod.errors import InputFileError
 from difflod.io.atomic import atomic_path
+from difflod.io.limits import ReadLimits
 
-__all__ = ["linear_to_srgb", "read_image", "srgb_to_linear", "write_image"]
+__all__ = ["linear_to_srgb", "open_image", "read_image", "srgb_to_linear", "write_image"]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
+# what Pillow's openers raise on a malformed header
+_OPEN_ERRORS = (SyntaxError, OSError, ValueError, EOFError, IndexError, KeyError, TypeError,
+                struct.error)
 
 
 # ---- sRGB ----------------------------------------------------------------------
@@ -61,11 +76,42 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
 
 # ---- reading -------------------------------------------------------------------
 
-def _png_bit_depth(head: bytes) -> int:
-    # IHDR is always the first chunk: signature(8) len(4) "IHDR"(4) w(4) h(4) depth(1)
-    if len(head) >= 25 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
-        return head[24]
-    return 0
+def open_image(fp: IO[bytes], source: str | os.PathLike[str], limits: ReadLimits,
+               what: str = "") -> Any:
+    """Open a PNG or JPEG without decoding it; its size is checked against `limits`.
+
+    Args:
+        fp: a binary file object positioned at the image's first byte.
+        source: the file named in errors. what: the image named in errors
+            (e.g. "image 2" of a glTF file; empty when `source` is the image).
+    Returns:
+        a `PIL.ImageFile.ImageFile`, header read, pixels not yet decoded.
+    Raises:
+        InputFileError: not a PNG/JPEG, a malformed header, or wider or
+            taller than `limits.max_texture_size`.
+    """
+    from PIL import JpegImagePlugin, PngImagePlugin
+
+    pre = f"{what}: " if what else ""
+    head = fp.read(8)
+    fp.seek(0)
+    if head.startswith(_PNG_SIGNATURE):
+        opener: Any = PngImagePlugin.PngImageFile
+    elif head.startswith(_JPEG_SIGNATURE):
+        opener = JpegImagePlugin.JpegImageFile
+    else:
+        raise InputFileError(source, f"{pre}not a PNG or JPEG file")
+    try:
+        im = opener(fp)
+    except _OPEN_ERRORS as e:
+        raise InputFileError(source, f"{pre}cannot decode the image header: "
+                                     f"{type(e).__name__}: {e}") from None
+    w, h = im.size
+    if w < 1 or h < 1:
+        raise InputFileError(source, f"{pre}image of {w} x {h} pixels is empty")
+    limits.check(source, "max_texture_size", max(w, h),
+                 f"{what or 'the image'} is {w} x {h} pixels")
+    return im
 
 
 def _read_png16(path: Path) -> np.ndarray:
@@ -78,68 +124,80 @@ def _read_png16(path: Path) -> np.ndarray:
     return arr.astype(np.float32) / float((1 << int(info["bitdepth"])) - 1)
 
 
-def _read_pillow(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im.load()
-        mode = im.mode
-        if mode == "P":
-            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-        elif mode in ("1", "L", "LA", "RGB", "RGBA"):
-            pass
-        elif mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(im).astype(np.float32)
-            return (arr / 65535.0)[..., None]
-        elif mode == "PA":
-            im = im.convert("RGBA")
-        elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa"):
-            im = im.convert("RGB")
-        elif mode == "La":
-            im = im.convert("LA")
-        else:
-            raise InputFileError(path, f"unsupported image mode {mode!r}")
-        arr = np.asarray(im)
-    if arr.dtype == bool:
-        arr = arr.astype(np.float32)
+def _pixels(im: Any, path: Path) -> np.ndarray:
+    """The decoded pixels of an opened Pillow image, `[H,W]` or `[H,W,C]`."""
+    im.load()
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode in ("1", "L", "LA", "RGB", "RGBA"):
+        pass
+    elif mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im).astype(np.float32)
+        return (arr / 65535.0)[..., None]
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa"):
+        im = im.convert("RGB")
+    elif mode == "La":
+        im = im.convert("LA")
     else:
-        arr = arr.astype(np.float32) / 255.0
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    return arr
+        raise InputFileError(path, f"unsupported image mode {mode!r}")
+    arr = np.asarray(im)
+    if arr.dtype == bool:
+        return arr.astype(np.float32)
+    return arr.astype(np.float32) / 255.0
 
 
-def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
+def read_image(path: str | os.PathLike[str], limits: ReadLimits | None = None) -> torch.Tensor:
     """Read a PNG or JPEG file.
 
+    Args:
+        path: the image file.
+        limits: the file size and picture size allowed (default `ReadLimits()`);
+            checked before anything is decoded.
     Returns:
         `[H,W,C]` float32 tensor in [0,1] on the CPU; C = 1, 2, 3 or 4 as stored
         (palette images become RGB, or RGBA when they carry transparency).
         16-bit PNGs keep their full precision.
 
     Raises:
-        InputFileError: the file is missing, not an image, or cannot be decoded.
+        InputFileError: the file is missing, not a PNG or JPEG, too large, or
+            cannot be decoded.
     """
     path = Path(path)
+    limits = ReadLimits() if limits is None else limits
     try:
-        with open(path, "rb") as f:
-            head = f.read(32)
+        f = open(path, "rb")  # noqa: SIM115 - closed below, after decoding
     except FileNotFoundError:
         raise InputFileError(path, "image file not found") from None
     except OSError as e:
         raise InputFileError(path, f"cannot open image: {e.strerror or e}") from None
-    try:
-        if _png_bit_depth(head) == 16:
-            arr = _read_png16(path)
-        else:
-            arr = _read_pillow(path)
-    except InputFileError:
-        raise
-    except Exception as e:  # noqa: BLE001 - decoders raise many kinds; all mean a bad file
-        raise InputFileError(path, f"cannot decode image: {type(e).__name__}: {e}") from None
+    with f:
+        limits.check_file(path, "image")
+        im = open_image(f, path, limits)
+        try:
+            with im:
+                # IHDR is the first chunk: signature(8) len(4) "IHDR"(4) w(4) h(4) depth(1)
+                if im.format == "PNG" and im.tile and _bit_depth(f) == 16:
+                    arr = _read_png16(path)
+                else:
+                    arr = _pixels(im, path)
+        except InputFileError:
+            raise
+        except Exception as e:  # noqa: BLE001 - decoders raise many kinds; all mean a bad file
+            raise InputFileError(path, f"cannot decode image: {type(e).__name__}: {e}") from None
+    if arr.ndim == 2:
+        arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise InputFileError(path, f"image has unexpected shape {arr.shape}")
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+
+
+def _bit_depth(f: IO[bytes]) -> int:
+    f.seek(24)
+    depth = f.read(1)
+    return depth[0] if depth else 0
 
 
 # ---- writing -------------------------------------------------------------------

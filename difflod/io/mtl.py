@@ -22,13 +22,14 @@ Mapping (compatible with the files nvdiffmodeling reads and writes):
 Texture statements accept the standard options (-bm, -blendu, -o, -s, ...);
 the rest of the line is the file name, so names may contain spaces. Paths
 are relative to the MTL's folder, backslashes are taken as separators, and a
-path that leads outside the model's folder is refused.
+path that leads outside the model's folder is refused unless
+`ReadLimits.allow_outside_paths` (difflod.io.paths). Texture files are held to
+the `ReadLimits` too (file size, picture size), before they are decoded.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ import torch.nn.functional as F
 
 from difflod.errors import InputFileError
 from difflod.io.image import linear_to_srgb, read_image, srgb_to_linear
+from difflod.io.limits import ReadLimits
+from difflod.io.paths import resolve_reference
 from difflod.mesh import Material
 
 __all__ = ["material_files", "mtl_text", "read_mtl", "resolve_inside"]
@@ -52,18 +55,18 @@ _TEX_KEYS = {"map_kd": "map_kd", "map_ks": "map_ks", "map_d": "map_d", "bump": "
              "map_bump": "bump", "norm": "bump", "disp": "disp"}
 
 
-def resolve_inside(root: Path, base: Path, name: str, source: Path, lineno: int) -> Path:
+def resolve_inside(root: Path, base: Path, name: str, source: Path, lineno: int,
+                   limits: ReadLimits) -> Path:
     """Resolve file `name` (from `source` line `lineno`) against folder `base`.
 
-    Raises InputFileError if the result lies outside `root` (the model's folder).
+    Raises InputFileError if the result lies outside `root` (the model's folder),
+    unless `limits.allow_outside_paths`.
     """
-    rel = name.strip().strip('"').replace("\\", "/")
-    target = Path(os.path.realpath(base / rel))
-    root_real = os.path.realpath(root)
-    if os.path.commonpath([root_real, str(target)]) != root_real:
-        raise InputFileError(source, f"line {lineno}: path {name!r} leads outside the "
-                                     f"model folder {root}")
-    return target
+    def fail(message: str) -> InputFileError:
+        return InputFileError(source, f"line {lineno}: path {message}")
+
+    return resolve_reference(name.strip().strip('"'), base, root, limits.allow_outside_paths,
+                             fail)
 
 
 def _texture_args(rest: str, source: Path, lineno: int) -> tuple[dict[str, list[str]], str]:
@@ -122,7 +125,8 @@ def _floats(args: list[str], n: int, source: Path, lineno: int, key: str) -> lis
     return vals
 
 
-def _parse(path: Path, root: Path) -> list[_Raw]:
+def _parse(path: Path, root: Path, limits: ReadLimits) -> list[_Raw]:
+    limits.check_file(path, "material library")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -141,6 +145,8 @@ def _parse(path: Path, root: Path) -> list[_Raw]:
         except UnicodeDecodeError:
             line = raw.decode("latin-1")
         parts = line.split(None, 1)
+        if not parts:  # blank but for characters str.split counts as space (\x1c ...)
+            continue
         key = parts[0].lower()
         rest = parts[1].strip() if len(parts) > 1 else ""
         if key == "newmtl":
@@ -155,7 +161,8 @@ def _parse(path: Path, root: Path) -> list[_Raw]:
             raise InputFileError(path, f"line {lineno}: {parts[0]} before any newmtl")
         if key in _TEX_KEYS:
             opts, name = _texture_args(rest, path, lineno)
-            cur.maps[_TEX_KEYS[key]] = (resolve_inside(root, path.parent, name, path, lineno),
+            cur.maps[_TEX_KEYS[key]] = (resolve_inside(root, path.parent, name, path, lineno,
+                                                       limits),
                                         lineno, opts)
         else:
             n = 3 if key in ("kd", "ks") else 1
@@ -163,12 +170,12 @@ def _parse(path: Path, root: Path) -> list[_Raw]:
     return raws
 
 
-def _load_tex(raw: _Raw, key: str, mtl: Path) -> torch.Tensor:
+def _load_tex(raw: _Raw, key: str, mtl: Path, limits: ReadLimits) -> torch.Tensor:
     file, lineno, _ = raw.maps[key]
     if not file.is_file():
         raise InputFileError(mtl, f"line {lineno}: texture {file.name!r} not found ({file})")
     try:
-        return read_image(file)
+        return read_image(file, limits)
     except InputFileError as e:
         raise InputFileError(mtl, f"line {lineno}: texture {file.name!r}: {e.detail}") from None
 
@@ -185,11 +192,11 @@ def _resize(img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return out[0].permute(1, 2, 0).contiguous()
 
 
-def _material(raw: _Raw, mtl: Path) -> Material:
+def _material(raw: _Raw, mtl: Path, limits: ReadLimits) -> Material:
     vals = raw.values
     alpha: torch.Tensor | None = None
     if "map_kd" in raw.maps:
-        img = _load_tex(raw, "map_kd", mtl)
+        img = _load_tex(raw, "map_kd", mtl, limits)
         kd = srgb_to_linear(_rgb(img))
         if img.shape[-1] in (2, 4):
             alpha = img[..., -1:]
@@ -197,7 +204,7 @@ def _material(raw: _Raw, mtl: Path) -> Material:
         kd = srgb_to_linear(torch.tensor(vals.get("kd", [0.5, 0.5, 0.5]),
                                          dtype=torch.float32).reshape(1, 1, 3))
     if "map_d" in raw.maps:
-        img = _load_tex(raw, "map_d", mtl)
+        img = _load_tex(raw, "map_d", mtl, limits)
         alpha = img[..., -1:] if img.shape[-1] in (2, 4) else img[..., :1]
     elif alpha is None and ("d" in vals or "tr" in vals):
         a = vals["d"][0] if "d" in vals else 1.0 - vals["tr"][0]
@@ -209,7 +216,7 @@ def _material(raw: _Raw, mtl: Path) -> Material:
         alpha_mode = "MASK"
 
     if "map_ks" in raw.maps:
-        ks = _rgb(_load_tex(raw, "map_ks", mtl)).contiguous()
+        ks = _rgb(_load_tex(raw, "map_ks", mtl, limits)).contiguous()
     elif "ks" in vals:
         ks = torch.tensor(vals["ks"], dtype=torch.float32).reshape(1, 1, 3)
     elif "pr" in vals or "pm" in vals or "ns" in vals:
@@ -222,13 +229,13 @@ def _material(raw: _Raw, mtl: Path) -> Material:
 
     normal, scale = None, 1.0
     if "bump" in raw.maps:
-        img = _load_tex(raw, "bump", mtl)
+        img = _load_tex(raw, "bump", mtl, limits)
         if img.shape[-1] >= 3:
             normal = img[..., :3] * 2.0 - 1.0
             _, lineno, opts = raw.maps["bump"]
             if "-bm" in opts:
                 scale = _floats(opts["-bm"], 1, mtl, lineno, "-bm")[0]
-    disp = _load_tex(raw, "disp", mtl)[..., :1].contiguous() if "disp" in raw.maps else None
+    disp = _load_tex(raw, "disp", mtl, limits)[..., :1].contiguous() if "disp" in raw.maps else None
     mat = Material(name=raw.name, kd=kd.contiguous(), ks=ks, normal=normal, normal_scale=scale,
                    displacement=disp, alpha_mode=alpha_mode, alpha_cutoff=0.5)
     try:
@@ -237,15 +244,18 @@ def _material(raw: _Raw, mtl: Path) -> Material:
         raise InputFileError(mtl, f"line {raw.lineno}: {e}") from None
 
 
-def read_mtl(path: Path, root: Path) -> dict[str, Material]:
+def read_mtl(path: Path, root: Path, limits: ReadLimits | None = None) -> dict[str, Material]:
     """Read an MTL file into materials by name (later definitions win).
 
     Args:
-        path: the .mtl file. root: the model's folder; textures must lie inside it.
+        path: the .mtl file. root: the model's folder; textures must lie inside it
+            (unless `limits.allow_outside_paths`).
+        limits: file and texture sizes allowed (default `ReadLimits()`).
     Raises:
         InputFileError naming the file and line for missing/bad files or values.
     """
-    return {raw.name: _material(raw, path) for raw in _parse(path, root)}
+    limits = ReadLimits() if limits is None else limits
+    return {raw.name: _material(raw, path, limits) for raw in _parse(path, root, limits)}
 
 
 # ---- writing -------------------------------------------------------------------

@@ -42,6 +42,7 @@ from difflod.errors import InputFileError
 from difflod.geometry.normals import with_normals
 from difflod.io.atomic import atomic_paths
 from difflod.io.image import write_image
+from difflod.io.limits import ReadLimits
 from difflod.io.mtl import mtl_text, read_mtl, resolve_inside
 from difflod.mesh import Material, Mesh
 
@@ -212,7 +213,7 @@ def _decode(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-def read(path: Path, mtl_override: Path | None = None) -> Mesh:
+def read(path: Path, mtl_override: Path | None = None, limits: ReadLimits | None = None) -> Mesh:
     """Read an OBJ file (and its MTL libraries and textures) into a validated Mesh.
 
     Returns a Mesh with v_pos `[V,3]` float32, t_pos_idx `[F,3]` int64, UVs and
@@ -224,15 +225,20 @@ def read(path: Path, mtl_override: Path | None = None) -> Mesh:
             mtllib statements (which are then not read at all); usemtl names
             are looked up in it. Its textures resolve against its own folder
             and must lie inside that folder.
+        limits: sizes allowed and whether paths may leave the model's folder
+            (default `ReadLimits()`); checked before the arrays are made.
     Raises:
         InputFileError: naming the file and line, for any malformed content,
-            missing MTL/texture, or path leading outside the model's folder;
-            a usemtl name missing from `mtl_override` names both files.
+            missing MTL/texture, path leading outside the model's folder, or
+            size beyond `limits`; a usemtl name missing from `mtl_override`
+            names both files.
     """
     path = Path(path)
+    limits = ReadLimits() if limits is None else limits
     override = None if mtl_override is None else Path(mtl_override)
     if override is not None and not override.is_file():
         raise InputFileError(override, "no such MTL file (mtl_override)")
+    limits.check_file(path)
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -261,6 +267,10 @@ def read(path: Path, mtl_override: Path | None = None) -> Mesh:
     def fail(kind: str, e: _Bad) -> InputFileError:
         return InputFileError(path, f"line {int(groups[kind][e.line]) + 1}: {e.message}")
 
+    for kind, noun in (("v", "vertices"), ("vt", "texture coordinates"), ("vn", "normals")):
+        n = int(groups[kind].size)
+        limits.check(path, "max_vertices", n, f"the file has {n} {noun}")
+
     arrays = {}
     for kind, kwlen, need, keep in (("v", 1, 3, 3), ("vt", 2, 1, 2), ("vn", 2, 3, 3)):
         try:
@@ -271,6 +281,7 @@ def read(path: Path, mtl_override: Path | None = None) -> Mesh:
     # other statements: usemtl / mtllib (others ignored)
     usemtl: list[tuple[int, str]] = []
     libs: dict[str, object] = {}
+    read_libs: dict[Path, dict[str, Material]] = {}
     for i in np.flatnonzero(~skip).tolist():
         parts = data[starts[i]:ends[i]].strip().split(None, 1)
         key = parts[0] if parts else b""
@@ -280,8 +291,10 @@ def read(path: Path, mtl_override: Path | None = None) -> Mesh:
         elif key == b"mtllib" and override is None:
             if not arg:
                 raise InputFileError(path, f"line {i + 1}: mtllib needs a file name")
-            for mtl in _mtl_files(path, arg, i + 1):
-                libs.update(read_mtl(mtl, path.parent))
+            for mtl in _mtl_files(path, arg, i + 1, limits):
+                if mtl not in read_libs:  # a library named again is not read again
+                    read_libs[mtl] = read_mtl(mtl, path.parent, limits)
+                libs.update(read_libs[mtl])
     try:
         fc = _faces(_block(data, starts, ends, groups["f"]))
         counts = fc["counts"]
@@ -299,6 +312,8 @@ def read(path: Path, mtl_override: Path | None = None) -> Mesh:
     # fan triangulation: corners (o, o+i, o+i+1)
     offs = (np.cumsum(counts) - counts)
     ntri = counts - 2
+    n_tris = int(ntri.sum())
+    limits.check(path, "max_triangles", n_tris, f"the faces make {n_tris} triangles")
     tri_face = np.repeat(np.arange(counts.size), ntri)
     k = np.arange(int(ntri.sum())) - np.repeat((np.cumsum(ntri) - ntri), ntri) + 1
     o = offs[tri_face]
@@ -320,7 +335,7 @@ def read(path: Path, mtl_override: Path | None = None) -> Mesh:
 
     where = "the mtllib files"
     if override is not None:
-        libs = dict(read_mtl(override, override.resolve().parent))
+        libs = dict(read_mtl(override, override.resolve().parent, limits))
         where = f"the mtl_override file {str(override)!r}"
     materials, t_mat = _assign(path, usemtl, libs, fline[tri_face] if tri_face.size else
                                np.zeros(0, np.int64), where, override is not None)
@@ -333,13 +348,14 @@ def read(path: Path, mtl_override: Path | None = None) -> Mesh:
         raise InputFileError(path, str(e)) from None
 
 
-def _mtl_files(path: Path, arg: str, lineno: int) -> list[Path]:
+def _mtl_files(path: Path, arg: str, lineno: int, limits: ReadLimits) -> list[Path]:
     """mtllib's files: the whole argument if it names a file (spaces allowed), else
     its whitespace-separated names (the statement may list several)."""
-    whole = resolve_inside(path.parent, path.parent, arg, path, lineno)
+    whole = resolve_inside(path.parent, path.parent, arg, path, lineno, limits)
     if whole.is_file():
         return [whole]
-    files = [resolve_inside(path.parent, path.parent, a, path, lineno) for a in arg.split()]
+    files = [resolve_inside(path.parent, path.parent, a, path, lineno, limits)
+             for a in arg.split()]
     for name, f in zip(arg.split(), files):
         if not f.is_file():
             missing = arg if len(files) == 1 else name

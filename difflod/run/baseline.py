@@ -9,13 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from difflod.errors import DiffLodError
+from difflod.io.limits import ReadLimits
 from difflod.mesh import Mesh
 
 __all__ = ["make_baseline"]
 
 
 def make_baseline(reference: str, triangles: int, out: str | Path, *, texture_res: int = 1024,
-                  seed: int = 0) -> Mesh:
+                  seed: int = 0, limits: ReadLimits | None = None) -> Mesh:
     """Decimate `reference` to `triangles`, bake its textures, write `out`; return the mesh.
 
     Args:
@@ -23,6 +24,7 @@ def make_baseline(reference: str, triangles: int, out: str | Path, *, texture_re
         triangles: the triangle budget (>= 4).
         out: the output model file (.obj, .gltf, .glb); its folder is created.
         texture_res: side of the square baked textures; seed: the bake's sampling seed.
+        limits: what the model file may declare (default `ReadLimits()`).
     Raises:
         DiffLodError: a budget below 4, or a model that cannot be opened or written.
     """
@@ -32,7 +34,7 @@ def make_baseline(reference: str, triangles: int, out: str | Path, *, texture_re
 
     if triangles < 4:
         raise DiffLodError(f"--triangles must be >= 4, got {triangles}")
-    result = baseline(open_model(reference), triangles, texture_res=texture_res, seed=seed)
+    result = baseline(open_model(reference, limits=limits), triangles, texture_res=texture_res, seed=seed)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     save(result, path)

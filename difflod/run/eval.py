@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from difflod.errors import DiffLodError
+from difflod.io.limits import ReadLimits
 
 __all__ = ["candidate_names", "evaluate_models"]
 
@@ -23,7 +24,8 @@ def candidate_names(specs: list[str]) -> list[str]:
 
 def evaluate_models(reference: str, candidates: list[str], *, out: str | Path | None = None,
                     views: int = 64, res: int = 512, seed: int = 0,
-                    backend: str | None = None, renderer: str = "difflod") -> dict[str, Any]:
+                    backend: str | None = None, renderer: str = "difflod",
+                    limits: ReadLimits | None = None) -> dict[str, Any]:
     """Run `difflod eval` on model specs; return the results dict of evaluate.evaluate.
 
     Args:
@@ -32,6 +34,7 @@ def evaluate_models(reference: str, candidates: list[str], *, out: str | Path | 
         views, res, seed: held-out views, their square size, their seed.
         backend: render backend; None or "auto" for the default.
         renderer: "difflod", or "threejs" (the files as three.js shows them).
+        limits: what the model files may declare (default `ReadLimits()`).
     Raises:
         DiffLodError: views < 1 or res < 8, or a model that cannot be opened.
     """
@@ -40,9 +43,9 @@ def evaluate_models(reference: str, candidates: list[str], *, out: str | Path | 
 
     if views < 1 or res < 8:
         raise DiffLodError("--views must be >= 1 and --res >= 8")
-    ref_mesh = open_model(reference)
+    ref_mesh = open_model(reference, limits=limits)
     names = candidate_names(candidates)
-    meshes = {name: open_model(c) for name, c in zip(names, candidates)}
+    meshes = {name: open_model(c, limits=limits) for name, c in zip(names, candidates)}
     files = {name: Path(c) for name, c in zip(names, candidates) if not c.startswith("asset:")}
     if not reference.startswith("asset:"):
         files["reference"] = Path(reference)

@@ -93,6 +93,9 @@ class SimplifyResult:
         history: one record per iteration (loss, laplacian, psnr, ms).
         metrics: held-out evaluation (see difflod.evaluate.evaluate), or None.
         seconds: optimization time.
+        timings: wall seconds per stage: base_mesh_s, train_s (training and
+            export), and with the evaluation evaluate_s, report_s (also in
+            metrics.json's "timings").
     """
 
     mesh: Mesh
@@ -101,6 +104,7 @@ class SimplifyResult:
     history: list[dict] = field(default_factory=list)
     metrics: dict | None = None
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def simplify_config(path: str | Path | None = None,
@@ -128,6 +132,8 @@ def check_budget(triangles: object, reference: Mesh, name: str) -> int:
         raise DiffLodError(f"triangles must be an integer, got {triangles!r}")
     if triangles < 4:
         raise DiffLodError(f"triangles must be >= 4, got {triangles}")
+    if reference.num_triangles == 0:
+        raise DiffLodError(f"{name}: the model has no triangles; there is nothing to simplify")
     if triangles >= reference.num_triangles:
         raise DiffLodError(f"{name}: has {reference.num_triangles} triangles, so a budget of "
                            f"{triangles} leaves nothing to simplify; ask for fewer")
@@ -138,6 +144,7 @@ def open_reference(reference: str | Path | Mesh, config: TrainConfig | None
                    ) -> tuple[Mesh, str, TrainConfig]:
     """The reference model, its name for messages, and the run's config checked for
     simplify (no base_mesh; "reference" textures read as "base"; texture_res >= 8)."""
+    from difflod.io.limits import limits_from
     from difflod.models import open_model
 
     config = config if config is not None else simplify_config()
@@ -148,7 +155,8 @@ def open_reference(reference: str | Path | Mesh, config: TrainConfig | None
         ref_mesh, name = reference, "reference"
     else:
         name = str(reference)
-        ref_mesh = open_model(reference, mtl_override=config.mtl_override)
+        ref_mesh = open_model(reference, mtl_override=config.mtl_override,
+                              limits=limits_from(config))
         config = config.replace(ref_mesh=name)
     if config.init_textures == "reference":
         config = config.replace(init_textures="base")
@@ -203,6 +211,7 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     from difflod.run import outputs
     from difflod.run.lock import output_lock
     from difflod.run.resume import final_files
+    from difflod.run.stages import StageLog
     from difflod.run.train import export, finish, fit, start_point
 
     ref_mesh, name, config = open_reference(reference, config)
@@ -216,14 +225,16 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
         point = start_point(out, config, resume=resume, files=files, quiet=quiet)
         if point.finished:
             return _finished_result(out, evaluate)
-        # base mesh
+        stages = StageLog(["base mesh", "train", "evaluate", "report"] if evaluate
+                          else ["base mesh", "train"], quiet=quiet)
+        stages.begin("base mesh")
         base, train_base = base_mesh(ref_mesh, budget, config)
         ref_n, _, frame = prepare_meshes(ref_mesh, train_base, config, device)
         base_n = frame.to_unit(train_base).to(device)  # no AABB refit (see module docstring)
 
         outputs.write_config(out, config)
         save(base, out / f"{BASELINE_NAME}.glb")
-        # train, export
+        stages.begin("train")  # and export
         trainer = Trainer(config, ref_n, base_n, out, quiet=quiet)
         candidates = {BASELINE_NAME: base.to("cpu")}
         if config.init_textures == "random":  # the start differs from the baseline: show it
@@ -233,17 +244,19 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
             trainer.load_checkpoint(point.checkpoint)
         final, seconds = fit(trainer, frame, out)
         export(out, trainer, final)
-        # evaluate, report
         metrics = None
-        if evaluate:
+        if evaluate:  # the evaluate and report stages begin inside
             metrics = outputs.evaluate_run(out, config, ref_mesh,
                                            {**candidates, "difflod": final},
                                            history=trainer.history, seconds=seconds,
                                            files={BASELINE_NAME: out / f"{BASELINE_NAME}.glb"},
-                                           quiet=quiet)
+                                           quiet=quiet, on_stage=stages.begin,
+                                           timings=stages.timings())
         finish(trainer)
+        stages.finish()
     return SimplifyResult(mesh=final, baseline=base.to("cpu"), out_dir=out,
-                          history=trainer.history, metrics=metrics, seconds=seconds)
+                          history=trainer.history, metrics=metrics, seconds=seconds,
+                          timings=stages.timings())
 
 
 def _finished_result(out: Path, evaluate: bool) -> SimplifyResult:

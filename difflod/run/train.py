@@ -128,6 +128,7 @@ def train(config: TrainConfig, *, out_root: Path | str = "out", resume: bool = F
     With world_size > 1 (torch.distributed initialized by run.distributed),
     every process trains its share of each batch; only rank 0 writes files.
     """
+    from difflod.io.limits import limits_from
     from difflod.models import open_model
 
     if config.ref_mesh is None or config.base_mesh is None:
@@ -137,9 +138,10 @@ def train(config: TrainConfig, *, out_root: Path | str = "out", resume: bool = F
     out_dir = config.output_dir(out_root)
     lead = rank == 0
     hint = "put the file there, or set '{}' in the config"
+    limits = limits_from(config)
     reference = open_model(config.ref_mesh, mtl_override=config.mtl_override,
-                           hint=hint.format("ref_mesh"))
-    base = open_model(config.base_mesh, hint=hint.format("base_mesh"))
+                           hint=hint.format("ref_mesh"), limits=limits)
+    base = open_model(config.base_mesh, hint=hint.format("base_mesh"), limits=limits)
     if config.animate and reference.skin is not None and base.v_joints is None:
         from difflod.geometry.skin_transfer import transfer_skin
 
