@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Options after the known ones are config keys: "
                                    "--iter 100 --loss mse ...")
     t.add_argument("--config", default=None, help="JSON config (nvdiffmodeling keys accepted)")
-    t.add_argument("--resume", action="store_true", help="continue from out/<name>/checkpoint.pt")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in out/<name> from its checkpoint.pt (from the "
+                        "start if it has none; nothing to do if it finished)")
     t.add_argument("--out-root", default="out")
     t.add_argument("--quiet", action="store_true")
     t.add_argument("--gpus", type=int, default=1,
@@ -126,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default=None, choices=["auto", "cpu", "cuda", "torch"])
     s.add_argument("--device", default=None)
     s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT_DIR from its checkpoint.pt (from the start "
+                        "if it has none; nothing to do if it finished)")
+    s.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep checkpoint.pt when the run finishes (config keep_checkpoint)")
     s.add_argument("--quiet", action="store_true")
     _add_limit_flags(s)
 
@@ -171,6 +178,8 @@ def _simplify_overrides(args: argparse.Namespace) -> dict:
     overrides.update(_limit_settings(args))
     if args.texture_res is not None:
         overrides["texture_res"] = [args.texture_res, args.texture_res]
+    if getattr(args, "keep_checkpoint", False):  # simplify's flag (batch has none)
+        overrides["keep_checkpoint"] = True
     return overrides
 
 
@@ -237,13 +246,16 @@ def _cmd_simplify(args: argparse.Namespace, rest: list[str]) -> int:
     if len(args.triangles) > 1:
         from difflod.run.lod import simplify_chain
 
+        if args.resume:
+            raise DiffLodError("--resume: an LOD chain (several --triangles) cannot be resumed "
+                               "yet; run it again without --resume")
         chain = simplify_chain(args.reference, args.triangles, args.out, config=config,
                                quiet=args.quiet)
         counts = ", ".join(str(level.mesh.num_triangles) for level in chain.levels)
         print(f"wrote {chain.out_dir} (LOD chain: {counts} triangles)")
         return 0
     result = simplify(args.reference, args.triangles[0], args.out, config=config,
-                      quiet=args.quiet)
+                      quiet=args.quiet, resume=args.resume)
     print(f"wrote {result.out_dir} ({result.mesh.num_triangles} triangles)")
     return 0
 

@@ -45,10 +45,11 @@ def test_training_improves_held_out_psnr(tmp_path: Path) -> None:
     m = result.metrics["candidates"]
     assert m["difflod"]["psnr"]["mean"] > m["initial"]["psnr"]["mean"] + 3.0
     out = result.out_dir
-    for name in ("config.json", "history.json", "metrics.json", "mesh.glb", "checkpoint.pt",
+    for name in ("config.json", "history.json", "metrics.json", "mesh.glb",
                  "mesh/mesh.obj", "mesh/mesh.mtl", "mesh/texture_kd.png", "mesh/texture_ks.png",
                  "mesh/texture_n.png"):
         assert (out / name).is_file(), name
+    assert not (out / "checkpoint.pt").exists()  # a finished run keeps none (keep_checkpoint)
     # the written model is in the reference's own frame and loads back
     from difflod.io import load
 

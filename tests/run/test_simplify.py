@@ -52,7 +52,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = root / "out"
     rc = main(["simplify", REF, "--triangles", str(BUDGET), "-o", str(out), "--config", str(cfg),
                "--iter", str(ITER), "--train-res", "64", "--batch", "2", "--texture-res", "64",
-               "--backend", "cpu", "--device", "cpu", "--quiet"])
+               "--backend", "cpu", "--device", "cpu", "--keep-checkpoint", "--quiet"])
     assert rc == 0
     return out
 
@@ -70,7 +70,8 @@ def test_outputs_exist(run: Path) -> None:
         assert (run / name).exists(), name
     history = json.loads((run / "history.json").read_text())
     assert [h["iteration"] for h in history] == list(range(ITER))
-    # the checkpoint holds the final state: resuming it would start past the last step
+    # --keep-checkpoint kept it, holding the final state: resuming it would start past
+    # the last step (without the flag a finished run deletes it: tests/run/test_resume.py)
     ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
     assert ckpt["iteration"] == ITER
     # progress images of the first and the final state: same size, and training changed
