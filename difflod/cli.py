@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Options after the known ones are config keys: "
                                    "--iter 100 --loss mse ...")
     t.add_argument("--config", default=None, help="JSON config (nvdiffmodeling keys accepted)")
-    t.add_argument("--resume", action="store_true", help="continue from out/<name>/checkpoint.pt")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in out/<name> from its checkpoint.pt (from the "
+                        "start if it has none; nothing to do if it finished)")
     t.add_argument("--out-root", default="out")
     t.add_argument("--quiet", action="store_true")
     t.add_argument("--gpus", type=int, default=1,
@@ -126,9 +128,59 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default=None, choices=["auto", "cpu", "cuda", "torch"])
     s.add_argument("--device", default=None)
     s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT_DIR from its checkpoint.pt (from the start "
+                        "if it has none; nothing to do if it finished)")
+    s.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep checkpoint.pt when the run finishes (config keep_checkpoint)")
     s.add_argument("--quiet", action="store_true")
     _add_limit_flags(s)
+
+    m = sub.add_parser("batch", help="simplify every model of a manifest or folder: a local "
+                                     "pool or a Ray cluster, resumable, one report",
+                       description="MANIFEST|FOLDER: a CSV/JSON manifest (model, triangles, name, "
+                                   "config keys) or a folder of OBJ/glTF/GLB files. OUT gets "
+                                   "OUT/<model>/ as `difflod simplify` writes it, plus "
+                                   "summary.csv and report.html. Complete models are skipped "
+                                   "on a re-run. Exit 1 when a model failed.")
+    m.add_argument("source", metavar="MANIFEST|FOLDER")
+    m.add_argument("-o", "--out", required=True, metavar="OUT", help="output folder")
+    m.add_argument("--triangles", default=None, metavar="BUDGETS",
+                   help="budgets: counts or fractions of each model's triangles, several for "
+                        "an LOD chain (e.g. 5%%,1%% or 2000,500); needed for a folder")
+    m.add_argument("--workers", type=int, default=None,
+                   help="local processes (default: one per GPU, else one per 4 cores)")
+    m.add_argument("--threads", type=int, default=None,
+                   help="threads per local worker (default: cores / workers) or CPUs per "
+                        "Ray task (default 1)")
+    m.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster: auto, HOST:PORT, ray://..., or local")
+    m.add_argument("--retries", type=int, default=2,
+                   help="Ray's retries of a task whose worker died or raised (default 2)")
+    m.add_argument("--config", default=None, help="JSON config for every model")
+    m.add_argument("--iter", type=int, default=None, help="iterations (default 2000)")
+    m.add_argument("--train-res", type=int, default=None, help="training resolution")
+    m.add_argument("--batch", type=int, default=None, help="views per step")
+    m.add_argument("--texture-res", type=int, default=None, help="texture side")
+    m.add_argument("--backend", default=None, choices=["auto", "cpu", "cuda", "torch"])
+    m.add_argument("--device", default=None)
+    m.add_argument("--seed", type=int, default=None)
+    m.add_argument("--quiet", action="store_true")
+    _add_limit_flags(m)
     return p
+
+
+def _simplify_overrides(args: argparse.Namespace) -> dict:
+    """The config keys given as flags to simplify or batch (input limits included)."""
+    overrides = {k: v for k, v in (("iter", args.iter), ("train_res", args.train_res),
+                                   ("batch", args.batch), ("backend", args.backend),
+                                   ("device", args.device), ("seed", args.seed)) if v is not None}
+    overrides.update(_limit_settings(args))
+    if args.texture_res is not None:
+        overrides["texture_res"] = [args.texture_res, args.texture_res]
+    if getattr(args, "keep_checkpoint", False):  # simplify's flag (batch has none)
+        overrides["keep_checkpoint"] = True
+    return overrides
 
 
 def _cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
@@ -190,29 +242,39 @@ def _cmd_baseline(args: argparse.Namespace, rest: list[str]) -> int:
 def _cmd_simplify(args: argparse.Namespace, rest: list[str]) -> int:
     from difflod.run.simplify import simplify, simplify_config
 
-    overrides = {k: v for k, v in (("iter", args.iter), ("train_res", args.train_res),
-                                   ("batch", args.batch), ("backend", args.backend),
-                                   ("device", args.device), ("seed", args.seed)) if v is not None}
-    overrides.update(_limit_settings(args))
-    if args.texture_res is not None:
-        overrides["texture_res"] = [args.texture_res, args.texture_res]
-    config = simplify_config(args.config, overrides)
+    config = simplify_config(args.config, _simplify_overrides(args))
     if len(args.triangles) > 1:
         from difflod.run.lod import simplify_chain
 
+        if args.resume:
+            raise DiffLodError("--resume: an LOD chain (several --triangles) cannot be resumed "
+                               "yet; run it again without --resume")
         chain = simplify_chain(args.reference, args.triangles, args.out, config=config,
                                quiet=args.quiet)
         counts = ", ".join(str(level.mesh.num_triangles) for level in chain.levels)
         print(f"wrote {chain.out_dir} (LOD chain: {counts} triangles)")
         return 0
     result = simplify(args.reference, args.triangles[0], args.out, config=config,
-                      quiet=args.quiet)
+                      quiet=args.quiet, resume=args.resume)
     print(f"wrote {result.out_dir} ({result.mesh.num_triangles} triangles)")
     return 0
 
 
+def _cmd_batch(args: argparse.Namespace, rest: list[str]) -> int:
+    from difflod.run.batch import batch
+
+    result = batch(args.source, args.out, triangles=args.triangles, config_path=args.config,
+                   overrides=_simplify_overrides(args), workers=args.workers,
+                   threads=args.threads, ray=args.ray, retries=args.retries, quiet=args.quiet)
+    print(f"wrote {result.out_dir} ({len(result.completed)} completed, {len(result.skipped)} "
+          f"already complete, {len(result.failed)} failed; see summary.csv, report.html)")
+    for name, error in result.failed.items():
+        print(f"difflod: {name} failed: {error}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
 _COMMANDS = {"demo": _cmd_demo, "train": _cmd_train, "info": _cmd_info, "eval": _cmd_eval,
-             "baseline": _cmd_baseline, "simplify": _cmd_simplify}
+             "baseline": _cmd_baseline, "simplify": _cmd_simplify, "batch": _cmd_batch}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -96,6 +96,10 @@ class TrainConfig:
     # (nvdiffmodeling), noise ("random", as random_textures), or the base
     # mesh's own material (e.g. a bake onto its UV atlas, as `difflod simplify`)
     init_textures: str = "reference"
+    # keep checkpoint.pt once the run has finished (to continue it later with a
+    # larger 'iter'); by default a finished run deletes it, as only --resume of
+    # an unfinished run needs it
+    keep_checkpoint: bool = False
     name: str | None = field(default=None)
     # what a model file may declare before it is refused, and whether its file
     # references may leave its folder (difflod.io.limits.ReadLimits, whose

@@ -8,7 +8,8 @@ Programming errors stay plain Python exceptions and are never caught.
 
 from __future__ import annotations
 
-__all__ = ["BackendError", "ConfigError", "DiffLodError", "InputFileError"]
+__all__ = ["BackendError", "ConfigError", "DiffLodError", "InputFileError", "OutputFileError",
+           "OutputInUseError"]
 
 
 class DiffLodError(Exception):
@@ -35,3 +36,21 @@ class ConfigError(DiffLodError):
 
 class BackendError(DiffLodError):
     """A requested compute backend or device cannot be used here."""
+
+
+class OutputFileError(DiffLodError):
+    """An output file cannot be written: a full disk, a read-only folder, no permission.
+
+    Args:
+        path: the file that was being written.
+        message: the cause, e.g. "no space left on device".
+    """
+
+    def __init__(self, path: object, message: str) -> None:
+        self.path = str(path)
+        self.detail = message
+        super().__init__(f"{self.path}: {message}")
+
+
+class OutputInUseError(DiffLodError):
+    """Another difflod run is writing into the same output folder."""

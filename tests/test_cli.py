@@ -74,7 +74,8 @@ def test_console_script_help(require_tool: Callable[..., None]) -> None:
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert proc.stdout.startswith("usage: difflod")
     listed = set(re.findall(r"^    (\w+)\s", proc.stdout, re.MULTILINE))
-    assert listed == {"demo", "train", "info", "eval", "baseline", "simplify"}, proc.stdout
+    assert listed == {"demo", "train", "info", "eval", "baseline", "simplify", "batch"}, \
+        proc.stdout
 
 
 def test_info_in_a_process_describes_the_model() -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,9 @@ from difflod.mesh import Mesh
 
 __all__ = [
     "RENDERERS",
+    "Pictures",
     "evaluate",
+    "evaluate_with_pictures",
     "format_table",
     "jsonable",
     "normalize_to",
@@ -151,6 +154,23 @@ def _facts(mesh: Mesh, file: Path | None) -> dict[str, Any]:
     return out
 
 
+@dataclass
+class Pictures:
+    """The evaluation's own renders of its first views, kept for the report.
+
+    Attributes:
+        reference: `[N,res,res,3]` float32 sRGB in [0,1], raster order (row 0 =
+            bottom), the first N evaluation views.
+        candidates: name -> `[N,res,res,3]`, the same views.
+        flip: name -> `[N,res,res]` float32 FLIP error maps of those views
+            (empty without FLIP).
+    """
+
+    reference: torch.Tensor
+    candidates: dict[str, torch.Tensor] = field(default_factory=dict)
+    flip: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
 def evaluate(reference: Mesh, candidates: dict[str, Mesh] | Sequence[Mesh], *, views: int = 64,
              res: int = 512, seed: int = 0, backend: str | None = None,
              files: dict[str, Path] | None = None, chamfer_samples: int = 100_000,
@@ -171,6 +191,19 @@ def evaluate(reference: Mesh, candidates: dict[str, Mesh] | Sequence[Mesh], *, v
     Returns:
         The results dict described in the module docstring.
     """
+    return evaluate_with_pictures(reference, candidates, views=views, res=res, seed=seed,
+                                  backend=backend, files=files, chamfer_samples=chamfer_samples,
+                                  with_flip=with_flip, renderer=renderer, keep=0)[0]
+
+
+def evaluate_with_pictures(reference: Mesh, candidates: dict[str, Mesh] | Sequence[Mesh], *,
+                           views: int = 64, res: int = 512, seed: int = 0,
+                           backend: str | None = None, files: dict[str, Path] | None = None,
+                           chamfer_samples: int = 100_000, with_flip: bool = True,
+                           renderer: str = "difflod", keep: int = 4
+                           ) -> tuple[dict[str, Any], Pictures]:
+    """`evaluate`, also returning the renders and FLIP maps of the first `keep`
+    views, so that the report shows the very pictures that were scored."""
     if views < 1:
         raise ValueError(f"evaluate: views must be >= 1, got {views}")
     if res < 11:
@@ -180,15 +213,16 @@ def evaluate(reference: Mesh, candidates: dict[str, Mesh] | Sequence[Mesh], *, v
     if not isinstance(candidates, dict):
         candidates = {f"candidate{i}": m for i, m in enumerate(candidates)}
     files = dict(files or {})
+    keep = max(0, min(keep, views))
     from difflod.scene.views import fixed_views
 
     eval_views = fixed_views(views, seed)
     ref_n = normalize_to(reference, reference)
-    pictures = None
+    rendered = None
     if renderer == "threejs":
-        pictures = render_threejs(reference, {"reference": reference, **candidates},
+        rendered = render_threejs(reference, {"reference": reference, **candidates},
                                   eval_views, res, files)
-        ref_color, ref_alpha = pictures["reference"]
+        ref_color, ref_alpha = rendered["reference"]
     else:
         ref_color, ref_alpha = render_views(ref_n, eval_views, res, backend=backend)
     results: dict[str, Any] = {
@@ -197,29 +231,36 @@ def evaluate(reference: Mesh, candidates: dict[str, Mesh] | Sequence[Mesh], *, v
         "reference": _facts(reference, files.get("reference")),
         "candidates": {},
     }
+    pictures = Pictures(reference=ref_color[:keep].clone())
+    chamfer = metrics.ChamferReference(ref_n, samples=chamfer_samples, seed=seed)
     for name, cand in candidates.items():
         cand_n = normalize_to(cand, reference)
-        if pictures is not None:
-            color, alpha = pictures[name]
+        if rendered is not None:
+            color, alpha = rendered[name]
         else:
             color, alpha = render_views(cand_n, eval_views, res, backend=backend)
-        per_view: dict[str, list[float]] = {"psnr": [], "ssim": [], "iou": []}
+        per_view: dict[str, list[float]] = {
+            "psnr": [metrics.psnr(ref_color[i], color[i]) for i in range(views)],
+            "ssim": metrics.ssim_per_image(ref_color, color).tolist(),
+            "iou": [metrics.silhouette_iou(ref_alpha[i], alpha[i]) for i in range(views)]}
+        pictures.candidates[name] = color[:keep].clone()
         if with_flip:
-            per_view["flip"] = []
-        for i in range(views):
-            per_view["psnr"].append(metrics.psnr(ref_color[i], color[i]))
-            per_view["ssim"].append(metrics.ssim(ref_color[i], color[i]))
-            per_view["iou"].append(metrics.silhouette_iou(ref_alpha[i], alpha[i]))
-            if with_flip:
-                per_view["flip"].append(metrics.flip(ref_color[i], color[i]))
+            per_view["flip"], maps = [], []
+            for i in range(views):
+                err, mean = metrics.flip_error_map(ref_color[i], color[i])
+                per_view["flip"].append(mean)
+                if i < keep:
+                    maps.append(err)
+            if keep:
+                pictures.flip[name] = torch.stack(maps)
+        per_view = {k: per_view[k] for k in ("psnr", "ssim", "iou", "flip") if k in per_view}
         entry = _facts(cand, files.get(name))
         for key, vals in per_view.items():
             entry[key] = _stats(vals)
-        entry["chamfer"] = metrics.chamfer_distance(ref_n, cand_n, samples=chamfer_samples,
-                                                    seed=seed)
+        entry["chamfer"] = chamfer.distance(cand_n)
         entry["per_view"] = per_view
         results["candidates"][name] = entry
-    return results
+    return results, pictures
 
 
 def _fmt(x: float, digits: int = 2) -> str:

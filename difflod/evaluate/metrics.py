@@ -11,8 +11,9 @@ to [0,1], as nvdiffmodeling reports them: callers convert linear renders with
   sigma 1.5, K1 = 0.01, K2 = 0.03, data range 1), averaged over the valid
   (unpadded) pixels and the channels — the same number as skimage's
   `structural_similarity(..., gaussian_weights=True, sigma=1.5,
-  use_sample_covariance=False, data_range=1, channel_axis=-1)`. Written with
-  torch conv2d because skimage is not a dependency.
+  use_sample_covariance=False, data_range=1, channel_axis=-1)`. Written in
+  numpy/scipy because skimage is not a dependency; the window is applied as
+  two 1-D passes (see `_blur_valid` for the measurement).
 - `flip` wraps the `flip-evaluator` package (LDR-FLIP, 67 pixels per degree).
 - `chamfer_distance` samples both surfaces (area-weighted,
   geometry.sampling.sample_surface) and uses scipy's cKDTree for nearest
@@ -25,18 +26,19 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from difflod.geometry.sampling import sample_surface
 from difflod.mesh import Mesh
 
 __all__ = [
+    "ChamferReference",
     "chamfer_distance",
     "flip",
     "flip_error_map",
     "psnr",
     "silhouette_iou",
     "ssim",
+    "ssim_per_image",
     "to_srgb",
 ]
 
@@ -77,12 +79,25 @@ def psnr(a: torch.Tensor, b: torch.Tensor, max_val: float = 1.0) -> float:
     return 10.0 * math.log10(max_val * max_val / mse)
 
 
-def _gaussian_window(size: int, sigma: float, dtype: torch.dtype,
-                     device: torch.device) -> torch.Tensor:
+def _gaussian_1d(size: int, sigma: float) -> list[float]:
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x * x) / (2 * sigma * sigma))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).to(dtype=dtype, device=device)
+    return (g / g.sum()).tolist()
+
+
+def _blur_valid(t: np.ndarray, taps: list[float]) -> np.ndarray:
+    """Separable Gaussian blur of `[N,H,W]` float64 over H and W, 'valid' region only.
+
+    Two 1-D passes (scipy.ndimage.correlate1d), 2k multiply-adds per pixel
+    instead of the k^2 of a 2-D window. Measured on one 512^2 RGB pair on a
+    2-core CPU, CPU seconds for the five SSIM maps: torch's float64 grouped
+    conv2d 6.8, separable conv2d 0.56, shifted slices 0.18, correlate1d 0.11.
+    """
+    from scipy.ndimage import correlate1d
+
+    r = len(taps) // 2
+    rows = correlate1d(t, taps, axis=2, mode="constant")[:, :, r:t.shape[2] - r]
+    return correlate1d(rows, taps, axis=1, mode="constant")[:, r:t.shape[1] - r, :]
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = 11, sigma: float = 1.5,
@@ -95,28 +110,36 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = 11, sigma: float = 1
     Returns:
         SSIM in [-1,1] as a float; 1.0 for identical images.
     """
+    return float(ssim_per_image(a, b, window=window, sigma=sigma,
+                                data_range=data_range).mean())
+
+
+def ssim_per_image(a: torch.Tensor, b: torch.Tensor, *, window: int = 11, sigma: float = 1.5,
+                   data_range: float = 1.0) -> torch.Tensor:
+    """SSIM of each image of a batch: `[B]` float64 CPU (see `ssim`; `[H,W,C]` gives `[1]`)."""
     _check_pair(a, b, "ssim")
     if a.dim() == 3:
         a, b = a[None], b[None]
     if a.shape[1] < window or a.shape[2] < window:
         raise ValueError(f"ssim: images must be at least {window}x{window}, got "
                          f"{tuple(a.shape[1:3])}")
-    channels = a.shape[-1]
-    x = a.double().permute(0, 3, 1, 2)
-    y = b.double().permute(0, 3, 1, 2)
-    w = _gaussian_window(window, sigma, x.dtype, x.device).expand(channels, 1, window, window)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, w, groups=channels)
-
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x * mu_x
-    var_y = blur(y * y) - mu_y * mu_y
-    cov = blur(x * y) - mu_x * mu_y
+    taps = _gaussian_1d(window, sigma)
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
-    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
-    return float(s.mean())
+    out = []
+    for i in range(a.shape[0]):  # one image at a time: the maps stay in cache
+        x = a[i].detach().cpu().double().permute(2, 0, 1).numpy()
+        y = b[i].detach().cpu().double().permute(2, 0, 1).numpy()
+        # the five blurred maps of every channel in one pass
+        maps = _blur_valid(np.concatenate([x, y, x * x, y * y, x * y]), taps)
+        mu_x, mu_y, xx, yy, xy = np.split(maps, 5)
+        var_x = xx - mu_x * mu_x
+        var_y = yy - mu_y * mu_y
+        cov = xy - mu_x * mu_y
+        s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1)
+                                                         * (var_x + var_y + c2))
+        out.append(float(s.mean()))
+    return torch.tensor(out, dtype=torch.float64)
 
 
 def _to_numpy_hwc3(t: torch.Tensor, arg: str) -> np.ndarray:
@@ -172,6 +195,36 @@ def silhouette_iou(alpha_a: torch.Tensor, alpha_b: torch.Tensor, threshold: floa
     return int((ma & mb).sum()) / union
 
 
+def _surface_points(mesh: Mesh, samples: int, seed: int) -> np.ndarray:
+    if samples < 1:
+        raise ValueError(f"chamfer_distance: samples must be >= 1, got {samples}")
+    rng = np.random.default_rng(seed)
+    p, _, _ = sample_surface(mesh.v_pos.detach().cpu().numpy(), mesh.t_pos_idx.cpu().numpy(),
+                             samples, rng)
+    return p
+
+
+class ChamferReference:
+    """`chamfer_distance(reference, m)` for many `m`: the reference's surface
+    samples and their k-d tree are made once, not once per candidate."""
+
+    def __init__(self, reference: Mesh, samples: int = 100_000, seed: int = 0) -> None:
+        from scipy.spatial import cKDTree
+
+        self.samples, self.seed = samples, seed
+        self.points = _surface_points(reference, samples, seed)
+        self.tree = cKDTree(self.points)
+
+    def distance(self, mesh: Mesh) -> float:
+        """Two-sided Chamfer distance from the reference to `mesh` (see chamfer_distance)."""
+        from scipy.spatial import cKDTree
+
+        pts = _surface_points(mesh, self.samples, self.seed)
+        d_ab, _ = cKDTree(pts).query(self.points, workers=1)
+        d_ba, _ = self.tree.query(pts, workers=1)
+        return float(d_ab.mean() + d_ba.mean())
+
+
 def chamfer_distance(mesh_a: Mesh, mesh_b: Mesh, samples: int = 100_000, seed: int = 0) -> float:
     """Two-sided Chamfer distance between two surfaces, in the meshes' units.
 
@@ -183,16 +236,4 @@ def chamfer_distance(mesh_a: Mesh, mesh_b: Mesh, samples: int = 100_000, seed: i
     Returns:
         The distance as a float.
     """
-    from scipy.spatial import cKDTree
-
-    if samples < 1:
-        raise ValueError(f"chamfer_distance: samples must be >= 1, got {samples}")
-    pts = []
-    for m in (mesh_a, mesh_b):
-        rng = np.random.default_rng(seed)
-        p, _, _ = sample_surface(m.v_pos.detach().cpu().numpy(), m.t_pos_idx.cpu().numpy(),
-                                 samples, rng)
-        pts.append(p)
-    d_ab, _ = cKDTree(pts[1]).query(pts[0], workers=1)
-    d_ba, _ = cKDTree(pts[0]).query(pts[1], workers=1)
-    return float(d_ab.mean() + d_ba.mean())
+    return ChamferReference(mesh_a, samples, seed).distance(mesh_b)

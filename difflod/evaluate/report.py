@@ -21,7 +21,8 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,8 @@ import torch
 
 from difflod.evaluate import metrics as M
 from difflod.evaluate.evaluate import (
-    evaluate,
+    Pictures,
+    evaluate_with_pictures,
     format_table,
     jsonable,
     normalize_to,
@@ -81,12 +83,17 @@ def _heatmap(err: np.ndarray) -> np.ndarray:
     return colormaps["magma"](np.clip(err, 0.0, 1.0))[..., :3].astype(np.float32)
 
 
-def _grid(ref: np.ndarray, cand: np.ndarray, gap: int = 4) -> np.ndarray:
-    """Rows = views; columns = reference | candidate | FLIP error (magma)."""
+def _grid(ref: np.ndarray, cand: np.ndarray, errors: np.ndarray | None = None,
+          gap: int = 4) -> np.ndarray:
+    """Rows = views; columns = reference | candidate | FLIP error (magma); the
+    error maps `[N,H,W]` are computed here unless given."""
     rows = []
-    for r, c in zip(ref, cand):
-        err, _ = M.flip_error_map(torch.from_numpy(r), torch.from_numpy(c))
-        heat = _heatmap(err.numpy())
+    for k, (r, c) in enumerate(zip(ref, cand)):
+        if errors is None:
+            err = M.flip_error_map(torch.from_numpy(r), torch.from_numpy(c))[0].numpy()
+        else:
+            err = errors[k]
+        heat = _heatmap(err)
         pad = np.ones((r.shape[0], gap, 3), dtype=np.float32)
         rows.append(np.concatenate([r, pad, c, pad, heat], axis=1))
     sep = np.ones((gap, rows[0].shape[1], 3), dtype=np.float32)
@@ -212,6 +219,7 @@ def write_report(out_dir: str | Path, *, reference_images: torch.Tensor | np.nda
                  history: Sequence[dict[str, Any]] | None = None,
                  config: dict[str, Any] | None = None,
                  turntable: dict[str, torch.Tensor | np.ndarray] | None = None,
+                 flip_maps: dict[str, torch.Tensor | np.ndarray] | None = None,
                  title: str = "difflod evaluation") -> Path:
     """Write report.html and its images into `out_dir` (created); return the HTML path.
 
@@ -223,6 +231,8 @@ def write_report(out_dir: str | Path, *, reference_images: torch.Tensor | np.nda
         config: the run configuration, shown as JSON (or None).
         turntable: name -> `[T,h,w,3]` frames, shown side by side in the given
             order (put "reference" first), or None.
+        flip_maps: name -> `[N,H,W]` FLIP error maps of the candidate's views (row
+            0 at the top), where already computed; the others are computed here.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -243,8 +253,14 @@ def write_report(out_dir: str | Path, *, reference_images: torch.Tensor | np.nda
         if cand.shape != ref.shape:
             raise ValueError(f"write_report: candidate_images[{name!r}] is {cand.shape}, "
                              f"reference_images {ref.shape}")
+        errors = (flip_maps or {}).get(name)
+        if errors is not None:
+            errors = _np(errors)
+            if errors.shape != ref.shape[:3]:
+                raise ValueError(f"write_report: flip_maps[{name!r}] is {errors.shape}, "
+                                 f"expected {ref.shape[:3]}")
         fname = f"grid_{i}.png"
-        write_image(out / fname, _grid(ref, cand))
+        write_image(out / fname, _grid(ref, cand, errors))
         parts.append(f"<figure><img src='{fname}' alt='views of {html.escape(name)}' "
                      f"width='{3 * ref.shape[2] + 8}'><figcaption>{html.escape(name)}"
                      "</figcaption></figure>")
@@ -297,27 +313,52 @@ def turntable_frames(mesh: Mesh, count: int, res: int, *, backend: str | None = 
     return color.flip(1)
 
 
+def _display(images: torch.Tensor, size: int) -> torch.Tensor:
+    """`[N,H,W(,C)]` raster-order pictures → row 0 at the top, area-averaged to
+    at most `size` pixels a side."""
+    x = images.flip(1).float()
+    if x.shape[1] <= size:
+        return x
+    chw = x.permute(0, 3, 1, 2) if x.dim() == 4 else x[:, None]
+    small = torch.nn.functional.interpolate(chw, size=(size, size), mode="area")
+    return small.permute(0, 2, 3, 1) if x.dim() == 4 else small[:, 0]
+
+
 @torch.no_grad()
 def write_report_for_run(out_dir: str | Path, reference: Mesh, candidates: dict[str, Mesh],
                          results: dict[str, Any], *, history: Sequence[dict[str, Any]] | None = None,
                          config: dict[str, Any] | None = None, backend: str | None = None,
-                         res: int = 512, grid_views: int = 4, turntable: int = 24) -> Path:
-    """Render a few evaluation views and a turntable, then `write_report`.
+                         res: int = 512, grid_views: int = 4, turntable: int = 24,
+                         pictures: Pictures | None = None) -> Path:
+    """The grids of a few evaluation views and a turntable, then `write_report`.
 
-    Uses the views of `results["settings"]` (seed), at most 256 pixels for the
-    grids and 160 for the turntable; meshes are normalized as in evaluate.
+    With `pictures` (from evaluate_with_pictures) the grids show the very
+    renders and FLIP maps that were scored, area-averaged to at most 256
+    pixels; without, the views of `results["settings"]` (seed) are rendered
+    again at that size. The turntable is rendered here (160 pixels); meshes
+    are normalized as in evaluate.
     """
     from difflod.scene.views import fixed_views
 
-    seed = int(results.get("settings", {}).get("seed", 0))
-    n = max(1, min(grid_views, int(results.get("settings", {}).get("views", grid_views))))
-    views = fixed_views(n, seed)
     gres = min(res, 256)
     ref_n = normalize_to(reference, reference)
-    ref_img = render_views(ref_n, views, gres, backend=backend)[0].flip(1)
     normed = {name: normalize_to(m, reference) for name, m in candidates.items()}
-    cand_img = {name: render_views(m, views, gres, backend=backend)[0].flip(1)
-                for name, m in normed.items()}
+    flip_maps = None
+    if pictures is not None and len(pictures.reference) \
+            and all(name in pictures.candidates for name in candidates):
+        ref_img = _display(pictures.reference[:grid_views], gres)
+        cand_img = {name: _display(pictures.candidates[name][:grid_views], gres)
+                    for name in candidates}
+        if all(name in pictures.flip for name in candidates):
+            flip_maps = {name: _display(pictures.flip[name][:grid_views], gres)
+                         for name in candidates}
+    else:
+        seed = int(results.get("settings", {}).get("seed", 0))
+        n = max(1, min(grid_views, int(results.get("settings", {}).get("views", grid_views))))
+        views = fixed_views(n, seed)
+        ref_img = render_views(ref_n, views, gres, backend=backend)[0].flip(1)
+        cand_img = {name: render_views(m, views, gres, backend=backend)[0].flip(1)
+                    for name, m in normed.items()}
     frames = None
     if turntable > 0:
         tres = min(res, 160)
@@ -325,7 +366,8 @@ def write_report_for_run(out_dir: str | Path, reference: Mesh, candidates: dict[
         for name, m in normed.items():
             frames[name] = turntable_frames(m, turntable, tres, backend=backend)
     return write_report(out_dir, reference_images=ref_img, candidate_images=cand_img,
-                        metrics=results, history=history, config=config, turntable=frames)
+                        metrics=results, history=history, config=config, turntable=frames,
+                        flip_maps=flip_maps)
 
 
 def evaluate_into(out_dir: str | Path | None, reference: Mesh, candidates: dict[str, Mesh], *,
@@ -333,21 +375,39 @@ def evaluate_into(out_dir: str | Path | None, reference: Mesh, candidates: dict[
                   files: dict[str, Path] | None = None, extra: dict[str, Any] | None = None,
                   history: Sequence[dict[str, Any]] | None = None,
                   config: dict[str, Any] | None = None, quiet: bool = False,
-                  renderer: str = "difflod") -> dict[str, Any]:
+                  renderer: str = "difflod",
+                  on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The whole evaluation job of `difflod eval`, `train` and `simplify`.
 
     Evaluates the candidates, adds `extra` keys to the results, prints the
-    table unless `quiet`, and with an `out_dir` writes metrics.json and report/.
+    table unless `quiet`, and with an `out_dir` writes report/ and then
+    metrics.json. `on_stage("evaluate")` and `on_stage("report")` are called
+    as those stages begin; the results get "timings": {"evaluate_s",
+    "report_s"} (wall seconds), merged into `extra`'s "timings" if any.
     """
-    results = evaluate(reference, candidates, views=views, res=res, seed=seed,
-                       backend=backend, files=files, renderer=renderer)
-    results.update(extra or {})
+    clock = time.perf_counter
+    if on_stage is not None:
+        on_stage("evaluate")
+    t0 = clock()
+    grid_views = 4
+    results, pictures = evaluate_with_pictures(
+        reference, candidates, views=views, res=res, seed=seed, backend=backend, files=files,
+        renderer=renderer, keep=grid_views if out_dir is not None else 0)
+    extra = dict(extra or {})
+    timings = {**extra.pop("timings", {}), "evaluate_s": clock() - t0}
+    results.update(extra)
+    results["timings"] = timings
     if not quiet:
         print(format_table(results))
     if out_dir is not None:
+        if on_stage is not None:
+            on_stage("report")
+        t0 = clock()
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_metrics(out / "metrics.json", results)
         write_report_for_run(out / "report", reference, candidates, results, history=history,
-                             config=config, backend=backend, res=res)
+                             config=config, backend=backend, res=res, grid_views=grid_views,
+                             pictures=pictures)
+        timings["report_s"] = clock() - t0
+        write_metrics(out / "metrics.json", results)
     return results

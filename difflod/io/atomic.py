@@ -12,6 +12,14 @@ removed and the destination is left as it was.
   and textures): all are written to temporary names first and renamed only
   when every one of them succeeded, so a failure leaves no new file at all.
 
+Failures: an `OSError` while writing (a full disk, a read-only folder, no
+permission, a quota) becomes one `OutputFileError` naming the destination and
+the cause ("out/x/mesh.glb: no space left on device"), after the temporary
+files were removed. A process killed outright (SIGKILL, power loss) cannot
+clean up: its temporary files (hidden, `.NAME.XXXXXXXX.tmp.SUFFIX`) stay
+behind, never under a real name; `remove_stale_temps(folder)` deletes them,
+and the run orchestrators call it once they hold the folder's lock.
+
 Permissions: a finished file gets the mode an ordinary `open(path, "w")`
 would give it (0666 less the process umask: 0644 by default), or keeps the
 mode of the file it replaces, not the 0600 of a private temporary file.
@@ -20,12 +28,23 @@ mode of the file it replaces, not the 0600 of a private temporary file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_paths", "atomic_write_bytes", "atomic_write_text"]
+from difflod.errors import OutputFileError
+
+__all__ = ["atomic_path", "atomic_paths", "atomic_write_bytes", "atomic_write_text",
+           "is_temp_name", "remove_stale_temps"]
+
+# the names _temp_name makes: "." + stem + "." + mkstemp's 8 random characters
+# (lower-case letters, digits, underscore) + ".tmp" + the destination's suffix
+_TEMP_NAME = re.compile(r"^\..*\.[a-z0-9_]{8}\.tmp(\.[^.]+)?$")
+# fsync errors that only say "this file system cannot sync": the data is written
+_NO_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
 
 
 def _temp_name(path: Path) -> Path:
@@ -56,13 +75,35 @@ def _final_mode(target: Path) -> int:
 
 
 def _fsync(path: Path) -> None:
-    # Make the bytes durable before the rename publishes them.
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    """Make the bytes durable before the rename publishes them; a failure to
+    store them (ENOSPC, EIO, EDQUOT surface here on some file systems) raises."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in _NO_SYNC:
+            raise
+    finally:
+        os.close(fd)
+
+
+def _cause(e: OSError) -> str:
+    """'no space left on device' from OSError(ENOSPC, 'No space left on device')."""
+    text = e.strerror or (os.strerror(e.errno) if e.errno else str(e)) or type(e).__name__
+    return text[:1].lower() + text[1:]
+
+
+def _blame(e: OSError, temps: list[Path], targets: list[Path]) -> Path:
+    """The destination an OSError concerns: the one whose temporary file it names,
+    the destination itself, else the first (its folder is the likely cause)."""
+    for name in (e.filename, e.filename2):
+        if name is None:
+            continue
+        named = Path(os.fsdecode(name))
+        for tmp, target in zip(temps, targets):
+            if named in (tmp, target):
+                return target
+    return targets[0]
 
 
 def _remove(path: Path) -> None:
@@ -95,15 +136,24 @@ def atomic_paths(paths: Sequence[str | os.PathLike[str]]) -> Iterator[tuple[Path
         raise ValueError(f"atomic_paths: paths must be distinct, got {[str(t) for t in targets]}")
     temps: list[Path] = []
     try:
-        for t in targets:
-            t.parent.mkdir(parents=True, exist_ok=True)
-            temps.append(_temp_name(t))
-        yield tuple(temps)
-        for tmp, t in zip(temps, targets):
-            _fsync(tmp)
-            os.chmod(tmp, _final_mode(t))
-        for tmp, t in zip(temps, targets):
-            os.replace(tmp, t)
+        try:
+            for t in targets:
+                t.parent.mkdir(parents=True, exist_ok=True)
+                temps.append(_temp_name(t))
+        except OSError as e:
+            raise OutputFileError(targets[len(temps)], _cause(e)) from e
+        try:
+            yield tuple(temps)
+        except OSError as e:  # the writer's own write(), e.g. ENOSPC
+            raise OutputFileError(_blame(e, temps, targets), _cause(e)) from e
+        try:
+            for tmp, t in zip(temps, targets):
+                _fsync(tmp)
+                os.chmod(tmp, _final_mode(t))
+            for tmp, t in zip(temps, targets):
+                os.replace(tmp, t)
+        except OSError as e:
+            raise OutputFileError(_blame(e, temps, targets), _cause(e)) from e
     finally:
         for tmp in temps:
             _remove(tmp)
@@ -118,3 +168,25 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
     """Write `text` to `path` atomically, encoded with `encoding`, newlines kept as given."""
     atomic_write_bytes(path, text.encode(encoding))
+
+
+def is_temp_name(name: str) -> bool:
+    """True for a file name this module gives its temporary files."""
+    return _TEMP_NAME.match(name) is not None
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that killed writers left in `folder` (recursively).
+
+    Call it only while no other process writes there (under the folder's lock:
+    difflod.run.lock). Returns the paths removed.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    removed = []
+    for path in sorted(root.rglob(".*.tmp*")):
+        if is_temp_name(path.name) and path.is_file() and not path.is_symlink():
+            _remove(path)
+            removed.append(path)
+    return removed

@@ -8,17 +8,32 @@ evaluates nothing: the orchestrators in difflod.run open the models, call
 pieces it drives live elsewhere: scene.views (cameras and lights),
 losses.py, schedule.py, trainable.py, render.pipeline (rendering), geometry
 (normalization, Laplacian, skinning).
+
+Checkpoints hold exactly what resuming needs to continue bit for bit: the
+parameters, Adam's moments and step counts, the learning-rate schedule, the
+Laplacian weight, the generator, the history, the config, and a digest of
+the two meshes the run started from (`inputs`: a resume with another model,
+or a base mesh that came out differently, is refused, since the Laplacian's
+rest shape and the topology come from it). torch.save serializes into
+memory and io.atomic writes the bytes, so a full disk gives one
+OutputFileError naming checkpoint.pt (torch's own file writer reports it as
+an opaque RuntimeError) and never leaves a truncated checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import math
+import pickle
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from difflod.config import TrainConfig
@@ -31,9 +46,42 @@ from difflod.optimize.reference_renders import ReferenceRenders
 from difflod.optimize.schedule import LaplacianWeight, lr_factor
 from difflod.optimize.trainable import Trainable
 
-__all__ = ["Trainer", "prepare_meshes", "resolve_device"]
+__all__ = ["CHECKPOINT", "Trainer", "mesh_digest", "prepare_meshes", "resolve_device"]
 
 CHECKPOINT = "checkpoint.pt"
+
+
+def _feed(h: hashlib._Hash, value: object) -> None:
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, torch.Tensor):
+        t = value.detach().to("cpu").contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        h.update(type(value).__name__.encode())
+        for f in dataclasses.fields(value):
+            h.update(f.name.encode())
+            _feed(h, getattr(value, f.name))
+    elif isinstance(value, (list, tuple)):
+        h.update(f"L{len(value)}".encode())
+        for v in value:
+            _feed(h, v)
+    elif isinstance(value, dict):
+        h.update(f"D{len(value)}".encode())
+        for k in sorted(value, key=str):
+            h.update(str(k).encode())
+            _feed(h, value[k])
+    else:
+        h.update(repr(value).encode())
+
+
+def mesh_digest(mesh: Mesh) -> str:
+    """SHA-256 of every tensor and value of `mesh` (materials and skin included):
+    equal digests mean bit-identical meshes."""
+    h = hashlib.sha256()
+    _feed(h, mesh)
+    return h.hexdigest()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,7 +131,8 @@ class Trainer:
         reference, base: meshes already normalized by `prepare_meshes`.
         out_dir: where checkpoints and progress images go.
         quiet: no progress output.
-        on_step: optional callback(iteration, record) after each step.
+        on_step: optional callback(iteration, record) for each step of `run()`, once
+            its numbers are read back from the device (every log_interval steps).
         rank, world_size: with torch.distributed initialized, this process
             renders views [rank*B/W, (rank+1)*B/W) of each step's batch and
             gradients are averaged over processes (see run.distributed);
@@ -132,12 +181,15 @@ class Trainer:
         self.lap_weight = LaplacianWeight(config.laplacian_factor)
         self.iteration = 0
         self.history: list[dict] = []
-        self._good_state = self.trainable.state_dict()
+        # per step not yet read back: (its record, device tensor [loss, laplacian,
+        # mse, finite], its Laplacian weight, host milliseconds)
+        self._pending: list[tuple[dict, torch.Tensor, float, float]] = []
         self.progress = Progress(total=config.iter, quiet=quiet or rank != 0,
                                  log_every=config.log_interval)
         self.on_step = on_step
         self.reference_renders = reference_renders
         self.skinned = config.animate and reference.skin is not None
+        self.inputs = {"reference": mesh_digest(reference), "base": mesh_digest(base)}
 
     # ---- rendering ------------------------------------------------------------
     def _pose(self, mesh: Mesh, t: float | None) -> Mesh:
@@ -193,7 +245,9 @@ class Trainer:
         return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
 
     # ---- one iteration ----------------------------------------------------------
-    def step(self) -> dict:
+    def _advance(self) -> dict:
+        """One iteration with no host sync (but the first one's Laplacian weight);
+        its record's numbers are filled by the next `flush`."""
         from difflod.optimize.losses import image_loss
         from difflod.scene.views import background, sample_views
 
@@ -235,38 +289,71 @@ class Trainer:
                 f"layers={cfg.layers}, texture_res={list(cfg.texture_res)}: lower 'batch' "
                 f"(or train_res / spp / texture_res)") from None
 
-        # every number the host needs from this step, in one device sync
+        # the numbers the host needs from this step stay on the device until the
+        # next read-back (`flush`); a non-finite step is undone on the device
         with torch.no_grad():
             # the PSNR estimate on clamped sRGB, as evaluate/metrics.py measures it
             srgb_opt = linear_to_srgb(color_opt.detach().clamp(0.0, 1.0))
             mse_t = torch.mean((srgb_opt - linear_to_srgb(color_ref.clamp(0.0, 1.0))) ** 2)
+            params = list(self.trainable.tensors().values())
             flags = [torch.isfinite(total.detach())]
-            for t in self.trainable.tensors().values():
+            for t in params:
                 flags.append(torch.isfinite(t).all())
                 if t.grad is not None:
                     flags.append(torch.isfinite(t.grad).all())
             finite_t = torch.stack(flags).all()
-            loss_v, lap_v, mse, finite = torch.stack(
-                [img_loss.detach().double(), lap_loss.detach().double(), mse_t.double(),
-                 finite_t.double()]).tolist()
-        record = {"iteration": it, "loss": loss_v, "laplacian": lap_v * lap_w}
-        if not finite:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.trainable.load_state_dict(self._good_state)
-            warnings.warn(f"iteration {it}: the loss or a gradient became NaN/Inf; skipped "
-                          f"the step and restored the last good state", RuntimeWarning,
-                          stacklevel=2)
-            record["skipped"] = True
-        else:
-            self.optimizer.step()
-            self.trainable.clamp_()
-            self._good_state = self.trainable.state_dict()
+            numbers = torch.stack([img_loss.detach().double(), lap_loss.detach().double(),
+                                   mse_t.double(), finite_t.double()])
+            before = [t.detach().clone() for t in params]
+            for t in params:
+                if t.grad is not None:
+                    t.grad = torch.where(finite_t, t.grad, 0.0)
+        self.optimizer.step()
+        self.trainable.clamp_()
+        with torch.no_grad():
+            for t, b in zip(params, before):
+                t.copy_(torch.where(finite_t, t, b))
         self.scheduler.step()
-        record["psnr"] = -10.0 * math.log10(max(mse, 1e-10))
-        record["ms"] = (time.perf_counter() - t0) * 1000.0
+        record = {"iteration": it}
+        self._pending.append((record, numbers, lap_w, (time.perf_counter() - t0) * 1000.0))
         self.history.append(record)
         self.iteration += 1
         return record
+
+    def step(self) -> dict:
+        """One iteration; returns its history record, read back from the device at once.
+
+        The record: {"iteration", "loss" (image loss), "laplacian" (weighted),
+        "skipped" (only when the loss or a gradient was NaN/Inf: the step was
+        undone on the device, parameters restored; Adam's moments decay as
+        for a zero gradient), "psnr" (estimate on this step's batch), "ms" (the
+        host's time in the step; on a GPU the wait for queued work falls on the
+        steps that read back, so means over log_interval steps are exact)}.
+        """
+        record = self._advance()
+        self.flush()
+        return record
+
+    def flush(self) -> list[dict]:
+        """Read the pending steps' numbers back from the device in one go.
+
+        Fills their history records in place and warns once per skipped step.
+        Returns the records filled (oldest first).
+        """
+        if not self._pending:
+            return []
+        pending, self._pending = self._pending, []
+        values = torch.stack([n for _, n, _, _ in pending]).tolist()
+        for (record, _, lap_w, ms), (loss_v, lap_v, mse, finite) in zip(pending, values):
+            record.update(loss=loss_v, laplacian=lap_v * lap_w)
+            if not finite:
+                record["skipped"] = True
+            record.update(psnr=-10.0 * math.log10(max(mse, 1e-10)), ms=ms)
+            if not finite:
+                warnings.warn(f"iteration {record['iteration']}: the loss or a gradient became "
+                              f"NaN/Inf; skipped the step and restored the last good state",
+                              RuntimeWarning, stacklevel=2)
+        return [r for r, _, _, _ in pending]
 
     def _allreduce(self, *scalars: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Average gradients (and the given scalars) over all processes."""
@@ -301,25 +388,34 @@ class Trainer:
     def iterate(self, *, save_progress: Callable[[int], None] | None = None,
                 checkpoint: bool = True) -> Iterator[dict]:
         """`run`'s loop, yielding each step's record: several trainers can step in
-        turn (the levels of an LOD chain sharing their reference renders)."""
+        turn (the levels of an LOD chain sharing their reference renders). A
+        record's numbers are filled where they are read back: after the first
+        step, every log_interval steps and at the end."""
         cfg = self.config
-        self.progress.start(self.iteration)
-        while self.iteration <= cfg.iter:
-            it = self.iteration
-            if save_progress is not None and self.rank == 0 and cfg.save_interval \
-                    and (it % cfg.save_interval == 0 or it == cfg.iter):  # and the final state
-                save_progress(it)
-            if it == cfg.iter:
-                break
-            record = self.step()
-            self.progress.update(record)
-            if self.on_step is not None:
-                self.on_step(it, record)
-            if checkpoint and self.rank == 0 and cfg.save_interval \
-                    and (it + 1) % cfg.save_interval == 0:
-                self.save_checkpoint()
-            yield record
-        self.progress.close()
+        start = self.iteration
+        self.progress.start(start)
+        try:
+            while self.iteration <= cfg.iter:
+                it = self.iteration
+                if save_progress is not None and self.rank == 0 and cfg.save_interval \
+                        and (it % cfg.save_interval == 0 or it == cfg.iter):  # and the final state
+                    save_progress(it)
+                if it == cfg.iter:
+                    break
+                record = self._advance()
+                # the numbers come back every log_interval steps, after the warm-up step
+                # and at the end: no host sync inside the steps between
+                if it == start or (it + 1) % cfg.log_interval == 0 or it + 1 == cfg.iter:
+                    for done in self.flush():
+                        if self.on_step is not None:
+                            self.on_step(done["iteration"], done)
+                self.progress.update(record)
+                if checkpoint and self.rank == 0 and cfg.save_interval \
+                        and (it + 1) % cfg.save_interval == 0:
+                    self.save_checkpoint()
+                yield record
+        finally:  # the progress bar and its compile notice end with the loop
+            self.progress.close()
 
     # ---- progress picture ---------------------------------------------------
     @torch.no_grad()
@@ -352,6 +448,7 @@ class Trainer:
 
     # ---- checkpoints ----------------------------------------------------------
     def checkpoint_state(self) -> dict:
+        self.flush()
         return {
             "iteration": self.iteration,
             "params": self.trainable.state_dict(),
@@ -361,41 +458,62 @@ class Trainer:
             "generator": self.generator.get_state(),
             "history": self.history,
             "config": self.config.to_dict(),
+            "inputs": self.inputs,
         }
 
-    def save_checkpoint(self) -> Path:
-        from difflod.io.atomic import atomic_path
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT
 
-        path = self.out_dir / CHECKPOINT
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            torch.save(self.checkpoint_state(), tmp)
-        return path
+    def save_checkpoint(self) -> Path:
+        """Write checkpoint.pt atomically; a failed write raises OutputFileError."""
+        from difflod.io.atomic import atomic_write_bytes
+
+        buffer = io.BytesIO()
+        torch.save(self.checkpoint_state(), buffer)
+        atomic_write_bytes(self.checkpoint_path, buffer.getvalue())
+        return self.checkpoint_path
+
+    def remove_checkpoint(self) -> None:
+        """Delete checkpoint.pt (a finished run that keeps no checkpoint)."""
+        self.checkpoint_path.unlink(missing_ok=True)
 
     def load_checkpoint(self, path: Path) -> None:
+        """Continue from the checkpoint at `path`: the next step is the one it stopped before.
+
+        Raises:
+            DiffLodError: an unreadable or damaged file, one made with other
+                settings, or from other models.
+        """
         try:
             state = torch.load(path, map_location=self.device, weights_only=False)
+            saved, now = state.get("config", {}), self.config.to_dict()
+            if saved != now:
+                # keys a checkpoint lacks (made by an older difflod) are not a mismatch
+                changed = sorted(k for k in now if k in saved and saved[k] != now[k]
+                                 and k not in _RESUMABLE_KEYS)
+                if changed:
+                    raise DiffLodError(f"{path}: the checkpoint was made with other settings "
+                                       f"({', '.join(changed)}); resume with the same config")
+            for role, digest in state.get("inputs", {}).items():
+                if self.inputs.get(role) != digest:
+                    raise DiffLodError(
+                        f"{path}: the checkpoint was made from another {role} mesh than "
+                        f"this run's; resume with the same models (or start afresh)")
             self.trainable.load_state_dict(state["params"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-        except (OSError, RuntimeError, KeyError, ValueError, EOFError) as e:
+        except (OSError, RuntimeError, KeyError, ValueError, EOFError, AttributeError,
+                pickle.UnpicklingError, zipfile.BadZipFile) as e:
             raise DiffLodError(f"{path}: cannot resume from this checkpoint: {e}") from None
-        saved, now = state.get("config", {}), self.config.to_dict()
-        if saved != now:
-            # keys a checkpoint lacks (made by an older difflod) are not a mismatch
-            changed = sorted(k for k in now if k in saved and saved[k] != now[k]
-                             and k not in _RESUMABLE_KEYS)
-            if changed:
-                raise DiffLodError(f"{path}: the checkpoint was made with other settings "
-                                   f"({', '.join(changed)}); resume with the same config")
         self.lap_weight = LaplacianWeight.from_state(state["laplacian_weight"])
         self.generator.set_state(state["generator"])
         self.history = list(state["history"])
         self.iteration = int(state["iteration"])
-        self._good_state = self.trainable.state_dict()
+        self._pending = []
 
 
 # Keys that may differ between a checkpoint and the run resuming it.
 _RESUMABLE_KEYS = {"iter", "save_interval", "display_interval", "log_interval", "out_dir",
-                   "eval_views", "eval_res", "backend", "device", "name"}
+                   "eval_views", "eval_res", "backend", "device", "name", "keep_checkpoint"}
 

@@ -15,13 +15,18 @@ separate runs:
 
 OUT_DIR gets:
 - lod0/, lod1/, ... — each level as `difflod simplify` writes one
-  (config.json, history.json, checkpoint.pt, img_NNNNNN.png, mesh/,
-  mesh.glb, qem_bake.glb), without a metrics.json of its own;
+  (config.json, history.json, img_NNNNNN.png, mesh/, mesh.glb,
+  qem_bake.glb; checkpoint.pt only with keep_checkpoint), without a
+  metrics.json of its own;
 - lods.glb — the chain in one glTF (MSFT_lod), finest first, with screen
   coverage hints (`screen_coverage`);
 - metrics.json and report/ — every level's qem_bake and difflod candidates
   (named `qem_bake_lod0`, `difflod_lod0`, ...) against the reference, plus
   "levels": triangles and training seconds per level.
+
+The output folder is locked for the run (run/lock.py) and the stages are
+announced and timed as simplify's (run/stages.py). A chain has no --resume
+yet: a killed chain is run again from the start.
 """
 
 from __future__ import annotations
@@ -109,19 +114,62 @@ def simplify_chain(reference: str | Path | Mesh, budgets: Sequence[int], out_dir
         DiffLodError: a missing or bad model, a budget out of range or repeated,
             a bad config.
     """
-    from difflod.io import save
-    from difflod.io.gltf_write import write_lods
-    from difflod.optimize.progress import Progress
-    from difflod.optimize.reference_renders import ReferenceRenders
-    from difflod.optimize.trainer import Trainer, prepare_meshes, resolve_device
-    from difflod.run import outputs
-    from difflod.run.train import export
+    from difflod.optimize.trainer import resolve_device
+    from difflod.run.lock import output_lock
+    from difflod.run.stages import StageLog
 
     ref_mesh, name, config = open_reference(reference, config)
     levels = check_budgets(budgets, ref_mesh, name)
     out = Path(out_dir)
     device = device if device is not None else resolve_device(config.device)
+    with output_lock(out):
+        stages = StageLog(["base mesh", "train", "evaluate", "report"] if evaluate
+                          else ["base mesh", "train"], quiet=quiet)
+        results, coverage, seconds, shared, history = _train_chain(
+            ref_mesh, levels, out, config, device, stages, quiet)
+        metrics = None
+        if evaluate:
+            candidates: dict[str, Mesh] = {}
+            files: dict[str, Path] = {}
+            for i, r in enumerate(results):
+                candidates[f"{BASELINE_NAME}_lod{i}"] = r.baseline
+                candidates[f"difflod_lod{i}"] = r.mesh
+                files[f"{BASELINE_NAME}_lod{i}"] = r.out_dir / f"{BASELINE_NAME}.glb"
+                files[f"difflod_lod{i}"] = r.out_dir / "mesh.glb"
+            extra = {"train_seconds": seconds,
+                     "levels": [{"budget": b, "triangles": r.mesh.num_triangles,
+                                 "screen_coverage": c}
+                                for b, r, c in zip(levels, results, coverage)],
+                     "reference_renders": {"rendered": shared.renders,
+                                           "reused": shared.reuses},
+                     "timings": stages.timings()}
+            from difflod.evaluate.report import evaluate_into
 
+            metrics = evaluate_into(
+                out, ref_mesh, candidates, views=config.eval_views, res=config.eval_res,
+                seed=config.seed, backend=config.backend if config.backend != "auto" else None,
+                files=files, extra=extra, history=history, config=config.to_dict(),
+                quiet=quiet, on_stage=stages.begin)
+        stages.finish()
+    return ChainResult(levels=results, out_dir=out, coverage=coverage, metrics=metrics,
+                       seconds=seconds)
+
+
+def _train_chain(ref_mesh: Mesh, levels: list[int], out: Path, config: TrainConfig,
+                 device: torch.device, stages, quiet: bool):
+    """The base-mesh, train and export stages of every level (see the module docstring).
+
+    Returns (level results, screen coverage, training seconds, the shared reference
+    renders, the finest level's history)."""
+    from difflod.io import save
+    from difflod.io.gltf_write import write_lods
+    from difflod.optimize.progress import Progress
+    from difflod.optimize.reference_renders import ReferenceRenders
+    from difflod.optimize.trainer import Trainer, prepare_meshes
+    from difflod.run import outputs
+    from difflod.run.train import export, finish
+
+    stages.begin("base mesh")
     # base meshes; the reference is normalized once
     bases = [base_mesh(ref_mesh, budget, config) for budget in levels]
     ref_n, _, frame = prepare_meshes(ref_mesh, bases[0][1], config, device)
@@ -138,6 +186,8 @@ def simplify_chain(reference: str | Path | Mesh, budgets: Sequence[int], out_dir
         level_dirs.append(level_dir)
 
     # train the levels in lockstep: each step's reference render serves all of them
+    stages.begin("train")
+
     def progress_saver(trainer: Trainer, level_dir: Path):
         return lambda it: outputs.save_progress_image(level_dir, it, trainer.render_display())
 
@@ -158,36 +208,14 @@ def simplify_chain(reference: str | Path | Mesh, budgets: Sequence[int], out_dir
     progress.close()
     seconds = time.perf_counter() - t0
 
-    # export
+    # export; a finished level's checkpoint goes (run.train.finish)
     results = []
     for (base, _), trainer, level_dir in zip(bases, trainers, level_dirs):
         final = frame.from_unit(trainer.trainable.export_mesh().to("cpu"))
         export(level_dir, trainer, final)
+        finish(trainer)
         results.append(SimplifyResult(mesh=final, baseline=base.to("cpu"), out_dir=level_dir,
                                       history=trainer.history, seconds=seconds))
     coverage = screen_coverage([r.mesh.num_triangles for r in results])
     write_lods([r.mesh for r in results], out / CHAIN_FILE, coverage)
-
-    metrics = None
-    if evaluate:
-        candidates: dict[str, Mesh] = {}
-        files: dict[str, Path] = {}
-        for i, r in enumerate(results):
-            candidates[f"{BASELINE_NAME}_lod{i}"] = r.baseline
-            candidates[f"difflod_lod{i}"] = r.mesh
-            files[f"{BASELINE_NAME}_lod{i}"] = r.out_dir / f"{BASELINE_NAME}.glb"
-            files[f"difflod_lod{i}"] = r.out_dir / "mesh.glb"
-        extra = {"train_seconds": seconds,
-                 "levels": [{"budget": b, "triangles": r.mesh.num_triangles,
-                             "screen_coverage": c}
-                            for b, r, c in zip(levels, results, coverage)],
-                 "reference_renders": {"rendered": shared.renders, "reused": shared.reuses}}
-        from difflod.evaluate.report import evaluate_into
-
-        metrics = evaluate_into(
-            out, ref_mesh, candidates, views=config.eval_views, res=config.eval_res,
-            seed=config.seed, backend=config.backend if config.backend != "auto" else None,
-            files=files, extra=extra, history=trainers[0].history, config=config.to_dict(),
-            quiet=quiet)
-    return ChainResult(levels=results, out_dir=out, coverage=coverage, metrics=metrics,
-                       seconds=seconds)
+    return results, coverage, seconds, shared, trainers[0].history

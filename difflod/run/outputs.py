@@ -13,6 +13,7 @@ Every file is written atomically.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -59,11 +60,14 @@ def save_progress_image(out_dir: Path, iteration: int, image: torch.Tensor) -> P
 def evaluate_run(out_dir: Path, config: TrainConfig, reference: Mesh,
                  candidates: dict[str, Mesh], *, history: list[dict] | None = None,
                  seconds: float | None = None, files: dict[str, Path] | None = None,
-                 quiet: bool = False) -> dict:
+                 quiet: bool = False, timings: dict[str, float] | None = None,
+                 on_stage: Callable[[str], None] | None = None) -> dict:
     """Held-out evaluation of a run's results: metrics.json and report/.
 
     `files` maps candidate names to their written files (for file sizes);
-    the run's own mesh.glb is added as "difflod".
+    the run's own mesh.glb is added as "difflod". `timings` (stage -> wall
+    seconds of the stages before) go into metrics.json's "timings", with the
+    evaluate and report stages' own; `on_stage` is called as those begin.
     """
     from difflod.evaluate.report import evaluate_into
 
@@ -71,5 +75,6 @@ def evaluate_run(out_dir: Path, config: TrainConfig, reference: Mesh,
         out_dir, reference, candidates, views=config.eval_views, res=config.eval_res,
         seed=config.seed, backend=config.backend if config.backend != "auto" else None,
         files={"difflod": out_dir / "mesh.glb", **(files or {})},
-        extra={} if seconds is None else {"train_seconds": seconds}, history=history,
-        config=config.to_dict(), quiet=quiet)
+        extra={**({} if seconds is None else {"train_seconds": seconds}),
+               **({} if timings is None else {"timings": dict(timings)})},
+        history=history, config=config.to_dict(), quiet=quiet, on_stage=on_stage)

@@ -21,6 +21,16 @@ The whole automatic pipeline, with no base mesh to make by hand:
      "initial", the QEM geometry with its random textures, when training
      starts from noise: `init_textures: "random"`).
 
+Resuming (`resume=True`, `difflod simplify --resume`) follows `difflod
+train`'s rules (run/train.py, run/resume.py): the output folder is locked,
+and the run continues from checkpoint.pt, starts afresh without one, or
+does nothing when the folder holds the finished run. The base mesh stage is
+run again rather than read back from qem_bake.glb (whose 8-bit textures are
+not the float ones training started from): QEM, xatlas and the bake are
+deterministic for a given input, budget and seed, and the checkpoint holds
+a digest of the base mesh, so a base that came out differently is refused
+instead of silently resumed.
+
 The base mesh's normals and tangents are recomputed as the renderer computes
 them, its normal map matched to them (base/render_tangents.py), before
 training starts.
@@ -91,6 +101,9 @@ class SimplifyResult:
         history: one record per iteration (loss, laplacian, psnr, ms).
         metrics: held-out evaluation (see difflod.evaluate.evaluate), or None.
         seconds: optimization time.
+        timings: wall seconds per stage: base_mesh_s, train_s (training and
+            export), and with the evaluation evaluate_s, report_s (also in
+            metrics.json's "timings").
     """
 
     mesh: Mesh
@@ -99,6 +112,7 @@ class SimplifyResult:
     history: list[dict] = field(default_factory=list)
     metrics: dict | None = None
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def simplify_config(path: str | Path | None = None,
@@ -178,7 +192,7 @@ def base_mesh(reference: Mesh, budget: int, config: TrainConfig) -> tuple[Mesh, 
 
 def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, *,
              config: TrainConfig | None = None, quiet: bool = False, evaluate: bool = True,
-             device: torch.device | None = None) -> SimplifyResult:
+             device: torch.device | None = None, resume: bool = False) -> SimplifyResult:
     """Make a `triangles`-triangle model that looks like `reference`; write OUT_DIR.
 
     Args:
@@ -191,16 +205,22 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
         quiet: no progress output.
         evaluate: write metrics.json and report/ (held-out views).
         device: torch device (default: config.device).
+        resume: continue the run in `out_dir` (see the module docstring).
     Returns:
         SimplifyResult; result.mesh and result.baseline are CPU meshes with one
         material, kd `[H,W,3|4]`, ks `[H,W,3]`, normal `[H,W,3]` float32.
     Raises:
-        DiffLodError: a missing or bad model, a budget out of range, a bad config.
+        DiffLodError: a missing or bad model, a budget out of range, a bad config,
+            a checkpoint that does not fit; OutputInUseError: another run writes
+            into `out_dir`; OutputFileError: an output cannot be written.
     """
     from difflod.io import save
     from difflod.optimize.trainer import Trainer, prepare_meshes, resolve_device
     from difflod.run import outputs
-    from difflod.run.train import export, fit
+    from difflod.run.lock import output_lock
+    from difflod.run.resume import final_files
+    from difflod.run.stages import StageLog
+    from difflod.run.train import export, finish, fit, start_point
 
     ref_mesh, name, config = open_reference(reference, config)
     budget = check_budget(triangles, ref_mesh, name)
@@ -208,27 +228,51 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
     config = config.replace(out_dir=str(out))
     device = device if device is not None else resolve_device(config.device)
 
-    # base mesh
-    base, train_base = base_mesh(ref_mesh, budget, config)
-    ref_n, _, frame = prepare_meshes(ref_mesh, train_base, config, device)
-    base_n = frame.to_unit(train_base).to(device)  # no AABB refit (see module docstring)
+    with output_lock(out):
+        files = final_files(out, evaluate=evaluate, extra=[f"{BASELINE_NAME}.glb"])
+        point = start_point(out, config, resume=resume, files=files, quiet=quiet)
+        if point.finished:
+            return _finished_result(out, evaluate)
+        stages = StageLog(["base mesh", "train", "evaluate", "report"] if evaluate
+                          else ["base mesh", "train"], quiet=quiet)
+        stages.begin("base mesh")
+        base, train_base = base_mesh(ref_mesh, budget, config)
+        ref_n, _, frame = prepare_meshes(ref_mesh, train_base, config, device)
+        base_n = frame.to_unit(train_base).to(device)  # no AABB refit (see module docstring)
 
-    out.mkdir(parents=True, exist_ok=True)
-    outputs.write_config(out, config)
-    save(base, out / f"{BASELINE_NAME}.glb")
-    # train, export
-    trainer = Trainer(config, ref_n, base_n, out, quiet=quiet)
-    candidates = {BASELINE_NAME: base.to("cpu")}
-    if config.init_textures == "random":  # the start differs from the baseline: show it too
-        candidates[INITIAL_NAME] = frame.from_unit(trainer.trainable.base_mesh().clone()).to("cpu")
-    final, seconds = fit(trainer, frame, out)
-    export(out, trainer, final)
-    # evaluate, report
-    metrics = None
-    if evaluate:
-        metrics = outputs.evaluate_run(out, config, ref_mesh, {**candidates, "difflod": final},
-                                       history=trainer.history, seconds=seconds,
-                                       files={BASELINE_NAME: out / f"{BASELINE_NAME}.glb"},
-                                       quiet=quiet)
+        outputs.write_config(out, config)
+        save(base, out / f"{BASELINE_NAME}.glb")
+        stages.begin("train")  # and export
+        trainer = Trainer(config, ref_n, base_n, out, quiet=quiet)
+        candidates = {BASELINE_NAME: base.to("cpu")}
+        if config.init_textures == "random":  # the start differs from the baseline: show it
+            candidates[INITIAL_NAME] = frame.from_unit(
+                trainer.trainable.base_mesh().clone()).to("cpu")
+        if point.checkpoint is not None:
+            trainer.load_checkpoint(point.checkpoint)
+        final, seconds = fit(trainer, frame, out)
+        export(out, trainer, final)
+        metrics = None
+        if evaluate:  # the evaluate and report stages begin inside
+            metrics = outputs.evaluate_run(out, config, ref_mesh,
+                                           {**candidates, "difflod": final},
+                                           history=trainer.history, seconds=seconds,
+                                           files={BASELINE_NAME: out / f"{BASELINE_NAME}.glb"},
+                                           quiet=quiet, on_stage=stages.begin,
+                                           timings=stages.timings())
+        finish(trainer)
+        stages.finish()
     return SimplifyResult(mesh=final, baseline=base.to("cpu"), out_dir=out,
-                          history=trainer.history, metrics=metrics, seconds=seconds)
+                          history=trainer.history, metrics=metrics, seconds=seconds,
+                          timings=stages.timings())
+
+
+def _finished_result(out: Path, evaluate: bool) -> SimplifyResult:
+    """A finished run's result, read back from its files."""
+    from difflod.io import load
+
+    history = json.loads((out / "history.json").read_text(encoding="utf-8"))
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8")) \
+        if evaluate else None
+    return SimplifyResult(mesh=load(out / "mesh.glb"), baseline=load(out / f"{BASELINE_NAME}.glb"),
+                          out_dir=out, history=history, metrics=metrics)

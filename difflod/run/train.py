@@ -12,13 +12,27 @@ The stages, in order:
 4. export — mesh/ and mesh.glb in the reference's own frame, history.json,
    the final checkpoint (`export`);
 5. evaluate and report — metrics.json and report/ on held-out views
-   (run/outputs.evaluate_run → evaluate.report), "initial" against "difflod".
+   (run/outputs.evaluate_run → evaluate.report), "initial" against "difflod";
+6. finish — checkpoint.pt is deleted unless the config's `keep_checkpoint`
+   (`finish`): a finished run needs none, and at 1024² textures it is three
+   copies of them (parameters and Adam's two moments), ~113 MB.
 
-`fit` and `export` are the stages `difflod simplify` shares.
+The run holds the output folder's lock (run/lock.py) from before its first
+write to after its last: a second run into the same folder stops at once.
+`resume=True` starts where run/resume.py says: from checkpoint.pt, from
+scratch when there is none, or not at all when the folder holds the finished
+run. A fresh start deletes a previous run's history.json first, so that the
+folder never looks finished with another run's files.
+
+`fit`, `export`, `finish` and `start_point` are the stages and steps
+`difflod simplify` shares.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +43,12 @@ from difflod.config import TrainConfig
 from difflod.errors import DiffLodError
 from difflod.mesh import Mesh
 from difflod.optimize.frame import Frame
-from difflod.optimize.trainer import CHECKPOINT, Trainer, prepare_meshes, resolve_device
+from difflod.optimize.trainer import Trainer, prepare_meshes, resolve_device
 from difflod.run import outputs
+from difflod.run.lock import output_lock
+from difflod.run.resume import ResumePoint, final_files, find_resume_point
 
-__all__ = ["TrainResult", "export", "fit", "train"]
+__all__ = ["TrainResult", "export", "finish", "fit", "start_point", "train"]
 
 
 @dataclass
@@ -67,6 +83,43 @@ def export(out_dir: Path, trainer: Trainer, final: Mesh) -> None:
     trainer.save_checkpoint()
 
 
+def finish(trainer: Trainer) -> None:
+    """The last step of a run: delete checkpoint.pt unless the config keeps it."""
+    if not trainer.config.keep_checkpoint:
+        trainer.remove_checkpoint()
+
+
+def start_point(out_dir: Path, config: TrainConfig, *, resume: bool, files: list[Path],
+                quiet: bool) -> ResumePoint:
+    """Where this run starts (run/resume.py); call it holding the folder's lock.
+    A fresh start removes a previous run's history.json (see the module docstring)."""
+    point = find_resume_point(out_dir, config, files) if resume else ResumePoint(None)
+    if point.checkpoint is None and not point.finished:
+        (out_dir / "history.json").unlink(missing_ok=True)
+    if resume and not quiet:
+        if point.finished:
+            print(f"{out_dir} holds the finished run: nothing to resume", file=sys.stderr)
+        elif point.checkpoint is None:
+            print(f"{out_dir}: no checkpoint to resume from; starting from the first iteration",
+                  file=sys.stderr)
+    return point
+
+
+def _finished_result(out_dir: Path, evaluate: bool) -> TrainResult:
+    """A finished run's result, read back from its files."""
+    from difflod.io import load
+
+    def read(name: str) -> object:
+        return json.loads((out_dir / name).read_text(encoding="utf-8"))
+
+    history = read("history.json")
+    assert isinstance(history, list)
+    metrics = read("metrics.json") if evaluate else None
+    assert metrics is None or isinstance(metrics, dict)
+    return TrainResult(mesh=load(out_dir / "mesh.glb"), out_dir=out_dir, history=history,
+                       metrics=metrics)
+
+
 def train(config: TrainConfig, *, out_root: Path | str = "out", resume: bool = False,
           quiet: bool = False, evaluate: bool = True, rank: int = 0, world_size: int = 1,
           device: torch.device | None = None) -> TrainResult:
@@ -95,27 +148,37 @@ def train(config: TrainConfig, *, out_root: Path | str = "out", resume: bool = F
         base = transfer_skin(reference, base)
     ref_n, base_n, frame = prepare_meshes(reference, base, config, device)
 
-    ckpt = out_dir / CHECKPOINT
-    if lead:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        outputs.write_config(out_dir, config)
-    trainer = Trainer(config, ref_n, base_n, out_dir, quiet=quiet, rank=rank,
-                      world_size=world_size)
-    if resume:
-        if not ckpt.is_file():
-            raise DiffLodError(f"{ckpt}: no checkpoint to resume from")
-        trainer.load_checkpoint(ckpt)
-    initial = frame.from_unit(trainer.trainable.base_mesh().clone())
-    final, seconds = fit(trainer, frame, out_dir)
-    if not lead:
-        return TrainResult(mesh=final, out_dir=out_dir, history=trainer.history,
-                           seconds=seconds)
-    export(out_dir, trainer, final)
-    metrics = None
-    if evaluate:
-        metrics = outputs.evaluate_run(out_dir, config, reference,
-                                       {"initial": initial.to("cpu"), "difflod": final},
-                                       history=trainer.history, seconds=seconds,
-                                       quiet=quiet)
+    # only rank 0 writes, so only it locks (the other ranks run as its helpers)
+    with output_lock(out_dir) if lead else contextlib.nullcontext(out_dir):
+        files = final_files(out_dir, evaluate=evaluate)
+        point = start_point(out_dir, config, resume=resume, files=files, quiet=quiet) \
+            if lead else ResumePoint(None)
+        if world_size > 1:  # every rank starts where rank 0, which owns the folder, says
+            import torch.distributed as dist
+
+            shared = [point]
+            dist.broadcast_object_list(shared, src=0)
+            point = shared[0]
+        if point.finished:
+            return _finished_result(out_dir, evaluate)
+        if lead:
+            outputs.write_config(out_dir, config)
+        trainer = Trainer(config, ref_n, base_n, out_dir, quiet=quiet, rank=rank,
+                          world_size=world_size)
+        initial = frame.from_unit(trainer.trainable.base_mesh().clone())  # before resuming
+        if point.checkpoint is not None:
+            trainer.load_checkpoint(point.checkpoint)
+        final, seconds = fit(trainer, frame, out_dir)
+        if not lead:
+            return TrainResult(mesh=final, out_dir=out_dir, history=trainer.history,
+                               seconds=seconds)
+        export(out_dir, trainer, final)
+        metrics = None
+        if evaluate:
+            metrics = outputs.evaluate_run(out_dir, config, reference,
+                                           {"initial": initial.to("cpu"), "difflod": final},
+                                           history=trainer.history, seconds=seconds,
+                                           quiet=quiet)
+        finish(trainer)
     return TrainResult(mesh=final, out_dir=out_dir, history=trainer.history, metrics=metrics,
                        seconds=seconds)

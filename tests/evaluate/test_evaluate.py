@@ -112,3 +112,25 @@ def test_evaluate_mesh_against_itself() -> None:
     assert c["iou"]["mean"] == 1.0 and c["chamfer"] == 0.0
     big = res["candidates"]["big"]  # the same sphere, 1.25x larger
     assert big["psnr"]["mean"] < 25 and big["iou"]["mean"] < 0.9 and big["chamfer"] > 0.1
+
+
+def test_evaluate_with_pictures_keeps_the_scored_renders() -> None:
+    from difflod.assets import make
+    from difflod.evaluate.metrics import flip_error_map
+
+    ref = make("sphere", triangles=600, seed=0, texture_res=32)
+    cand = make("sphere", triangles=200, seed=1, texture_res=16)
+    results, pics = ev.evaluate_with_pictures(ref, {"c": cand}, views=3, res=24, seed=4,
+                                           backend="cpu", chamfer_samples=500, keep=2)
+    assert results == ev.evaluate(ref, {"c": cand}, views=3, res=24, seed=4, backend="cpu",
+                               chamfer_samples=500)
+    views = fixed_views(3, 4)
+    again_ref = ev.render_views(ev.normalize_to(ref, ref), views, 24, backend="cpu")[0]
+    again = ev.render_views(ev.normalize_to(cand, ref), views, 24, backend="cpu")[0]
+    # the same deterministic renderer on the same views: equal to the bit
+    assert torch.equal(pics.reference, again_ref[:2])
+    assert torch.equal(pics.candidates["c"], again[:2])
+    for i in range(2):
+        err, mean = flip_error_map(again_ref[i], again[i])
+        assert torch.equal(pics.flip["c"][i], err)
+        assert results["candidates"]["c"]["per_view"]["flip"][i] == mean

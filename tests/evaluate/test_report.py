@@ -138,3 +138,42 @@ def test_write_report_for_run_renders_views_and_turntable(tmp_path: Path) -> Non
     grid = np.asarray(Image.open(page.parent / "grid_0.png"))
     assert grid.shape == (2 * 32 + 4, 3 * 32 + 8, 3)
     assert next(page.parent.glob("turntable.*")).is_file()
+
+
+def test_report_grids_show_the_scored_renders_and_their_flip_maps(tmp_path: Path) -> None:
+    from matplotlib import colormaps
+
+    from difflod.assets import make
+    from difflod.evaluate.evaluate import Pictures
+    from difflod.evaluate.report import write_report_for_run
+
+    ref = make("sphere", triangles=800, seed=0, texture_res=32)
+    # pictures no renderer makes: a vertical ramp (raster order, row 0 = bottom)
+    ramp = torch.linspace(0, 1, 32)[None, :, None, None].expand(2, 32, 32, 3).contiguous()
+    flat = torch.full((2, 32, 32, 3), 0.25)
+    maps = torch.full((2, 32, 32), 0.5)
+    pics = Pictures(reference=ramp, candidates={"self": flat}, flip={"self": maps})
+    page = write_report_for_run(tmp_path / "r", ref, {"self": ref}, _metrics(), backend="cpu",
+                                res=32, grid_views=2, turntable=0, pictures=pics)
+    grid = np.asarray(Image.open(page.parent / "grid_0.png")).astype(np.float32) / 255
+    assert grid.shape == (2 * 32 + 4, 3 * 32 + 8, 3)
+    # column 0: the ramp, flipped for display (top row = raster's last row = 1.0);
+    # PNG stores 8 bits: half a step of 1/255
+    ref_col = grid[:32, :32, 0]
+    np.testing.assert_allclose(ref_col[:, 5], np.linspace(1, 0, 32), atol=0.5 / 255 + 1e-6)
+    np.testing.assert_allclose(grid[:32, 36:68], 0.25, atol=0.5 / 255 + 1e-6)
+    # the heat map is the given error 0.5 through magma, not a FLIP computed anew (0 here)
+    heat = colormaps["magma"](0.5)[:3]
+    np.testing.assert_allclose(grid[:32, 72:104], np.broadcast_to(heat, (32, 32, 3)),
+                               atol=0.5 / 255 + 1e-6)
+
+
+def test_display_size_area_averages_large_pictures() -> None:
+    from difflod.evaluate.report import _display
+
+    # 512 -> 256: each output pixel is the mean of a 2x2 block
+    img = torch.rand(1, 512, 512, 3)
+    small = _display(img, 256)
+    expect = img.flip(1).reshape(1, 256, 2, 256, 2, 3).mean((2, 4))
+    assert small.shape == (1, 256, 256, 3)
+    torch.testing.assert_close(small, expect, atol=1e-6, rtol=0)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from difflod.io.atomic import atomic_path, atomic_paths, atomic_write_bytes, atomic_write_text
+from difflod.errors import OutputFileError
+from difflod.io.atomic import (
+    atomic_path,
+    atomic_paths,
+    atomic_write_bytes,
+    atomic_write_text,
+    is_temp_name,
+)
 
 
 def test_write_bytes_and_text(tmp_path: Path) -> None:
@@ -42,7 +50,8 @@ def test_failure_leaves_old_file_and_no_temp(tmp_path: Path) -> None:
 
 def test_group_all_or_nothing(tmp_path: Path) -> None:
     names = [tmp_path / "a.png", tmp_path / "b.mtl", tmp_path / "c.obj"]
-    with pytest.raises(OSError), atomic_paths(names) as temps:
+    with pytest.raises(OutputFileError, match=r"a\.png: disk full$"), \
+            atomic_paths(names) as temps:
         temps[0].write_text("a")
         temps[1].write_text("b")
         raise OSError("disk full")
@@ -101,3 +110,52 @@ def test_saved_model_files_are_readable_by_others(tmp_path: Path) -> None:
     assert len(files) >= 4  # glb, obj, mtl, a texture
     for p in files:
         assert stat.S_IMODE(p.stat().st_mode) == 0o644, p.name
+
+
+# ---- failures: one OutputFileError naming the destination, nothing left behind ----
+def test_a_failing_write_names_the_file_and_keeps_the_old_one(tmp_path: Path) -> None:
+    target = tmp_path / "mesh.glb"
+    target.write_bytes(b"old")
+    with pytest.raises(OutputFileError, match=r"mesh\.glb: no space left on device$"), \
+            atomic_path(target) as tmp, open(tmp, "wb") as f:
+        f.write(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mesh.glb"]
+
+
+def test_a_group_names_the_member_that_failed(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    with pytest.raises(OutputFileError, match=r"b\.png: disk quota exceeded$"), \
+            atomic_paths([a, b]) as (_ta, tb):
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), str(tb))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("code", "fails"), [(errno.ENOSPC, True), (errno.EIO, True),
+                                             (errno.EINVAL, False)])
+def test_fsync_errors_fail_unless_the_file_system_cannot_sync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, fails: bool) -> None:
+    """ENOSPC / EIO reported at fsync (NFS, delayed allocation) mean the bytes are not
+    stored; EINVAL only means the file system has no fsync (the bytes are written)."""
+    def fsync(fd: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    target = tmp_path / "history.json"
+    if fails:
+        with pytest.raises(OutputFileError, match=rf"history\.json: {os.strerror(code).lower()}"):
+            atomic_write_text(target, "[]")
+        assert list(tmp_path.iterdir()) == []
+    else:
+        atomic_write_text(target, "[]")
+        assert target.read_text() == "[]"
+
+
+def test_temp_names_are_recognized(tmp_path: Path) -> None:
+    names = []
+    for target in (tmp_path / "mesh.glb", tmp_path / "texture_kd.png", tmp_path / "noext"):
+        with atomic_path(target) as tmp:
+            names.append(tmp.name)
+    assert all(is_temp_name(n) for n in names), names
+    assert not any(is_temp_name(n) for n in ("mesh.glb", ".mesh.glb", "a.tmp.png", ".a.b.tmp"))

@@ -12,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from difflod.errors import InputFileError
+from difflod.errors import InputFileError, OutputFileError
 from difflod.io import obj
 from difflod.io.image import linear_to_srgb, srgb_to_linear, write_image
 from difflod.mesh import Material, Mesh
@@ -276,7 +276,7 @@ def test_write_failure_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monkey
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
     monkeypatch.setattr(obj, "write_image", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputFileError, match=r": disk full$"):
         obj.write(_rand_mesh(1), tmp_path / "mesh.obj")
     assert list(tmp_path.iterdir()) == []
 

@@ -45,10 +45,11 @@ def test_training_improves_held_out_psnr(tmp_path: Path) -> None:
     m = result.metrics["candidates"]
     assert m["difflod"]["psnr"]["mean"] > m["initial"]["psnr"]["mean"] + 3.0
     out = result.out_dir
-    for name in ("config.json", "history.json", "metrics.json", "mesh.glb", "checkpoint.pt",
+    for name in ("config.json", "history.json", "metrics.json", "mesh.glb",
                  "mesh/mesh.obj", "mesh/mesh.mtl", "mesh/texture_kd.png", "mesh/texture_ks.png",
                  "mesh/texture_n.png"):
         assert (out / name).is_file(), name
+    assert not (out / "checkpoint.pt").exists()  # a finished run keeps none (keep_checkpoint)
     # the written model is in the reference's own frame and loads back
     from difflod.io import load
 
@@ -261,3 +262,42 @@ def test_evaluate_is_held_out_and_deterministic(tmp_path: Path,
     assert all(math.isfinite(x) for x in pv[0])
     assert pv[0] == pv[1] and pv[0] != pv[2]
     assert torch.equal(rendered[2], eval_mvp) and not torch.allclose(rendered[4], eval_mvp)
+
+
+def test_run_reads_the_numbers_back_every_log_interval(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    tr = trainer_for(make(iter=7, log_interval=3), tmp_path)
+    calls: list[tuple[int, int]] = []   # (trainer iteration when called, record's iteration)
+    tr.on_step = lambda it, rec: calls.append((tr.iteration, it))
+    # reads of tensor values by the optimize package's own code inside the steps
+    # after the first (the first reads the Laplacian once to fix its weight). The
+    # views are drawn on the host (scene.views) and the CPU kernels read their
+    # inputs by design: on a GPU those are not syncs, the trainer's reads were.
+    reads: list[str] = []
+    inside = [False]
+    for name in ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__"):
+        real = getattr(torch.Tensor, name)
+
+        def spy(self: torch.Tensor, *a: object, _real=real, _name=name, **k: object) -> object:
+            caller = sys._getframe(1).f_code.co_filename.replace("\\", "/")
+            if inside[0] and "/difflod/optimize/" in caller:
+                reads.append(f"{_name} in {caller}:{sys._getframe(1).f_lineno}")
+            return _real(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    advance = tr._advance
+
+    def watched() -> dict:
+        inside[0] = tr.iteration > 0
+        try:
+            return advance()
+        finally:
+            inside[0] = False
+    monkeypatch.setattr(tr, "_advance", watched)
+    history = tr.run(checkpoint=False)
+    assert reads == []
+    # read back after the warm-up step, after iterations 3 and 6 (every 3rd), at the end
+    assert calls == [(1, 0), (3, 1), (3, 2), (6, 3), (6, 4), (6, 5), (7, 6)]
+    assert [h["iteration"] for h in history] == list(range(7))
+    assert all({"loss", "laplacian", "psnr", "ms"} <= set(h) for h in history)

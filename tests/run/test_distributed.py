@@ -16,7 +16,8 @@ SETTINGS = {"ref_mesh": "asset:sphere?triangles=800&texture_res=32",
             "base_mesh": "asset:sphere?triangles=120&texture_res=16",
             "iter": 3, "batch": 2, "train_res": 24, "texture_res": [16, 16],
             "save_interval": 0, "eval_views": 1, "eval_res": 16, "backend": "cpu",
-            "device": "cpu", "random_textures": True, "out_dir": "dist"}
+            "device": "cpu", "random_textures": True, "out_dir": "dist",
+            "keep_checkpoint": True}
 
 
 @pytest.mark.slow

@@ -51,6 +51,7 @@ def test_every_level_is_written(chain: Path) -> None:
                      "mesh/mesh.obj", "img_000000.png", f"img_{ITER:06d}.png"):
             assert (chain / f"lod{i}" / name).exists(), (i, name)
         assert not (chain / f"lod{i}" / "metrics.json").exists()
+        assert not (chain / f"lod{i}" / "checkpoint.pt").exists()  # a finished run keeps none
     assert (chain / "report" / "report.html").exists()
 
 
@@ -77,6 +78,7 @@ def test_one_report_over_the_chain_and_every_level_gains(chain: Path) -> None:
         [lv["triangles"] for lv in levels])
     # one reference render per step serves the three levels
     assert metrics["reference_renders"] == {"rendered": ITER, "reused": 2 * ITER}
+    assert set(metrics["timings"]) == {"base_mesh_s", "train_s", "evaluate_s", "report_s"}
 
 
 def test_a_level_equals_its_separate_run(tmp_path: Path) -> None:
@@ -121,6 +123,18 @@ def test_budgets_are_checked() -> None:
         check_budgets([100], ref, "m")
     with pytest.raises(DiffLodError, match="leaves nothing to simplify"):
         check_budgets([100, 5000], ref, "m")
+
+
+def test_a_second_chain_into_the_same_folder_is_refused(tmp_path: Path) -> None:
+    from difflod.errors import OutputInUseError
+    from difflod.run.lock import output_lock
+
+    config = simplify_config(None, {**SMALL, "iter": 1})
+    with output_lock(tmp_path / "busy"):
+        with pytest.raises(OutputInUseError):
+            simplify_chain(REF, [200, 60], tmp_path / "busy", config=config, quiet=True,
+                           evaluate=False)
+    assert not (tmp_path / "busy" / "lod0").exists()
 
 
 def test_screen_coverage() -> None:
