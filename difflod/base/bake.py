@@ -5,9 +5,10 @@ find its 3D point on the target surface (a small barycentric fill in UV
 space, written here in numpy so baking does not depend on a render backend),
 find the closest point on the reference surface (scipy cKDTree over dense
 area-weighted reference samples, then projection onto the sample's triangle),
-and sample the reference's textures there. Covered islands are then dilated
-by a few texels so bilinear filtering at island borders does not pull in the
-empty background.
+and sample the reference's textures there. Every texel outside the charts then
+takes the value of its nearest covered texel (base.texel_fill), so bilinear
+filtering at chart borders and every mip level see the charts' own colours,
+never an empty background.
 
 Normals are baked in tangent space of the target mesh: the reference's
 world-space shading normal (its vertex normals, or face normals, perturbed by
@@ -26,13 +27,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from difflod.base.texel_fill import fill_from_nearest
 from difflod.geometry.sampling import sample_surface
 from difflod.mesh import Mesh
 
 __all__ = [
     "UVRaster",
     "bake_textures",
-    "dilate",
+    "chart_mask",
     "rasterize_uv",
     "vertex_normals",
     "vertex_tangents",
@@ -85,36 +87,23 @@ def rasterize_uv(uv: np.ndarray, t_idx: np.ndarray, res: int) -> UVRaster:
     return UVRaster(tri=tri_map, bary=bary_map)
 
 
-def dilate(img: np.ndarray, mask: np.ndarray, iterations: int) -> np.ndarray:
-    """Grow the covered region of `img` [H,W,C] by `iterations` texels.
+def chart_mask(v_tex: np.ndarray | torch.Tensor, t_tex_idx: np.ndarray | torch.Tensor,
+               res: tuple[int, int]) -> np.ndarray | None:
+    """`[H,W]` bool: texels whose centre is inside some UV triangle, or None.
 
-    Each pass sets every uncovered texel that touches a covered one (4-neighbours)
-    to the mean of those neighbours. Returns a new array; texels never reached
-    are left as they were. (Shifted slices, added in a fixed order: the same
-    sums as np.roll with the wrapped row cut, without its copies; measured 2x
-    faster on a 1024^2 atlas, 4 passes, on a 2-core CPU.)
+    Args:
+        v_tex: `[T,2]` UVs (glTF convention); t_tex_idx: `[F,3]` indices into v_tex.
+        res: (H, W) of the atlas.
+    Returns:
+        The mask, or None when it is unknown: the atlas is not square, or some
+        UV lies outside [0,1] (a wrapping, tiled map has no gutters).
     """
-    out = img.copy()
-    cov = mask.copy()
-    h, w = cov.shape
-    for _ in range(iterations):
-        vals = out * cov[..., None]
-        cov_f = cov.astype(np.float64)
-        acc = np.zeros_like(out)
-        cnt = np.zeros(cov.shape, dtype=np.float64)
-        # from the texel below, above, left, right (a texel at the border has fewer)
-        for dst, src in (((slice(1, h), slice(None)), (slice(0, h - 1), slice(None))),
-                         ((slice(0, h - 1), slice(None)), (slice(1, h), slice(None))),
-                         ((slice(None), slice(1, w)), (slice(None), slice(0, w - 1))),
-                         ((slice(None), slice(0, w - 1)), (slice(None), slice(1, w)))):
-            acc[dst] += vals[src]
-            cnt[dst] += cov_f[src]
-        grow = (~cov) & (cnt > 0)
-        if not grow.any():
-            break
-        out[grow] = acc[grow] / cnt[grow][:, None]
-        cov = cov | grow
-    return out
+    uv = np.asarray(torch.as_tensor(v_tex).detach().cpu().double())
+    idx = np.asarray(torch.as_tensor(t_tex_idx).detach().cpu().long())
+    h, w = int(res[0]), int(res[1])
+    if h != w or uv.size == 0 or uv.min() < 0.0 or uv.max() > 1.0:
+        return None
+    return rasterize_uv(uv, idx, h).tri >= 0
 
 
 def _sample_bilinear(tex: np.ndarray, uv: np.ndarray) -> np.ndarray:
@@ -200,7 +189,7 @@ def _closest_on_triangles(q: np.ndarray, a: np.ndarray, b: np.ndarray,
 
 def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarray,
                   target_uv: np.ndarray, target_uv_idx: np.ndarray, res: int, *,
-                  seed: int = 0, samples: int | None = None, padding: int = 4,
+                  seed: int = 0, samples: int | None = None,
                   bake_normals: bool = True) -> dict[str, np.ndarray | None]:
     """Bake reference kd, ks and normals onto the target's UV atlas.
 
@@ -211,7 +200,6 @@ def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarra
         res: atlas resolution (square).
         samples: reference surface samples for the nearest-point search
             (default: max(200k, 4 F_ref)).
-        padding: texels of dilation around each island.
     Returns:
         {"kd": `[res,res,3 or 4]`, "ks": `[res,res,3]`, "normal": `[res,res,3]` or
          None, "occlusion": `[res,res,1]` or None (when no reference material has one), "v_nrm": `[V,3]`, "v_tng": `[T,4]`, "coverage": `[res,res]` bool},
@@ -282,12 +270,11 @@ def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarra
         n_ts = np.stack([(n_world * tng).sum(1), (n_world * bit).sum(1),
                          (n_world * nrm).sum(1)], axis=1)
         n_ts[:, 2] = np.maximum(n_ts[:, 2], 0.05)  # never point below the surface
-        img = _to_image(_normalize(n_ts), covered, res, padding, fill=(0.0, 0.0, 1.0))
+        img = _to_image(_normalize(n_ts), covered, res, (0.0, 0.0, 1.0))
         out["normal"] = _normalize(img.astype(np.float64)).astype(np.float32)
-    out["kd"] = _to_image(kd, covered, res, padding)
-    out["ks"] = _to_image(ks, covered, res, padding)
-    out["occlusion"] = _to_image(occ, covered, res, padding, fill=(1.0,)) \
-        if with_occlusion else None
+    out["kd"] = _to_image(kd, covered, res)
+    out["ks"] = _to_image(ks, covered, res)
+    out["occlusion"] = _to_image(occ, covered, res, (1.0,)) if with_occlusion else None
     out["v_nrm"] = v_nrm.astype(np.float32)
     out["v_tng"] = v_tng.astype(np.float32)
     out["coverage"] = covered
@@ -313,27 +300,19 @@ def _reference_normals(reference: Mesh, ref_pos: np.ndarray, ref_idx: np.ndarray
     return n
 
 
-def _to_image(values: np.ndarray, covered: np.ndarray, res: int, padding: int,
-              fill: tuple[float, ...] | None = None) -> np.ndarray:
-    """Scatter per-texel values `[N,C]` into an atlas, dilate, fill the rest.
+def _to_image(values: np.ndarray, covered: np.ndarray, res: int,
+              empty: tuple[float, ...] = (0.0,)) -> np.ndarray:
+    """Scatter per-texel values `[N,C]` into a `[res,res,C]` float32 atlas.
 
-    Texels beyond the dilated islands get `fill`, or the mean value (which
-    keeps mip levels of the atlas close to the islands' colours).
+    Texels outside the charts take their nearest covered texel's value; an
+    atlas with no covered texel at all is `empty` everywhere.
     """
-    img = np.zeros((res, res, values.shape[1]), dtype=np.float64)
+    img = np.empty((res, res, values.shape[1]), dtype=np.float64)
+    if not covered.any():
+        img[...] = empty
+        return img.astype(np.float32)
     img[covered] = values
-    img = dilate(img, covered, padding)
-    from scipy import ndimage
-
-    # the texels dilate reached: `padding` steps of 4-neighbour growth
-    cross = ndimage.generate_binary_structure(2, 1)
-    reached = ndimage.binary_dilation(covered, cross, iterations=padding) if padding > 0 \
-        else covered
-    if fill is not None:
-        img[~reached] = fill
-    elif covered.any():
-        img[~reached] = values.mean(axis=0)
-    return img.astype(np.float32)
+    return fill_from_nearest(img, covered).astype(np.float32)
 
 
 def to_tensor(a: np.ndarray) -> torch.Tensor:

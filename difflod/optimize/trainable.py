@@ -5,7 +5,10 @@ the kd / ks / normal textures (one tensor per mip level with `custom_mip`,
 as nvdiffmodeling trains them) and, with `subdivision`, a displacement map —
 and turns them into a renderable `Mesh` each step (`build`). It also knows
 the valid range of each parameter (`clamp_`), and how to save and restore
-them (`state_dict`, `load_state_dict`).
+them (`state_dict`, `load_state_dict`). `export_mesh` is the result to write:
+the textures with the texels training did not determine filled from their
+neighbours (base.texel_fill: gutters from the charts; with a noise start,
+texels no view saw from those it did).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from difflod.base.bake import chart_mask
+from difflod.base.texel_fill import fill_unseen
 from difflod.config import TrainConfig
 from difflod.mesh import Material, Mesh
 from difflod.render.texture import texture_mips
@@ -103,6 +108,7 @@ class Trainable:
         self.textures = {
             name: self._make_texture(t.to(device))
             for name, t in (("kd", kd), ("ks", ks), ("normal", normal))}
+        self._start = {"kd": kd, "ks": ks, "normal": normal}  # CPU, for export_mesh
         self.v_pos = base.v_pos.detach().clone().requires_grad_(True)
         self.displacement: torch.Tensor | None = None
         if config.subdivision > 0:
@@ -157,6 +163,27 @@ class Trainable:
         return dataclasses.replace(
             self.base, v_pos=self.v_pos, v_nrm=None, t_nrm_idx=None, v_tng=None,
             t_tng_idx=None, t_mat=None, materials=(self.material(),))
+
+    @torch.no_grad()
+    def export_mesh(self) -> Mesh:
+        """`base_mesh()` detached, its textures filled where training left them undetermined.
+
+        Texels outside the UV charts take the nearest chart texel's value;
+        texels inside them that training never changed keep their start when
+        it was a bake or the reference's maps, and are filled from the nearest
+        changed texel when it was noise (base.texel_fill.fill_unseen). A UV
+        layout outside [0,1] has no known gutters: only the latter applies.
+        """
+        chart = chart_mask(self.base.v_tex, self.base.t_tex_idx, tuple(self.config.texture_res))
+        keep = self.config.texture_init != "random"
+        filled = {name: fill_unseen(self.textures[name].base.detach(), self._start[name], chart,
+                                    keep_start=keep) for name in self.TEXTURES}
+        disp = self.displacement
+        if disp is not None:
+            disp = fill_unseen(disp.detach(), torch.zeros_like(disp), chart, keep_start=True)
+        material = dataclasses.replace(self.material(), kd=filled["kd"], ks=filled["ks"],
+                                       normal=filled["normal"], displacement=disp)
+        return self.base_mesh().replace(materials=(material,)).detach()
 
     def detail_mesh(self) -> Mesh:
         """The mesh that is rendered: the base, subdivided and displaced if enabled."""

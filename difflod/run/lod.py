@@ -211,7 +211,7 @@ def _train_chain(ref_mesh: Mesh, levels: list[int], out: Path, config: TrainConf
     # export; a finished level's checkpoint goes (run.train.finish)
     results = []
     for (base, _), trainer, level_dir in zip(bases, trainers, level_dirs):
-        final = frame.from_unit(trainer.trainable.base_mesh().detach().to("cpu"))
+        final = frame.from_unit(trainer.trainable.export_mesh().to("cpu"))
         export(level_dir, trainer, final)
         finish(trainer)
         results.append(SimplifyResult(mesh=final, baseline=base.to("cpu"), out_dir=level_dir,

@@ -72,7 +72,7 @@ def fit(trainer: Trainer, frame: Frame, out_dir: Path) -> tuple[Mesh, float]:
     trainer.run(save_progress=lambda it: outputs.save_progress_image(
         out_dir, it, trainer.render_display()))
     seconds = time.perf_counter() - t0
-    final = frame.from_unit(trainer.trainable.base_mesh().detach().to("cpu"))
+    final = frame.from_unit(trainer.trainable.export_mesh().to("cpu"))
     return final, seconds
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from difflod.base.bake import dilate, rasterize_uv
+from difflod.base.bake import rasterize_uv
 from difflod.base.baseline import baseline
 from difflod.mesh import Material, Mesh
 
@@ -78,7 +78,7 @@ def test_normal_map_is_unit_and_mostly_up_on_a_smooth_sphere() -> None:
     assert float(n[:, 2].mean()) > 0.98
 
 
-def test_rasterize_uv_covers_half_the_square_and_dilate_grows() -> None:
+def test_rasterize_uv_covers_half_the_square() -> None:
     uv = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     r = rasterize_uv(uv, np.array([[0, 1, 2]]), 32)
     cov = r.tri >= 0
@@ -87,11 +87,6 @@ def test_rasterize_uv_covers_half_the_square_and_dilate_grows() -> None:
     expect = ((jj + 0.5) + (ii + 0.5)) <= 32
     assert np.array_equal(cov, expect)
     assert np.allclose(r.bary[cov].sum(1), 1.0)
-    img = np.zeros((32, 32, 1))
-    img[cov] = 1.0
-    grown = dilate(img, cov, 2)
-    assert grown.sum() > img.sum()
-    assert np.all(grown[grown > 0] == 1.0)
 
 
 def test_bad_arguments() -> None:
@@ -137,49 +132,14 @@ def test_bake_tangents_follow_the_renderer_convention() -> None:
     assert float(cos.min()) > 0.95
 
 
-def _dilate_with_roll(img: np.ndarray, mask: np.ndarray, iterations: int) -> np.ndarray:
-    """The former dilate: np.roll per direction, the wrapped row or column cut."""
-    out, cov = img.copy(), mask.copy()
-    for _ in range(iterations):
-        acc, cnt = np.zeros_like(out), np.zeros(cov.shape, dtype=np.float64)
-        for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-            shifted = np.roll(out * cov[..., None], (dy, dx), axis=(0, 1))
-            scov = np.roll(cov, (dy, dx), axis=(0, 1))
-            if dy == 1:
-                scov[0], shifted[0] = False, 0
-            if dy == -1:
-                scov[-1], shifted[-1] = False, 0
-            if dx == 1:
-                scov[:, 0], shifted[:, 0] = False, 0
-            if dx == -1:
-                scov[:, -1], shifted[:, -1] = False, 0
-            acc += shifted
-            cnt += scov
-        grow = (~cov) & (cnt > 0)
-        if not grow.any():
-            break
-        out[grow] = acc[grow] / cnt[grow][:, None]
-        cov = cov | grow
-    return out
-
-
-@pytest.mark.parametrize("iterations", [1, 3, 6])
-def test_dilate_equals_the_roll_version_to_the_bit(iterations: int) -> None:
-    rng = np.random.default_rng(iterations)
-    mask = rng.random((37, 29)) < 0.08      # sparse islands, some on the border
-    img = rng.random((37, 29, 3)) * mask[..., None]
-    # the same additions in the same order: equal to the bit
-    assert np.array_equal(dilate(img, mask, iterations),
-                          _dilate_with_roll(img, mask, iterations))
-
-
-def test_to_image_fills_beyond_the_reach_of_the_dilation() -> None:
+def test_to_image_fills_the_whole_atlas_from_the_charts() -> None:
+    """The former 2-texel dilation and flat fill are gone: one covered texel fills
+    everything (its nearest covered texel); no covered texel at all gives `empty`."""
     from difflod.base.bake import _to_image
 
     covered = np.zeros((16, 16), dtype=bool)
     covered[3, 4] = True
-    img = _to_image(np.array([[0.25, 0.5, 0.75]]), covered, 16, 2, fill=(0.0, 0.0, 1.0))
-    reached = _dilate_with_roll(covered[..., None].astype(np.float64), covered, 2)[..., 0] > 0.5
-    assert reached.sum() == 13                 # a diamond of radius 2
-    assert np.allclose(img[reached], [0.25, 0.5, 0.75])
-    assert np.allclose(img[~reached], [0.0, 0.0, 1.0])
+    img = _to_image(np.array([[0.25, 0.5, 0.75]]), covered, 16)
+    assert np.array_equal(img, np.broadcast_to(np.float32([0.25, 0.5, 0.75]), (16, 16, 3)))
+    empty = _to_image(np.zeros((0, 3)), np.zeros((16, 16), bool), 16, (0.0, 0.0, 1.0))
+    assert np.array_equal(empty, np.broadcast_to(np.float32([0.0, 0.0, 1.0]), (16, 16, 3)))
