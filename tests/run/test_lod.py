@@ -130,10 +130,9 @@ def test_a_second_chain_into_the_same_folder_is_refused(tmp_path: Path) -> None:
     from difflod.run.lock import output_lock
 
     config = simplify_config(None, {**SMALL, "iter": 1})
-    with output_lock(tmp_path / "busy"):
-        with pytest.raises(OutputInUseError):
-            simplify_chain(REF, [200, 60], tmp_path / "busy", config=config, quiet=True,
-                           evaluate=False)
+    with output_lock(tmp_path / "busy"), pytest.raises(OutputInUseError):
+        simplify_chain(REF, [200, 60], tmp_path / "busy", config=config, quiet=True,
+                       evaluate=False)
     assert not (tmp_path / "busy" / "lod0").exists()
 
 
