@@ -35,6 +35,15 @@ def _timed(fn):
     return out, time.perf_counter() - w0, time.process_time() - c0
 
 
+def _print_row(r: dict) -> None:
+    print(f"| {r['repeat']} | {sum(r['separate_wall_s']):.1f} "
+          f"({', '.join(f'{x:.1f}' for x in r['separate_wall_s'])}) | "
+          f"{r['chain_wall_s']:.1f} | {r['wall_ratio']:.2f} | "
+          f"{sum(r['separate_cpu_s']):.1f} | {r['chain_cpu_s']:.1f} | {r['cpu_ratio']:.2f} | "
+          f"{', '.join(f'{x:.2f}' for x in r['separate_psnr'])} | "
+          f"{', '.join(f'{x:.2f}' for x in r['chain_psnr'])} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reference", default="asset:knot?triangles=20000&texture_res=512")
@@ -56,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         "eval_res": args.eval_res, "device": args.device, "save_interval": 0})
     ref = open_model(args.reference)
     rows = []
+    if not args.json:
+        print(f"reference {args.reference}, levels {levels}, {args.iter} it at "
+              f"{args.train_res}^2, batch {args.batch}, {args.eval_views} eval views at "
+              f"{args.eval_res}^2, {args.device}")
+        print("| repeat | separate wall s (per level) | chain wall s | wall ratio | "
+              "separate CPU s | chain CPU s | CPU ratio | PSNR separate | PSNR chain |")
+        print("|---|---|---|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         simplify(ref, levels[-1], tmp / "warm", config=config.replace(iter=2, eval_views=1),
@@ -91,23 +107,11 @@ def main(argv: list[str] | None = None) -> int:
                                for i in range(len(levels))],
                 "wall_ratio": round(c_wall / s_wall, 3), "cpu_ratio": round(c_cpu / s_cpu, 3),
                 "reference_renders": c.metrics["reference_renders"]})
+            if not args.json:
+                _print_row(rows[-1])
     if args.json:
         json.dump({"settings": vars(args), "rows": rows}, sys.stdout, indent=1)
         print()
-        return 0
-    print(f"reference {args.reference}, levels {levels}, {args.iter} it at "
-          f"{args.train_res}^2, batch {args.batch}, {args.eval_views} eval views at "
-          f"{args.eval_res}^2, {args.device}")
-    print("| repeat | separate wall s (per level) | chain wall s | wall ratio | "
-          "separate CPU s | chain CPU s | CPU ratio | PSNR separate | PSNR chain |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['repeat']} | {sum(r['separate_wall_s']):.1f} "
-              f"({', '.join(f'{x:.1f}' for x in r['separate_wall_s'])}) | "
-              f"{r['chain_wall_s']:.1f} | {r['wall_ratio']:.2f} | "
-              f"{sum(r['separate_cpu_s']):.1f} | {r['chain_cpu_s']:.1f} | {r['cpu_ratio']:.2f} | "
-              f"{', '.join(f'{x:.2f}' for x in r['separate_psnr'])} | "
-              f"{', '.join(f'{x:.2f}' for x in r['chain_psnr'])} |")
     return 0
 
 
