@@ -41,11 +41,9 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from difflod.io import load
-from difflod.io.atomic import is_temp_name
 from difflod.run.lock import LOCK_NAME
+from difflod.run.output_check import check_outputs
 
 SETTINGS = {"iter": 8, "batch": 2, "train_res": 32, "texture_res": [32, 32], "save_interval": 2,
             "eval_views": 2, "eval_res": 32, "backend": "cpu", "device": "cpu",
@@ -67,42 +65,12 @@ def command(kind: str, folder: Path, cfg: Path, resume: bool) -> list[str]:
     return cmd + (["--resume"] if resume else []) + ["--quiet"]
 
 
-def check_file(path: Path) -> None:
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        json.loads(path.read_text(encoding="utf-8"))
-    elif suffix in (".png", ".webp"):
-        with Image.open(path) as im:
-            im.load()
-    elif suffix in (".glb", ".obj"):
-        load(path)
-    elif suffix == ".mtl":
-        path.read_text(encoding="utf-8")
-    elif suffix == ".html":
-        if not path.read_text(encoding="utf-8").rstrip().endswith("</html>"):
-            raise ValueError("no </html> at the end")
-    elif suffix == ".pt":
-        torch.load(path, weights_only=False)
-    else:
-        raise ValueError("a file no run writes")
-
-
 def inspect(run: Path) -> dict:
     """What a killed run left in `run`."""
     if not run.is_dir():
         return {"state": "no folder", "files": 0, "incomplete": [], "temps": 0}
-    files, bad, temps = 0, [], 0
-    for path in sorted(p for p in run.rglob("*") if p.is_file()):
-        if path.name == LOCK_NAME:
-            continue
-        if is_temp_name(path.name):
-            temps += 1
-            continue
-        files += 1
-        try:
-            check_file(path)
-        except Exception as e:  # noqa: BLE001 - any failure to read means incomplete
-            bad.append(f"{path.relative_to(run)}: {type(e).__name__}: {e}")
+    outputs, bad, temp_files = check_outputs(run)
+    files, temps = len(outputs), len(temp_files)
     ckpt = run / "checkpoint.pt"
     if ckpt.is_file() and not any(b.startswith("checkpoint.pt") for b in bad):
         state = f"checkpoint @{torch.load(ckpt, weights_only=False)['iteration']}"
