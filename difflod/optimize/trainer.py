@@ -9,79 +9,38 @@ pieces it drives live elsewhere: scene.views (cameras and lights),
 losses.py, schedule.py, trainable.py, render.pipeline (rendering), geometry
 (normalization, Laplacian, skinning).
 
-Checkpoints hold exactly what resuming needs to continue bit for bit: the
-parameters, Adam's moments and step counts, the learning-rate schedule, the
-Laplacian weight, the generator, the history, the config, and a digest of
-the two meshes the run started from (`inputs`: a resume with another model,
-or a base mesh that came out differently, is refused, since the Laplacian's
-rest shape and the topology come from it). torch.save serializes into
-memory and io.atomic writes the bytes, so a full disk gives one
-OutputFileError naming checkpoint.pt (torch's own file writer reports it as
-an opaque RuntimeError) and never leaves a truncated checkpoint.
+Checkpoints: optimize/checkpoint.py (what they hold, how they are written and
+checked); the Trainer gathers and restores its state.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
 import math
-import pickle
 import time
 import warnings
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from difflod.config import TrainConfig
 from difflod.errors import DiffLodError
 from difflod.io.image import linear_to_srgb
 from difflod.mesh import Mesh
+from difflod.optimize.checkpoint import (
+    CHECKPOINT,
+    mesh_digest,
+    read_checkpoint,
+    write_checkpoint,
+)
 from difflod.optimize.frame import Frame
 from difflod.optimize.progress import Progress
 from difflod.optimize.reference_renders import ReferenceRenders
 from difflod.optimize.schedule import LaplacianWeight, lr_factor
 from difflod.optimize.trainable import Trainable
 
-__all__ = ["CHECKPOINT", "Trainer", "mesh_digest", "prepare_meshes", "resolve_device"]
-
-CHECKPOINT = "checkpoint.pt"
-
-
-def _feed(h: hashlib._Hash, value: object) -> None:
-    if isinstance(value, np.ndarray):
-        value = torch.from_numpy(np.ascontiguousarray(value))
-    if isinstance(value, torch.Tensor):
-        t = value.detach().to("cpu").contiguous()
-        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        h.update(type(value).__name__.encode())
-        for f in dataclasses.fields(value):
-            h.update(f.name.encode())
-            _feed(h, getattr(value, f.name))
-    elif isinstance(value, (list, tuple)):
-        h.update(f"L{len(value)}".encode())
-        for v in value:
-            _feed(h, v)
-    elif isinstance(value, dict):
-        h.update(f"D{len(value)}".encode())
-        for k in sorted(value, key=str):
-            h.update(str(k).encode())
-            _feed(h, value[k])
-    else:
-        h.update(repr(value).encode())
-
-
-def mesh_digest(mesh: Mesh) -> str:
-    """SHA-256 of every tensor and value of `mesh` (materials and skin included):
-    equal digests mean bit-identical meshes."""
-    h = hashlib.sha256()
-    _feed(h, mesh)
-    return h.hexdigest()
+__all__ = ["Trainer", "prepare_meshes", "resolve_device"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -467,11 +426,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Write checkpoint.pt atomically; a failed write raises OutputFileError."""
-        from difflod.io.atomic import atomic_write_bytes
-
-        buffer = io.BytesIO()
-        torch.save(self.checkpoint_state(), buffer)
-        atomic_write_bytes(self.checkpoint_path, buffer.getvalue())
+        write_checkpoint(self.checkpoint_path, self.checkpoint_state())
         return self.checkpoint_path
 
     def remove_checkpoint(self) -> None:
@@ -485,35 +440,16 @@ class Trainer:
             DiffLodError: an unreadable or damaged file, one made with other
                 settings, or from other models.
         """
+        state = read_checkpoint(path, self.device, self.config, self.inputs)
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
-            saved, now = state.get("config", {}), self.config.to_dict()
-            if saved != now:
-                # keys a checkpoint lacks (made by an older difflod) are not a mismatch
-                changed = sorted(k for k in now if k in saved and saved[k] != now[k]
-                                 and k not in _RESUMABLE_KEYS)
-                if changed:
-                    raise DiffLodError(f"{path}: the checkpoint was made with other settings "
-                                       f"({', '.join(changed)}); resume with the same config")
-            for role, digest in state.get("inputs", {}).items():
-                if self.inputs.get(role) != digest:
-                    raise DiffLodError(
-                        f"{path}: the checkpoint was made from another {role} mesh than "
-                        f"this run's; resume with the same models (or start afresh)")
             self.trainable.load_state_dict(state["params"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-        except (OSError, RuntimeError, KeyError, ValueError, EOFError, AttributeError,
-                pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        except (OSError, RuntimeError, KeyError, ValueError, EOFError, AttributeError) as e:
             raise DiffLodError(f"{path}: cannot resume from this checkpoint: {e}") from None
         self.lap_weight = LaplacianWeight.from_state(state["laplacian_weight"])
         self.generator.set_state(state["generator"])
         self.history = list(state["history"])
         self.iteration = int(state["iteration"])
         self._pending = []
-
-
-# Keys that may differ between a checkpoint and the run resuming it.
-_RESUMABLE_KEYS = {"iter", "save_interval", "display_interval", "log_interval", "out_dir",
-                   "eval_views", "eval_res", "backend", "device", "name", "keep_checkpoint"}
 

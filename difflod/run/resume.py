@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from difflod.config import TrainConfig
-from difflod.optimize.trainer import CHECKPOINT
+from difflod.optimize.checkpoint import CHECKPOINT
 
 __all__ = ["ResumePoint", "final_files", "find_resume_point"]
 
