@@ -23,6 +23,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"difflod: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _add_simplify_flags(p: argparse.ArgumentParser) -> None:
+    """The settings of a simplify run (read by _simplify_overrides): simplify and batch."""
+    p.add_argument("--config", default=None, help="JSON config (nvdiffmodeling keys accepted)")
+    p.add_argument("--iter", type=int, default=None, help="iterations (default 2000)")
+    p.add_argument("--train-res", type=int, default=None, help="training resolution (default 512)")
+    p.add_argument("--batch", type=int, default=None, help="views per step (default 8)")
+    p.add_argument("--texture-res", type=int, default=None, help="texture side (default 1024)")
+    p.add_argument("--backend", default=None, choices=["auto", "cpu", "cuda", "torch"])
+    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=int, default=None)
+
+
 def _add_limit_flags(p: argparse.ArgumentParser) -> None:
     """--max-vertices ... --allow-outside-paths: difflod.io.limits.ReadLimits."""
     g = p.add_argument_group("input limits (checked before a model file's data is allocated)")
@@ -120,14 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="triangle budget; several (20000,5000,1000) make an LOD chain "
                         "in one run")
     s.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="output folder")
-    s.add_argument("--config", default=None, help="JSON config (nvdiffmodeling keys accepted)")
-    s.add_argument("--iter", type=int, default=None, help="iterations (default 2000)")
-    s.add_argument("--train-res", type=int, default=None, help="training resolution (default 512)")
-    s.add_argument("--batch", type=int, default=None, help="views per step (default 8)")
-    s.add_argument("--texture-res", type=int, default=None, help="texture side (default 1024)")
-    s.add_argument("--backend", default=None, choices=["auto", "cpu", "cuda", "torch"])
-    s.add_argument("--device", default=None)
-    s.add_argument("--seed", type=int, default=None)
+    _add_simplify_flags(s)
     s.add_argument("--resume", action="store_true",
                    help="continue the run in OUT_DIR from its checkpoint.pt (from the start "
                         "if it has none; nothing to do if it finished)")
@@ -157,14 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run on a Ray cluster: auto, HOST:PORT, ray://..., or local")
     m.add_argument("--retries", type=int, default=2,
                    help="Ray's retries of a task whose worker died or raised (default 2)")
-    m.add_argument("--config", default=None, help="JSON config for every model")
-    m.add_argument("--iter", type=int, default=None, help="iterations (default 2000)")
-    m.add_argument("--train-res", type=int, default=None, help="training resolution")
-    m.add_argument("--batch", type=int, default=None, help="views per step")
-    m.add_argument("--texture-res", type=int, default=None, help="texture side")
-    m.add_argument("--backend", default=None, choices=["auto", "cpu", "cuda", "torch"])
-    m.add_argument("--device", default=None)
-    m.add_argument("--seed", type=int, default=None)
+    _add_simplify_flags(m)
     m.add_argument("--quiet", action="store_true")
     _add_limit_flags(m)
     return p
