@@ -91,3 +91,31 @@ def test_bad_coverage(tmp_path, chain, coverage, match):
     with pytest.raises(ValueError, match=match):
         write_lods(chain, tmp_path / "x.glb", coverage)
     assert not (tmp_path / "x.glb").exists()
+
+
+def test_a_viewer_without_msft_lod_shows_level_0(tmp_path, chain):
+    """three.js has no MSFT_lod: it must draw the chain's file exactly as level 0's own
+    file (the coarser levels stay outside the scene), and not as a coarser level."""
+    import os
+
+    from difflod.evaluate.evaluate import render_threejs
+    from difflod.evaluate.threejs import RendererUnavailable, find_threejs
+    from difflod.io import save
+    from difflod.scene.views import fixed_views
+
+    try:
+        find_threejs()
+    except RendererUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have the three.js renderer: {exc}")
+        pytest.skip(f"{exc} (.ci/run installs it)")
+    files = {"chain": tmp_path / "chain.glb", "lod0": tmp_path / "lod0.glb",
+             "lod2": tmp_path / "lod2.glb"}
+    write_lods(chain, files["chain"], [0.25, 0.0625, 0.0])
+    save(chain[0], files["lod0"])
+    save(chain[2], files["lod2"])
+    ref = make("spiky", 3000, 0, 64)
+    pics = render_threejs(ref, {"chain": chain[0], "lod0": chain[0], "lod2": chain[2]},
+                          fixed_views(2, 0), 64, files)
+    assert torch.equal(pics["chain"][0], pics["lod0"][0])
+    assert not torch.equal(pics["chain"][1], pics["lod2"][1])  # a coarser silhouette differs
