@@ -12,8 +12,11 @@ are excluded; the table reports mean and median over the timed iterations.
                           [--profile N]
 
 --profile N prints, after the table, torch.profiler's N most expensive
-operators of one extra iteration per device (self CPU time; on a GPU also
-self CUDA time).
+operators of 10 extra iterations per device (self CPU time; on a GPU also
+self CUDA time, and per iteration: host time to queue, device busy time,
+device activities). "mean"/"median" read each step back at once; "in loop"
+is the mean of the same number of steps run as the training loop runs them
+(numbers read back every log_interval steps).
 """
 
 from __future__ import annotations
@@ -52,36 +55,63 @@ def bench_device(device: str, args: argparse.Namespace, tmp: Path) -> dict:
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
-    for _ in range(args.iters):
+    for _ in range(args.iters):  # each step read back at once: a median per step
         t0 = time.perf_counter()
         trainer.step()
         sync()
         times.append((time.perf_counter() - t0) * 1000.0)
+    # as the training loop runs: no read-back inside log_interval steps
+    t0 = time.perf_counter()
+    for i in range(args.iters):
+        trainer.advance()
+        if (i + 1) % trainer.config.log_interval == 0:
+            trainer.flush()
+    trainer.flush()
+    sync()
+    pipelined = (time.perf_counter() - t0) * 1000.0 / args.iters
     if args.profile:
-        _profile_step(trainer, dev, args.profile)
+        _profile_steps(trainer, dev, args.profile)
     peak = (torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     return {"device": device, "name": torch.cuda.get_device_name() if dev.type == "cuda"
             else "cpu", "ms_mean": statistics.fmean(times), "ms_median": statistics.median(times),
+            "ms_pipelined": pipelined,
             "peak_gib": peak, "peak_kind": "GPU allocated" if dev.type == "cuda" else "process RSS",
             "res": args.res, "batch": args.batch, "texture_res": args.texture_res,
             "ref_triangles": ref.num_triangles, "base_triangles": base.num_triangles,
             "psnr_last": trainer.history[-1]["psnr"]}
 
 
-def _profile_step(trainer: Trainer, dev: torch.device, rows: int) -> None:
-    """Print the `rows` most expensive operators of one iteration."""
+PROFILED_STEPS = 10
+
+
+def _profile_steps(trainer: Trainer, dev: torch.device, rows: int) -> None:
+    """Print the `rows` most expensive operators of PROFILED_STEPS iterations run as
+    the loop runs them, and per step: host time, summed kernel time, launches."""
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync()
     with profile(activities=acts) as prof:
-        trainer.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(PROFILED_STEPS):
+            trainer.advance()
+        host = time.perf_counter() - t0
+        trainer.flush()
+        sync()
+        wall = time.perf_counter() - t0
+    events = prof.key_averages()
     keys = ["self_cuda_time_total"] if dev.type == "cuda" else []
     for key in [*keys, "self_cpu_time_total"]:  # on a GPU the host side can be the limit
-        print(f"# one iteration on {dev}, by {key}", file=sys.stderr)
-        print(prof.key_averages().table(sort_by=key, row_limit=rows), file=sys.stderr)
+        print(f"# {PROFILED_STEPS} iterations on {dev}, by {key}", file=sys.stderr)
+        print(events.table(sort_by=key, row_limit=rows), file=sys.stderr)
+    if dev.type == "cuda":
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy = sum(e.device_time for e in kernels) / 1000.0 / PROFILED_STEPS
+        print(f"# per iteration (profiled): wall {wall * 1000 / PROFILED_STEPS:.2f} ms, host "
+              f"{host * 1000 / PROFILED_STEPS:.2f} ms to queue, device busy {busy:.2f} ms, "
+              f"{len(kernels) / PROFILED_STEPS:.0f} device activities", file=sys.stderr)
 
 
 def main() -> int:
@@ -108,9 +138,11 @@ def main() -> int:
         json.dump(rows, sys.stdout, indent=2)
         print()
         return 0
-    print(f"{'device':8} {'name':28} {'ms/iter mean':>12} {'median':>8} {'peak GiB':>9}  note")
+    print(f"{'device':8} {'name':28} {'ms/iter mean':>12} {'median':>8} {'in loop':>8} "
+          f"{'peak GiB':>9}  note")
     for r in rows:
         print(f"{r['device']:8} {r['name'][:28]:28} {r['ms_mean']:12.1f} {r['ms_median']:8.1f} "
+              f"{r['ms_pipelined']:8.1f} "
               f"{r['peak_gib']:9.2f}  {r['peak_kind']}; res {r['res']}, batch {r['batch']}, "
               f"tex {r['texture_res']}^2, ref {r['ref_triangles']} / base "
               f"{r['base_triangles']} tris")

@@ -204,7 +204,7 @@ class Trainer:
         return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
 
     # ---- one iteration ----------------------------------------------------------
-    def _advance(self) -> dict:
+    def advance(self) -> dict:
         """One iteration with no host sync (but the first one's Laplacian weight);
         its record's numbers are filled by the next `flush`."""
         from difflod.optimize.losses import image_loss
@@ -289,7 +289,7 @@ class Trainer:
         host's time in the step; on a GPU the wait for queued work falls on the
         steps that read back, so means over log_interval steps are exact)}.
         """
-        record = self._advance()
+        record = self.advance()
         self.flush()
         return record
 
@@ -361,7 +361,7 @@ class Trainer:
                     save_progress(it)
                 if it == cfg.iter:
                     break
-                record = self._advance()
+                record = self.advance()
                 # the numbers come back every log_interval steps, after the warm-up step
                 # and at the end: no host sync inside the steps between
                 if it == start or (it + 1) % cfg.log_interval == 0 or it + 1 == cfg.iter:

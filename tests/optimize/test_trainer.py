@@ -286,7 +286,7 @@ def test_run_reads_the_numbers_back_every_log_interval(tmp_path: Path,
                 reads.append(f"{_name} in {caller}:{sys._getframe(1).f_lineno}")
             return _real(self, *a, **k)
         monkeypatch.setattr(torch.Tensor, name, spy)
-    advance = tr._advance
+    advance = tr.advance
 
     def watched() -> dict:
         inside[0] = tr.iteration > 0
@@ -294,7 +294,7 @@ def test_run_reads_the_numbers_back_every_log_interval(tmp_path: Path,
             return advance()
         finally:
             inside[0] = False
-    monkeypatch.setattr(tr, "_advance", watched)
+    monkeypatch.setattr(tr, "advance", watched)
     history = tr.run(checkpoint=False)
     assert reads == []
     # read back after the warm-up step, after iterations 3 and 6 (every 3rd), at the end
