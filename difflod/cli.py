@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--res", type=int, default=512)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--backend", default=None, choices=["auto", "cpu", "cuda", "torch"])
+    e.add_argument("--device", default="auto",
+                   help="auto (the GPU when torch sees one), cpu, cuda or cuda:N: where the "
+                        "models are rendered and scored")
     e.add_argument("--renderer", default="difflod", choices=["difflod", "threejs"],
                    help="render with difflod's renderer, or with three.js in headless "
                         "Chromium (the files as a three.js viewer shows them)")
@@ -221,7 +224,7 @@ def _cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
 
     evaluate_models(args.reference, args.candidates, out=args.out, views=args.views,
                     res=args.res, seed=args.seed, backend=args.backend,
-                    renderer=args.renderer, limits=_limits(args))
+                    renderer=args.renderer, limits=_limits(args), device=args.device)
     if args.out:
         print(f"wrote {args.out}")
     return 0

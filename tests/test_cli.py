@@ -102,6 +102,11 @@ def test_info_in_a_process_describes_the_model() -> None:
     (["train", "--ref_mesh", "asset:sphere", "--base_mesh", "asset:sphere", "--itre", "3"],
      "unknown option --itre; valid keys: "),
     (["eval"], "the following arguments are required: reference, candidates"),
+    (["eval", "asset:sphere", "asset:sphere", "--device", "cpu", "--backend", "cuda"],
+     ("--backend cuda renders on the GPU, but --device is cpu: use --device cuda (or auto), "
+     "or --backend cpu or torch")),
+    (["eval", "asset:sphere", "asset:sphere", "--device", "gpu"],
+     "--device 'gpu': expected auto, cpu, cuda or cuda:N"),
 ])
 def test_bad_input_in_a_process_is_one_line_and_exit_2(tmp_path: Path, args: list[str],
                                                        needle: str) -> None:
@@ -180,8 +185,9 @@ def test_baseline_then_eval_with_report(tmp_path: Path,
                  str(out)]) == 0
     assert out.is_file()
     assert main(["eval", ref, str(out), "--views", "2", "--res", "32", "--backend", "cpu",
-                 "-o", str(tmp_path / "ev")]) == 0
+                 "--device", "cpu", "-o", str(tmp_path / "ev")]) == 0
     metrics = json.loads((tmp_path / "ev/metrics.json").read_text())
+    assert metrics["settings"]["device"] == "cpu"
     cand = metrics["candidates"]["qem.glb"]
     assert cand["triangles"] <= 200
     assert cand["file_bytes"] == out.stat().st_size

@@ -9,9 +9,15 @@ black background, in chunks of views to bound memory. Image metrics are
 computed on sRGB-encoded, clamped images (see metrics.py); Chamfer distance
 is in the normalized space (reference's longest side = 2).
 
+Device: every mesh is moved to `device` (default: the reference's), rendered
+there, and its pictures stay there: PSNR, SSIM, FLIP and IoU are computed on
+the device for all views at once (metrics.py `*_per_image`), and only the
+per-view numbers and the report's few pictures (`Pictures`) come to the CPU.
+`backend` must be able to serve that device ("cuda" a GPU, "cpu" the CPU).
+
 The result is a plain dict (JSON-ready but for infinities):
 
-    {"settings": {"views", "res", "seed", "backend", "renderer"},
+    {"settings": {"views", "res", "seed", "backend", "renderer", "device"},
      "reference": {"triangles", "vertices", "texture_bytes", "file_bytes"?},
      "candidates": {name: {"triangles", "vertices", "texture_bytes", "file_bytes"?,
                            "psnr": {"mean", "min", "max"}, "ssim": {...}, "flip": {...},
@@ -92,7 +98,7 @@ def render_views(mesh: Mesh, views: Any, res: int, *, backend: str | None = None
 
     Returns:
         (sRGB-encoded clamped colour `[B,res,res,3]`, alpha `[B,res,res,1]`), float32 on
-        the CPU, rows in raster order (row 0 = bottom; flip for pictures).
+        the mesh's device, rows in raster order (row 0 = bottom; flip for pictures).
     """
     from difflod.render.pipeline import render_mesh
     from difflod.scene.views import background
@@ -103,8 +109,8 @@ def render_views(mesh: Mesh, views: Any, res: int, *, backend: str | None = None
         bg = background("black", len(v), res, res, device=mesh.device)
         out = render_mesh(mesh, v, (res, res), layers=_layers(mesh), background=bg,
                           backend=backend)
-        colors.append(metrics.to_srgb(out.color.float()).cpu())
-        alphas.append(out.alpha.float().cpu())
+        colors.append(metrics.to_srgb(out.color.float()))
+        alphas.append(out.alpha.float())
     return torch.cat(colors), torch.cat(alphas)
 
 
@@ -159,8 +165,8 @@ class Pictures:
     """The evaluation's own renders of its first views, kept for the report.
 
     Attributes:
-        reference: `[N,res,res,3]` float32 sRGB in [0,1], raster order (row 0 =
-            bottom), the first N evaluation views.
+        reference: `[N,res,res,3]` float32 sRGB in [0,1] on the CPU, raster order
+            (row 0 = bottom), the first N evaluation views.
         candidates: name -> `[N,res,res,3]`, the same views.
         flip: name -> `[N,res,res]` float32 FLIP error maps of those views
             (empty without FLIP).
@@ -174,7 +180,8 @@ class Pictures:
 def evaluate(reference: Mesh, candidates: dict[str, Mesh] | Sequence[Mesh], *, views: int = 64,
              res: int = 512, seed: int = 0, backend: str | None = None,
              files: dict[str, Path] | None = None, chamfer_samples: int = 100_000,
-             with_flip: bool = True, renderer: str = "difflod") -> dict[str, Any]:
+             with_flip: bool = True, renderer: str = "difflod",
+             device: torch.device | str | None = None) -> dict[str, Any]:
     """Compare candidates with a reference on `views` held-out views.
 
     Args:
@@ -188,19 +195,22 @@ def evaluate(reference: Mesh, candidates: dict[str, Mesh] | Sequence[Mesh], *, v
         with_flip: compute FLIP (the slowest metric).
         renderer: "difflod" (its own renderer, `backend`) or "threejs" (see
             the module docstring).
+        device: where the meshes are rendered and scored (None: the reference's).
     Returns:
         The results dict described in the module docstring.
     """
     return evaluate_with_pictures(reference, candidates, views=views, res=res, seed=seed,
                                   backend=backend, files=files, chamfer_samples=chamfer_samples,
-                                  with_flip=with_flip, renderer=renderer, keep=0)[0]
+                                  with_flip=with_flip, renderer=renderer, keep=0,
+                                  device=device)[0]
 
 
 def evaluate_with_pictures(reference: Mesh, candidates: dict[str, Mesh] | Sequence[Mesh], *,
                            views: int = 64, res: int = 512, seed: int = 0,
                            backend: str | None = None, files: dict[str, Path] | None = None,
                            chamfer_samples: int = 100_000, with_flip: bool = True,
-                           renderer: str = "difflod", keep: int = 4
+                           renderer: str = "difflod", keep: int = 4,
+                           device: torch.device | str | None = None
                            ) -> tuple[dict[str, Any], Pictures]:
     """`evaluate`, also returning the renders and FLIP maps of the first `keep`
     views, so that the report shows the very pictures that were scored."""
@@ -217,43 +227,40 @@ def evaluate_with_pictures(reference: Mesh, candidates: dict[str, Mesh] | Sequen
     from difflod.scene.views import fixed_views
 
     eval_views = fixed_views(views, seed)
+    device = torch.device(device) if device is not None else reference.device
+    reference = reference.to(device)
     ref_n = normalize_to(reference, reference)
     rendered = None
     if renderer == "threejs":
-        rendered = render_threejs(reference, {"reference": reference, **candidates},
-                                  eval_views, res, files)
+        rendered = {name: (c.to(device), a.to(device)) for name, (c, a) in render_threejs(
+            reference, {"reference": reference, **candidates}, eval_views, res, files).items()}
         ref_color, ref_alpha = rendered["reference"]
     else:
         ref_color, ref_alpha = render_views(ref_n, eval_views, res, backend=backend)
     results: dict[str, Any] = {
         "settings": {"views": views, "res": res, "seed": seed, "backend": backend or "auto",
-                     "renderer": renderer},
+                     "renderer": renderer, "device": str(device)},
         "reference": _facts(reference, files.get("reference")),
         "candidates": {},
     }
-    pictures = Pictures(reference=ref_color[:keep].clone())
+    pictures = Pictures(reference=ref_color[:keep].cpu())
     chamfer = metrics.ChamferReference(ref_n, samples=chamfer_samples, seed=seed)
     for name, cand in candidates.items():
-        cand_n = normalize_to(cand, reference)
+        cand_n = normalize_to(cand.to(device), reference)
         if rendered is not None:
             color, alpha = rendered[name]
         else:
             color, alpha = render_views(cand_n, eval_views, res, backend=backend)
-        per_view: dict[str, list[float]] = {
-            "psnr": [metrics.psnr(ref_color[i], color[i]) for i in range(views)],
-            "ssim": metrics.ssim_per_image(ref_color, color).tolist(),
-            "iou": [metrics.silhouette_iou(ref_alpha[i], alpha[i]) for i in range(views)]}
-        pictures.candidates[name] = color[:keep].clone()
+        scores = {"psnr": metrics.psnr_per_image(ref_color, color),
+                  "ssim": metrics.ssim_per_image(ref_color, color),
+                  "iou": metrics.silhouette_iou_per_image(ref_alpha, alpha)}
+        pictures.candidates[name] = color[:keep].cpu()
         if with_flip:
-            per_view["flip"], maps = [], []
-            for i in range(views):
-                err, mean = metrics.flip_error_map(ref_color[i], color[i])
-                per_view["flip"].append(mean)
-                if i < keep:
-                    maps.append(err)
+            scores["flip"], maps = metrics.flip_per_image(ref_color, color, keep=keep)
             if keep:
-                pictures.flip[name] = torch.stack(maps)
-        per_view = {k: per_view[k] for k in ("psnr", "ssim", "iou", "flip") if k in per_view}
+                pictures.flip[name] = maps.cpu()
+        # one read-back of every per-view number
+        per_view = dict(zip(scores, torch.stack(list(scores.values())).cpu().tolist()))
         entry = _facts(cand, files.get(name))
         for key, vals in per_view.items():
             entry[key] = _stats(vals)
@@ -294,6 +301,8 @@ def format_table(results: dict[str, Any]) -> str:
     s = results.get("settings")
     if s:
         how = "three.js" if s.get("renderer") == "threejs" else f"backend {s['backend']}"
+        if s.get("device"):
+            how += f" on {s['device']}"
         lines.append(f"({s['views']} views at {s['res']}x{s['res']}, seed {s['seed']}, "
                      f"{how}; image metrics on sRGB)")
     return "\n".join(lines)

@@ -329,18 +329,23 @@ def write_report_for_run(out_dir: str | Path, reference: Mesh, candidates: dict[
                          results: dict[str, Any], *, history: Sequence[dict[str, Any]] | None = None,
                          config: dict[str, Any] | None = None, backend: str | None = None,
                          res: int = 512, grid_views: int = 4, turntable: int = 24,
-                         pictures: Pictures | None = None) -> Path:
+                         pictures: Pictures | None = None,
+                         device: torch.device | str | None = None) -> Path:
     """The grids of a few evaluation views and a turntable, then `write_report`.
 
     With `pictures` (from evaluate_with_pictures) the grids show the very
     renders and FLIP maps that were scored, area-averaged to at most 256
     pixels; without, the views of `results["settings"]` (seed) are rendered
     again at that size. The turntable is rendered here (160 pixels); meshes
-    are normalized as in evaluate.
+    are normalized as in evaluate, and rendered on `device` (None: the
+    reference's).
     """
     from difflod.scene.views import fixed_views
 
     gres = min(res, 256)
+    if device is not None:
+        reference = reference.to(device)
+        candidates = {name: m.to(device) for name, m in candidates.items()}
     ref_n = normalize_to(reference, reference)
     normed = {name: normalize_to(m, reference) for name, m in candidates.items()}
     flip_maps = None
@@ -376,7 +381,8 @@ def evaluate_into(out_dir: str | Path | None, reference: Mesh, candidates: dict[
                   history: Sequence[dict[str, Any]] | None = None,
                   config: dict[str, Any] | None = None, quiet: bool = False,
                   renderer: str = "difflod",
-                  on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  on_stage: Callable[[str], None] | None = None,
+                  device: torch.device | str | None = None) -> dict[str, Any]:
     """The whole evaluation job of `difflod eval`, `train` and `simplify`.
 
     Evaluates the candidates, adds `extra` keys to the results, prints the
@@ -384,6 +390,7 @@ def evaluate_into(out_dir: str | Path | None, reference: Mesh, candidates: dict[
     metrics.json. `on_stage("evaluate")` and `on_stage("report")` are called
     as those stages begin; the results get "timings": {"evaluate_s",
     "report_s"} (wall seconds), merged into `extra`'s "timings" if any.
+    Both stages render and score on `device` (None: the reference's).
     """
     clock = time.perf_counter
     if on_stage is not None:
@@ -392,7 +399,7 @@ def evaluate_into(out_dir: str | Path | None, reference: Mesh, candidates: dict[
     grid_views = 4
     results, pictures = evaluate_with_pictures(
         reference, candidates, views=views, res=res, seed=seed, backend=backend, files=files,
-        renderer=renderer, keep=grid_views if out_dir is not None else 0)
+        renderer=renderer, keep=grid_views if out_dir is not None else 0, device=device)
     extra = dict(extra or {})
     timings = {**extra.pop("timings", {}), "evaluate_s": clock() - t0}
     results.update(extra)
@@ -407,7 +414,7 @@ def evaluate_into(out_dir: str | Path | None, reference: Mesh, candidates: dict[
         out.mkdir(parents=True, exist_ok=True)
         write_report_for_run(out / "report", reference, candidates, results, history=history,
                              config=config, backend=backend, res=res, grid_views=grid_views,
-                             pictures=pictures)
+                             pictures=pictures, device=device)
         timings["report_s"] = clock() - t0
         write_metrics(out / "metrics.json", results)
     return results

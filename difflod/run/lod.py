@@ -149,7 +149,7 @@ def simplify_chain(reference: str | Path | Mesh, budgets: Sequence[int], out_dir
                 out, ref_mesh, candidates, views=config.eval_views, res=config.eval_res,
                 seed=config.seed, backend=config.backend if config.backend != "auto" else None,
                 files=files, extra=extra, history=history, config=config.to_dict(),
-                quiet=quiet, on_stage=stages.begin)
+                quiet=quiet, on_stage=stages.begin, device=device)
         stages.finish()
     return ChainResult(levels=results, out_dir=out, coverage=coverage, metrics=metrics,
                        seconds=seconds)

@@ -61,13 +61,16 @@ def evaluate_run(out_dir: Path, config: TrainConfig, reference: Mesh,
                  candidates: dict[str, Mesh], *, history: list[dict] | None = None,
                  seconds: float | None = None, files: dict[str, Path] | None = None,
                  quiet: bool = False, timings: dict[str, float] | None = None,
-                 on_stage: Callable[[str], None] | None = None) -> dict:
+                 on_stage: Callable[[str], None] | None = None,
+                 device: torch.device | None = None) -> dict:
     """Held-out evaluation of a run's results: metrics.json and report/.
 
     `files` maps candidate names to their written files (for file sizes);
     the run's own mesh.glb is added as "difflod". `timings` (stage -> wall
     seconds of the stages before) go into metrics.json's "timings", with the
     evaluate and report stages' own; `on_stage` is called as those begin.
+    The meshes are rendered and scored on `device` (the run's; None: the
+    reference's), whatever device they come on.
     """
     from difflod.evaluate.report import evaluate_into
 
@@ -77,4 +80,5 @@ def evaluate_run(out_dir: Path, config: TrainConfig, reference: Mesh,
         files={"difflod": out_dir / "mesh.glb", **(files or {})},
         extra={**({} if seconds is None else {"train_seconds": seconds}),
                **({} if timings is None else {"timings": dict(timings)})},
-        history=history, config=config.to_dict(), quiet=quiet, on_stage=on_stage)
+        history=history, config=config.to_dict(), quiet=quiet, on_stage=on_stage,
+        device=device)

@@ -259,7 +259,7 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
                                            history=trainer.history, seconds=seconds,
                                            files={BASELINE_NAME: out / f"{BASELINE_NAME}.glb"},
                                            quiet=quiet, on_stage=stages.begin,
-                                           timings=stages.timings())
+                                           timings=stages.timings(), device=device)
         finish(trainer)
         stages.finish()
     return SimplifyResult(mesh=final, baseline=base.to("cpu"), out_dir=out,

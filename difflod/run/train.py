@@ -178,7 +178,7 @@ def train(config: TrainConfig, *, out_root: Path | str = "out", resume: bool = F
             metrics = outputs.evaluate_run(out_dir, config, reference,
                                            {"initial": initial.to("cpu"), "difflod": final},
                                            history=trainer.history, seconds=seconds,
-                                           quiet=quiet)
+                                           quiet=quiet, device=device)
         finish(trainer)
     return TrainResult(mesh=final, out_dir=out_dir, history=trainer.history, metrics=metrics,
                        seconds=seconds)

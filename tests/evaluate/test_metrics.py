@@ -9,13 +9,18 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
+from difflod.evaluate import metrics
+from difflod.evaluate.flip_torch import flip_error_maps
 from difflod.evaluate.metrics import (
     ChamferReference,
     chamfer_distance,
     flip,
     flip_error_map,
+    flip_per_image,
     psnr,
+    psnr_per_image,
     silhouette_iou,
+    silhouette_iou_per_image,
     ssim,
     ssim_per_image,
     to_srgb,
@@ -178,6 +183,10 @@ def test_flip_of_uniform_images_matches_the_paper(c1: tuple, c2: tuple) -> None:
     assert mean == pytest.approx(expect, abs=2e-4)
     assert float(err.min()) == pytest.approx(expect, abs=2e-4)
     assert float(err.max()) == pytest.approx(expect, abs=2e-4)
+    # the torch FLIP the evaluation uses: the same float32 pipeline and bound
+    ours = flip_error_maps(a, b)
+    assert float(ours.min()) == pytest.approx(expect, abs=2e-4)
+    assert float(ours.max()) == pytest.approx(expect, abs=2e-4)
 
 
 def test_flip_identical_is_zero_and_the_map_is_where_the_images_differ() -> None:
@@ -252,3 +261,86 @@ def test_chamfer_reference_matches_brute_force_and_is_reusable() -> None:
         # the k-d tree is exact; float64 sums of 800 values
         assert ref.distance(other) == pytest.approx(expect, abs=1e-12)
         assert chamfer_distance(s1, other, samples=800, seed=2) == ref.distance(other)
+
+
+def _batch(seed: int, n: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    a = torch.stack([_image(seed + i) for i in range(n)])
+    b = torch.stack([_image(seed + 10 + i) for i in range(n)])
+    b[1] = a[1]  # one identical pair: PSNR inf, SSIM 1, FLIP 0
+    return a, b
+
+
+def test_per_image_psnr_and_iou_equal_the_single_image_functions() -> None:
+    a, b = _batch(3)
+    per = psnr_per_image(a, b)
+    assert per.dtype == torch.float64 and per.shape == (3,)
+    expect = [psnr(a[i], b[i]) for i in range(3)]
+    assert per[1].item() == math.inf == expect[1]
+    # the same float64 sum of squares, reduced in another order
+    assert per.tolist() == pytest.approx(expect, rel=1e-12)
+    alpha_a, alpha_b = (a[..., :1] > 0.5).float(), (b[..., :1] > 0.4).float()
+    alpha_b[2] = 0.0
+    alpha_a[2] = 0.0  # both masks empty: IoU 1
+    iou = silhouette_iou_per_image(alpha_a, alpha_b)
+    assert iou.tolist() == [silhouette_iou(alpha_a[i], alpha_b[i]) for i in range(3)]
+    assert iou[2].item() == 1.0 and 0.0 < iou[0].item() < 1.0
+    with pytest.raises(ValueError, match="same shape"):
+        silhouette_iou_per_image(alpha_a, alpha_b[:2])
+
+
+def test_ssim_on_a_gpu_path_equals_the_scipy_path() -> None:
+    # pictures on a GPU are scored by torch convolutions (metrics._ssim_torch);
+    # run on CPU tensors here, they must give scipy's numbers: both float64,
+    # the same separable window, so only the summation order differs
+    a, b = _batch(5)
+    taps = metrics._gaussian_1d(11, 1.5)
+    ours = metrics._ssim_torch(a, b, taps, 0.01 ** 2, 0.03 ** 2)
+    expect = ssim_per_image(a, b)
+    assert ours.tolist() == pytest.approx(expect.tolist(), abs=1e-12)
+    assert ours[1].item() == pytest.approx(1.0, abs=1e-12) and ours[0].item() < 0.9
+
+
+def test_flip_per_image_matches_flip_evaluator_and_keeps_the_first_maps() -> None:
+    a, b = _batch(7)
+    means, maps = flip_per_image(a, b, keep=2)
+    assert means.shape == (3,) and maps.shape == (2, *a.shape[1:3])
+    assert means[1].item() == 0.0
+    for i in range(3):
+        err, mean = flip_error_map(a[i], b[i])
+        # bounds of tests/evaluate/test_flip_torch.py (float32 on both sides)
+        assert means[i].item() == pytest.approx(mean, abs=2e-5)
+        if i < 2:
+            assert float((maps[i] - err).abs().max()) < 2e-3
+    assert flip_per_image(a, b)[1].shape == (0, *a.shape[1:3])
+
+
+def test_chamfer_search_on_a_gpu_path_equals_the_kd_tree() -> None:
+    # GPU meshes search their neighbours exhaustively with torch
+    # (metrics._mean_nearest), in blocks; on CPU tensors, with blocks of 50
+    # rows, it must find the k-d tree's very distances (float64 sums of 800)
+    s1, s2 = _uv_sphere(1.0), _uv_sphere(1.2)
+    ref = ChamferReference(s1, samples=800, seed=2)
+    pa = torch.from_numpy(ref.points)
+    pb = torch.from_numpy(metrics._surface_points(s2, 800, 2))
+    ours = metrics._mean_nearest(pa, pb, pairs=50 * 800) + metrics._mean_nearest(
+        pb, pa, pairs=50 * 800)
+    assert ours == pytest.approx(ref.distance(s2), abs=1e-12)
+    assert metrics._mean_nearest(pa, pa, pairs=7 * 800) == 0.0  # exact differences
+
+
+def test_metrics_on_the_gpu_equal_the_cpu_ones(cuda: torch.device) -> None:
+    a, b = _batch(9, n=5)
+    ga, gb = a.to(cuda), b.to(cuda)
+    for fn in (psnr_per_image, ssim_per_image):
+        got = fn(ga, gb)
+        assert got.device.type == "cuda"
+        assert got.cpu().tolist() == pytest.approx(fn(a, b).tolist(), abs=1e-10)
+    means, maps = flip_per_image(ga, gb, keep=2)
+    cpu_means, cpu_maps = flip_per_image(a, b, keep=2)
+    assert means.device.type == "cuda"
+    # the same float32 pipeline; GPU convolutions sum in other orders
+    assert means.cpu().tolist() == pytest.approx(cpu_means.tolist(), abs=2e-5)
+    assert float((maps.cpu() - cpu_maps).abs().max()) < 2e-3
+    s1, s2 = _uv_sphere(1.0), _uv_sphere(1.2)
+    assert ChamferReference(s1.to(cuda), samples=2000, seed=2).distance(s2.to(cuda)) == \
+        pytest.approx(ChamferReference(s1, samples=2000, seed=2).distance(s2), abs=1e-12)

@@ -1,0 +1,55 @@
+"""run/eval.py: the evaluation's device, checked with the backend before any model opens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from difflod.errors import BackendError
+from difflod.run.eval import eval_device, evaluate_models
+
+
+def _gpus(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+def test_auto_is_the_gpu_when_torch_sees_one_unless_the_backend_says_cpu(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _gpus(monkeypatch, 0)
+    assert eval_device("auto", None) == torch.device("cpu")
+    assert eval_device(None, "torch") == torch.device("cpu")
+    _gpus(monkeypatch, 2)
+    assert eval_device("auto", None) == torch.device("cuda")
+    assert eval_device("auto", "auto") == torch.device("cuda")
+    assert eval_device("auto", "cpu") == torch.device("cpu")
+    assert eval_device("CUDA:1", "cuda") == torch.device("cuda", 1)
+    assert eval_device("cpu", "torch") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("gpus, device, backend, message", [
+    (0, "cuda", None, "--device cuda: torch sees no CUDA GPU here; use --device cpu"),
+    (0, "auto", "cuda", "--device cuda: torch sees no CUDA GPU here; use --device cpu"),
+    (1, "cuda:3", None, r"--device cuda:3: torch sees 1 GPU\(s\), cuda:0 to cuda:0"),
+    (1, "cpu", "cuda", (r"--backend cuda renders on the GPU, but --device is cpu: use "
+                       r"--device cuda \(or auto\), or --backend cpu or torch")),
+    (1, "cuda:0", "cpu", (r"--backend cpu renders on the CPU, but --device is cuda:0: use "
+                         r"--device cpu \(or auto\), or --backend cuda or torch")),
+    (1, "gpu", None, "--device 'gpu': expected auto, cpu, cuda or cuda:N"),
+    (1, "cuda:x", None, "--device 'cuda:x': expected auto, cpu, cuda or cuda:N"),
+])
+def test_devices_that_cannot_be_used_are_one_clear_line(
+        monkeypatch: pytest.MonkeyPatch, gpus: int, device: str, backend: str | None,
+        message: str) -> None:
+    _gpus(monkeypatch, gpus)
+    with pytest.raises(BackendError, match=f"^{message}$"):
+        eval_device(device, backend)
+
+
+def test_the_device_is_checked_before_any_model_is_opened(tmp_path: Path) -> None:
+    # the missing files would be an InputFileError: the device's error comes first
+    with pytest.raises(BackendError, match="--device 'tpu'"):
+        evaluate_models(str(tmp_path / "nope.obj"), [str(tmp_path / "none.obj")],
+                        device="tpu")
