@@ -152,14 +152,19 @@ def test_evaluate_on_the_gpu_equals_the_cpu(cuda: torch.device) -> None:
     assert gpu["settings"]["device"].startswith("cuda") and cpu["settings"]["device"] == "cpu"
     assert gpics.reference.device.type == "cpu" and gpics.flip["c"].device.type == "cpu"
     g, c = gpu["candidates"]["c"], cpu["candidates"]["c"]
-    # the two renderers (cuda and cpu backends) agree to float32 rounding inside
-    # triangles; a pixel on an edge may take the other triangle: tolerances of a few
-    # such pixels in 96^2 (PSNR 0.05 dB, SSIM, FLIP and IoU 2e-3)
+    # the two renderers (cuda and cpu backends) agree to float32 rounding (colour
+    # differences of 1e-4 on average, tests/render/test_cuda_pipeline.py): against
+    # a candidate ~20 dB away that moves the PSNR by ~0.01 dB; bounds 0.05 dB and
+    # 2e-3 for SSIM and FLIP (their float32 / float64 sums in other orders too)
     for i in range(4):
         assert g["per_view"]["psnr"][i] == pytest.approx(c["per_view"]["psnr"][i], abs=0.05)
         assert g["per_view"]["ssim"][i] == pytest.approx(c["per_view"]["ssim"][i], abs=2e-3)
         assert g["per_view"]["flip"][i] == pytest.approx(c["per_view"]["flip"][i], abs=2e-3)
+        # the same visibility for the same positions (tests/render/test_cuda_pipeline.py);
+        # normalized on each device, a silhouette pixel's alpha may cross 0.5: one of
+        # ~3,000 covered pixels moves the IoU by 3e-4; bound: 6 such pixels
         assert g["per_view"]["iou"][i] == pytest.approx(c["per_view"]["iou"][i], abs=2e-3)
-    # the same surface samples; float64 distances on both sides
-    assert g["chamfer"] == pytest.approx(c["chamfer"], rel=1e-9)
+    # the same random draws on positions normalized on each device (float32: ~1e-7
+    # apart), float64 distances on both sides: 1e-7 of a distance of ~0.05
+    assert g["chamfer"] == pytest.approx(c["chamfer"], abs=1e-6)
     assert float((gpics.reference - cpics.reference).abs().mean()) < 1e-3
