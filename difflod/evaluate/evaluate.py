@@ -243,7 +243,8 @@ def evaluate_with_pictures(reference: Mesh, candidates: dict[str, Mesh] | Sequen
         "reference": _facts(reference, files.get("reference")),
         "candidates": {},
     }
-    pictures = Pictures(reference=ref_color[:keep].cpu())
+    # copies: a slice would keep the whole batch of pictures alive
+    pictures = Pictures(reference=ref_color[:keep].to("cpu", copy=True))
     chamfer = metrics.ChamferReference(ref_n, samples=chamfer_samples, seed=seed)
     for name, cand in candidates.items():
         cand_n = normalize_to(cand.to(device), reference)
@@ -254,11 +255,11 @@ def evaluate_with_pictures(reference: Mesh, candidates: dict[str, Mesh] | Sequen
         scores = {"psnr": metrics.psnr_per_image(ref_color, color),
                   "ssim": metrics.ssim_per_image(ref_color, color),
                   "iou": metrics.silhouette_iou_per_image(ref_alpha, alpha)}
-        pictures.candidates[name] = color[:keep].cpu()
+        pictures.candidates[name] = color[:keep].to("cpu", copy=True)
         if with_flip:
             scores["flip"], maps = metrics.flip_per_image(ref_color, color, keep=keep)
             if keep:
-                pictures.flip[name] = maps.cpu()
+                pictures.flip[name] = maps.to("cpu", copy=True)
         # one read-back of every per-view number
         per_view = dict(zip(scores, torch.stack(list(scores.values())).cpu().tolist()))
         entry = _facts(cand, files.get(name))

@@ -37,6 +37,7 @@ import math
 import numpy as np
 import torch
 
+from difflod.evaluate.flip_torch import flip_error_maps
 from difflod.geometry.sampling import sample_surface
 from difflod.mesh import Mesh
 
@@ -249,8 +250,6 @@ def flip_per_image(a: torch.Tensor, b: torch.Tensor, *, ppd: float = 67.0,
         (mean error per view `[B]` float64, error maps of the first `keep`
         views `[keep,H,W]` float32), both on the images' device.
     """
-    from difflod.evaluate.flip_torch import flip_error_maps
-
     _check_pair(a, b, "flip")
     if a.dim() != 4 or a.shape[-1] != 3:
         raise ValueError(f"flip: a and b must be [B,H,W,3], got {tuple(a.shape)}")
