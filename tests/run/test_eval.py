@@ -53,3 +53,22 @@ def test_the_device_is_checked_before_any_model_is_opened(tmp_path: Path) -> Non
     with pytest.raises(BackendError, match="--device 'tpu'"):
         evaluate_models(str(tmp_path / "nope.obj"), [str(tmp_path / "none.obj")],
                         device="tpu")
+
+
+def test_eval_on_the_gpu_writes_what_the_cpu_writes(cuda: torch.device, tmp_path: Path) -> None:
+    import json
+
+    ref, cand = "asset:spiky?triangles=3000&texture_res=64", "asset:sphere?triangles=400"
+    runs = {}
+    for dev in ("cuda", "cpu"):
+        evaluate_models(ref, [cand], out=tmp_path / dev, views=3, res=64, device=dev)
+        runs[dev] = json.loads((tmp_path / dev / "metrics.json").read_text())
+        assert (tmp_path / dev / "report" / "report.html").is_file()
+    assert runs["cuda"]["settings"]["device"].startswith("cuda")
+    assert runs["cpu"]["settings"]["device"] == "cpu"
+    g, c = runs["cuda"]["candidates"][cand], runs["cpu"]["candidates"][cand]
+    # bounds of tests/evaluate/test_evaluate.py::test_evaluate_on_the_gpu_equals_the_cpu
+    assert g["psnr"]["mean"] == pytest.approx(c["psnr"]["mean"], abs=0.05)
+    for key in ("ssim", "flip", "iou"):
+        assert g[key]["mean"] == pytest.approx(c[key]["mean"], abs=2e-3)
+    assert g["chamfer"] == pytest.approx(c["chamfer"], abs=1e-6)
