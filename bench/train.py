@@ -9,7 +9,7 @@ are excluded; the table reports mean and median over the timed iterations.
     python bench/train.py [--device cpu,cuda] [--iters 10] [--warmup 3]
                           [--res 512] [--batch 8] [--texture-res 1024]
                           [--ref-triangles 50000] [--base-triangles 3072] [--json]
-                          [--profile N]
+                          [--profile N] [--compile auto|on|off]
 
 --profile N prints, after the table, torch.profiler's N most expensive
 operators of 10 extra iterations per device (self CPU time; on a GPU also
@@ -43,15 +43,17 @@ def bench_device(device: str, args: argparse.Namespace, tmp: Path) -> dict:
         "random_textures": True, "iter": args.warmup + args.iters, "batch": args.batch,
         "train_res": args.res, "texture_res": [args.texture_res, args.texture_res],
         "learning_rate": 0.03, "min_roughness": 0.25, "save_interval": 0,
-        "device": device, "out_dir": f"bench_{device}"})
+        "device": device, "out_dir": f"bench_{device}", "compile": args.compile})
     dev = torch.device(device)
     ref, base = open_model(cfg.ref_mesh), open_model(cfg.base_mesh)
     ref_n, base_n, _ = prepare_meshes(ref, base, cfg, dev)
     trainer = Trainer(cfg, ref_n, base_n, tmp / cfg.run_name, quiet=True)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    t_warm = time.perf_counter()
     for _ in range(args.warmup):
         trainer.step()
     sync()
+    warmup_s = time.perf_counter() - t_warm
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
@@ -75,7 +77,7 @@ def bench_device(device: str, args: argparse.Namespace, tmp: Path) -> dict:
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     return {"device": device, "name": torch.cuda.get_device_name() if dev.type == "cuda"
             else "cpu", "ms_mean": statistics.fmean(times), "ms_median": statistics.median(times),
-            "ms_pipelined": pipelined,
+            "ms_pipelined": pipelined, "warmup_s": warmup_s, "compiled": trainer.compiled,
             "peak_gib": peak, "peak_kind": "GPU allocated" if dev.type == "cuda" else "process RSS",
             "res": args.res, "batch": args.batch, "texture_res": args.texture_res,
             "ref_triangles": ref.num_triangles, "base_triangles": base.num_triangles,
@@ -124,6 +126,8 @@ def main() -> int:
     p.add_argument("--texture-res", type=int, default=1024)
     p.add_argument("--ref-triangles", type=int, default=50000)
     p.add_argument("--base-triangles", type=int, default=3072)
+    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                   help="the config key: shading through torch.compile (auto: on a GPU)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="print the N most expensive operators of one iteration")
@@ -145,7 +149,8 @@ def main() -> int:
               f"{r['ms_pipelined']:8.1f} "
               f"{r['peak_gib']:9.2f}  {r['peak_kind']}; res {r['res']}, batch {r['batch']}, "
               f"tex {r['texture_res']}^2, ref {r['ref_triangles']} / base "
-              f"{r['base_triangles']} tris")
+              f"{r['base_triangles']} tris; compiled shading {r['compiled']}, warm-up "
+              f"{r['warmup_s']:.1f} s")
     return 0
 
 
