@@ -25,8 +25,8 @@ from difflod.errors import ConfigError
 
 __all__ = [
     "BACKENDS",
-    "COMPILE_MODES",
     "BACKGROUNDS",
+    "COMPILE_MODES",
     "INIT_TEXTURES",
     "LOSSES",
     "READ_LIMIT_KEYS",
