@@ -95,7 +95,7 @@ def _profile_steps(trainer: Trainer, dev: torch.device, rows: int) -> None:
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     sync()
-    with profile(activities=acts) as prof:
+    with profile(activities=acts, record_shapes=True) as prof:
         t0 = time.perf_counter()
         for _ in range(PROFILED_STEPS):
             trainer.advance()
@@ -108,7 +108,11 @@ def _profile_steps(trainer: Trainer, dev: torch.device, rows: int) -> None:
     for key in [*keys, "self_cpu_time_total"]:  # on a GPU the host side can be the limit
         print(f"# {PROFILED_STEPS} iterations on {dev}, by {key}", file=sys.stderr)
         print(events.table(sort_by=key, row_limit=rows), file=sys.stderr)
-    if dev.type == "cuda":
+    if dev.type == "cuda":  # the heaviest operators by input shape (which call is it?)
+        print(f"# {PROFILED_STEPS} iterations on {dev}, by operator and input shapes",
+              file=sys.stderr)
+        print(prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cuda_time_total", row_limit=min(rows, 25)), file=sys.stderr)
         kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
         busy = sum(e.device_time for e in kernels) / 1000.0 / PROFILED_STEPS
         print(f"# per iteration (profiled): wall {wall * 1000 / PROFILED_STEPS:.2f} ms, host "
