@@ -15,6 +15,8 @@ chain per model (which needs simplify to accept a list of budgets).
 
     python bench/batch.py [--models 20] [--budgets 25%,10%] [--triangles 400]
                           [--iter 5] [--res 32] [--slots N] [--json]
+                          [--batch 1] [--texture-res 32] [--eval-views 2]
+                          [--device cpu|cuda] [--executors pool,ray]
 """
 
 from __future__ import annotations
@@ -51,10 +53,10 @@ def _manifest(folder: Path, args: argparse.Namespace) -> Path:
 
 
 def _run(kind: str, manifest: Path, out: Path, args: argparse.Namespace) -> dict:
-    overrides = {"iter": args.iter, "train_res": args.res, "batch": 1,
-                 "texture_res": [32, 32], "eval_views": 2, "eval_res": args.res,
-                 "save_interval": 1000, "log_interval": 1000, "backend": "cpu",
-                 "device": "cpu"}
+    overrides = {"iter": args.iter, "train_res": args.res, "batch": args.batch,
+                 "texture_res": [args.texture_res] * 2, "eval_views": args.eval_views,
+                 "eval_res": args.res, "save_interval": 1000, "log_interval": 1000,
+                 "backend": "cpu" if args.device == "cpu" else "auto", "device": args.device}
     start = time.perf_counter()
     if kind == "pool":
         result = batch(manifest, out, overrides=overrides, workers=args.slots, threads=1,
@@ -101,10 +103,19 @@ def main() -> int:
     p.add_argument("--res", type=int, default=32)
     p.add_argument("--slots", type=int, default=len(os.sched_getaffinity(0)),
                    help="concurrent models: pool workers; Ray uses every CPU of this machine")
+    p.add_argument("--batch", type=int, default=1, help="training views per step")
+    p.add_argument("--texture-res", type=int, default=32)
+    p.add_argument("--eval-views", type=int, default=2)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="cuda: the pool runs a worker per GPU (--slots = GPU count)")
     p.add_argument("--chain", action="store_true", help="one LOD chain per model")
     p.add_argument("--executors", default="pool,ray")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    if args.device == "cuda":
+        import torch
+
+        args.slots = torch.cuda.device_count()
     results = []
     with tempfile.TemporaryDirectory(prefix="difflod-bench-batch-") as tmp:
         folder = Path(tmp)
@@ -117,7 +128,9 @@ def main() -> int:
         print()
         return 0
     print(f"{args.models} models x budgets {args.budgets} ({args.triangles} triangles each, "
-          f"{args.iter} iterations at {args.res} px), {args.slots} at a time")
+          f"{args.iter} iterations at {args.res} px, batch {args.batch}, textures "
+          f"{args.texture_res}^2, {args.eval_views} eval views), {args.slots} at a time on "
+          f"{args.device}")
     print(f"{'executor':<9}{'jobs':>6}{'failed':>8}{'wall s':>9}{'models/h':>10}"
           f"{'s/model':>9}{'overhead s/model':>18}")
     for r in results:

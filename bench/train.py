@@ -9,7 +9,7 @@ are excluded; the table reports mean and median over the timed iterations.
     python bench/train.py [--device cpu,cuda] [--iters 10] [--warmup 3]
                           [--res 512] [--batch 8] [--texture-res 1024]
                           [--ref-triangles 50000] [--base-triangles 3072] [--json]
-                          [--profile N]
+                          [--profile N] [--compile auto|on|off]
 
 --profile N prints, after the table, torch.profiler's N most expensive
 operators of 10 extra iterations per device (self CPU time; on a GPU also
@@ -43,15 +43,17 @@ def bench_device(device: str, args: argparse.Namespace, tmp: Path) -> dict:
         "random_textures": True, "iter": args.warmup + args.iters, "batch": args.batch,
         "train_res": args.res, "texture_res": [args.texture_res, args.texture_res],
         "learning_rate": 0.03, "min_roughness": 0.25, "save_interval": 0,
-        "device": device, "out_dir": f"bench_{device}"})
+        "device": device, "out_dir": f"bench_{device}", "compile": args.compile})
     dev = torch.device(device)
     ref, base = open_model(cfg.ref_mesh), open_model(cfg.base_mesh)
     ref_n, base_n, _ = prepare_meshes(ref, base, cfg, dev)
     trainer = Trainer(cfg, ref_n, base_n, tmp / cfg.run_name, quiet=True)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    t_warm = time.perf_counter()
     for _ in range(args.warmup):
         trainer.step()
     sync()
+    warmup_s = time.perf_counter() - t_warm
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
@@ -75,7 +77,7 @@ def bench_device(device: str, args: argparse.Namespace, tmp: Path) -> dict:
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     return {"device": device, "name": torch.cuda.get_device_name() if dev.type == "cuda"
             else "cpu", "ms_mean": statistics.fmean(times), "ms_median": statistics.median(times),
-            "ms_pipelined": pipelined,
+            "ms_pipelined": pipelined, "warmup_s": warmup_s, "compiled": trainer.compiled,
             "peak_gib": peak, "peak_kind": "GPU allocated" if dev.type == "cuda" else "process RSS",
             "res": args.res, "batch": args.batch, "texture_res": args.texture_res,
             "ref_triangles": ref.num_triangles, "base_triangles": base.num_triangles,
@@ -93,7 +95,7 @@ def _profile_steps(trainer: Trainer, dev: torch.device, rows: int) -> None:
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     sync()
-    with profile(activities=acts) as prof:
+    with profile(activities=acts, record_shapes=True) as prof:
         t0 = time.perf_counter()
         for _ in range(PROFILED_STEPS):
             trainer.advance()
@@ -106,7 +108,11 @@ def _profile_steps(trainer: Trainer, dev: torch.device, rows: int) -> None:
     for key in [*keys, "self_cpu_time_total"]:  # on a GPU the host side can be the limit
         print(f"# {PROFILED_STEPS} iterations on {dev}, by {key}", file=sys.stderr)
         print(events.table(sort_by=key, row_limit=rows), file=sys.stderr)
-    if dev.type == "cuda":
+    if dev.type == "cuda":  # the heaviest operators by input shape (which call is it?)
+        print(f"# {PROFILED_STEPS} iterations on {dev}, by operator and input shapes",
+              file=sys.stderr)
+        print(prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cuda_time_total", row_limit=min(rows, 25)), file=sys.stderr)
         kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
         busy = sum(e.device_time for e in kernels) / 1000.0 / PROFILED_STEPS
         print(f"# per iteration (profiled): wall {wall * 1000 / PROFILED_STEPS:.2f} ms, host "
@@ -124,6 +130,8 @@ def main() -> int:
     p.add_argument("--texture-res", type=int, default=1024)
     p.add_argument("--ref-triangles", type=int, default=50000)
     p.add_argument("--base-triangles", type=int, default=3072)
+    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                   help="the config key: shading through torch.compile (auto: on a GPU)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="print the N most expensive operators of one iteration")
@@ -145,7 +153,8 @@ def main() -> int:
               f"{r['ms_pipelined']:8.1f} "
               f"{r['peak_gib']:9.2f}  {r['peak_kind']}; res {r['res']}, batch {r['batch']}, "
               f"tex {r['texture_res']}^2, ref {r['ref_triangles']} / base "
-              f"{r['base_triangles']} tris")
+              f"{r['base_triangles']} tris; compiled shading {r['compiled']}, warm-up "
+              f"{r['warmup_s']:.1f} s")
     return 0
 
 

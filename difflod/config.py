@@ -26,6 +26,7 @@ from difflod.errors import ConfigError
 __all__ = [
     "BACKENDS",
     "BACKGROUNDS",
+    "COMPILE_MODES",
     "INIT_TEXTURES",
     "LOSSES",
     "READ_LIMIT_KEYS",
@@ -39,6 +40,8 @@ BACKGROUNDS = ("checker", "black", "white", "random")
 LOSSES = ("logl1", "logl2", "mse", "smape", "relativel2")
 SKIPPABLE = ("position", "normal", "kd", "ks", "displacement")
 BACKENDS = ("auto", "cpu", "cuda", "torch")
+#: `compile`: shading through torch.compile (auto: on a GPU, where Triton is)
+COMPILE_MODES = ("auto", "on", "off")
 INIT_TEXTURES = ("reference", "random", "base")
 #: the size limits of difflod.io.limits.ReadLimits, settable per run
 READ_LIMIT_KEYS = ("max_vertices", "max_triangles", "max_texture_size", "max_file_bytes",
@@ -86,6 +89,10 @@ class TrainConfig:
     # --- difflod's own keys ----------------------------------------------------
     backend: str = "auto"
     device: str = "auto"
+    # the training step's shading through torch.compile's fused kernels: "auto"
+    # = on a CUDA device when Triton is importable; "on" elsewhere needs a C++
+    # compiler (Inductor's CPU code); "off" = eager torch everywhere
+    compile: str = "auto"
     seed: int = 0
     eval_views: int = 64
     eval_res: int = 512
@@ -249,6 +256,7 @@ def _check_values(c: TrainConfig, where: str) -> None:
     need(all(s in SKIPPABLE for s in c.skip_train), "skip_train",
          f"may only hold {list(SKIPPABLE)}")
     need(c.backend in BACKENDS, "backend", f"must be one of {list(BACKENDS)}")
+    need(c.compile in COMPILE_MODES, "compile", f"must be one of {list(COMPILE_MODES)}")
     need(c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"), "device",
          "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
     need(1 <= c.eval_views <= 4096, "eval_views", "must be in 1..4096")

@@ -30,15 +30,17 @@ def check_positions(name: str, t: object, width: int = 3) -> torch.Tensor:
     return t
 
 
-def check_faces(name: str, t: object, count: int, num_tris: int | None = None) -> torch.Tensor:
-    """Raise ValueError unless `t` is an integer `[F,3]` tensor indexing `count` entries."""
+def check_faces(name: str, t: object, count: int | None,
+                num_tris: int | None = None) -> torch.Tensor:
+    """Raise ValueError unless `t` is an integer `[F,3]` tensor indexing `count` entries
+    (count None: shape and dtype only, no read of the values)."""
     if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.shape[1] != 3 \
             or t.dtype not in (torch.int32, torch.int64):
         got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
         raise ValueError(f"{name} must be a [F,3] int32/int64 tensor, got {got}")
     if num_tris is not None and t.shape[0] != num_tris:
         raise ValueError(f"{name} must have {num_tris} rows (one per triangle), got {t.shape[0]}")
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= count):
+    if count is not None and t.numel() and (int(t.min()) < 0 or int(t.max()) >= count):
         raise ValueError(f"{name} holds indices outside [0,{count})")
     return t
 
@@ -61,34 +63,39 @@ def _corners(v_pos: torch.Tensor, t_pos_idx: torch.Tensor) -> tuple[torch.Tensor
     return tuple(v_pos.index_select(0, idx[:, k]) for k in range(3))
 
 
-def face_normals(v_pos: torch.Tensor, t_pos_idx: torch.Tensor) -> torch.Tensor:
+def face_normals(v_pos: torch.Tensor, t_pos_idx: torch.Tensor, *,
+                 check: bool = True) -> torch.Tensor:
     """Unit face normals (counter-clockwise winding is front).
 
     Args:
         v_pos: `[V,3]` float positions.
         t_pos_idx: `[F,3]` int32/int64 triangles.
+        check: check the index range (a host sync on a GPU); False for a caller
+            that validated the mesh (the renderer, every training step).
     Returns:
         `[F,3]` same dtype as v_pos; degenerate triangles get +Z.
     """
     check_positions("v_pos", v_pos)
-    check_faces("t_pos_idx", t_pos_idx, v_pos.shape[0])
+    check_faces("t_pos_idx", t_pos_idx, v_pos.shape[0] if check else None)
     p0, p1, p2 = _corners(v_pos, t_pos_idx)
     n = torch.linalg.cross(p1 - p0, p2 - p0)
     up = torch.tensor([0.0, 0.0, 1.0], dtype=v_pos.dtype, device=v_pos.device)
     return safe_normalize(n, up, eps=_TINY)
 
 
-def vertex_normals(v_pos: torch.Tensor, t_pos_idx: torch.Tensor) -> torch.Tensor:
+def vertex_normals(v_pos: torch.Tensor, t_pos_idx: torch.Tensor, *,
+                   check: bool = True) -> torch.Tensor:
     """Angle-weighted smooth vertex normals.
 
     Args:
         v_pos: `[V,3]` float positions (float32, or float64 for gradcheck).
         t_pos_idx: `[F,3]` int32/int64 triangles.
+        check: check the index range (a host sync on a GPU), as face_normals.
     Returns:
         `[V,3]` unit normals, same dtype/device as v_pos; +Z where undefined.
     """
     check_positions("v_pos", v_pos)
-    check_faces("t_pos_idx", t_pos_idx, v_pos.shape[0])
+    check_faces("t_pos_idx", t_pos_idx, v_pos.shape[0] if check else None)
     idx = t_pos_idx.long()
     p = [v_pos.index_select(0, idx[:, k]) for k in range(3)]
     n = torch.linalg.cross(p[1] - p[0], p[2] - p[0])

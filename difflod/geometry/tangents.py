@@ -46,8 +46,10 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def vertex_tangents(v_pos: torch.Tensor, t_pos_idx: torch.Tensor, v_tex: torch.Tensor,
                     t_tex_idx: torch.Tensor, v_nrm: torch.Tensor,
-                    t_nrm_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """MikkTSpace-style tangents with handedness.
+                    t_nrm_idx: torch.Tensor, *, check: bool = True
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """MikkTSpace-style tangents with handedness (`check`: the index ranges, a
+    host sync on a GPU; False for a caller that validated the mesh).
 
     Args:
         v_pos: `[V,3]` float positions; t_pos_idx `[F,3]` int.
@@ -61,9 +63,9 @@ def vertex_tangents(v_pos: torch.Tensor, t_pos_idx: torch.Tensor, v_tex: torch.T
     check_positions("v_tex", v_tex, 2)
     check_positions("v_nrm", v_nrm)
     n_tris = int(t_pos_idx.shape[0]) if isinstance(t_pos_idx, torch.Tensor) else 0
-    check_faces("t_pos_idx", t_pos_idx, v_pos.shape[0])
-    check_faces("t_tex_idx", t_tex_idx, v_tex.shape[0], n_tris)
-    check_faces("t_nrm_idx", t_nrm_idx, v_nrm.shape[0], n_tris)
+    check_faces("t_pos_idx", t_pos_idx, v_pos.shape[0] if check else None)
+    check_faces("t_tex_idx", t_tex_idx, v_tex.shape[0] if check else None, n_tris)
+    check_faces("t_nrm_idx", t_nrm_idx, v_nrm.shape[0] if check else None, n_tris)
     dtype = v_pos.dtype
     pi, ti, ni = t_pos_idx.long(), t_tex_idx.long(), t_nrm_idx.long()
     p = [v_pos.index_select(0, pi[:, k]) for k in range(3)]  # backward: index_add

@@ -43,6 +43,18 @@ from difflod.optimize.trainable import Trainable
 __all__ = ["Trainer", "prepare_meshes", "resolve_device"]
 
 
+def compile_shading(mode: str, device: torch.device) -> bool:
+    """Whether the step's shading runs through torch.compile (config key `compile`):
+    "on", "off", or "auto" = on a CUDA device where Triton is importable."""
+    if mode != "auto":
+        return mode == "on"
+    if device.type != "cuda":
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' → cuda when torch sees a GPU, else cpu; 'cuda' without a GPU is an error."""
     if name == "auto":
@@ -69,15 +81,20 @@ def prepare_meshes(reference: Mesh, base: Mesh, config: TrainConfig,
     if not base.has_uv:
         raise DiffLodError("base mesh has no UVs (texture coordinates): make one with "
                            "`difflod simplify`, or give it UVs in a modelling tool")
-    from difflod.geometry.tangents import with_tangents
+    from difflod.geometry.tangents import with_shading_frame, with_tangents
 
     lo, hi = reference.aabb()
     if not float((hi - lo).max()) > 0:
         raise DiffLodError("reference mesh has zero size (all vertices at one point)")
     frame = Frame.from_mesh(reference)
     ref = frame.to_unit(reference).to(device)
-    if ref.v_tng is None and ref.has_uv and any(m.normal is not None for m in ref.materials):
-        ref = with_tangents(ref)  # static: computed once, not at every render
+    # a reference that never moves gets its shading frame (normals, tangents) once
+    # here, not in every step's render (the same values); a posed one keeps the
+    # tangents it had for its normal maps
+    if not (config.animate and ref.skin is not None):
+        ref = with_shading_frame(ref)
+    elif ref.v_tng is None and ref.has_uv and any(m.normal is not None for m in ref.materials):
+        ref = with_tangents(ref)
     fitted = frame.to_unit(Frame.fit_aabb(base, reference)).to(device)
     return ref, fitted, frame
 
@@ -121,12 +138,14 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.device = base.device
         self.reference = reference
+        self.compiled = compile_shading(config.compile, self.device)
         self.generator = torch.Generator().manual_seed(int(config.seed))
         self.trainable = Trainable(base, reference, config, self.generator)
         groups = self.trainable.param_groups()
         if not groups:
             raise DiffLodError("skip_train freezes every parameter: nothing to optimize")
-        self.optimizer = torch.optim.Adam(groups)
+        # fused: one kernel for every parameter's update on a GPU (the same update)
+        self.optimizer = torch.optim.Adam(groups, fused=self.device.type == "cuda")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda it: lr_factor(it, config.lr_decay))
         detail = self.trainable.detail_mesh()
@@ -177,7 +196,8 @@ class Trainer:
         cfg = self.config
         ref_layers = cfg.layers if self.reference.materials[0].has_alpha else 1
         opts = {"spp": spp, "min_roughness": cfg.min_roughness, "backend": cfg.backend
-                if cfg.backend != "auto" else None, "validate": False}
+                if cfg.backend != "auto" else None, "validate": False,
+                "compiled": self.compiled}
 
         def draw_reference(t: float | None, v, b: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
@@ -255,12 +275,11 @@ class Trainer:
             srgb_opt = linear_to_srgb(color_opt.detach().clamp(0.0, 1.0))
             mse_t = torch.mean((srgb_opt - linear_to_srgb(color_ref.clamp(0.0, 1.0))) ** 2)
             params = list(self.trainable.tensors().values())
-            flags = [torch.isfinite(total.detach())]
-            for t in params:
-                flags.append(torch.isfinite(t).all())
-                if t.grad is not None:
-                    flags.append(torch.isfinite(t.grad).all())
-            finite_t = torch.stack(flags).all()
+            # one multi-tensor pass: a norm is finite only if every value is (a
+            # float32 overflow, |x| ~ 1e19 and up, counts as non-finite too)
+            checked = params + [t.grad for t in params if t.grad is not None]
+            norms = torch._foreach_norm(checked)
+            finite_t = torch.isfinite(torch.stack([total.detach(), *norms])).all()
             numbers = torch.stack([img_loss.detach().double(), lap_loss.detach().double(),
                                    mse_t.double(), finite_t.double()])
             before = [t.detach().clone() for t in params]

@@ -120,14 +120,15 @@ def _mips_for(mips: Mapping[str, Sequence[torch.Tensor]] | None, index: int,
 class _Prepared:
     """Per-mesh data shared by all layers (normals, tangents, face normals)."""
 
-    def __init__(self, mesh: Mesh) -> None:
+    def __init__(self, mesh: Mesh, check: bool) -> None:
         self.mesh = mesh
         self.tris = mesh.t_pos_idx
-        self.face_n = face_normals(mesh.v_pos, mesh.t_pos_idx)
+        self.face_n = face_normals(mesh.v_pos, mesh.t_pos_idx, check=check)
         if mesh.v_nrm is not None and mesh.t_nrm_idx is not None:
             self.v_nrm, self.t_nrm = mesh.v_nrm, mesh.t_nrm_idx
         else:
-            self.v_nrm, self.t_nrm = vertex_normals(mesh.v_pos, mesh.t_pos_idx), mesh.t_pos_idx
+            self.v_nrm = vertex_normals(mesh.v_pos, mesh.t_pos_idx, check=check)
+            self.t_nrm = mesh.t_pos_idx
         self.needs_tangents = any(m.normal is not None for m in mesh.materials)
         big = [m.name for m in mesh.materials
                if any(t is not None and (t.shape[0] > 1 or t.shape[1] > 1)
@@ -144,7 +145,8 @@ class _Prepared:
                 from difflod.geometry.tangents import vertex_tangents
                 assert mesh.v_tex is not None and mesh.t_tex_idx is not None  # checked above
                 self.v_tng, self.t_tng = vertex_tangents(mesh.v_pos, mesh.t_pos_idx, mesh.v_tex,
-                                                         mesh.t_tex_idx, self.v_nrm, self.t_nrm)
+                                                         mesh.t_tex_idx, self.v_nrm, self.t_nrm,
+                                                         check=check)
         self.has_alpha = any(m.has_alpha for m in mesh.materials)
         self.t_mat = mesh.t_mat if len(mesh.materials) > 1 else None
 
@@ -184,7 +186,7 @@ def _sample_material(mat: Material, index: int, uv: torch.Tensor, uv_da: torch.T
 
 def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, views: Views,
                   min_roughness: float, mips: Mapping[str, Sequence[torch.Tensor]] | None,
-                  light_falloff: bool, backend: str | None
+                  light_falloff: bool, backend: str | None, compiled: bool
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Shade one raster layer: (color `[B,h,w,3]`, alpha `[B,h,w,1]`, 0 where empty).
 
@@ -250,7 +252,7 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
     eye = views.campos.expand(b, 3).index_select(0, img)
     light = views.lightpos.expand(b, 3).index_select(0, img)
     color = shade(gb_pos, gb_geom, gb_nrm, gb_tng, kd, ks, nmap, eye, light, power,
-                  min_roughness, light_falloff=light_falloff)
+                  min_roughness, light_falloff=light_falloff, compiled=compiled)
     out = torch.zeros(b * h * w, 4, dtype=color.dtype, device=device).index_copy(
         0, pix, torch.cat([color.reshape(n_pix, 3), alpha.reshape(n_pix, 1).to(color.dtype)],
                           dim=-1))
@@ -263,7 +265,8 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
                 min_roughness: float = 0.08, backend: str | None = None,
                 mips: Mapping[str, Sequence[torch.Tensor]] | None = None,
                 antialias: bool = True, light_falloff: bool = False,
-                topology: Topology | None = None, validate: bool = True) -> RenderOutput:
+                topology: Topology | None = None, validate: bool = True,
+                compiled: bool = False) -> RenderOutput:
     """Render `mesh` from every view in `views`, differentiably.
 
     Args:
@@ -286,6 +289,8 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
             GPU syncs). The ops inside skip their own index checks, so a caller
             passing False (the trainer, every step) must hand in a validated mesh
             or one posed from it; invalid indices would then shade as zeros.
+        compiled: shade through torch.compile's fused kernels (shading.shade's
+            `compiled`; a GPU with Triton); the same values, far fewer launches.
 
     Returns:
         RenderOutput(color `[B,H,W,3]`, alpha `[B,H,W,1]`, rast of the first layer).
@@ -314,7 +319,7 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
         rast = torch.zeros(b, fh, fw, 4, dtype=v_pos.dtype, device=v_pos.device)
         return _finish(accum, rast, spp)
 
-    prep = _Prepared(mesh)
+    prep = _Prepared(mesh, check=validate)
     shaded: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     with DepthPeeler(clip, tris, (fh, fw), grad_db=True, backend=backend) as peeler:
         for _ in range(layers):
@@ -323,7 +328,7 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
                 break
             assert rast_db is not None
             color, alpha = _render_layer(prep, rast, rast_db, views, min_roughness, mips,
-                                         light_falloff, backend)
+                                         light_falloff, backend, compiled)
             shaded.append((color, alpha, rast))
 
     aa = None

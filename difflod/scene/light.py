@@ -61,7 +61,11 @@ def light_scale(light_pos: torch.Tensor, pos: torch.Tensor, light_power: float |
     Returns:
         `[...,1]` tensor (or a broadcastable scalar tensor when falloff is off).
     """
-    power = torch.as_tensor(light_power, dtype=pos.dtype, device=pos.device)
+    # a float or CPU scalar stays a CPU scalar tensor, which torch combines with
+    # tensors of any device without a host-to-device copy
+    power = torch.as_tensor(light_power, dtype=pos.dtype)
+    if power.dim() or power.device.type != "cpu":
+        power = power.to(pos.device)
     if not falloff:
         return power
     d = light_pos - pos

@@ -273,8 +273,8 @@ print("NEW_LAYOUTS_ON_SECOND_CALL", K._meta.cache_info().misses - misses)
 def test_cuda_texture_launches_per_call_in_numba_simulator(run_simulated):
     """Launches and array arguments per texture call are pinned (host cost on a GPU).
 
-    A batch of two 64x64 textures (7 levels): the pyramid takes two launches
-    forward (levels 1-3, then 4-6 from the small level 3) and one backward,
+    A batch of two 64x64 textures (7 levels): the pyramid takes three launches
+    forward (levels 1-2, 3-4, then 5-6 from the small level 4) and one backward,
     the sampler one each way; results still match torch (the two-launch
     pyramid is a path the other simulator tests do not take), and a second
     call reuses the cached level metadata.
@@ -283,7 +283,8 @@ def test_cuda_texture_launches_per_call_in_numba_simulator(run_simulated):
     line = [ln for ln in stdout.splitlines() if ln.startswith("LAUNCHES")]
     assert line, stdout[-3000:]
     assert ast.literal_eval(line[0][len("LAUNCHES"):]) == [
-        ("_mips_down_kernel", 3, 3), ("_mips_down_kernel", 3, 3), ("_fwd_kernel", 8, 0),
+        ("_mips_down_kernel", 3, 3), ("_mips_down_kernel", 3, 3), ("_mips_down_kernel", 3, 3),
+        ("_fwd_kernel", 8, 0),
         ("_bwd_kernel", 11, 1), ("_mips_up_kernel", 4, 1)]
     assert "NEW_LAYOUTS_ON_SECOND_CALL 0" in stdout  # metadata reused, not copied again
 
