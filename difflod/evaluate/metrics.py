@@ -194,8 +194,8 @@ def _ssim_torch(a: torch.Tensor, b: torch.Tensor, taps: list[float], c1: float,
     maps = torch.cat([x, y, x * x, y * y, x * y], 1)  # [N,5C,H,W]
     ch, k = maps.shape[1], len(taps)
     w = torch.tensor(taps, dtype=torch.float64, device=maps.device)
-    maps = torch.nn.functional.conv2d(maps, w.view(1, 1, 1, k).expand(ch, 1, 1, k), groups=ch)
-    maps = torch.nn.functional.conv2d(maps, w.view(1, 1, k, 1).expand(ch, 1, k, 1), groups=ch)
+    maps = torch.nn.functional.conv2d(maps, w.view(1, 1, 1, k).repeat(ch, 1, 1, 1), groups=ch)
+    maps = torch.nn.functional.conv2d(maps, w.view(1, 1, k, 1).repeat(ch, 1, 1, 1), groups=ch)
     mu_x, mu_y, xx, yy, xy = maps.chunk(5, dim=1)
     var_x = xx - mu_x * mu_x
     var_y = yy - mu_y * mu_y
