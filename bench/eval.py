@@ -99,10 +99,11 @@ def parts(args: argparse.Namespace, specs: list[str], device: Any) -> list[dict]
                         flip=flips)
     results = {"settings": {"views": args.views, "res": args.res, "seed": 0},
                "reference": {"triangles": ref.num_triangles}, "candidates": {}}
+    models = dict(zip(names, [open_model(s) for s in specs]))
     with tempfile.TemporaryDirectory() as tmp:
         row("report (grids, turntable, page)", lambda: write_report_for_run(
-            Path(tmp) / "report", ref, dict(zip(names, [open_model(s) for s in specs])),
-            results, backend=backend, res=args.res, pictures=pictures, device=device))
+            Path(tmp) / "report", ref, models, results, backend=backend, res=args.res,
+            pictures=pictures, device=device))
     return rows
 
 
