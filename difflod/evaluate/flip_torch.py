@@ -170,17 +170,18 @@ def _pass(x: torch.Tensor, taps: torch.Tensor, dim: int) -> torch.Tensor:
     return F.conv2d(F.pad(x.to(dtype), pad, mode="replicate"), w, groups=c).to(x.dtype)
 
 
-def _color_difference(ycxcz: torch.Tensor, ppd: float) -> torch.Tensor:
-    """`[N,H,W]` remapped colour difference of the YCxCz pictures `[2N,3,H,W]`
-    (the N references, then the N test pictures)."""
+def _color_difference(ref: torch.Tensor, test: torch.Tensor, ppd: float) -> torch.Tensor:
+    """`[N,H,W]` remapped colour difference of YCxCz pictures `[N,3,H,W]`."""
     taps = _spatial_taps(ppd)
     cmax = _cmax()
-    x = torch.cat([ycxcz, ycxcz[:, 2:]], 1)  # Y, Cx, Cz, Cz: Cz is filtered twice
-    x = _pass(_pass(x, taps, 3), taps, 2)
-    filtered = torch.cat([x[:, :2], x[:, 2:3] + x[:, 3:]], 1)
-    rgb = _mat(_ycxcz_to_xyz(filtered), _XYZ2RGB).clamp(0, 1)
-    ref, test = _hunt(_xyz_to_lab(_mat(rgb, _RGB2XYZ))).chunk(2)
-    d = _hyab(ref, test) ** _QC
+    labs = []
+    for img in (ref, test):
+        x = torch.cat([img, img[:, 2:]], 1)  # Y, Cx, Cz, Cz: Cz is filtered twice
+        x = _pass(_pass(x, taps, 3), taps, 2)
+        ycxcz = torch.cat([x[:, :2], x[:, 2:3] + x[:, 3:]], 1)
+        rgb = _mat(_ycxcz_to_xyz(ycxcz), _XYZ2RGB).clamp(0, 1)
+        labs.append(_hunt(_xyz_to_lab(_mat(rgb, _RGB2XYZ))))
+    d = _hyab(*labs) ** _QC
     pccmax = _PC * cmax
     return torch.where(d < pccmax, d * (_PT / pccmax),
                        _PT + (d - pccmax) / (cmax - pccmax) * (1 - _PT))
@@ -198,13 +199,11 @@ def _features(ycxcz: torch.Tensor, taps: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 def _flip_chunk(ref: torch.Tensor, test: torch.Tensor, ppd: float) -> torch.Tensor:
-    # both pictures through each step at once: half the operations (each a
-    # synchronisation of torch's threads on a CPU)
-    both = torch.cat([ref, test]).permute(0, 3, 1, 2).clamp(0, 1)
-    ycc = _xyz_to_ycxcz(_mat(_srgb_to_linear(both), _RGB2XYZ))
-    color = _color_difference(ycc, ppd)
-    edge, point = _features(ycc, _feature_taps(ppd))
-    (edge_r, edge_t), (point_r, point_t) = edge.chunk(2), point.chunk(2)
+    ycc = [_xyz_to_ycxcz(_mat(_srgb_to_linear(t.permute(0, 3, 1, 2).clamp(0, 1)), _RGB2XYZ))
+           for t in (ref, test)]
+    color = _color_difference(ycc[0], ycc[1], ppd)
+    taps = _feature_taps(ppd)
+    (edge_r, point_r), (edge_t, point_t) = _features(ycc[0], taps), _features(ycc[1], taps)
     feature = (torch.maximum((edge_r - edge_t).abs(), (point_r - point_t).abs())
                / math.sqrt(2)) ** _QF
     return color ** (1 - feature)
