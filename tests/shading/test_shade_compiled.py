@@ -14,7 +14,8 @@ import torch
 from difflod.shading.shade import compiled_core, shade
 
 
-def _gbuffer(p: int, seed: int, device: torch.device, normal_map: bool) -> dict:
+def _gbuffer(p: int, seed: int, device: torch.device, normal_map: bool,
+             emissive: bool = True) -> dict:
     g = torch.Generator().manual_seed(seed)
 
     def r(*shape: int, lo: float = -1.0, hi: float = 1.0) -> torch.Tensor:
@@ -29,6 +30,7 @@ def _gbuffer(p: int, seed: int, device: torch.device, normal_map: bool) -> dict:
         "gb_tangent": tangent.to(device).requires_grad_(True) if normal_map else None,
         "gb_kd": r(p, 1, 1, 3, lo=0.0), "gb_ks": r(p, 1, 1, 3, lo=0.0),
         "gb_nmap": r(p, 1, 1, 3) if normal_map else None,
+        "gb_ke": r(p, 1, 1, 3, lo=0.0, hi=2.0) if emissive else None,
         "view_pos": (torch.rand(p, 3, generator=g) * 6 - 3).to(device),
         "light_pos": (torch.rand(p, 3, generator=g) * 6 - 3).to(device),
         "light_power": (torch.rand(p, generator=g) * 4 + 1).to(device),
@@ -45,7 +47,8 @@ def _shade_and_grads(buf: dict, compiled: bool, backend: str) -> tuple[torch.Ten
         b = buf
         power = b["light_power"][:, None, None, None]
         out = core(b["gb_pos"], b["gb_geom_normal"], b["gb_normal"], b["gb_tangent"],
-                   b["gb_kd"], b["gb_ks"], b["gb_nmap"], b["view_pos"][:, None, None, :],
+                   b["gb_kd"], b["gb_ks"], b["gb_nmap"], b["gb_ke"],
+                   b["view_pos"][:, None, None, :],
                    b["light_pos"][:, None, None, :], power, 0.08, 1.0, False)
     else:
         out = shade(**buf, min_roughness=0.08)
@@ -54,19 +57,20 @@ def _shade_and_grads(buf: dict, compiled: bool, backend: str) -> tuple[torch.Ten
     return out.detach(), [t.grad.clone() for t in leaves]
 
 
-@pytest.mark.parametrize("normal_map", [False, True])
-def test_compiled_shading_matches_eager_over_changing_pixel_counts(normal_map: bool) -> None:
+@pytest.mark.parametrize(("normal_map", "emissive"), [(False, False), (True, True)])
+def test_compiled_shading_matches_eager_over_changing_pixel_counts(normal_map: bool,
+                                                                    emissive: bool) -> None:
     import torch._dynamo
 
     torch._dynamo.reset()
     compiled_core.cache_clear()
     frames = torch._dynamo.utils.counters["stats"]
     for i, p in enumerate((37, 50, 91)):
-        buf = _gbuffer(p, i, torch.device("cpu"), normal_map)
+        buf = _gbuffer(p, i, torch.device("cpu"), normal_map, emissive)
         want, want_g = _shade_and_grads(buf, False, "")
         got, got_g = _shade_and_grads(buf, True, "aot_eager")
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-        assert len(got_g) == len(want_g) >= 5
+        assert len(got_g) == len(want_g) >= (6 if emissive else 5)
         for a, b in zip(got_g, want_g):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     # dynamic shapes: the first count compiles, later counts reuse it (at most
@@ -88,7 +92,7 @@ def test_shade_compiled_flag_goes_through_the_compiled_core(monkeypatch) -> None
     buf = _gbuffer(8, 0, torch.device("cpu"), True)
     got = shade(**buf, compiled=True)
     want = shade(**buf)
-    assert calls == [13]
+    assert calls == [14]
     torch.testing.assert_close(got, want)
 
 
