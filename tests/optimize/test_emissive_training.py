@@ -54,7 +54,7 @@ def test_init_from_noise_or_a_base_without_emission(tmp_path: Path) -> None:
     e = noise.textures["emissive"].base.detach()
     assert float(e.min()) >= 0.0 and float(e.std()) > 0.2  # uniform [0,1): std 0.29
     base = trainer_for(make(init_textures="base"), tmp_path).trainable
-    assert float(base.textures["emissive"].base.abs().max()) == 0.0  # the sphere emits nothing
+    assert float(base.textures["emissive"].base.detach().abs().max()) == 0.0  # the sphere emits nothing
 
 
 def test_emissive_stays_non_negative_without_an_upper_bound(tmp_path: Path) -> None:
