@@ -61,7 +61,7 @@ def test_emissive_stays_non_negative_without_an_upper_bound(tmp_path: Path) -> N
     tr = trainer_for(make(random_textures=True, learning_rate=1.0), tmp_path)
     for _ in range(3):
         tr.step()
-    e = tr.trainable.textures["emissive"].base
+    e = tr.trainable.textures["emissive"].base.detach()
     assert float(e.min()) >= 0.0
     assert float(e.max()) > 1.0  # a step of lr 1 from noise in [0,1) crosses 1 somewhere
 
