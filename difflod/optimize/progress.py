@@ -21,9 +21,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
-__all__ = ["COMPILE_MESSAGE", "Progress", "compile_notice"]
+__all__ = ["COMPILE_MESSAGE", "TORCH_COMPILE_MESSAGE", "Progress", "compile_notice"]
 
 COMPILE_MESSAGE = "compiling {target} kernels (first run only; cached after)…"
+#: before the first step of a run whose step goes through torch.compile
+TORCH_COMPILE_MESSAGE = ("compiling the step's fused GPU kernels (torch.compile: up to a "
+                         "minute on a machine's first run; cached after)…")
 
 
 @contextlib.contextmanager
@@ -86,13 +89,16 @@ class Progress:
     def _tty(self) -> bool:
         return bool(getattr(self.stream, "isatty", lambda: False)())
 
-    def start(self, iteration: int) -> None:
-        """Begin at `iteration`; the next update is the warm-up step."""
+    def start(self, iteration: int, *, torch_compile: bool = False) -> None:
+        """Begin at `iteration`; the next update is the warm-up step (with
+        `torch_compile`, announced as compiling: TORCH_COMPILE_MESSAGE)."""
         self._t0 = self.clock()
         self._start_it = iteration
         self._warm = False
         if self.quiet:
             return
+        if torch_compile:
+            print(TORCH_COMPILE_MESSAGE, file=self.stream, flush=True)
         self._notice = contextlib.ExitStack()
         self._notice.enter_context(compile_notice(self.stream))
 

@@ -371,7 +371,7 @@ class Trainer:
         step, every log_interval steps and at the end."""
         cfg = self.config
         start = self.iteration
-        self.progress.start(start)
+        self.progress.start(start, torch_compile=self.compiled)
         try:
             while self.iteration <= cfg.iter:
                 it = self.iteration

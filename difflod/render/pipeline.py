@@ -48,6 +48,7 @@ from difflod.render.interpolate import interpolate
 from difflod.render.peel import DepthPeeler
 from difflod.render.texture import texture
 from difflod.scene.views import Views
+from difflod.shading import compiled as compilation
 from difflod.shading.shade import shade
 
 if TYPE_CHECKING:
@@ -122,14 +123,19 @@ def _mips_for(mips: Mapping[str, Sequence[torch.Tensor]] | None, index: int,
 class _Prepared:
     """Per-mesh data shared by all layers (normals, tangents, face normals)."""
 
-    def __init__(self, mesh: Mesh, check: bool) -> None:
+    def __init__(self, mesh: Mesh, check: bool, compiled: bool) -> None:
+        from difflod.geometry.tangents import vertex_tangents
+
+        # the frame through torch.compile's kernels when asked (see shading.compiled)
+        def fuse(fn):
+            return compilation.compiled(fn) if compiled else fn
         self.mesh = mesh
         self.tris = mesh.t_pos_idx
-        self.face_n = face_normals(mesh.v_pos, mesh.t_pos_idx, check=check)
+        self.face_n = fuse(face_normals)(mesh.v_pos, mesh.t_pos_idx, check=check)
         if mesh.v_nrm is not None and mesh.t_nrm_idx is not None:
             self.v_nrm, self.t_nrm = mesh.v_nrm, mesh.t_nrm_idx
         else:
-            self.v_nrm = vertex_normals(mesh.v_pos, mesh.t_pos_idx, check=check)
+            self.v_nrm = fuse(vertex_normals)(mesh.v_pos, mesh.t_pos_idx, check=check)
             self.t_nrm = mesh.t_pos_idx
         self.needs_tangents = any(m.normal is not None for m in mesh.materials)
         big = [m.name for m in mesh.materials
@@ -144,11 +150,10 @@ class _Prepared:
             if mesh.v_tng is not None and mesh.t_tng_idx is not None:
                 self.v_tng, self.t_tng = mesh.v_tng, mesh.t_tng_idx
             else:
-                from difflod.geometry.tangents import vertex_tangents
                 assert mesh.v_tex is not None and mesh.t_tex_idx is not None  # checked above
-                self.v_tng, self.t_tng = vertex_tangents(mesh.v_pos, mesh.t_pos_idx, mesh.v_tex,
-                                                         mesh.t_tex_idx, self.v_nrm, self.t_nrm,
-                                                         check=check)
+                self.v_tng, self.t_tng = fuse(vertex_tangents)(
+                    mesh.v_pos, mesh.t_pos_idx, mesh.v_tex, mesh.t_tex_idx, self.v_nrm,
+                    self.t_nrm, check=check)
         self.has_alpha = any(m.has_alpha for m in mesh.materials)
         self.has_emissive = any(m.emissive is not None for m in mesh.materials)
         self.t_mat = mesh.t_mat if len(mesh.materials) > 1 else None
@@ -301,8 +306,9 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
             GPU syncs). The ops inside skip their own index checks, so a caller
             passing False (the trainer, every step) must hand in a validated mesh
             or one posed from it; invalid indices would then shade as zeros.
-        compiled: shade through torch.compile's fused kernels (shading.shade's
-            `compiled`; a GPU with Triton); the same values, far fewer launches.
+        compiled: shading, and the normals and tangents computed per render,
+            through torch.compile's fused kernels (shading.compiled; a GPU with
+            Triton): the same values, far fewer launches.
 
     Returns:
         RenderOutput(color `[B,H,W,3]`, alpha `[B,H,W,1]`, rast of the first layer).
@@ -331,7 +337,7 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
         rast = torch.zeros(b, fh, fw, 4, dtype=v_pos.dtype, device=v_pos.device)
         return _finish(accum, rast, spp)
 
-    prep = _Prepared(mesh, check=validate)
+    prep = _Prepared(mesh, check=validate, compiled=compiled)
     shaded: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     with DepthPeeler(clip, tris, (fh, fw), grad_db=True, backend=backend) as peeler:
         for _ in range(layers):

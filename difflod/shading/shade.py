@@ -18,29 +18,23 @@
 5. Emission: the material's emissive radiance is added unlit, as glTF's
    material model and three.js do: color = BSDF x light + emissive.
 
-`shade(..., compiled=True)` runs steps 1-4 through `torch.compile` (Inductor,
-dynamic shapes: the renderer shades a different number of covered pixels
-each step): its forward and backward become a few fused kernels instead of
-~300 elementwise launches forward and ~500 backward, which on a GPU cost more
-host time than the GPU spends on them (measured on an H200: a training step
-queued 1,873 launches, 53 ms of host time for 13 ms of GPU work). The eager
-functions below are the reference; tests hold the compiled path to them.
-Compilation happens on the first call of a process (seconds; Inductor caches
-its kernels on disk), and needs Triton, which CUDA builds of PyTorch carry:
-the trainer turns it on for GPUs only (config key `compile`).
+`shade(..., compiled=True)` runs steps 1-5 (`shade_core`) through
+shading/compiled.py (torch.compile, dynamic shapes: the renderer shades a
+different number of covered pixels each step): forward and backward become a
+few fused kernels instead of ~300 elementwise launches forward and ~500
+backward. `shade_core` itself is the reference; tests hold the compiled path
+to it.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-
 import torch
 
 from difflod.scene.light import light_scale
+from difflod.shading import compiled as compilation
 from difflod.shading.bsdf import dot, pbr_bsdf, safe_normalize
 
-__all__ = ["NORMAL_THRESHOLD", "compiled_core", "shade", "shade_core", "shading_normal"]
+__all__ = ["NORMAL_THRESHOLD", "shade", "shade_core", "shading_normal"]
 
 #: nvdiffmodeling's threshold on n.v below which the shading normal is bent.
 NORMAL_THRESHOLD = 0.1
@@ -112,7 +106,7 @@ def shade(gb_pos: torch.Tensor, gb_geom_normal: torch.Tensor, gb_normal: torch.T
         min_roughness: roughness lower bound.
         normal_scale: scale of the normal map's XY.
         light_falloff: inverse-square falloff (off = nvdiffmodeling's constant).
-        compiled: run through `compiled_core` (see the module docstring).
+        compiled: run `shade_core` through shading.compiled (see the module docstring).
         gb_ke: `[B,H,W,3]` emissive radiance (linear RGB, added unlit) or None.
 
     Raises:
@@ -140,7 +134,7 @@ def shade(gb_pos: torch.Tensor, gb_geom_normal: torch.Tensor, gb_normal: torch.T
         power = power[:, None, None, None]
     if not isinstance(power, torch.Tensor):
         power = torch.tensor(float(power), dtype=gb_pos.dtype)  # a CPU scalar: no copy
-    core = compiled_core() if compiled else shade_core
+    core = compilation.compiled(shade_core) if compiled else shade_core
     return core(gb_pos, gb_geom_normal, gb_normal, gb_tangent, gb_kd, gb_ks, gb_nmap, gb_ke, vp,
                 lp, power, min_roughness, normal_scale, light_falloff)
 
@@ -152,16 +146,8 @@ def shade_core(pos: torch.Tensor, geom_nrm: torch.Tensor, smooth_nrm: torch.Tens
                normal_scale: float, falloff: bool) -> torch.Tensor:
     """Steps 1-5 on checked arguments (view_pos, light_pos `[B,1,1,3]`, power a
     tensor broadcastable to `[B,1,1,1]`, ke the emissive radiance or None): the
-    eager reference of `compiled_core`."""
+    eager reference of the compiled path."""
     nrm = shading_normal(pos, view_pos, geom_nrm, smooth_nrm, tangent, nmap, normal_scale)
     col = pbr_bsdf(kd[..., 0:3], ks, pos, nrm, view_pos, light_pos, min_roughness)
     col = col * light_scale(light_pos, pos, power, falloff=falloff)
     return col if ke is None else col + ke
-
-
-@functools.cache
-def compiled_core(backend: str = "inductor") -> Callable[..., torch.Tensor]:
-    """`shade_core` through torch.compile with dynamic shapes (made once per
-    process and backend; compiled at its first call). Tests pass backend
-    "aot_eager" (the same graph capture, no code generation) on the CPU."""
-    return torch.compile(shade_core, backend=backend, dynamic=True)

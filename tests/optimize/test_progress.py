@@ -11,7 +11,12 @@ from pathlib import Path
 
 import numba
 
-from difflod.optimize.progress import COMPILE_MESSAGE, Progress, compile_notice
+from difflod.optimize.progress import (
+    COMPILE_MESSAGE,
+    TORCH_COMPILE_MESSAGE,
+    Progress,
+    compile_notice,
+)
 
 NOTICE = COMPILE_MESSAGE.format(target="CPU")
 
@@ -113,3 +118,20 @@ def test_quiet_prints_nothing() -> None:
         p.update(_record(i))
     p.close()
     assert out.getvalue() == ""
+
+
+def test_torch_compile_is_announced_before_the_first_step_and_only_then() -> None:
+    clock, out = Clock(), io.StringIO()
+    p = Progress(total=3, stream=out, clock=clock)
+    p.start(0, torch_compile=True)
+    assert out.getvalue().splitlines()[0] == TORCH_COMPILE_MESSAGE
+    p.close()
+    plain = io.StringIO()
+    q = Progress(total=3, stream=plain, clock=clock)
+    q.start(0)
+    q.close()
+    assert TORCH_COMPILE_MESSAGE not in plain.getvalue()
+    quiet = io.StringIO()
+    r = Progress(total=3, quiet=True, stream=quiet, clock=clock)
+    r.start(0, torch_compile=True)
+    assert quiet.getvalue() == ""

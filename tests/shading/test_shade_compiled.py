@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from difflod.shading.shade import compiled_core, shade
+from difflod.shading import compiled as compilation
+from difflod.shading.shade import shade, shade_core
 
 
 def _gbuffer(p: int, seed: int, device: torch.device, normal_map: bool,
@@ -37,21 +38,22 @@ def _gbuffer(p: int, seed: int, device: torch.device, normal_map: bool,
     }
 
 
-def _shade_and_grads(buf: dict, compiled: bool, backend: str) -> tuple[torch.Tensor, list]:
+@pytest.fixture
+def aot_eager(monkeypatch):
+    """shading.compiled on the "aot_eager" backend (no compiler needed), fresh caches."""
+    import torch._dynamo
+
+    monkeypatch.setattr(compilation, "BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _shade_and_grads(buf: dict, compiled: bool) -> tuple[torch.Tensor, list]:
     leaves = [v for v in buf.values() if isinstance(v, torch.Tensor) and v.requires_grad]
     for t in leaves:
         t.grad = None
-    if compiled:
-        # the backend under test (shade itself uses Inductor's)
-        core = compiled_core(backend)
-        b = buf
-        power = b["light_power"][:, None, None, None]
-        out = core(b["gb_pos"], b["gb_geom_normal"], b["gb_normal"], b["gb_tangent"],
-                   b["gb_kd"], b["gb_ks"], b["gb_nmap"], b["gb_ke"],
-                   b["view_pos"][:, None, None, :],
-                   b["light_pos"][:, None, None, :], power, 0.08, 1.0, False)
-    else:
-        out = shade(**buf, min_roughness=0.08)
+    out = shade(**buf, min_roughness=0.08, compiled=compiled)
     (out * torch.linspace(0.5, 1.5, out.numel(), device=out.device).reshape(out.shape)) \
         .sum().backward()
     return out.detach(), [t.grad.clone() for t in leaves]
@@ -59,16 +61,16 @@ def _shade_and_grads(buf: dict, compiled: bool, backend: str) -> tuple[torch.Ten
 
 @pytest.mark.parametrize(("normal_map", "emissive"), [(False, False), (True, True)])
 def test_compiled_shading_matches_eager_over_changing_pixel_counts(normal_map: bool,
-                                                                    emissive: bool) -> None:
+                                                                   emissive: bool,
+                                                                   aot_eager: None) -> None:
     import torch._dynamo
 
-    torch._dynamo.reset()
-    compiled_core.cache_clear()
     frames = torch._dynamo.utils.counters["stats"]
+    frames.clear()
     for i, p in enumerate((37, 50, 91)):
         buf = _gbuffer(p, i, torch.device("cpu"), normal_map, emissive)
-        want, want_g = _shade_and_grads(buf, False, "")
-        got, got_g = _shade_and_grads(buf, True, "aot_eager")
+        want, want_g = _shade_and_grads(buf, False)
+        got, got_g = _shade_and_grads(buf, True)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
         assert len(got_g) == len(want_g) >= (6 if emissive else 5)
         for a, b in zip(got_g, want_g):
@@ -78,21 +80,21 @@ def test_compiled_shading_matches_eager_over_changing_pixel_counts(normal_map: b
     assert frames["unique_graphs"] <= 2
 
 
-def test_shade_compiled_flag_goes_through_the_compiled_core(monkeypatch) -> None:
-    """shade(compiled=True) calls compiled_core() and returns its result."""
-    import difflod.shading.shade as mod
-
+def test_shade_compiled_flag_goes_through_shading_compiled(monkeypatch) -> None:
+    """shade(compiled=True) runs shade_core through shading.compiled; False does not."""
     calls = []
 
-    def fake_core(*args):
-        calls.append(len(args))
-        return mod.shade_core(*args)
+    def fake_compiled(fn):
+        assert fn is shade_core
+        calls.append(fn)
+        return fn
 
-    monkeypatch.setattr(mod, "compiled_core", lambda: fake_core)
+    monkeypatch.setattr(compilation, "compiled", fake_compiled)
     buf = _gbuffer(8, 0, torch.device("cpu"), True)
-    got = shade(**buf, compiled=True)
     want = shade(**buf)
-    assert calls == [14]
+    assert calls == []
+    got = shade(**buf, compiled=True)
+    assert calls == [shade_core]
     torch.testing.assert_close(got, want)
 
 
@@ -100,14 +102,8 @@ def test_inductor_shading_on_gpu_matches_eager(cuda: torch.device) -> None:
     """The trainer's GPU path: Inductor's kernels against the eager shader."""
     for i, p in enumerate((1000, 4321)):
         buf = _gbuffer(p, i, cuda, True)
-        want, want_g = _shade_and_grads(buf, False, "")
-        buf_c = {k: v for k, v in buf.items()}
-        out = shade(**buf_c, min_roughness=0.08, compiled=True)
-        leaves = [v for v in buf_c.values() if isinstance(v, torch.Tensor) and v.requires_grad]
-        for t in leaves:
-            t.grad = None
-        (out * torch.linspace(0.5, 1.5, out.numel(), device=cuda).reshape(out.shape)) \
-            .sum().backward()
-        torch.testing.assert_close(out.detach(), want, rtol=1e-4, atol=1e-5)
-        for a, b in zip([t.grad for t in leaves], want_g):
+        want, want_g = _shade_and_grads(buf, False)
+        got, got_g = _shade_and_grads(buf, True)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        for a, b in zip(got_g, want_g):
             torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
