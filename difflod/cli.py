@@ -244,11 +244,8 @@ def _cmd_simplify(args: argparse.Namespace, rest: list[str]) -> int:
     if len(args.triangles) > 1:
         from difflod.run.lod import simplify_chain
 
-        if args.resume:
-            raise DiffLodError("--resume: an LOD chain (several --triangles) cannot be resumed "
-                               "yet; run it again without --resume")
         chain = simplify_chain(args.reference, args.triangles, args.out, config=config,
-                               quiet=args.quiet)
+                               quiet=args.quiet, resume=args.resume)
         counts = ", ".join(str(level.mesh.num_triangles) for level in chain.levels)
         print(f"wrote {chain.out_dir} (LOD chain: {counts} triangles)")
         return 0

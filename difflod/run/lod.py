@@ -25,12 +25,20 @@ OUT_DIR gets:
   "levels": triangles and training seconds per level.
 
 The output folder is locked for the run (run/lock.py) and the stages are
-announced and timed as simplify's (run/stages.py). A chain has no --resume
-yet: a killed chain is run again from the start.
+announced and timed as simplify's (run/stages.py). Every level's
+checkpoint.pt stays until the chain's last file (metrics.json, report/) is
+written, so `--resume` (`resume=True`) finds each level as `difflod simplify
+--resume` finds its folder (run/resume.py): a level with a checkpoint goes on
+from it, one without starts from the first iteration, and a folder whose
+levels, lods.glb and evaluation are all there is the finished chain (nothing
+is redone). Levels resumed from different iterations still train side by
+side; they share a reference render only on the steps whose views agree.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -98,7 +106,8 @@ def screen_coverage(triangles: Sequence[int]) -> list[float]:
 
 def simplify_chain(reference: str | Path | Mesh, budgets: Sequence[int], out_dir: str | Path, *,
                    config: TrainConfig | None = None, quiet: bool = False,
-                   evaluate: bool = True, device: torch.device | None = None) -> ChainResult:
+                   evaluate: bool = True, device: torch.device | None = None,
+                   resume: bool = False) -> ChainResult:
     """Make one model per budget that looks like `reference`; write OUT_DIR.
 
     Args:
@@ -110,23 +119,37 @@ def simplify_chain(reference: str | Path | Mesh, budgets: Sequence[int], out_dir
         quiet: no progress output.
         evaluate: write metrics.json and report/ (held-out views).
         device: torch device (default: config.device).
+        resume: continue the chain in `out_dir` (see the module docstring).
     Raises:
         DiffLodError: a missing or bad model, a budget out of range or repeated,
-            a bad config.
+            a bad config, a level's checkpoint that does not fit.
     """
     from difflod.optimize.trainer import resolve_device
     from difflod.run.lock import output_lock
+    from difflod.run.resume import final_files
     from difflod.run.stages import StageLog
+    from difflod.run.train import finish, start_point
 
     ref_mesh, name, config = open_reference(reference, config)
     levels = check_budgets(budgets, ref_mesh, name)
     out = Path(out_dir)
     device = device if device is not None else resolve_device(config.device)
     with output_lock(out):
+        points = [start_point(out / f"lod{i}", _level_config(config, out, i), resume=resume,
+                              files=final_files(out / f"lod{i}", evaluate=False,
+                                                extra=[f"{BASELINE_NAME}.glb"]), quiet=True)
+                  for i in range(len(levels))]
+        chain_files = [out / CHAIN_FILE] + ([out / "metrics.json", out / "report/report.html"]
+                                            if evaluate else [])
+        if all(p.finished for p in points) and all(f.is_file() for f in chain_files):
+            if not quiet:
+                print(f"{out} holds the finished chain: nothing to resume", file=sys.stderr)
+            return _finished_chain(out, len(levels), evaluate)
         stages = StageLog(["base mesh", "train", "evaluate", "report"] if evaluate
                           else ["base mesh", "train"], quiet=quiet)
-        results, coverage, seconds, shared, history = _train_chain(
-            ref_mesh, levels, out, config, device, stages, quiet)
+        results, coverage, seconds, shared, history, trainers = _train_chain(
+            ref_mesh, levels, out, config, device, stages, quiet,
+            [p.checkpoint for p in points])
         metrics = None
         if evaluate:
             candidates: dict[str, Mesh] = {}
@@ -150,24 +173,49 @@ def simplify_chain(reference: str | Path | Mesh, budgets: Sequence[int], out_dir
                 seed=config.seed, backend=config.backend if config.backend != "auto" else None,
                 files=files, extra=extra, history=history, config=config.to_dict(),
                 quiet=quiet, on_stage=stages.begin)
+        for trainer in trainers:  # the checkpoints go last (see the module docstring)
+            finish(trainer)
         stages.finish()
     return ChainResult(levels=results, out_dir=out, coverage=coverage, metrics=metrics,
                        seconds=seconds)
 
 
+def _level_config(config: TrainConfig, out: Path, i: int) -> TrainConfig:
+    return config.replace(out_dir=str(out / f"lod{i}"))
+
+
+def _finished_chain(out: Path, n_levels: int, evaluate: bool) -> ChainResult:
+    """A finished chain's result, read back from its files."""
+    from difflod.io import load
+
+    levels = []
+    for i in range(n_levels):
+        level_dir = out / f"lod{i}"
+        history = json.loads((level_dir / "history.json").read_text(encoding="utf-8"))
+        levels.append(SimplifyResult(mesh=load(level_dir / "mesh.glb"),
+                                     baseline=load(level_dir / f"{BASELINE_NAME}.glb"),
+                                     out_dir=level_dir, history=history))
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8")) \
+        if evaluate else None
+    coverage = screen_coverage([r.mesh.num_triangles for r in levels])
+    return ChainResult(levels=levels, out_dir=out, coverage=coverage, metrics=metrics)
+
+
 def _train_chain(ref_mesh: Mesh, levels: list[int], out: Path, config: TrainConfig,
-                 device: torch.device, stages, quiet: bool):
-    """The base-mesh, train and export stages of every level (see the module docstring).
+                 device: torch.device, stages, quiet: bool,
+                 checkpoints: list[Path | None]):
+    """The base-mesh, train and export stages of every level (see the module docstring);
+    a level with a checkpoint goes on from it.
 
     Returns (level results, screen coverage, training seconds, the shared reference
-    renders, the finest level's history)."""
+    renders, the finest level's history, the trainers)."""
     from difflod.io import save
     from difflod.io.gltf_write import write_lods
     from difflod.optimize.progress import Progress
     from difflod.optimize.reference_renders import ReferenceRenders
     from difflod.optimize.trainer import Trainer, prepare_meshes
     from difflod.run import outputs
-    from difflod.run.train import export, finish
+    from difflod.run.train import export
 
     stages.begin("base mesh")
     # base meshes; the reference is normalized once
@@ -177,12 +225,15 @@ def _train_chain(ref_mesh: Mesh, levels: list[int], out: Path, config: TrainConf
     trainers, level_dirs = [], []
     for i, (base, train_base) in enumerate(bases):
         level_dir = out / f"lod{i}"
-        level_config = config.replace(out_dir=str(level_dir))
+        level_config = _level_config(config, out, i)
         level_dir.mkdir(parents=True, exist_ok=True)
         outputs.write_config(level_dir, level_config)
         save(base, level_dir / f"{BASELINE_NAME}.glb")
-        trainers.append(Trainer(level_config, ref_n, frame.to_unit(train_base).to(device),
-                                level_dir, quiet=True, reference_renders=shared))
+        trainer = Trainer(level_config, ref_n, frame.to_unit(train_base).to(device),
+                          level_dir, quiet=True, reference_renders=shared)
+        if checkpoints[i] is not None:
+            trainer.load_checkpoint(checkpoints[i])
+        trainers.append(trainer)
         level_dirs.append(level_dir)
 
     # train the levels in lockstep: each step's reference render serves all of them
@@ -194,7 +245,7 @@ def _train_chain(ref_mesh: Mesh, levels: list[int], out: Path, config: TrainConf
     loops = [t.iterate(save_progress=progress_saver(t, d)) for t, d in zip(trainers, level_dirs)]
     progress = Progress(total=config.iter, quiet=quiet, log_every=config.log_interval)
     t0 = time.perf_counter()
-    progress.start(0)
+    progress.start(min(t.iteration for t in trainers))
     while loops:
         records = []
         for loop in list(loops):
@@ -208,14 +259,13 @@ def _train_chain(ref_mesh: Mesh, levels: list[int], out: Path, config: TrainConf
     progress.close()
     seconds = time.perf_counter() - t0
 
-    # export; a finished level's checkpoint goes (run.train.finish)
+    # export (each level's final checkpoint too: it goes when the chain's files are done)
     results = []
     for (base, _), trainer, level_dir in zip(bases, trainers, level_dirs):
         final = frame.from_unit(trainer.trainable.export_mesh().to("cpu"))
         export(level_dir, trainer, final)
-        finish(trainer)
         results.append(SimplifyResult(mesh=final, baseline=base.to("cpu"), out_dir=level_dir,
                                       history=trainer.history, seconds=seconds))
     coverage = screen_coverage([r.mesh.num_triangles for r in results])
     write_lods([r.mesh for r in results], out / CHAIN_FILE, coverage)
-    return results, coverage, seconds, shared, trainers[0].history
+    return results, coverage, seconds, shared, trainers[0].history, trainers

@@ -147,3 +147,53 @@ def test_bad_triangle_list_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert "comma-separated list of counts" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_killed_chain_resumes_to_the_files_of_an_uninterrupted_one(
+        chain: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Stopped mid-training (after every level's first checkpoint), `--resume`
+    ends with the uninterrupted chain's files, byte for byte; a second
+    `--resume` finds the finished chain and rewrites nothing."""
+    from difflod.optimize.trainer import Trainer
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(SMALL))
+    out = tmp_path / "out"
+    args = ["simplify", REF, "--triangles", "30,400,100", "-o", str(out), "--config", str(cfg),
+            "--quiet"]
+    advance, calls = Trainer.advance, []
+
+    def dies(self: Trainer) -> dict:
+        calls.append(self.iteration)
+        if len(calls) > 3 * 15:  # every level is at iteration 15: checkpoints at 10
+            raise KeyboardInterrupt
+        return advance(self)
+
+    monkeypatch.setattr(Trainer, "advance", dies)
+    assert main(args) == 130  # "difflod: interrupted"
+    monkeypatch.setattr(Trainer, "advance", advance)
+    assert all((out / f"lod{i}" / "checkpoint.pt").is_file() for i in range(3))
+    assert not (out / "lods.glb").exists()
+
+    assert main([*args, "--resume"]) == 0
+    for name in ["lods.glb"] + [f"lod{i}/{f}" for i in range(3)
+                                for f in ("mesh.glb", "qem_bake.glb", "history.json")]:
+        got, want = (out / name).read_bytes(), (chain / name).read_bytes()
+        if name.endswith(".json"):  # history records hold host milliseconds
+            got_h, want_h = json.loads(got), json.loads(want)
+            for record in (*got_h, *want_h):
+                record.pop("ms")
+            assert got_h == want_h, name
+        else:
+            assert got == want, name
+    assert not list(out.glob("lod*/checkpoint.pt"))
+    got_m = json.loads((out / "metrics.json").read_text())["candidates"]
+    want_m = json.loads((chain / "metrics.json").read_text())["candidates"]
+    assert {k: v["psnr"] for k, v in got_m.items()} == {k: v["psnr"] for k, v in want_m.items()}
+
+    stamp = (out / "lods.glb").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main([*args[:-1], "--resume"]) == 0  # not --quiet: the line is printed
+    assert "holds the finished chain: nothing to resume" in capsys.readouterr().err
+    assert (out / "lods.glb").stat().st_mtime_ns == stamp

@@ -205,14 +205,3 @@ def test_cuda_runs_agree_within_the_documented_tolerance(cuda: torch.device,
         assert float(diff.max()) <= 3 * lr, key
     assert [h["loss"] for h in a["history"]] == pytest.approx(
         [h["loss"] for h in b["history"]], rel=1e-4)
-
-
-def test_resume_of_an_lod_chain_is_refused_with_a_message(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["simplify", SIMPLIFY_REF, "--triangles", "300,100", "-o", str(tmp_path / "x"),
-               "--resume", "--quiet"])
-    assert rc == 2
-    assert capsys.readouterr().err == ("difflod: error: --resume: an LOD chain (several "
-                                       "--triangles) cannot be resumed yet; run it again "
-                                       "without --resume\n")
-    assert not (tmp_path / "x").exists()
