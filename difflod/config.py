@@ -38,7 +38,7 @@ __all__ = [
 
 BACKGROUNDS = ("checker", "black", "white", "random")
 LOSSES = ("logl1", "logl2", "mse", "smape", "relativel2")
-SKIPPABLE = ("position", "normal", "kd", "ks", "displacement")
+SKIPPABLE = ("position", "normal", "kd", "ks", "displacement", "emissive")
 BACKENDS = ("auto", "cpu", "cuda", "torch")
 #: `compile`: shading through torch.compile (auto: on a GPU, where Triton is)
 COMPILE_MODES = ("auto", "on", "off")

@@ -32,7 +32,10 @@ def describe(mesh: Mesh, name: str = "model") -> str:
     for i, m in enumerate(mesh.materials):
         used = int((ids == i).sum()) if mesh.num_triangles else 0
         lines.append(f"    [{i}] {m.name!r}: {used} triangles, kd {_tex(m.kd)}, ks {_tex(m.ks)}, "
-                     f"normal {_tex(m.normal)}, alpha {m.alpha_mode}"
+                     f"normal {_tex(m.normal)}, "
+                     + (f"emissive {_tex(m.emissive)} (peak {float(m.emissive.max()):.3g}), "
+                        if m.emissive is not None else "")
+                     + f"alpha {m.alpha_mode}"
                      + (f" (cutoff {m.alpha_cutoff:g})" if m.alpha_mode == "MASK" else ""))
     if mesh.skin is not None:
         s = mesh.skin

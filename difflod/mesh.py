@@ -8,7 +8,8 @@ Tensor layouts follow ../shared/DESIGN.md:
 - textures `[H,W,C]` float32, linear values (kd is base color in linear RGB,
   optionally with alpha as a 4th channel; ks = (1 - specular strength,
   roughness, metallic); normal = tangent-space normal in [-1,1], +Y up;
-  occlusion = glTF's ambient occlusion, carried through, not shaded);
+  occlusion = glTF's ambient occlusion, carried through, not shaded;
+  emissive = emitted radiance in linear RGB, added unlit);
 - UV in the glTF convention: (0,0) is the first texel of the first stored row.
 
 A constant material factor is a 1x1 texture. Validation (`validate()`) checks
@@ -28,7 +29,7 @@ import torch
 __all__ = ["TEXTURE_FIELDS", "AlphaMode", "Material", "Mesh", "Skin"]
 
 #: the Material fields that hold textures
-TEXTURE_FIELDS = ("kd", "ks", "normal", "displacement", "occlusion")
+TEXTURE_FIELDS = ("kd", "ks", "normal", "displacement", "occlusion", "emissive")
 
 AlphaMode = Literal["OPAQUE", "MASK", "BLEND"]
 _ALPHA_MODES = ("OPAQUE", "MASK", "BLEND")
@@ -56,6 +57,10 @@ class Material:
             applied), or None. It darkens ambient light only, which difflod's
             point light has none of: carried from input to output, never
             shaded or trained.
+        emissive: `[H,W,3]` float32 emitted radiance, linear RGB, >= 0 and
+            possibly above 1 (glTF emissiveTexture x emissiveFactor x
+            KHR_materials_emissive_strength), or None for none. Shading adds
+            it unlit: color = BSDF x light + emissive.
         alpha_mode: "OPAQUE", "MASK" (cutout at alpha_cutoff) or "BLEND".
         alpha_cutoff: threshold for MASK.
         double_sided: glTF doubleSided; difflod always shades two-sided, this
@@ -69,6 +74,7 @@ class Material:
     normal_scale: float = 1.0
     displacement: torch.Tensor | None = None
     occlusion: torch.Tensor | None = None
+    emissive: torch.Tensor | None = None
     alpha_mode: AlphaMode = "OPAQUE"
     alpha_cutoff: float = 0.5
     double_sided: bool = True
@@ -80,7 +86,8 @@ class Material:
     def validate(self) -> Material:
         """Check shapes and values; return self. Raises ValueError naming the field."""
         for name, channels in (("kd", (3, 4)), ("ks", (3,)), ("normal", (3,)),
-                               ("displacement", (1,)), ("occlusion", (1,))):
+                               ("displacement", (1,)), ("occlusion", (1,)),
+                               ("emissive", (3,))):
             tex = getattr(self, name)
             if tex is None:
                 if name in ("kd", "ks"):
@@ -94,6 +101,8 @@ class Material:
                 raise ValueError(f"material {self.name!r}: {name} texture is empty")
             if not _all_finite(tex.detach()):
                 raise ValueError(f"material {self.name!r}: {name} holds NaN or Inf")
+            if name == "emissive" and _min_value(tex.detach()) < 0.0:
+                raise ValueError(f"material {self.name!r}: emissive holds negative radiance")
         if self.alpha_mode not in _ALPHA_MODES:
             raise ValueError(f"material {self.name!r}: alpha_mode must be one of "
                              f"{_ALPHA_MODES}, got {self.alpha_mode!r}")
@@ -308,6 +317,12 @@ def _all_finite(t: torch.Tensor) -> bool:
 
         return bool(np.isfinite(t.numpy()).all())
     return bool(torch.isfinite(t).all())
+
+
+def _min_value(t: torch.Tensor) -> float:
+    if t.device.type == "cpu" and not t.requires_grad:
+        return float(t.numpy().min())
+    return float(t.min())
 
 
 def _min_max(t: torch.Tensor) -> tuple[int, int]:

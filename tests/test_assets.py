@@ -14,7 +14,7 @@ from difflod.assets import ASSETS, demo_pair, make
 from difflod.errors import DiffLodError
 from difflod.mesh import Mesh
 
-CLOSED = ("sphere", "spiky", "knot", "skinned_cylinder", "multi_material")
+CLOSED = ("sphere", "spiky", "knot", "skinned_cylinder", "multi_material", "beacon")
 SMALL_TEX = 32
 
 
@@ -23,7 +23,7 @@ def _tensors(mesh: Mesh) -> dict[str, torch.Tensor]:
     out = {f.name: getattr(mesh, f.name) for f in dataclasses.fields(mesh)
            if isinstance(getattr(mesh, f.name), torch.Tensor)}
     for i, m in enumerate(mesh.materials):
-        for k in ("kd", "ks", "normal", "displacement"):
+        for k in ("kd", "ks", "normal", "displacement", "emissive"):
             if getattr(m, k) is not None:
                 out[f"mat{i}.{k}"] = getattr(m, k)
     if mesh.skin is not None:
@@ -273,6 +273,24 @@ def test_multi_material_uses_three_materials() -> None:
 
 
 # ---- demo pair --------------------------------------------------------------------
+
+def test_beacon_glows_in_strips_and_windows_only() -> None:
+    mesh = make("beacon", triangles=2000, seed=0, texture_res=64)
+    m = mesh.materials[0]
+    assert m.emissive is not None and m.emissive.shape == (64, 64, 3)
+    glow = m.emissive.sum(-1)
+    # a dark column: most of the map emits nothing, the panels emit above 1
+    # (lamps: what KHR_materials_emissive_strength and map_Ke -mm are for)
+    assert 0.05 < float((glow > 0).float().mean()) < 0.4
+    assert float(m.emissive.max()) > 1.0 and float(m.emissive.min()) == 0.0
+    # the three strips span every column at their rows (v = 0.3, 0.5, 0.7)
+    for v in (0.3, 0.5, 0.7):
+        assert float(glow[int(v * 64)].min()) > 1.0, v
+    assert float(m.kd.max()) < 0.2  # a dark base, so the emission dominates
+    # which windows are lit depends on the seed
+    other = make("beacon", triangles=2000, seed=1, texture_res=64).materials[0].emissive
+    assert not torch.equal(m.emissive, other)
+
 
 def test_demo_pair() -> None:
     reference, base = demo_pair(seed=0)

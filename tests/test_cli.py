@@ -21,6 +21,17 @@ def test_info_on_asset(capsys: pytest.CaptureFixture[str]) -> None:
     assert "triangles" in out and "materials   3" in out
 
 
+def test_info_names_the_emissive_map(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "asset:beacon?triangles=500&texture_res=32"]) == 0
+    out = capsys.readouterr().out
+    from difflod.assets import make
+
+    peak = float(make("beacon", 500, 0, 32).materials[0].emissive.max())
+    assert f"emissive 32x32x3 (peak {peak:.3g})" in out
+    assert main(["info", "asset:sphere?triangles=500"]) == 0
+    assert "emissive" not in capsys.readouterr().out
+
+
 def test_info_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", str(tmp_path / "nope.obj")]) == 2
     err = capsys.readouterr().err

@@ -19,6 +19,8 @@ Assets (one module each):
     shrub             alpha-masked leaf quads around stems (MASK, cutoff 0.5)
     skinned_cylinder  cylinder along +Y with 4 joints and a bending animation
     multi_material    a mushroom with 3 materials (stem, gills, cap)
+    beacon            a dark metal column with glowing strips and windows
+                      (an emissive map peaking above 1)
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from difflod.mesh import Mesh
 __all__ = ["ASSETS", "MAX_TRIANGLES", "MIN_TRIANGLES", "demo_pair", "make"]
 
 ASSETS: tuple[str, ...] = ("sphere", "spiky", "knot", "shrub", "skinned_cylinder",
-                           "multi_material")
+                           "multi_material", "beacon")
 MIN_TRIANGLES = 12
 MAX_TRIANGLES = 4_000_000
 _MAX_TEXTURE_RES = 8192

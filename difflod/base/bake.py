@@ -191,7 +191,7 @@ def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarra
                   target_uv: np.ndarray, target_uv_idx: np.ndarray, res: int, *,
                   seed: int = 0, samples: int | None = None,
                   bake_normals: bool = True) -> dict[str, np.ndarray | None]:
-    """Bake reference kd, ks and normals onto the target's UV atlas.
+    """Bake reference kd, ks, normals, occlusion and emissive onto the target's UV atlas.
 
     Args:
         reference: the detailed mesh (any materials; UVs optional).
@@ -202,7 +202,7 @@ def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarra
             (default: max(200k, 4 F_ref)).
     Returns:
         {"kd": `[res,res,3 or 4]`, "ks": `[res,res,3]`, "normal": `[res,res,3]` or
-         None, "occlusion": `[res,res,1]` or None (when no reference material has one), "v_nrm": `[V,3]`, "v_tng": `[T,4]`, "coverage": `[res,res]` bool},
+         None, "occlusion": `[res,res,1]` or None (when no reference material has one), "emissive": `[res,res,3]` or None (likewise; materials without one emit 0), "v_nrm": `[V,3]`, "v_tng": `[T,4]`, "coverage": `[res,res]` bool},
         float32 arrays, rows in glTF order.
     """
     ref_pos = reference.v_pos.detach().cpu().double().numpy()
@@ -241,6 +241,8 @@ def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarra
     nmap[:, 2] = 1.0
     with_occlusion = any(m.occlusion is not None for m in reference.materials)
     occ = np.ones((len(rtri), 1))
+    with_emissive = any(m.emissive is not None for m in reference.materials)
+    emit = np.zeros((len(rtri), 3))
     for m_id, mat in enumerate(reference.materials):
         sel = mat_ids == m_id
         if not sel.any():
@@ -256,6 +258,8 @@ def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarra
             nmap[sel] = n
         if mat.occlusion is not None:
             occ[sel] = _sample_bilinear(mat.occlusion.detach().cpu().double().numpy(), ruv[sel])
+        if mat.emissive is not None:
+            emit[sel] = _sample_bilinear(mat.emissive.detach().cpu().double().numpy(), ruv[sel])
 
     out: dict[str, np.ndarray | None] = {"normal": None}
     v_nrm = vertex_normals(tpos, tidx)
@@ -275,6 +279,7 @@ def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarra
     out["kd"] = _to_image(kd, covered, res)
     out["ks"] = _to_image(ks, covered, res)
     out["occlusion"] = _to_image(occ, covered, res, (1.0,)) if with_occlusion else None
+    out["emissive"] = _to_image(emit, covered, res) if with_emissive else None
     out["v_nrm"] = v_nrm.astype(np.float32)
     out["v_tng"] = v_tng.astype(np.float32)
     out["coverage"] = covered

@@ -6,8 +6,8 @@
 2. Give the decimated mesh a fresh UV atlas with xatlas (fast-simplification
    does not carry UVs through collapses), packed into `texture_res` texels
    with a few texels of padding between charts.
-3. Bake the reference's appearance (kd, ks and a tangent-space normal map)
-   onto that atlas by closest-point transfer (bake.py).
+3. Bake the reference's appearance (kd, ks, a tangent-space normal map, and
+   occlusion and emissive where the reference has them) onto that atlas by closest-point transfer (bake.py).
 
 Every step works on the reference scaled to unit size (QEM, xatlas and the
 bake have absolute tolerances); the result is scaled back. It carries smooth vertex normals and per-UV-vertex tangents, which
@@ -141,6 +141,7 @@ def baseline(reference: Mesh, triangles: int, *, texture_res: int = 1024, seed: 
         ks=to_tensor(baked["ks"]),
         normal=to_tensor(baked["normal"]) if baked["normal"] is not None else None,
         occlusion=to_tensor(baked["occlusion"]) if baked["occlusion"] is not None else None,
+        emissive=to_tensor(baked["emissive"]) if baked["emissive"] is not None else None,
         alpha_mode=alpha_src.alpha_mode,
         alpha_cutoff=alpha_src.alpha_cutoff,
         double_sided=src.double_sided,

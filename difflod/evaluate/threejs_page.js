@@ -1,7 +1,8 @@
 // difflod's three.js render page (loaded by difflod/evaluate/threejs.py in headless Chromium).
 //
 // It fetches job.json, loads each glTF/GLB with three.js's own GLTFLoader (materials,
-// normals, tangents and normal maps exactly as a three.js application would show them),
+// normals, tangents, normal maps and emissive maps with KHR_materials_emissive_strength
+// exactly as a three.js application would show them),
 // renders every view into a float render target with one point light and no ambient
 // light, and POSTs the linear RGBA pixels of each (model, view) back, row 0 = bottom.
 import * as THREE from 'three';

@@ -11,7 +11,7 @@ materials cost a few texels, and it handles tiling UVs:
    tiles; a material's cell holds its texture repeated r_u x r_v times (the
    largest r of its triangles, at most `max_repeat`). UVs of triangles
    spanning more than `max_repeat` tiles are clamped (documented loss).
-2. Cells. A material's kd/ks/normal/displacement are brought to one size,
+2. Cells. A material's kd/ks/normal/displacement/emissive are brought to one size,
    the largest among them (1x1 constants are replicated exactly, other sizes
    bilinearly resampled). With `texture_res`, cells larger than that on a
    side are downsampled to fit (antialiased).
@@ -27,7 +27,8 @@ materials cost a few texels, and it handles tiling UVs:
    alpha mode is BLEND if any is BLEND, else MASK if any is MASK (cutoff of
    the first MASK material), else OPAQUE. normal_scale is baked into the
    normal map (glTF: normalize(n * (s, s, 1))); materials without a map get
-   (0, 0, 1); missing displacement is 0. double_sided if any is.
+   (0, 0, 1); missing displacement and emissive are 0 (emissive is in the
+   atlas when any material has one). double_sided if any is.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def _wrap_pad(tex: torch.Tensor, g: int) -> torch.Tensor:
     return tex[rows][:, cols]
 
 
-def _channels(mat: Material, merged_alpha: bool, has_normal: bool,
+def _channels(mat: Material, merged_alpha: bool, has_normal: bool, has_emissive: bool,
               has_disp: bool) -> dict[str, torch.Tensor]:
     dev, dt = mat.kd.device, mat.kd.dtype
     kd = mat.kd[..., :3]
@@ -81,6 +82,9 @@ def _channels(mat: Material, merged_alpha: bool, has_normal: bool,
     if has_disp:
         out["displacement"] = mat.displacement if mat.displacement is not None else \
             torch.zeros(1, 1, 1, dtype=dt, device=dev)
+    if has_emissive:
+        out["emissive"] = mat.emissive if mat.emissive is not None else \
+            torch.zeros(1, 1, 3, dtype=dt, device=dev)
     return out
 
 
@@ -122,10 +126,11 @@ def merge_materials(mesh: Mesh, texture_res: int | None = None, gutter: int = 2,
     mode = "BLEND" if blend else ("MASK" if mask else "OPAQUE")
     has_normal = any(m.normal is not None for m in mats)
     has_disp = any(m.displacement is not None for m in mats)
+    has_emissive = any(m.emissive is not None for m in mats)
 
     cells, reps = [], []
     for i, m in enumerate(mats):
-        chans = _channels(m, mode != "OPAQUE", has_normal, has_disp)
+        chans = _channels(m, mode != "OPAQUE", has_normal, has_emissive, has_disp)
         h = max(int(t.shape[0]) for t in chans.values())
         w = max(int(t.shape[1]) for t in chans.values())
         sel = mat_id == i
@@ -178,7 +183,8 @@ def merge_materials(mesh: Mesh, texture_res: int | None = None, gutter: int = 2,
     cutoff = mask[0].alpha_cutoff if mask else 0.5
     uber = Material(name="uber_material", kd=merged["kd"], ks=merged["ks"],
                     normal=merged.get("normal"), normal_scale=1.0,
-                    displacement=merged.get("displacement"), alpha_mode=mode,
+                    displacement=merged.get("displacement"), emissive=merged.get("emissive"),
+                    alpha_mode=mode,
                     alpha_cutoff=cutoff, double_sided=any(m.double_sided for m in mats))
     return mesh.replace(v_tex=v_tex, t_tex_idx=inv.reshape(-1, 3), t_mat=None,
                         materials=(uber,))

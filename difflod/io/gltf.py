@@ -33,11 +33,12 @@ factor), s = KHR_materials_specular's specularFactor * specularTexture alpha
 (1 when absent), textures resampled to the largest (shading/bsdf.py gives s
 its glTF meaning); occlusion = 1 - strength * (1 - occlusionTexture R), its
 own map (ambient only: never shaded); normal = normalTexture * 2 - 1 with
-`normal_scale`. KHR_texture_transform of the baseColorTexture is applied to
+`normal_scale`; emissive = emissiveFactor * sRGB->linear(emissiveTexture) *
+KHR_materials_emissive_strength (None when it is 0). KHR_texture_transform of the baseColorTexture is applied to
 that material's UVs (and its texCoord picks the UV set); difflod has one UV
 set, so differing transforms on the other textures are not baked (a warning
-says so). Samplers are ignored; emissive, other material extensions and
-vertex colors (COLOR_0) are dropped with one warning.
+says so). Samplers are ignored; other material extensions and vertex
+colors (COLOR_0) are dropped with one warning.
 
 Speed: a 1M-triangle GLB reads in about the time trimesh takes (bench/io.py):
 checks run in numpy on the decoded arrays instead of `Mesh.validate` (torch's

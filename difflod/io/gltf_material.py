@@ -3,9 +3,11 @@
 The channel mapping is the one in gltf.py's docstring and DESIGN.md's table:
 base color (sRGB -> linear, times its factor, alpha unless OPAQUE); ks =
 (1 - KHR_materials_specular strength, roughness, metallic); occlusion as its
-own map; the normal map with its scale; the UV transform of the base color
-texture for the caller to apply. What difflod drops is named in one warning
-per material.
+own map; the normal map with its scale; emissive = emissiveFactor x
+sRGB->linear(emissiveTexture) x KHR_materials_emissive_strength (None when
+the factor or the strength is 0); the UV transform of the base color texture
+for the caller to apply. What difflod drops is named in one warning per
+material.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ _TEXTURE_INFO: dict[str, Any] = {"index": "integer", "texCoord": "integer", "ext
 _TEXTURE_TRANSFORM: dict[str, Any] = {"offset": ["number"], "scale": ["number"],
                                       "rotation": "number", "texCoord": "integer"}
 _SPECULAR: dict[str, Any] = {"specularFactor": "number", "specularTexture": {}}
+_EMISSIVE_STRENGTH: dict[str, Any] = {"emissiveStrength": "number"}
 
-# material extensions read (or without effect once emissive is dropped)
+# material extensions read
 _MATERIAL_EXTENSIONS = frozenset({"KHR_materials_specular", "KHR_materials_emissive_strength"})
 
 
@@ -95,16 +98,37 @@ def _texture_info(src: GltfSource, raw: Any, where: str) -> JsonObject | None:
 
 def _warn_unsupported(src: GltfSource, mat: Any, what: str) -> None:
     """One warning naming the material features difflod drops."""
-    dropped = []
-    emissive = mat.emissiveFactor or [0.0, 0.0, 0.0]
-    if mat.emissiveTexture is not None or any(float(x) != 0.0 for x in emissive):
-        dropped.append("emissive")
-    others = sorted(set(mat.extensions or {}) - _MATERIAL_EXTENSIONS)
-    dropped += others
+    dropped = sorted(set(mat.extensions or {}) - _MATERIAL_EXTENSIONS)
     if dropped:
         warnings.warn(f"{src.path}: {what} ({mat.name or 'unnamed'}): difflod does not "
                       f"support {', '.join(dropped)}; rendered and written without it",
                       stacklevel=5)
+
+
+def _emissive(src: GltfSource, mat: Any, what: str) -> np.ndarray | None:
+    """Emitted radiance `[H,W,3]` (`[1,1,3]` without a texture), or None when
+    the material emits nothing (factor or strength 0: glTF's default)."""
+    factor = np.asarray(mat.emissiveFactor if mat.emissiveFactor is not None
+                        else [0.0, 0.0, 0.0], np.float32)
+    if factor.shape != (3,) or not np.isfinite(factor).all() or (factor < 0).any():
+        raise src.error(f"{what}: emissiveFactor must be 3 finite numbers >= 0")
+    ext = (mat.extensions or {}).get("KHR_materials_emissive_strength") or {}
+    check_member(ext, _EMISSIVE_STRENGTH, f"{what}: KHR_materials_emissive_strength", src.path)
+    strength = ext.get("emissiveStrength", 1.0)
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) \
+            or not np.isfinite(strength) or strength < 0:
+        raise src.error(f"{what}: KHR_materials_emissive_strength emissiveStrength must be a "
+                        f"finite number >= 0, got {strength!r}")
+    img = _texture(src, mat.emissiveTexture, f"emissiveTexture of {what}")
+    scale = factor * np.float32(strength)
+    if not np.isfinite(scale).all():
+        raise src.error(f"{what}: emissiveFactor x emissiveStrength is not finite in float32")
+    if not (scale > 0).any():
+        return None
+    if img is None:
+        return scale.reshape(1, 1, 3)
+    rgb = img[..., :1].repeat(3, axis=-1) if img.shape[-1] <= 2 else img[..., :3]
+    return _srgb_to_linear(np.clip(rgb, 0, 1)) * scale
 
 
 def read_material(src: GltfSource, index: int) -> tuple[Material, np.ndarray | None, int]:
@@ -167,6 +191,7 @@ def read_material(src: GltfSource, index: int) -> tuple[Material, np.ndarray | N
         occlusion = torch.from_numpy(np.ascontiguousarray(
             1.0 - strength * (1.0 - occ[..., 0:1]), np.float32))
     _warn_unsupported(src, mat, what)
+    emissive = _emissive(src, mat, what)
 
     normal, normal_scale = None, 1.0
     nimg = _texture(src, mat.normalTexture, f"normalTexture of {what}")
@@ -176,7 +201,8 @@ def read_material(src: GltfSource, index: int) -> tuple[Material, np.ndarray | N
         normal_scale = 1.0 if scale is None else float(scale)
 
     transform, uv_set = _transform_of(src, base_info, what)
-    for info in (mr_info, mat.occlusionTexture, mat.normalTexture, spec_info):
+    for info in (mr_info, mat.occlusionTexture, mat.normalTexture, spec_info,
+                 mat.emissiveTexture):
         other = _transform_of(src, info, what)[0] if info is not None else transform
         same = (other is None and transform is None) or (
             other is not None and transform is not None and np.allclose(other, transform))
@@ -187,7 +213,10 @@ def read_material(src: GltfSource, index: int) -> tuple[Material, np.ndarray | N
     material = Material(
         name=mat.name or f"material{index}",
         kd=torch.from_numpy(np.ascontiguousarray(kd, np.float32)), ks=torch.from_numpy(ks),
-        normal=normal, normal_scale=normal_scale, occlusion=occlusion, alpha_mode=alpha_mode,
+        normal=normal, normal_scale=normal_scale, occlusion=occlusion,
+        emissive=None if emissive is None else torch.from_numpy(
+            np.ascontiguousarray(emissive, np.float32)),
+        alpha_mode=alpha_mode,
         alpha_cutoff=float(mat.alphaCutoff if mat.alphaCutoff is not None else 0.5),
         double_sided=bool(mat.doubleSided))
     # Material.validate's checks, in numpy (torch's cost as much as reading the mesh)

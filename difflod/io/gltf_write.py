@@ -23,7 +23,12 @@ Layout of what is written:
   1 - ks.x (the extension's channel; RGB white), which is the meaning
   difflod's BSDF gives it (shading/bsdf.py); Material.occlusion becomes an
   occlusionTexture (grey PNG, strength 1);
-  normal maps as (n + 1) / 2 PNGs with normalTexture.scale; alphaMode,
+  normal maps as (n + 1) / 2 PNGs with normalTexture.scale; emissive as
+  emissiveFactor (1x1) or an sRGB PNG emissiveTexture with factor 1, both
+  divided by the peak value when it exceeds 1, which then becomes
+  KHR_materials_emissive_strength's emissiveStrength (glTF's schema holds
+  emissiveFactor to [0,1]; three.js's GLTFLoader reads the strength as
+  emissiveIntensity); an all-zero emissive is not written; alphaMode,
   alphaCutoff, doubleSided. Displacement maps have no glTF slot and are dropped
   with a warning;
 - a skin as J joint nodes under one "skeleton" root node, inverse bind
@@ -176,10 +181,31 @@ def _material(m: Material, k: int, images: _Images) -> gl.Material:
     if m.normal is not None:
         tex = images.texture(_np(m.normal) * 0.5 + 0.5, f"{k}_normal")
         out.normalTexture = gl.NormalMaterialTexture(index=tex, scale=float(m.normal_scale))
+    if m.emissive is not None:
+        _emissive(out, m.emissive, k, images)
     if m.displacement is not None:
         warnings.warn(f"material {m.name!r}: glTF has no displacement map; not written",
                       stacklevel=3)
     return out
+
+
+def _emissive(out: gl.Material, emissive: torch.Tensor, k: int, images: _Images) -> None:
+    """emissiveFactor / emissiveTexture (+ KHR_materials_emissive_strength above 1) of
+    `out` from the radiance `[H,W,3]`."""
+    e = np.maximum(_np(emissive), 0.0)
+    peak = float(e.max())
+    if not peak > 0.0:
+        return
+    strength = max(peak, 1.0)
+    if e.shape[:2] == (1, 1):
+        out.emissiveFactor = [float(x) for x in np.clip(e[0, 0] / strength, 0.0, 1.0)]
+    else:
+        srgb = _linear_to_srgb(np.clip(e / strength, 0.0, 1.0))
+        out.emissiveTexture = gl.TextureInfo(index=images.texture(srgb, f"{k}_emissive"))
+        out.emissiveFactor = [1.0, 1.0, 1.0]
+    if strength > 1.0:
+        out.extensions = {**(out.extensions or {}),
+                          "KHR_materials_emissive_strength": {"emissiveStrength": strength}}
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -258,7 +284,9 @@ def _uses(m: Material) -> tuple[bool, bool]:
     """(needs TEXCOORD_0, needs TANGENT): any texture larger than 1x1 (a texture is
     written then), and a normal map. Unused attributes are validator infos."""
     textured = m.normal is not None or m.occlusion is not None or any(
-        t.shape[0] * t.shape[1] > 1 for t in (m.kd, m.ks))
+        t.shape[0] * t.shape[1] > 1 for t in (m.kd, m.ks)) or (
+        m.emissive is not None and m.emissive.shape[0] * m.emissive.shape[1] > 1
+        and float(m.emissive.detach().max()) > 0.0)
     return textured, m.normal is not None
 
 

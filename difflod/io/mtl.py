@@ -18,6 +18,12 @@ Mapping (compatible with the files nvdiffmodeling reads and writes):
   `-bm` option -> normal_scale. A 1-channel bump image is a height map, which
   difflod does not convert: the material then gets no normal map.
 - displacement: `disp` image, first channel, as stored (linear).
+- emissive (the common extension; nvdiffmodeling ignores both statements):
+  `map_Ke` image (sRGB in the file, linear inside, times the gain of its
+  `-mm base gain` option plus the base, so values above 1 survive 8-bit
+  files; it replaces `Ke`), else the `Ke` values, taken as linear radiance
+  (Blender writes emission color x strength there, which may exceed 1).
+  All zero means no emissive (None).
 
 Texture statements accept the standard options (-bm, -blendu, -o, -s, ...);
 the rest of the line is the file name, so names may contain spaces. Paths
@@ -52,7 +58,7 @@ _TEX_OPTIONS: dict[str, tuple[int, int]] = {
     "-t": (1, 3), "-texres": (1, 1), "-type": (1, 1),
 }
 _TEX_KEYS = {"map_kd": "map_kd", "map_ks": "map_ks", "map_d": "map_d", "bump": "bump",
-             "map_bump": "bump", "norm": "bump", "disp": "disp"}
+             "map_bump": "bump", "norm": "bump", "disp": "disp", "map_ke": "map_ke"}
 
 
 def resolve_inside(root: Path, base: Path, name: str, source: Path, lineno: int,
@@ -155,8 +161,8 @@ def _parse(path: Path, root: Path, limits: ReadLimits) -> list[_Raw]:
             cur = _Raw(rest, lineno)
             raws.append(cur)
             continue
-        if key not in ("kd", "ks", "ns", "d", "tr", "pr", "pm") and key not in _TEX_KEYS:
-            continue  # Ka, Ke, Ni, illum, ... do not map onto difflod's material
+        if key not in ("kd", "ks", "ke", "ns", "d", "tr", "pr", "pm") and key not in _TEX_KEYS:
+            continue  # Ka, Ni, illum, ... do not map onto difflod's material
         if cur is None:
             raise InputFileError(path, f"line {lineno}: {parts[0]} before any newmtl")
         if key in _TEX_KEYS:
@@ -165,7 +171,7 @@ def _parse(path: Path, root: Path, limits: ReadLimits) -> list[_Raw]:
                                                        limits),
                                         lineno, opts)
         else:
-            n = 3 if key in ("kd", "ks") else 1
+            n = 3 if key in ("kd", "ks", "ke") else 1
             cur.values[key] = _floats(rest.split(), n, path, lineno, parts[0])
     return raws
 
@@ -237,11 +243,30 @@ def _material(raw: _Raw, mtl: Path, limits: ReadLimits) -> Material:
                 scale = _floats(opts["-bm"], 1, mtl, lineno, "-bm")[0]
     disp = _load_tex(raw, "disp", mtl, limits)[..., :1].contiguous() if "disp" in raw.maps else None
     mat = Material(name=raw.name, kd=kd.contiguous(), ks=ks, normal=normal, normal_scale=scale,
-                   displacement=disp, alpha_mode=alpha_mode, alpha_cutoff=0.5)
+                   displacement=disp, emissive=_emissive(raw, mtl, limits),
+                   alpha_mode=alpha_mode, alpha_cutoff=0.5)
     try:
         return mat.validate()
     except ValueError as e:
         raise InputFileError(mtl, f"line {raw.lineno}: {e}") from None
+
+
+def _emissive(raw: _Raw, mtl: Path, limits: ReadLimits) -> torch.Tensor | None:
+    """map_Ke (sRGB, then base + gain x texel from -mm) or Ke (linear); None if all 0."""
+    if "map_ke" in raw.maps:
+        _, lineno, opts = raw.maps["map_ke"]
+        base, gain = _floats(opts["-mm"], 2, mtl, lineno, "-mm") if "-mm" in opts else (0.0, 1.0)
+        ke = srgb_to_linear(_rgb(_load_tex(raw, "map_ke", mtl, limits))) * gain + base
+        ke = ke.contiguous()
+    elif "ke" in raw.values:
+        ke = torch.tensor(raw.values["ke"], dtype=torch.float32).reshape(1, 1, 3)
+    else:
+        return None
+    if bool((ke < 0).any()):
+        line = raw.maps["map_ke"][1] if "map_ke" in raw.maps else raw.lineno
+        raise InputFileError(mtl, f"line {line}: emissive (Ke / map_Ke) is negative in "
+                                  f"material {raw.name!r}")
+    return ke if bool((ke > 0).any()) else None
 
 
 def read_mtl(path: Path, root: Path, limits: ReadLimits | None = None) -> dict[str, Material]:
@@ -263,7 +288,7 @@ def read_mtl(path: Path, root: Path, limits: ReadLimits | None = None) -> dict[s
 def material_files(index: int) -> dict[str, str]:
     """Texture file names for material `index`: texture_kd.png, ... (suffix _<i> for i > 0)."""
     sfx = "" if index == 0 else f"_{index}"
-    return {k: f"texture_{k}{sfx}.png" for k in ("kd", "ks", "n", "d")}
+    return {k: f"texture_{k}{sfx}.png" for k in ("kd", "ks", "n", "d", "ke")}
 
 
 def _is_const(t: torch.Tensor) -> bool:
@@ -312,7 +337,24 @@ def mtl_text(materials: list[tuple[str, Material]]) -> tuple[str, list[tuple[str
         if m.displacement is not None:
             images.append((files["d"], m.displacement.detach().float().cpu().clamp(0, 1), 16))
             out.append(f"disp {files['d']}\n")
+        if m.emissive is not None:
+            out.append(_emissive_text(m.emissive, files["ke"], images))
     return "".join(out), images
+
+
+def _emissive_text(emissive: torch.Tensor, file: str,
+                   images: list[tuple[str, torch.Tensor, int]]) -> str:
+    """Ke (constant, linear) or map_Ke (sRGB; -mm 0 peak when the peak exceeds 1)."""
+    e = emissive.detach().float().cpu().clamp(min=0)
+    peak = float(e.max())
+    if not peak > 0.0:
+        return ""
+    if _is_const(e):
+        return "Ke {:.6f} {:.6f} {:.6f}\n".format(*e[0, 0].tolist())
+    gain = max(peak, 1.0)
+    images.append((file, _srgb8(e / gain), 8))
+    mm = f"-mm 0 {gain:.9g} " if gain > 1.0 else ""
+    return f"Ke 1.000000 1.000000 1.000000\nmap_Ke {mm}{file}\n"
 
 
 def _srgb8(x: torch.Tensor) -> torch.Tensor:

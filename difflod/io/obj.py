@@ -25,7 +25,8 @@ Decisions:
 - Names (usemtl, mtllib) are UTF-8, with a latin-1 fallback; comments are not
   decoded. Backslash line continuations are joined. o/g/s/l/vp are ignored.
 - Writing follows nvdiffmodeling's layout: mesh.obj, mesh.mtl, texture_kd.png,
-  texture_ks.png, texture_n.png, texture_d.png (suffix _<i> for material i > 0),
+  texture_ks.png, texture_n.png, texture_d.png, texture_ke.png (suffix _<i>
+  for material i > 0),
   all renamed into place together once every file is written.
 """
 

@@ -2,7 +2,10 @@
 
 `Trainable` owns the tensors that gradient descent moves — vertex positions,
 the kd / ks / normal textures (one tensor per mip level with `custom_mip`,
-as nvdiffmodeling trains them) and, with `subdivision`, a displacement map —
+as nvdiffmodeling trains them), an emissive texture where any material of
+the reference emits (initialised like kd: from the bake, the reference or
+noise; kept >= 0 with no upper bound, since emission may exceed 1) and, with
+`subdivision`, a displacement map —
 and turns them into a renderable `Mesh` each step (`build`). It also knows
 the valid range of each parameter (`clamp_`), and how to save and restore
 them (`state_dict`, `load_state_dict`). `export_mesh` is the result to write:
@@ -49,11 +52,12 @@ class _Texture:
         return self.levels[0]
 
 
-def _initial_textures(mat: Material, res: tuple[int, int], alpha: bool
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """kd `[*res,3|4]`, ks `[*res,3]`, normal `[*res,3]` (float32, CPU) from `mat`,
-    resized; kd gains an opaque alpha channel when `alpha` (loses it when not),
-    normal is flat when absent."""
+def _initial_textures(mat: Material, res: tuple[int, int], alpha: bool, emissive: bool
+                      ) -> dict[str, torch.Tensor]:
+    """kd `[*res,3|4]`, ks `[*res,3]`, normal `[*res,3]` and, when `emissive`,
+    emissive `[*res,3]` (float32, CPU) from `mat`, resized; kd gains an opaque
+    alpha channel when `alpha` (loses it when not), normal is flat and
+    emissive black when absent."""
     kd = resize_texture(mat.kd.detach().cpu().float(), res)
     if alpha and kd.shape[-1] == 3:
         kd = torch.cat([kd, torch.ones_like(kd[..., :1])], dim=-1)
@@ -65,7 +69,11 @@ def _initial_textures(mat: Material, res: tuple[int, int], alpha: bool
     else:
         normal = torch.zeros((*res, 3))
         normal[..., 2] = 1.0
-    return kd, ks, normal
+    out = {"kd": kd, "ks": ks, "normal": normal}
+    if emissive:
+        out["emissive"] = torch.zeros((*res, 3)) if mat.emissive is None else \
+            resize_texture(mat.emissive.detach().cpu().float(), res).clamp_(min=0.0)
+    return out
 
 
 class Trainable:
@@ -80,6 +88,7 @@ class Trainable:
         generator: seeds the random textures.
     """
 
+    #: the textures every candidate trains; "emissive" joins them when the reference emits
     TEXTURES = ("kd", "ks", "normal")
 
     def __init__(self, base: Mesh, reference: Mesh, config: TrainConfig,
@@ -92,23 +101,25 @@ class Trainable:
         res = tuple(config.texture_res)
         ref_mat = reference.materials[0]
         alpha = config.layers > 1 or ref_mat.kd.shape[-1] == 4
+        emissive = any(m.emissive is not None for m in reference.materials)
+        self.names = self.TEXTURES + (("emissive",) if emissive else ())
         init = config.texture_init
         if init == "random":
-            kd = torch.rand((*res, 4 if alpha else 3), generator=generator)
-            ks = torch.stack([
-                torch.rand(res, generator=generator) * 0.01,
-                config.min_roughness + torch.rand(res, generator=generator)
-                * (1.0 - config.min_roughness),
-                torch.rand(res, generator=generator)], dim=-1)
-            normal = torch.zeros((*res, 3))
-            normal[..., 2] = 1.0
+            start = {"kd": torch.rand((*res, 4 if alpha else 3), generator=generator),
+                     "ks": torch.stack([
+                         torch.rand(res, generator=generator) * 0.01,
+                         config.min_roughness + torch.rand(res, generator=generator)
+                         * (1.0 - config.min_roughness),
+                         torch.rand(res, generator=generator)], dim=-1),
+                     "normal": torch.zeros((*res, 3))}
+            start["normal"][..., 2] = 1.0
+            if emissive:  # drawn after the others: runs without emission draw as before
+                start["emissive"] = torch.rand((*res, 3), generator=generator)
         else:
-            kd, ks, normal = _initial_textures(
-                base.materials[0] if init == "base" else ref_mat, res, alpha)
-        self.textures = {
-            name: self._make_texture(t.to(device))
-            for name, t in (("kd", kd), ("ks", ks), ("normal", normal))}
-        self._start = {"kd": kd, "ks": ks, "normal": normal}  # CPU, for export_mesh
+            start = _initial_textures(base.materials[0] if init == "base" else ref_mat, res,
+                                      alpha, emissive)
+        self.textures = {name: self._make_texture(start[name].to(device)) for name in self.names}
+        self._start = start  # CPU, for export_mesh
         self.v_pos = base.v_pos.detach().clone().requires_grad_(True)
         self.displacement: torch.Tensor | None = None
         if config.subdivision > 0:
@@ -131,7 +142,7 @@ class Trainable:
             groups.append({"params": [self.v_pos], "lr": self.config.lr_positions,
                            "name": "position"})
         tex_params: list[torch.Tensor] = []
-        for name in self.TEXTURES:
+        for name in self.names:
             if name not in skip:
                 tex_params += self.textures[name].levels
         if self.displacement is not None and "displacement" not in skip:
@@ -149,6 +160,7 @@ class Trainable:
         return Material(
             name="difflod", kd=self.textures["kd"].base, ks=self.textures["ks"].base,
             normal=self.textures["normal"].base, displacement=self.displacement,
+            emissive=self.textures["emissive"].base if "emissive" in self.textures else None,
             occlusion=self.base.materials[0].occlusion,  # carried, never trained
             alpha_mode=self.alpha_mode, alpha_cutoff=self.alpha_cutoff)
 
@@ -177,12 +189,13 @@ class Trainable:
         chart = chart_mask(self.base.v_tex, self.base.t_tex_idx, tuple(self.config.texture_res))
         keep = self.config.texture_init != "random"
         filled = {name: fill_unseen(self.textures[name].base.detach(), self._start[name], chart,
-                                    keep_start=keep) for name in self.TEXTURES}
+                                    keep_start=keep) for name in self.names}
         disp = self.displacement
         if disp is not None:
             disp = fill_unseen(disp.detach(), torch.zeros_like(disp), chart, keep_start=True)
         material = dataclasses.replace(self.material(), kd=filled["kd"], ks=filled["ks"],
-                                       normal=filled["normal"], displacement=disp)
+                                       normal=filled["normal"], displacement=disp,
+                                       emissive=filled.get("emissive"))
         return self.base_mesh().replace(materials=(material,)).detach()
 
     def detail_mesh(self) -> Mesh:
@@ -209,6 +222,9 @@ class Trainable:
             lvl[..., 2].clamp_(0.0, 1.0)
         for lvl in self.textures["normal"].levels:
             lvl.clamp_(-1.0, 1.0)
+        if "emissive" in self.textures:
+            for lvl in self.textures["emissive"].levels:
+                lvl.clamp_(min=0.0)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {"v_pos": self.v_pos}

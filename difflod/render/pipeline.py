@@ -8,8 +8,10 @@ Steps (nvdiffmodeling's render.py in spirit):
 3. Per layer: interpolate positions, vertex normals (geometry.normals when
    the mesh has none), tangents (geometry.tangents, only when a material has
    a normal map and the mesh has none), UVs with their screen derivatives;
-   look up kd, ks and the normal map with trilinear mip-mapping (or the
-   caller's mip stacks); shade (shading.shade).
+   look up kd, ks, the normal map and the emissive map with trilinear
+   mip-mapping (or the caller's mip stacks); shade (shading.shade, which adds
+   the emissive radiance unlit; materials without one emit 0 where another
+   material of the mesh has one).
 4. Composite back to front over the background: accum = lerp(accum, color,
    alpha), antialiasing (render.antialias) after each layer, as
    nvdiffmodeling does; the alpha channel is carried along so the output
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RenderOutput", "clip_positions", "render_mesh"]
 
-_MIP_KEYS = ("kd", "ks", "normal")
+_MIP_KEYS = ("kd", "ks", "normal", "emissive")
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ class _Prepared:
         self.needs_tangents = any(m.normal is not None for m in mesh.materials)
         big = [m.name for m in mesh.materials
                if any(t is not None and (t.shape[0] > 1 or t.shape[1] > 1)
-                      for t in (m.kd, m.ks, m.normal))]
+                      for t in (m.kd, m.ks, m.normal, m.emissive))]
         if not mesh.has_uv and (big or self.needs_tangents):
             raise ValueError(f"mesh has no UVs (v_tex/t_tex_idx) but material "
                              f"{(big or [m.name for m in mesh.materials])[0]!r} has a texture "
@@ -153,14 +155,16 @@ class _Prepared:
                     mesh.v_pos, mesh.t_pos_idx, mesh.v_tex, mesh.t_tex_idx, self.v_nrm,
                     self.t_nrm, check=check)
         self.has_alpha = any(m.has_alpha for m in mesh.materials)
+        self.has_emissive = any(m.emissive is not None for m in mesh.materials)
         self.t_mat = mesh.t_mat if len(mesh.materials) > 1 else None
 
 
 def _sample_material(mat: Material, index: int, uv: torch.Tensor, uv_da: torch.Tensor,
                      mips: Mapping[str, Sequence[torch.Tensor]] | None,
-                     with_alpha: bool, with_normal: bool,
+                     with_alpha: bool, with_normal: bool, with_emissive: bool,
                      backend: str | None) -> list[torch.Tensor]:
-    """[kd (3), alpha (1) if with_alpha, ks (3), normal (3) if with_normal] per pixel."""
+    """[kd (3), alpha (1) if with_alpha, ks (3), normal (3) if with_normal,
+    emissive (3) if with_emissive] per pixel."""
     def look(tex: torch.Tensor, key: str) -> torch.Tensor:
         return texture(tex, uv, uv_da, mip=_mips_for(mips, index, key),
                        filter_mode="linear-mipmap-linear", backend=backend)
@@ -186,6 +190,11 @@ def _sample_material(mat: Material, index: int, uv: torch.Tensor, uv_da: torch.T
             scale = torch.tensor([mat.normal_scale, mat.normal_scale, 1.0], dtype=nrm.dtype,
                                  device=nrm.device)
             out.append(nrm * scale)
+    if with_emissive:
+        if mat.emissive is None:
+            out.append(torch.zeros_like(kd[..., 0:3]))
+        else:
+            out.append(look(mat.emissive, "emissive")[..., 0:3])
     return out
 
 
@@ -236,7 +245,7 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
         uv_da = torch.zeros(n_pix, 1, 1, 4, dtype=dtype, device=device)
 
     sampled = [_sample_material(m, i, uv, uv_da, mips, prep.has_alpha, prep.needs_tangents,
-                                backend)
+                                prep.has_emissive, backend)
                for i, m in enumerate(mesh.materials)]
     channels = [torch.cat(s, dim=-1) for s in sampled]
     gbuf = channels[0]
@@ -250,6 +259,8 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
     c += 1 if prep.has_alpha else 0
     ks = gbuf[..., c:c + 3]
     nmap = gbuf[..., c + 3:c + 6] if prep.needs_tangents else None
+    c += 6 if prep.needs_tangents else 3
+    ke = gbuf[..., c:c + 3] if prep.has_emissive else None
 
     power = views.light_power
     if isinstance(power, torch.Tensor) and power.dim() == 1 and power.shape[0] == b:
@@ -257,7 +268,7 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
     eye = views.campos.expand(b, 3).index_select(0, img)
     light = views.lightpos.expand(b, 3).index_select(0, img)
     color = shade(gb_pos, gb_geom, gb_nrm, gb_tng, kd, ks, nmap, eye, light, power,
-                  min_roughness, light_falloff=light_falloff, compiled=compiled)
+                  min_roughness, light_falloff=light_falloff, compiled=compiled, gb_ke=ke)
     out = torch.zeros(b * h * w, 4, dtype=color.dtype, device=device).index_copy(
         0, pix, torch.cat([color.reshape(n_pix, 3), alpha.reshape(n_pix, 1).to(color.dtype)],
                           dim=-1))
@@ -284,7 +295,8 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
         min_roughness: lower bound on roughness in the BSDF.
         backend: render backend ("auto", "cpu", "cuda", "torch" or None), used by
             rasterize, interpolate, texture and antialias ("torch": the plain-torch references).
-        mips: caller-built mip stacks for material 0, {"kd"|"ks"|"normal": [level0, ...]}
+        mips: caller-built mip stacks for material 0,
+            {"kd"|"ks"|"normal"|"emissive": [level0, ...]}
             with level 0 the material's texture itself (trainer's custom_mip).
         antialias: run render.antialias on silhouettes (gradients to v_pos there).
         light_falloff: inverse-square light falloff (off: nvdiffmodeling's constant).

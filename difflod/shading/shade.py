@@ -15,8 +15,10 @@
    the BSDF gets a unit vector).
 4. BSDF: bsdf.pbr_bsdf, times the light scale (scene.light: constant
    light_power as in nvdiffmodeling, or inverse-square falloff on request).
+5. Emission: the material's emissive radiance is added unlit, as glTF's
+   material model and three.js do: color = BSDF x light + emissive.
 
-`shade(..., compiled=True)` runs steps 1-4 (`shade_core`) through
+`shade(..., compiled=True)` runs steps 1-5 (`shade_core`) through
 shading/compiled.py (torch.compile, dynamic shapes: the renderer shades a
 different number of covered pixels each step): forward and backward become a
 few fused kernels instead of ~300 elementwise launches forward and ~500
@@ -88,7 +90,7 @@ def shade(gb_pos: torch.Tensor, gb_geom_normal: torch.Tensor, gb_normal: torch.T
           gb_nmap: torch.Tensor | None, view_pos: torch.Tensor, light_pos: torch.Tensor,
           light_power: float | torch.Tensor, min_roughness: float = 0.08, *,
           normal_scale: float = 1.0, light_falloff: bool = False,
-          compiled: bool = False) -> torch.Tensor:
+          compiled: bool = False, gb_ke: torch.Tensor | None = None) -> torch.Tensor:
     """Shade a G-buffer with one point light; returns linear color `[B,H,W,3]`.
 
     Args:
@@ -105,6 +107,7 @@ def shade(gb_pos: torch.Tensor, gb_geom_normal: torch.Tensor, gb_normal: torch.T
         normal_scale: scale of the normal map's XY.
         light_falloff: inverse-square falloff (off = nvdiffmodeling's constant).
         compiled: run `shade_core` through shading.compiled (see the module docstring).
+        gb_ke: `[B,H,W,3]` emissive radiance (linear RGB, added unlit) or None.
 
     Raises:
         ValueError: naming the argument with the wrong shape or device.
@@ -118,6 +121,7 @@ def shade(gb_pos: torch.Tensor, gb_geom_normal: torch.Tensor, gb_normal: torch.T
     _check("gb_kd", gb_kd, (3, 4), gb_pos)
     _check("gb_ks", gb_ks, (3,), gb_pos)
     _check("gb_nmap", gb_nmap, (3,), gb_pos)
+    _check("gb_ke", gb_ke, (3,), gb_pos)
     b = gb_pos.shape[0]
     for name, v in (("view_pos", view_pos), ("light_pos", light_pos)):
         if not isinstance(v, torch.Tensor) or v.shape not in ((b, 3), (1, 3)):
@@ -131,17 +135,19 @@ def shade(gb_pos: torch.Tensor, gb_geom_normal: torch.Tensor, gb_normal: torch.T
     if not isinstance(power, torch.Tensor):
         power = torch.tensor(float(power), dtype=gb_pos.dtype)  # a CPU scalar: no copy
     core = compilation.compiled(shade_core) if compiled else shade_core
-    return core(gb_pos, gb_geom_normal, gb_normal, gb_tangent, gb_kd, gb_ks, gb_nmap, vp, lp,
-                power, min_roughness, normal_scale, light_falloff)
+    return core(gb_pos, gb_geom_normal, gb_normal, gb_tangent, gb_kd, gb_ks, gb_nmap, gb_ke, vp,
+                lp, power, min_roughness, normal_scale, light_falloff)
 
 
 def shade_core(pos: torch.Tensor, geom_nrm: torch.Tensor, smooth_nrm: torch.Tensor,
                tangent: torch.Tensor | None, kd: torch.Tensor, ks: torch.Tensor,
-               nmap: torch.Tensor | None, view_pos: torch.Tensor, light_pos: torch.Tensor,
-               power: torch.Tensor, min_roughness: float, normal_scale: float,
-               falloff: bool) -> torch.Tensor:
-    """Steps 1-4 on checked arguments (view_pos, light_pos `[B,1,1,3]`, power a
-    tensor broadcastable to `[B,1,1,1]`): the eager reference of the compiled path."""
+               nmap: torch.Tensor | None, ke: torch.Tensor | None, view_pos: torch.Tensor,
+               light_pos: torch.Tensor, power: torch.Tensor, min_roughness: float,
+               normal_scale: float, falloff: bool) -> torch.Tensor:
+    """Steps 1-5 on checked arguments (view_pos, light_pos `[B,1,1,3]`, power a
+    tensor broadcastable to `[B,1,1,1]`, ke the emissive radiance or None): the
+    eager reference of the compiled path."""
     nrm = shading_normal(pos, view_pos, geom_nrm, smooth_nrm, tangent, nmap, normal_scale)
     col = pbr_bsdf(kd[..., 0:3], ks, pos, nrm, view_pos, light_pos, min_roughness)
-    return col * light_scale(light_pos, pos, power, falloff=falloff)
+    col = col * light_scale(light_pos, pos, power, falloff=falloff)
+    return col if ke is None else col + ke

@@ -90,3 +90,24 @@ def test_single_material_unchanged_and_validation() -> None:
     assert merge_materials(m) is m
     with pytest.raises(ValueError, match="texture_res"):
         merge_materials(m, texture_res=0)
+
+
+def test_emissive_is_merged_and_absent_emission_is_black() -> None:
+    """One material emits (a texture, values above 1): the atlas samples like it
+    there, and 0 on the triangles of the materials that emit nothing."""
+    g = torch.Generator().manual_seed(1)
+    m = _scene()
+    glow = torch.rand(8, 4, 3, generator=g) * 3.0
+    mats = list(m.materials)
+    mats[1] = Material(name="tex", kd=mats[1].kd, ks=mats[1].ks, emissive=glow)
+    m = m.replace(materials=tuple(mats)).validate()
+    merged = merge_materials(m).validate()
+    assert merged.materials[0].emissive is not None
+    b = torch.tensor([0.6, 0.3, 0.1])
+    ids = m.material_ids()
+    uv = (m.v_tex[m.t_tex_idx] * b[None, :, None]).sum(1)
+    muv = (merged.v_tex[merged.t_tex_idx] * b[None, :, None]).sum(1)
+    got = sample_texture(merged.materials[0].emissive, muv)
+    want = torch.where((ids == 1)[:, None], sample_texture(glow, uv), torch.zeros(1, 3))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert float(want.abs().max()) > 1.0

@@ -630,10 +630,13 @@ def test_unsupported_features_are_named_in_one_warning_each(tmp_path: Path) -> N
     colors = b.acc(np.ones((3, 4), np.float32), 5126, "VEC4")
     b.triangle_mesh(TRI, COLOR_0=colors)
     b.doc.meshes[0].primitives[0].material = 0
-    b.doc.materials = [gl.Material(name="lamp", emissiveFactor=[1.0, 0.5, 0.0])]
+    b.doc.materials = [gl.Material(name="lamp", emissiveFactor=[1.0, 0.5, 0.0],
+                                   extensions={"KHR_materials_clearcoat": {}})]
     with pytest.warns(UserWarning) as record:
         mesh = gltf.read(b.save(tmp_path / "e.gltf"))
     messages = [str(w.message) for w in record]
-    assert sum("emissive" in m and "lamp" in m for m in messages) == 1, messages
+    assert sum("KHR_materials_clearcoat" in m and "lamp" in m for m in messages) == 1, messages
+    assert not any("emissive" in m for m in messages), messages  # read, not dropped
+    assert mesh.materials[0].emissive is not None
     assert sum("COLOR_0" in m for m in messages) == 1, messages
     assert mesh.num_triangles == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -258,3 +259,50 @@ def test_render_mesh_validates_the_mesh_by_default():
     expect = render_mesh(zero_uv, views, (16, 16), backend="cpu")
     torch.testing.assert_close(out.color, expect.color, rtol=0, atol=1e-6)
     assert float((out.color - good.color).abs().max()) > 0.05  # the triangle is in view
+
+
+def test_emissive_quad_adds_its_texture_unlit():
+    """Emission seen head on: color = lit kd + the emissive texel, for each block;
+    with the light off (power 0) exactly the emissive texture."""
+    kd_colors = [[0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9], [0.8, 0.8, 0.2]]
+    ke_colors = [[0.0, 0.0, 0.0], [2.5, 1.0, 0.0], [0.3, 0.6, 0.9], [0.0, 4.0, 0.5]]
+    quad = _quad(Material(kd=_blocks(kd_colors), ks=NO_SPEC, emissive=_blocks(ke_colors)))
+    x, y = _pixel_world()
+    scale = _lambert_scale(x, y)
+    for power in (math.pi, 0.0):
+        views = views_from_eye([0.0, 0.0, 3.5], light_power=power)
+        out = render_mesh(quad, views, (RES, RES), backend=BACKEND, antialias=False)
+        for k, (sx, sy) in enumerate(((-1, -1), (1, -1), (-1, 1), (1, 1))):
+            inner = (x * sx > 0.3) & (x * sx < 0.7) & (y * sy > 0.3) & (y * sy < 0.7)
+            lit = torch.tensor(kd_colors[k]) * scale[inner][:, None] * (power / math.pi)
+            expected = lit + torch.tensor(ke_colors[k])
+            torch.testing.assert_close(out.color[0][inner], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_emissive_of_one_material_only_and_its_gradient():
+    """A material without emissive emits 0 beside one with it; the gradient of
+    the image reaches the emissive texture and its mip stack, and matches finite
+    differences (the texture enters linearly, so d(sum color)/d(texel) is the
+    texel's total filter weight)."""
+    glow = torch.full((4, 4, 3), 0.5, requires_grad=True)
+    red = Material(name="red", kd=torch.tensor([[[1.0, 0.0, 0.0]]]), ks=NO_SPEC, emissive=glow)
+    dark = Material(name="dark", kd=torch.tensor([[[0.0, 0.0, 0.0]]]), ks=NO_SPEC)
+    mesh = _quad(red).replace(materials=(red, dark), t_mat=torch.tensor([0, 1]))
+    views = views_from_eye([0.0, 0.0, 3.5], light_power=0.0)
+    out = render_mesh(mesh, views, (RES, RES), backend=BACKEND, antialias=False)
+    x, y = _pixel_world()
+    lower_right = (x > 0.2) & (y < -0.2) & (x < 0.9) & (y > -0.9) & (x + y > 0.1)
+    upper_left = (x < -0.2) & (y > 0.2) & (x > -0.9) & (y < 0.9)
+    c = out.color.detach()[0]
+    torch.testing.assert_close(c[lower_right], torch.full_like(c[lower_right], 0.5))
+    assert float(c[upper_left].abs().max()) == 0.0
+    out.color.sum().backward()
+    assert glow.grad is not None
+    # the sum is linear in the texels: a step of 1 on every texel adds its gradient sum
+    with torch.no_grad():
+        brighter = mesh.replace(materials=(dataclasses.replace(red, emissive=glow + 1.0), dark))
+        step = render_mesh(brighter, views, (RES, RES), backend=BACKEND, antialias=False)
+    torch.testing.assert_close(float(glow.grad.sum()),
+                               float(step.color.sum() - out.color.detach().sum()), rtol=1e-4,
+                               atol=1e-3)
+    assert float(glow.grad.sum()) > 0

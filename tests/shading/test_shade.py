@@ -106,6 +106,32 @@ def test_light_power_and_falloff():
     torch.testing.assert_close(c, b / d2)
 
 
+def test_emissive_is_added_unlit():
+    """glTF's model: color = BSDF x light + emissive. The emission does not
+    depend on the light (power 0 leaves exactly it) nor on the view."""
+    pos, nrm, _tng, kd, ks = _plane(2, 3)
+    ke = torch.rand(1, 2, 3, 3, generator=torch.Generator().manual_seed(0)) * 3.0
+    lit = shade(pos, nrm, nrm, None, kd, ks, None, VIEW, LIGHT, 5.0)
+    got = shade(pos, nrm, nrm, None, kd, ks, None, VIEW, LIGHT, 5.0, gb_ke=ke)
+    torch.testing.assert_close(got, lit + ke)
+    dark = shade(pos, nrm, nrm, None, kd, ks, None, -VIEW, LIGHT, 0.0, gb_ke=ke)
+    torch.testing.assert_close(dark, ke)
+    with pytest.raises(ValueError, match="gb_ke"):
+        shade(pos, nrm, nrm, None, kd, ks, None, VIEW, LIGHT, 5.0, gb_ke=ke[..., :2])
+
+
+def test_gradcheck_shade_with_emissive():
+    pos, nrm, _tng, kd, ks = _plane(2, 2, normal=(0.1, 0.0, 1.0), dtype=torch.float64)
+    ke = torch.tensor([0.5, 1.5, 0.2], dtype=torch.float64).expand(1, 2, 2, 3).clone()
+    args = [t.clone().requires_grad_() for t in (kd, ke)]
+    view, light = VIEW.double(), LIGHT.double()
+
+    def f(k, e):
+        return shade(pos, nrm, nrm, None, k, ks, None, view, light, 5.0, gb_ke=e)
+
+    assert torch.autograd.gradcheck(f, tuple(args))
+
+
 def test_gradcheck_shade():
     pos, nrm, tng, kd, ks = _plane(2, 2, normal=(0.1, 0.0, 1.0), dtype=torch.float64)
     nmap = torch.tensor([0.2, -0.1, 0.9], dtype=torch.float64).expand(1, 2, 2, 3).clone()

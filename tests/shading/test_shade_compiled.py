@@ -15,7 +15,8 @@ from difflod.shading import compiled as compilation
 from difflod.shading.shade import shade, shade_core
 
 
-def _gbuffer(p: int, seed: int, device: torch.device, normal_map: bool) -> dict:
+def _gbuffer(p: int, seed: int, device: torch.device, normal_map: bool,
+             emissive: bool = True) -> dict:
     g = torch.Generator().manual_seed(seed)
 
     def r(*shape: int, lo: float = -1.0, hi: float = 1.0) -> torch.Tensor:
@@ -30,6 +31,7 @@ def _gbuffer(p: int, seed: int, device: torch.device, normal_map: bool) -> dict:
         "gb_tangent": tangent.to(device).requires_grad_(True) if normal_map else None,
         "gb_kd": r(p, 1, 1, 3, lo=0.0), "gb_ks": r(p, 1, 1, 3, lo=0.0),
         "gb_nmap": r(p, 1, 1, 3) if normal_map else None,
+        "gb_ke": r(p, 1, 1, 3, lo=0.0, hi=2.0) if emissive else None,
         "view_pos": (torch.rand(p, 3, generator=g) * 6 - 3).to(device),
         "light_pos": (torch.rand(p, 3, generator=g) * 6 - 3).to(device),
         "light_power": (torch.rand(p, generator=g) * 4 + 1).to(device),
@@ -57,19 +59,20 @@ def _shade_and_grads(buf: dict, compiled: bool) -> tuple[torch.Tensor, list]:
     return out.detach(), [t.grad.clone() for t in leaves]
 
 
-@pytest.mark.parametrize("normal_map", [False, True])
+@pytest.mark.parametrize(("normal_map", "emissive"), [(False, False), (True, True)])
 def test_compiled_shading_matches_eager_over_changing_pixel_counts(normal_map: bool,
+                                                                   emissive: bool,
                                                                    aot_eager: None) -> None:
     import torch._dynamo
 
     frames = torch._dynamo.utils.counters["stats"]
     frames.clear()
     for i, p in enumerate((37, 50, 91)):
-        buf = _gbuffer(p, i, torch.device("cpu"), normal_map)
+        buf = _gbuffer(p, i, torch.device("cpu"), normal_map, emissive)
         want, want_g = _shade_and_grads(buf, False)
         got, got_g = _shade_and_grads(buf, True)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-        assert len(got_g) == len(want_g) >= 5
+        assert len(got_g) == len(want_g) >= (6 if emissive else 5)
         for a, b in zip(got_g, want_g):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     # dynamic shapes: the first count compiles, later counts reuse it (at most
