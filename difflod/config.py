@@ -40,7 +40,7 @@ BACKGROUNDS = ("checker", "black", "white", "random")
 LOSSES = ("logl1", "logl2", "mse", "smape", "relativel2")
 SKIPPABLE = ("position", "normal", "kd", "ks", "displacement", "emissive")
 BACKENDS = ("auto", "cpu", "cuda", "torch")
-#: `compile`: shading through torch.compile (auto: on a GPU, where Triton is)
+#: `compile`: shading through torch.compile ("auto" is off for now)
 COMPILE_MODES = ("auto", "on", "off")
 INIT_TEXTURES = ("reference", "random", "base")
 #: the size limits of difflod.io.limits.ReadLimits, settable per run
@@ -89,9 +89,10 @@ class TrainConfig:
     # --- difflod's own keys ----------------------------------------------------
     backend: str = "auto"
     device: str = "auto"
-    # the training step's shading through torch.compile's fused kernels: "auto"
-    # = on a CUDA device when Triton is importable; "on" elsewhere needs a C++
-    # compiler (Inductor's CPU code); "off" = eager torch everywhere
+    # the training step's shading, normals and tangents through torch.compile's
+    # fused kernels: "on" (a GPU with Triton; on a CPU Inductor needs a C++
+    # compiler), "off" = eager torch; "auto" is off until measured to pay
+    # (optimize.trainer.compile_shading)
     compile: str = "auto"
     seed: int = 0
     eval_views: int = 64

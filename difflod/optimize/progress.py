@@ -25,8 +25,8 @@ __all__ = ["COMPILE_MESSAGE", "TORCH_COMPILE_MESSAGE", "Progress", "compile_noti
 
 COMPILE_MESSAGE = "compiling {target} kernels (first run only; cached after)…"
 #: before the first step of a run whose step goes through torch.compile
-TORCH_COMPILE_MESSAGE = ("compiling the step's fused GPU kernels (torch.compile: up to a "
-                         "minute on a machine's first run; cached after)…")
+TORCH_COMPILE_MESSAGE = ("compiling the step's fused kernels (torch.compile, config key "
+                         "'compile': minutes on a machine's first run; cached after)…")
 
 
 @contextlib.contextmanager

@@ -11,8 +11,9 @@ renderer's per-step normals and tangents (render/pipeline.py). The eager
 functions stay the reference; tests hold the compiled paths to them.
 
 Inductor needs Triton (CUDA builds of PyTorch carry it) or, on a CPU, a C++
-compiler; the trainer turns compilation on for GPUs only (config key
-`compile`). Tests set BACKEND to "aot_eager": the same graph capture and
+compiler; the trainer compiles only when the config key `compile` is "on"
+(on the H200 the first compiled training step has not yet been seen to
+finish within 150 s, so it is no default). Tests set BACKEND to "aot_eager": the same graph capture and
 autograd split, run by eager kernels, needing no compiler.
 """
 
