@@ -1,5 +1,7 @@
 """Shared fixtures: the cuda fixture skips GPU tests where torch sees no GPU;
-run_simulated runs a script under numba's CUDA simulator; require_tool fails a
+run_simulated runs a script under numba's CUDA simulator; aot_eager puts
+shading.compiled on torch.compile's "aot_eager" backend (the compiled paths'
+graph capture without a compiler); require_tool fails a
 test whose outside tool (chromium, the glTF validator) is missing under CI=true,
 and skips it elsewhere with the way to install it."""
 
@@ -89,3 +91,16 @@ def gltf_validator(require_tool: Callable[[bool, str, str], None]) -> Callable[.
         return json.loads(out.stdout)
 
     return validate
+
+
+@pytest.fixture
+def aot_eager(monkeypatch: pytest.MonkeyPatch):
+    """shading.compiled on the "aot_eager" backend, with torch.compile's caches fresh."""
+    import torch._dynamo
+
+    from difflod.shading import compiled as compilation
+
+    monkeypatch.setattr(compilation, "BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()

@@ -11,23 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
 import torch
 
 from difflod.assets import make
 from difflod.render.pipeline import render_mesh
 from difflod.scene.views import fixed_views
-from difflod.shading import compiled as compilation
-
-
-@pytest.fixture
-def aot_eager(monkeypatch):
-    import torch._dynamo
-
-    monkeypatch.setattr(compilation, "BACKEND", "aot_eager")
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 def _candidate() -> dict[str, torch.Tensor]:

@@ -38,17 +38,6 @@ def _gbuffer(p: int, seed: int, device: torch.device, normal_map: bool,
     }
 
 
-@pytest.fixture
-def aot_eager(monkeypatch):
-    """shading.compiled on the "aot_eager" backend (no compiler needed), fresh caches."""
-    import torch._dynamo
-
-    monkeypatch.setattr(compilation, "BACKEND", "aot_eager")
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 def _shade_and_grads(buf: dict, compiled: bool) -> tuple[torch.Tensor, list]:
     leaves = [v for v in buf.values() if isinstance(v, torch.Tensor) and v.requires_grad]
     for t in leaves:
