@@ -13,6 +13,8 @@ device ("cuda" with the CPU, "cpu" with a GPU) is one BackendError line.
 
 from __future__ import annotations
 
+import contextlib
+
 import re
 from pathlib import Path
 from typing import Any
@@ -86,10 +88,12 @@ def evaluate_models(reference: str, candidates: list[str], *, out: str | Path | 
             rendered and scored (see `eval_device`).
     Raises:
         DiffLodError: views < 1 or res < 8, a device or backend that cannot be
-            used (BackendError), or a model that cannot be opened.
+            used (BackendError), or a model that cannot be opened;
+            OutputInUseError: another difflod process writes into `out`.
     """
     from difflod.evaluate.report import evaluate_into
     from difflod.models import open_model
+    from difflod.run.lock import output_lock
 
     if views < 1 or res < 8:
         raise DiffLodError("--views must be >= 1 and --res >= 8")
@@ -101,5 +105,8 @@ def evaluate_models(reference: str, candidates: list[str], *, out: str | Path | 
     if not reference.startswith("asset:"):
         files["reference"] = Path(reference)
     backend = None if backend in (None, "auto") else backend
-    return evaluate_into(out, ref_mesh, meshes, views=views, res=res, seed=seed,
-                         backend=backend, files=files, renderer=renderer, device=dev)
+    # an output folder is held as a run's is (run/lock.py): a second eval or run
+    # into it stops before writing
+    with output_lock(out) if out is not None else contextlib.nullcontext():
+        return evaluate_into(out, ref_mesh, meshes, views=views, res=res, seed=seed,
+                             backend=backend, files=files, renderer=renderer, device=dev)

@@ -72,3 +72,20 @@ def test_eval_on_the_gpu_writes_what_the_cpu_writes(cuda: torch.device, tmp_path
     for key in ("ssim", "flip", "iou"):
         assert g[key]["mean"] == pytest.approx(c[key]["mean"], abs=2e-3)
     assert g["chamfer"] == pytest.approx(c["chamfer"], abs=1e-6)
+
+
+def test_eval_into_a_folder_another_run_holds_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`difflod eval -o OUT` takes OUT's lock as runs do: while another process
+    holds it, eval stops with one line (exit 2) and writes nothing there."""
+    from difflod.cli import main
+    from difflod.run.lock import output_lock
+
+    out = tmp_path / "busy"
+    with output_lock(out):
+        rc = main(["eval", "asset:sphere?triangles=400", "asset:sphere?triangles=100",
+                   "-o", str(out), "--views", "1", "--res", "16", "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and "another difflod run is writing into this folder" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == [".difflod.lock"]
