@@ -14,7 +14,6 @@ device ("cuda" with the CPU, "cpu" with a GPU) is one BackendError line.
 from __future__ import annotations
 
 import contextlib
-
 import re
 from pathlib import Path
 from typing import Any
