@@ -186,6 +186,9 @@ class Mesh:
         materials: the materials, at least one.
         v_joints: `[V,4]` int64 joint indices, v_weights `[V,4]` float32, or None.
         skin: the skin the joints index into, or None.
+        v_color: `[V,4]` float32 linear RGBA per position (indexed by
+            t_pos_idx, like v_pos), or None. glTF's COLOR_0: it multiplies the
+            base color (and its alpha), baseColor = factor x texture x color.
     """
 
     v_pos: torch.Tensor
@@ -201,6 +204,7 @@ class Mesh:
     v_joints: torch.Tensor | None = None
     v_weights: torch.Tensor | None = None
     skin: Skin | None = None
+    v_color: torch.Tensor | None = None
 
     # ---- facts -------------------------------------------------------------
     @property
@@ -280,6 +284,15 @@ class Mesh:
                 _check_index(idx, index, int(values.shape[0]), self.num_triangles)
                 if not _all_finite(values.detach()):
                     raise ValueError(f"{attr} holds NaN or Inf")
+        if self.v_color is not None:
+            if not isinstance(self.v_color, torch.Tensor) \
+                    or self.v_color.shape != (self.num_vertices, 4) \
+                    or self.v_color.dtype != torch.float32:
+                got = (f"{tuple(self.v_color.shape)} {self.v_color.dtype}"
+                       if isinstance(self.v_color, torch.Tensor) else type(self.v_color).__name__)
+                raise ValueError(f"v_color must be [{self.num_vertices},4] float32, got {got}")
+            if not _all_finite(self.v_color.detach()):
+                raise ValueError("v_color holds NaN or Inf")
         if not self.materials:
             raise ValueError("a mesh needs at least one material")
         for m in self.materials:

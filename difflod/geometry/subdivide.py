@@ -87,6 +87,8 @@ def subdivide(mesh: Mesh, steps: int = 1) -> Mesh:
             vals, changes["t_tng_idx"], t_edges = _split(mesh.v_tng, mesh.t_tng_idx)
             mid = torch.cat([safe_normalize(vals[n0:, :3]), mesh.v_tng[t_edges[:, 0], 3:]], 1)
             changes["v_tng"] = torch.cat([mesh.v_tng, mid])
+        if mesh.v_color is not None:
+            changes["v_color"], _, _ = _split(mesh.v_color, mesh.t_pos_idx)
         if mesh.t_mat is not None:
             changes["t_mat"] = mesh.t_mat.repeat_interleave(4)
         if mesh.v_joints is not None and mesh.v_weights is not None:

@@ -11,7 +11,10 @@ Measured with bench/io.py (1M-triangle "spiky" asset, v/vt faces, on a shared
 Non-ASCII bytes outside names and comments are malformed numbers (an error).
 
 Decisions:
-- v keeps x y z (w and vertex colors are ignored); vt keeps u v (missing v =
+- v keeps x y z (w is ignored); `v x y z r g b` (exactly six numbers, the
+  common extension) gives vertex colors, read as sRGB in [0,1] (clamped) and
+  stored linear in `Mesh.v_color` with alpha 1; vertices without colors are
+  then white. The writer does not write them (the glTF writer does). vt keeps u v (missing v =
   0) with v flipped (v_difflod = 1 - v_obj); polygons are fan-triangulated.
 - If only some faces carry vt, the others get UV index of an added (0,0) UV.
   If only some faces carry vn, normals are dropped for the whole mesh.
@@ -42,7 +45,7 @@ import torch
 from difflod.errors import InputFileError
 from difflod.geometry.normals import with_normals
 from difflod.io.atomic import atomic_paths
-from difflod.io.image import write_image
+from difflod.io.image import srgb_to_linear, write_image
 from difflod.io.limits import ReadLimits
 from difflod.io.mtl import mtl_text, read_mtl, resolve_inside
 from difflod.mesh import Material, Mesh
@@ -142,8 +145,10 @@ def _numbers(b: np.ndarray, starts: np.ndarray, per_line: np.ndarray, dtype: typ
     raise _Bad(0, "malformed numbers")  # unreachable: some line must differ
 
 
-def _vectors(block: bytes, kwlen: int, need: int, keep: int, name: str) -> np.ndarray:
-    """Parse v/vt/vn lines: `[n, keep]` float64, at least `need` numbers per line."""
+def _vectors(block: bytes, kwlen: int, need: int, keep: int,
+             name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Parse v/vt/vn lines: `[n, keep]` float64 (0 where a line has fewer), at
+    least `need` numbers per line; and `[n]` how many numbers each line held."""
     b, starts, _, counts = _tokens(block, kwlen)
     if counts.size and int(counts.min()) < need:
         raise _Bad(int(np.argmin(counts)), f"{name} needs at least {need} numbers")
@@ -158,7 +163,18 @@ def _vectors(block: bytes, kwlen: int, need: int, keep: int, name: str) -> np.nd
     finite = np.isfinite(out).all(axis=1)
     if not finite.all():
         raise _Bad(int(np.argmin(finite)), f"{name} holds NaN or Inf")
-    return out
+    return out, counts
+
+
+def _vertex_colors(v: np.ndarray, counts: np.ndarray) -> torch.Tensor | None:
+    """`[V,4]` float32 linear RGBA from the r g b of six-number v lines
+    (sRGB in [0,1], clamped; white elsewhere), or None when no line has them."""
+    has = counts == 6
+    if not has.any():
+        return None
+    rgb = torch.from_numpy(np.where(has[:, None], np.clip(v[:, 3:6], 0.0, 1.0), 1.0)
+                           .astype(np.float32))
+    return torch.cat([srgb_to_linear(rgb), torch.ones_like(rgb[:, :1])], 1).contiguous()
 
 
 def _per_token(pos: np.ndarray, tok_pos: np.ndarray) -> np.ndarray:
@@ -272,11 +288,11 @@ def read(path: Path, mtl_override: Path | None = None, limits: ReadLimits | None
         n = int(groups[kind].size)
         limits.check(path, "max_vertices", n, f"the file has {n} {noun}")
 
-    arrays = {}
-    for kind, kwlen, need, keep in (("v", 1, 3, 3), ("vt", 2, 1, 2), ("vn", 2, 3, 3)):
+    arrays, numbers = {}, {}
+    for kind, kwlen, need, keep in (("v", 1, 3, 6), ("vt", 2, 1, 2), ("vn", 2, 3, 3)):
         try:
-            arrays[kind] = _vectors(_block(data, starts, ends, groups[kind]), kwlen, need, keep,
-                                    kind)
+            arrays[kind], numbers[kind] = _vectors(_block(data, starts, ends, groups[kind]),
+                                                   kwlen, need, keep, kind)
         except _Bad as e:
             raise fail(kind, e) from None
     # other statements: usemtl / mtllib (others ignored)
@@ -340,9 +356,10 @@ def read(path: Path, mtl_override: Path | None = None, limits: ReadLimits | None
         where = f"the mtl_override file {str(override)!r}"
     materials, t_mat = _assign(path, usemtl, libs, fline[tri_face] if tri_face.size else
                                np.zeros(0, np.int64), where, override is not None)
-    mesh = Mesh(v_pos=torch.from_numpy(arrays["v"].astype(np.float32)), t_pos_idx=tri(v),
-                v_tex=v_tex, t_tex_idx=t_tex, v_nrm=v_nrm, t_nrm_idx=t_nrm,
-                t_mat=t_mat, materials=materials)
+    mesh = Mesh(v_pos=torch.from_numpy(np.ascontiguousarray(arrays["v"][:, :3], np.float32)),
+                t_pos_idx=tri(v), v_tex=v_tex, t_tex_idx=t_tex, v_nrm=v_nrm, t_nrm_idx=t_nrm,
+                t_mat=t_mat, materials=materials,
+                v_color=_vertex_colors(arrays["v"], numbers["v"]))
     try:
         return mesh.validate()
     except ValueError as e:
