@@ -8,7 +8,8 @@ Steps (nvdiffmodeling's render.py in spirit):
 3. Per layer: interpolate positions, vertex normals (geometry.normals when
    the mesh has none), tangents (geometry.tangents, only when a material has
    a normal map and the mesh has none), UVs with their screen derivatives;
-   look up kd, ks, the normal map and the emissive map with trilinear
+   vertex colors when the mesh has them;
+   look up kd (times the vertex color), ks, the normal map and the emissive map with trilinear
    mip-mapping (or the caller's mip stacks); shade (shading.shade, which adds
    the emissive radiance unlit; materials without one emit 0 where another
    material of the mesh has one).
@@ -24,6 +25,11 @@ uses kd's alpha as is; MASK uses a straight-through threshold: the forward
 value is the hard cutout (alpha >= cutoff, so reference and candidate look
 the same), the backward pass uses the gradient of the soft alpha, so a
 trainable cutout texture still learns.
+
+Vertex colors (Mesh.v_color): interpolated per pixel like the other
+attributes and multiplied into kd, and into its alpha where the material has
+alpha (before a MASK cutoff), as glTF specifies (baseColor = factor x
+texture x COLOR_0).
 
 Multi-material meshes: every material's textures are sampled at every pixel
 and the per-pixel material (Mesh.t_mat of the pixel's triangle) selects one
@@ -162,14 +168,18 @@ class _Prepared:
 def _sample_material(mat: Material, index: int, uv: torch.Tensor, uv_da: torch.Tensor,
                      mips: Mapping[str, Sequence[torch.Tensor]] | None,
                      with_alpha: bool, with_normal: bool, with_emissive: bool,
-                     backend: str | None) -> list[torch.Tensor]:
+                     backend: str | None, tint: torch.Tensor | None = None
+                     ) -> list[torch.Tensor]:
     """[kd (3), alpha (1) if with_alpha, ks (3), normal (3) if with_normal,
-    emissive (3) if with_emissive] per pixel."""
+    emissive (3) if with_emissive] per pixel; kd (and its alpha, before a
+    MASK cutoff) times `tint`, the interpolated vertex color, when given."""
     def look(tex: torch.Tensor, key: str) -> torch.Tensor:
         return texture(tex, uv, uv_da, mip=_mips_for(mips, index, key),
                        filter_mode="linear-mipmap-linear", backend=backend)
 
     kd = look(mat.kd, "kd")
+    if tint is not None:
+        kd = kd * tint[..., :kd.shape[-1]]
     out = [kd[..., 0:3]]
     if with_alpha:
         if not mat.has_alpha:
@@ -243,9 +253,12 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
     else:
         uv = torch.zeros(n_pix, 1, 1, 2, dtype=dtype, device=device)
         uv_da = torch.zeros(n_pix, 1, 1, 4, dtype=dtype, device=device)
+    tint = None
+    if mesh.v_color is not None:
+        tint, _ = interpolate(mesh.v_color, rast_c, prep.tris, backend=backend, validate=False)
 
     sampled = [_sample_material(m, i, uv, uv_da, mips, prep.has_alpha, prep.needs_tangents,
-                                prep.has_emissive, backend)
+                                prep.has_emissive, backend, tint)
                for i, m in enumerate(mesh.materials)]
     channels = [torch.cat(s, dim=-1) for s in sampled]
     gbuf = channels[0]
