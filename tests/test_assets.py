@@ -319,3 +319,17 @@ def test_bad_arguments_raise(kwargs: dict[str, object]) -> None:
     with pytest.raises(DiffLodError) as info:
         make("sphere", **kwargs)  # type: ignore[arg-type]
     assert next(iter(kwargs)) in str(info.value)
+
+
+def test_vcolor_asset_carries_its_color_field_in_vertex_colors() -> None:
+    from difflod.assets.vcolor import color_field
+
+    mesh = make("vcolor", triangles=2000, seed=3)
+    assert mesh.v_color is not None and mesh.v_color.shape == (mesh.num_vertices, 4)
+    # the material is a plain white: all the appearance is in the vertex colors
+    assert mesh.materials[0].kd.tolist() == [[[1.0, 1.0, 1.0]]]
+    want = color_field(mesh.v_pos.double().numpy(), 3)
+    assert float((mesh.v_color.double() - torch.from_numpy(want)).abs().max()) < 1e-6
+    rgb = mesh.v_color[:, :3]
+    assert float(rgb.min()) >= 0.1 - 1e-6 and float(rgb.max()) <= 0.9 + 1e-6
+    assert float(rgb.std(0).min()) > 0.1  # every channel varies over the sphere

@@ -21,6 +21,7 @@ Assets (one module each):
     multi_material    a mushroom with 3 materials (stem, gills, cap)
     beacon            a dark metal column with glowing strips and windows
                       (an emissive map peaking above 1)
+    vcolor            a sphere colored by its vertex colors only (white 1x1 kd)
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from difflod.mesh import Mesh
 __all__ = ["ASSETS", "MAX_TRIANGLES", "MIN_TRIANGLES", "demo_pair", "make"]
 
 ASSETS: tuple[str, ...] = ("sphere", "spiky", "knot", "shrub", "skinned_cylinder",
-                           "multi_material", "beacon")
+                           "multi_material", "beacon", "vcolor")
 MIN_TRIANGLES = 12
 MAX_TRIANGLES = 4_000_000
 _MAX_TEXTURE_RES = 8192

@@ -5,7 +5,10 @@ find its 3D point on the target surface (a small barycentric fill in UV
 space, written here in numpy so baking does not depend on a render backend),
 find the closest point on the reference surface (scipy cKDTree over dense
 area-weighted reference samples, then projection onto the sample's triangle),
-and sample the reference's textures there. Every texel outside the charts then
+and sample the reference's textures there; kd is multiplied by the
+reference's vertex color (Mesh.v_color, interpolated with the closest
+point's barycentrics) where it has one, so a vertex-colored model bakes to
+a base-color texture that shows its colors. Every texel outside the charts then
 takes the value of its nearest covered texel (base.texel_fill), so bilinear
 filtering at chart borders and every mip level see the charts' own colours,
 never an empty background.
@@ -260,6 +263,12 @@ def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarra
             occ[sel] = _sample_bilinear(mat.occlusion.detach().cpu().double().numpy(), ruv[sel])
         if mat.emissive is not None:
             emit[sel] = _sample_bilinear(mat.emissive.detach().cpu().double().numpy(), ruv[sel])
+
+    if reference.v_color is not None:
+        # glTF's baseColor = factor x texture x COLOR_0, at the closest point
+        vcol = reference.v_color.detach().cpu().double().numpy()[ref_idx[rtri]]  # [N,3,4]
+        tint = np.einsum("nk,nkc->nc", rbary, vcol)
+        kd *= tint[:, :kd_channels]
 
     out: dict[str, np.ndarray | None] = {"normal": None}
     v_nrm = vertex_normals(tpos, tidx)

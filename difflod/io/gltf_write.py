@@ -14,7 +14,9 @@ Layout of what is written:
   with (geometry.tangents.with_shading_frame), so a viewer reproduces the
   frame the normal map was made in and the shading stays smooth across UV
   seams, where glTF vertices must be split;
-  JOINTS_0 (uint8/uint16) and WEIGHTS_0 (float) when present;
+  JOINTS_0 (uint8/uint16) and WEIGHTS_0 (float) when present; COLOR_0
+  (float VEC4, linear RGBA, as glTF's colors are) when the mesh has
+  `v_color`, so a vertex-colored model read and saved keeps its colors;
 - materials: a 1x1 kd becomes baseColorFactor, otherwise an sRGB PNG (RGBA when
   kd has alpha); a 1x1 ks becomes roughness/metallic factors, otherwise a
   linear PNG (R = 1, roughness G, metallic B) as metallicRoughnessTexture;
@@ -317,6 +319,8 @@ def _vertices(mesh: Mesh, faces: np.ndarray, with_uv: bool = True, with_tangent:
         tng = _np(mesh.v_tng)[unique[:, col]]
         attrs["TANGENT"] = np.concatenate(
             [_unit(tng[:, :3]), np.where(tng[:, 3:] < 0, -1.0, 1.0)], axis=1)
+    if mesh.v_color is not None:
+        attrs["COLOR_0"] = _np(mesh.v_color)[unique[:, 0]]
     if mesh.v_joints is not None and mesh.v_weights is not None:
         w = _np(mesh.v_weights)[unique[:, 0]]
         # joints of zero weight are written as 0 (the validator asks for it)

@@ -105,3 +105,23 @@ def test_mesh_validate_names_v_color() -> None:
     with pytest.raises(ValueError, match="v_color holds NaN"):
         bad.validate()
     assert mesh.replace(v_color=torch.ones(3, 4)).to("cpu").clone().v_color.shape == (3, 4)
+
+
+@pytest.mark.parametrize("suffix", [".glb", ".gltf"])
+def test_gltf_write_keeps_vertex_colors(tmp_path: Path, suffix: str) -> None:
+    from difflod.assets import make
+
+    mesh = make("vcolor", triangles=300, seed=1)
+    # a varied alpha too, and a seam where UVs split the glTF vertices
+    rgba = mesh.v_color.clone()
+    rgba[:, 3] = torch.linspace(0.2, 1.0, mesh.num_vertices)
+    mesh = mesh.replace(v_color=rgba)
+    gltf.write(mesh, tmp_path / f"c{suffix}")
+    back = gltf.read(tmp_path / f"c{suffix}")
+    assert back.v_color is not None
+    # compare per triangle corner (vertex order may change); float32 is stored as is
+    torch.testing.assert_close(back.v_color[back.t_pos_idx], mesh.v_color[mesh.t_pos_idx],
+                               atol=0.0, rtol=0.0)
+    # and a mesh without colors writes none
+    gltf.write(mesh.replace(v_color=None), tmp_path / f"n{suffix}")
+    assert gltf.read(tmp_path / f"n{suffix}").v_color is None
