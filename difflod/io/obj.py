@@ -14,7 +14,8 @@ Decisions:
 - v keeps x y z (w is ignored); `v x y z r g b` (exactly six numbers, the
   common extension) gives vertex colors, read as sRGB in [0,1] (clamped) and
   stored linear in `Mesh.v_color` with alpha 1; vertices without colors are
-  then white. The writer does not write them (the glTF writer does). vt keeps u v (missing v =
+  then white. The writer writes them back the same way (alpha is not
+  stored). vt keeps u v (missing v =
   0) with v flipped (v_difflod = 1 - v_obj); polygons are fan-triangulated.
 - If only some faces carry vt, the others get UV index of an added (0,0) UV.
   If only some faces carry vn, normals are dropped for the whole mesh.
@@ -45,7 +46,7 @@ import torch
 from difflod.errors import InputFileError
 from difflod.geometry.normals import with_normals
 from difflod.io.atomic import atomic_paths
-from difflod.io.image import srgb_to_linear, write_image
+from difflod.io.image import linear_to_srgb, srgb_to_linear, write_image
 from difflod.io.limits import ReadLimits
 from difflod.io.mtl import mtl_text, read_mtl, resolve_inside
 from difflod.mesh import Material, Mesh
@@ -459,7 +460,13 @@ def write(mesh: Mesh, path: Path) -> None:
     text, images = mtl_text(list(zip(names, mesh.materials)))
 
     pos = mesh.v_pos.detach().cpu().numpy().astype(np.float64)
-    parts = [f"# difflod\nmtllib {mtl_path.name}\n", _rows("v %.9g %.9g %.9g\n", pos)]
+    if mesh.v_color is None:
+        vertices = _rows("v %.9g %.9g %.9g\n", pos)
+    else:  # r g b as sRGB, as the reader takes them; alpha is not stored
+        rgb = linear_to_srgb(mesh.v_color.detach().cpu()[:, :3].clamp(0.0, 1.0))
+        vertices = _rows("v %.9g %.9g %.9g %.9g %.9g %.9g\n",
+                         np.concatenate([pos, rgb.double().numpy()], axis=1))
+    parts = [f"# difflod\nmtllib {mtl_path.name}\n", vertices]
     cols = [mesh.t_pos_idx.cpu().numpy() + 1]
     if mesh.has_uv:
         assert mesh.v_tex is not None and mesh.t_tex_idx is not None

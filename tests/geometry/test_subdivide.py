@@ -104,3 +104,16 @@ def test_gradient_flows_and_validation() -> None:
     assert torch.autograd.gradcheck(lambda x: subdivide(Mesh(v_pos=x, t_pos_idx=f)).v_pos, (v,))
     with pytest.raises(ValueError, match="steps"):
         subdivide(Mesh(v_pos=v, t_pos_idx=f), steps=-1)
+
+
+def test_vertex_colors_follow_the_new_vertices() -> None:
+    v, f = cube()
+    mesh = Mesh(v_pos=v, t_pos_idx=f)
+
+    def field(p: torch.Tensor) -> torch.Tensor:  # affine in position: midpoints are exact
+        rgb = torch.stack([0.5 + 0.25 * p[:, 0], 0.5 - 0.25 * p[:, 1], 0.5 + 0.1 * p[:, 2]], 1)
+        return torch.cat([rgb, torch.ones_like(rgb[:, :1])], 1)
+
+    out = subdivide(mesh.replace(v_color=field(mesh.v_pos)), 2).validate()
+    assert out.v_color is not None and out.v_color.shape == (out.num_vertices, 4)
+    torch.testing.assert_close(out.v_color, field(out.v_pos), atol=1e-6, rtol=0.0)

@@ -125,3 +125,15 @@ def test_gltf_write_keeps_vertex_colors(tmp_path: Path, suffix: str) -> None:
     # and a mesh without colors writes none
     gltf.write(mesh.replace(v_color=None), tmp_path / f"n{suffix}")
     assert gltf.read(tmp_path / f"n{suffix}").v_color is None
+
+
+def test_obj_write_keeps_vertex_colors(tmp_path: Path) -> None:
+    from difflod.assets import make
+
+    mesh = make("vcolor", triangles=300, seed=2)
+    obj.write(mesh, tmp_path / "c.obj")
+    assert len((tmp_path / "c.obj").read_text().splitlines()[2].split()) == 7  # v x y z r g b
+    back = obj.read(tmp_path / "c.obj")
+    # %.9g text and the sRGB curve both ways: float32 rounding, ~1e-6
+    torch.testing.assert_close(back.v_color[back.t_pos_idx], mesh.v_color[mesh.t_pos_idx],
+                               atol=2e-6, rtol=0.0)
