@@ -15,7 +15,7 @@ def _tex(t) -> str:
 
 
 def describe(mesh: Mesh, name: str = "model") -> str:
-    """Triangles, vertices, materials, texture sizes, bounds, skin and animation."""
+    """Triangles, vertices, vertex colors, materials, texture sizes, bounds, skin and animation."""
     lo, hi = mesh.aabb()
     lines = [
         f"{name}",
@@ -24,6 +24,7 @@ def describe(mesh: Mesh, name: str = "model") -> str:
         f"  uvs         {'yes' if mesh.has_uv else 'no'}"
         + (f" ({mesh.v_tex.shape[0]})" if mesh.v_tex is not None else ""),
         f"  normals     {'yes' if mesh.v_nrm is not None else 'no'}",
+        f"  colors      {'yes (vertex, RGBA)' if mesh.v_color is not None else 'no'}",
         (f"  bounds      min ({lo[0]:.4g}, {lo[1]:.4g}, {lo[2]:.4g})  "
          f"max ({hi[0]:.4g}, {hi[1]:.4g}, {hi[2]:.4g})"),
         f"  materials   {len(mesh.materials)}",

@@ -29,7 +29,13 @@ def test_info_names_the_emissive_map(capsys: pytest.CaptureFixture[str]) -> None
     peak = float(make("beacon", 500, 0, 32).materials[0].emissive.max())
     assert f"emissive 32x32x3 (peak {peak:.3g})" in out
     assert main(["info", "asset:sphere?triangles=500"]) == 0
-    assert "emissive" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "emissive" not in out and "colors      no" in out
+
+
+def test_info_says_when_a_model_has_vertex_colors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "asset:vcolor?triangles=500"]) == 0
+    assert "colors      yes (vertex, RGBA)" in capsys.readouterr().out
 
 
 def test_info_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
