@@ -154,8 +154,11 @@ def _vectors(block: bytes, kwlen: int, need: int, keep: int,
     if counts.size and int(counts.min()) < need:
         raise _Bad(int(np.argmin(counts)), f"{name} needs at least {need} numbers")
     vals = _numbers(b, starts, counts, np.float64)
-    if (counts == keep).all():
-        out = vals.reshape(-1, keep)
+    width = int(counts[0]) if counts.size else keep
+    if (counts == width).all():  # the usual case: one reshape, no per-column gather
+        out = vals.reshape(-1, width)[:, :keep]
+        if width < keep:
+            out = np.concatenate([out, np.zeros((len(out), keep - width))], axis=1)
     else:
         offs = (np.cumsum(counts) - counts)
         cols = [np.where(counts > k, vals[np.minimum(offs + k, vals.size - 1)], 0.0)
