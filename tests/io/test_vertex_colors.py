@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +138,14 @@ def test_obj_write_keeps_vertex_colors(tmp_path: Path) -> None:
     # %.9g text and the sRGB curve both ways: float32 rounding, ~1e-6
     torch.testing.assert_close(back.v_color[back.t_pos_idx], mesh.v_color[mesh.t_pos_idx],
                                atol=2e-6, rtol=0.0)
+
+
+def test_khronos_validator_accepts_color_0(
+        tmp_path: Path, gltf_validator: Callable[[list[Path]], list[dict]]) -> None:
+    from difflod.assets import make
+
+    path = tmp_path / "c.glb"
+    gltf.write(make("vcolor", triangles=300, seed=1), path)
+    issues = gltf_validator([path])[0]["issues"]
+    assert issues["numErrors"] == 0, issues["messages"]
+    assert not [m for m in issues["messages"] if m["severity"] <= 1], issues["messages"]
