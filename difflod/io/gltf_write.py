@@ -119,10 +119,11 @@ class _Images:
     def __init__(self, doc: gl.GLTF2, blob: _Blob, stem: str | None) -> None:
         self.doc, self.blob, self.stem = doc, blob, stem
         self.files: list[tuple[str, bytes]] = []
-        doc.samplers.append(gl.Sampler(magFilter=9729, minFilter=9987, wrapS=10497,
-                                       wrapT=10497))
 
     def texture(self, img: np.ndarray, name: str) -> int:
+        if not self.doc.samplers:  # the one sampler, only where a texture uses it
+            self.doc.samplers.append(gl.Sampler(magFilter=9729, minFilter=9987, wrapS=10497,
+                                                wrapT=10497))
         data = _png(img)
         if self.stem is None:
             image = gl.Image(bufferView=self.blob.view(data), mimeType="image/png", name=name)
