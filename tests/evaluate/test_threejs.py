@@ -71,6 +71,20 @@ def _interior_psnr(ref: tuple[torch.Tensor, torch.Tensor],
 
 
 @pytest.mark.slow
+
+def _threejs_scores(mesh, variants: dict, tmp_path: Path) -> tuple[dict[str, float], tuple, dict]:
+    """Each variant written as GLB and drawn by three.js, scored (interior PSNR)
+    against difflod's render of `mesh` from the same 6 views at 128²; returns
+    (scores, difflod's pictures, three.js's pictures per variant)."""
+    files = {}
+    for name, variant in variants.items():
+        files[name] = tmp_path / f"{name}.glb"
+        difflod.save(variant, files[name])
+    views = fixed_views(6, 0)
+    ours = render_views(normalize_to(mesh, mesh), views, 128)
+    theirs = render_threejs(mesh, variants, views, 128, files)
+    return {name: _interior_psnr(ours, pics) for name, pics in theirs.items()}, ours, theirs
+
 def test_threejs_shows_difflods_files_as_difflod_renders_them(threejs: None,
                                                                tmp_path: Path) -> None:
     mesh = _striped(make("spiky", 3000, 0, 256))
@@ -83,18 +97,11 @@ def test_threejs_shows_difflods_files_as_difflod_renders_them(threejs: None,
         "green_flipped": _with(mesh, normal=m.normal * torch.tensor([1.0, -1.0, 1.0])),
         "no_normal_map": _with(mesh, normal=None),
     }
-    files = {}
-    for name, variant in variants.items():
-        files[name] = tmp_path / f"{name}.glb"
-        difflod.save(variant, files[name])
-    views = fixed_views(6, 0)
-    ours = render_views(normalize_to(mesh, mesh), views, 128)
-    theirs = render_threejs(mesh, variants, views, 128, files)
-    scores = {name: _interior_psnr(ours, pics) for name, pics in theirs.items()}
+    scores, ours, theirs = _threejs_scores(mesh, variants, tmp_path)
     assert scores["same"] >= THRESHOLD_DB, scores
     for fault in ("no_specular", "inverted_specular", "green_flipped", "no_normal_map"):
         assert scores[fault] < THRESHOLD_DB, (fault, scores)
-    ious = [metrics.silhouette_iou(ours[1][i], theirs["same"][1][i]) for i in range(len(views))]
+    ious = [metrics.silhouette_iou(ours[1][i], theirs["same"][1][i]) for i in range(len(ours[1]))]
     assert min(ious) > 0.98, ious
 
 
@@ -147,14 +154,7 @@ def test_threejs_shows_emission_as_difflod_renders_it(threejs: None, tmp_path: P
     assert glow is not None and float(glow.max()) > 1.0
     variants = {"same": mesh, "no_emission": _with(mesh, emissive=None),
                 "strength_lost": _with(mesh, emissive=glow.clamp(max=1.0))}
-    files = {}
-    for name, variant in variants.items():
-        files[name] = tmp_path / f"{name}.glb"
-        difflod.save(variant, files[name])
-    views = fixed_views(6, 0)
-    ours = render_views(normalize_to(mesh, mesh), views, 128)
-    theirs = render_threejs(mesh, variants, views, 128, files)
-    scores = {name: _interior_psnr(ours, pics) for name, pics in theirs.items()}
+    scores, _, _ = _threejs_scores(mesh, variants, tmp_path)
     assert scores["same"] >= THRESHOLD_DB, scores
     for fault in ("no_emission", "strength_lost"):
         assert scores[fault] < THRESHOLD_DB, (fault, scores)
