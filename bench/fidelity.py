@@ -17,13 +17,15 @@ against issue #17's goal (mean >= +4 dB, every run >= +2 dB).
     python bench/fidelity.py [--assets knot,spiky,multi_material,shrub,beacon,...]
         [--ref-triangles 20000] [--fractions 0.01,0.05] [--iter 500]
         [--train-res 256] [--batch 4] [--texture-res 512] [--views 16] [--res 256]
-        [--device auto] [--out bench_fidelity] [--stage all|simplify|threejs]
+        [--device auto] [--out bench_fidelity] [--stage all|simplify|threejs|report]
         [--set KEY=JSON ...] [--json]
 
 `--stage simplify` runs the simplifications and difflod's scores only (on a
 GPU machine without Chromium) and leaves OUT/<asset>_<budget>/ with the GLBs
 and scores.json; `--stage threejs` adds the three.js scores to an OUT made
-so. `--set` overrides any other config key (e.g. `--set relative_laplacian=true`).
+so; `--stage report` only prints the tables of the scores in OUT (runs made
+one asset at a time, their folders gathered in one OUT). `--set` overrides
+any other config key (e.g. `--set relative_laplacian=true`).
 The table goes to stdout (or JSON with --json); progress to stderr.
 """
 
@@ -179,7 +181,7 @@ def main() -> int:
     p.add_argument("--res", type=int, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="bench_fidelity")
-    p.add_argument("--stage", default="all", choices=["all", "simplify", "threejs"])
+    p.add_argument("--stage", default="all", choices=["all", "simplify", "threejs", "report"])
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="another config key for every run, e.g. relative_laplacian=true")
     p.add_argument("--json", action="store_true")
@@ -201,6 +203,8 @@ def main() -> int:
                 row = run_simplify(asset, fraction, args, out)
                 print(f"simplified {asset} to {row['triangles']} in {row['seconds']} s",
                       file=sys.stderr, flush=True)
+    if not out.is_dir():
+        p.error(f"--out {str(out)!r}: no such folder")
     folders = sorted(f for f in out.iterdir() if (f / "scores.json").is_file())
     rows = []
     for folder in folders:

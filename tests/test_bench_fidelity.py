@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,3 +88,34 @@ def test_goal_is_none_without_threejs_scores(fidelity):
     row = _row("knot", 20.0, 25.0)
     del row["threejs"], row["threejs_metrics"]
     assert fidelity.goal([fidelity.summarize(row)]) is None
+
+
+def _report(out: Path, *more: str) -> subprocess.CompletedProcess:
+    """bench/fidelity.py --stage report on OUT, in a fresh interpreter."""
+    return subprocess.run([sys.executable, str(_PATH), "--stage", "report", "--out", str(out),
+                           *more], check=False, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(_PATH.parents[1])})
+
+
+def test_report_stage_reads_gathered_scores_and_runs_nothing(tmp_path):
+    # two runs' scores.json as the other stages leave them; the report must
+    # summarize exactly these (gains +5 and +1 dB: mean +3, goal not met)
+    for asset, gain in (("knot", 5.0), ("spiky", 1.0)):
+        row = _row(asset, 20.0, 20.0 + gain)
+        folder = tmp_path / f"{asset}_200"
+        folder.mkdir()
+        (folder / "scores.json").write_text(json.dumps(row))
+    (tmp_path / "not_a_run").mkdir()
+    done = _report(tmp_path, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [r["asset"] for r in report["rows"]] == ["knot", "spiky"]
+    assert [r["gain_threejs_db"] for r in report["rows"]] == pytest.approx([5.0, 1.0])
+    assert report["goal"]["mean_gain_threejs_db"] == pytest.approx(3.0)
+    assert report["goal"]["met"] is False
+
+
+def test_report_stage_names_a_missing_folder(tmp_path):
+    done = _report(tmp_path / "absent")
+    assert done.returncode == 2
+    assert "--out" in done.stderr and "absent" in done.stderr and "no such folder" in done.stderr
