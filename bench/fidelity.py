@@ -40,6 +40,8 @@ from pathlib import Path
 import torch
 
 import difflod
+from difflod.config import TrainConfig
+from difflod.errors import DiffLodError
 from difflod.evaluate.evaluate import evaluate
 from difflod.models import open_model
 from difflod.run.simplify import simplify, simplify_config
@@ -69,15 +71,24 @@ def _spec(asset: str, triangles: int, texture_res: int) -> str:
     return f"asset:{asset}?triangles={triangles}&texture_res={texture_res}"
 
 
+def run_config(args: argparse.Namespace) -> TrainConfig:
+    """The configuration of every simplify run: the bench's settings, then --set.
+
+    Raises:
+        ConfigError: a --set key unknown or its value out of range.
+    """
+    return simplify_config(None, {
+        "iter": args.iter, "train_res": args.train_res, "batch": args.batch,
+        "texture_res": args.texture_res, "device": args.device, "save_interval": 0,
+        "seed": 0, **args.overrides})
+
+
 def run_simplify(asset: str, fraction: float, args: argparse.Namespace, out: Path) -> dict:
     spec = _spec(asset, args.ref_triangles, args.texture_res)
     reference = open_model(spec)
     budget = max(4, round(fraction * reference.num_triangles))
     folder = out / f"{asset}_{budget}"
-    config = simplify_config(None, {
-        "iter": args.iter, "train_res": args.train_res, "batch": args.batch,
-        "texture_res": args.texture_res, "device": args.device, "save_interval": 0,
-        "seed": 0, **args.overrides})
+    config = run_config(args)
     t0 = time.perf_counter()
     result = simplify(reference, budget, folder, config=config, quiet=True, evaluate=False)
     seconds = time.perf_counter() - t0
@@ -195,6 +206,10 @@ def main() -> int:
             args.overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             args.overrides[key] = value
+    try:
+        run_config(args)  # a bad --set stops here, before any run
+    except DiffLodError as e:
+        p.error(str(e))
     out = Path(args.out)
     torch.manual_seed(0)
     if args.stage in ("all", "simplify"):

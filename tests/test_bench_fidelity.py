@@ -119,3 +119,16 @@ def test_report_stage_names_a_missing_folder(tmp_path):
     done = _report(tmp_path / "absent")
     assert done.returncode == 2
     assert "--out" in done.stderr and "absent" in done.stderr and "no such folder" in done.stderr
+
+
+def test_a_bad_set_is_one_line_before_any_run(tmp_path):
+    # learning rates must be positive (difflod/config.py): the bench says so
+    # in one usage line, exit 2, and leaves OUT untouched
+    done = subprocess.run([sys.executable, str(_PATH), "--assets", "knot", "--out",
+                           str(tmp_path / "out"), "--set", "learning_rate=[0,0.01]"],
+                          check=False, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(_PATH.parents[1])})
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "'learning_rate' must be a positive number" in done.stderr.splitlines()[-1]
+    assert not (tmp_path / "out").exists()
