@@ -77,6 +77,9 @@ class TrainConfig:
     random_textures: bool = False
     laplacian_factor: float | None = None
     relative_laplacian: bool = False
+    # > 0: positions trained through u = (I + lambda L) x (Nicolet et al. 2021,
+    # geometry.smooth_positions), lambda = position_smoothing; 0: directly
+    position_smoothing: float = 0.0
     background: str = "checker"
     loss: str = "logl1"
     out_dir: str | None = None
@@ -253,6 +256,9 @@ def _check_values(c: TrainConfig, where: str) -> None:
     need(c.light_power > 0, "light_power", "must be > 0")
     need(0.0 <= c.min_roughness <= 1.0, "min_roughness", "must be in [0, 1]")
     need(0 <= c.subdivision <= 5, "subdivision", "must be in 0..5")
+    need(isinstance(c.position_smoothing, (int, float)) and not isinstance(
+        c.position_smoothing, bool) and 0 <= c.position_smoothing < 1e6,
+        "position_smoothing", "must be a number >= 0 (0 = positions trained directly)")
     need(c.laplacian_factor is None or c.laplacian_factor >= 0, "laplacian_factor",
          "must be >= 0 or null (automatic)")
     need(c.background in BACKGROUNDS, "background", f"must be one of {list(BACKGROUNDS)}")

@@ -71,6 +71,7 @@ def graph_blocker(config: TrainConfig, device: torch.device, skinned: bool,
         (skinned, "an animated model is posed per step"),
         (world_size > 1, "the step is split over several processes"),
         (config.subdivision > 0, "displacement subdivides the mesh every step"),
+        (config.position_smoothing > 0, "position_smoothing solves outside torch's stream"),
     )
     return next((why for bad, why in reasons if bad), None)
 
