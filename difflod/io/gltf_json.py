@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -70,25 +71,29 @@ SCHEMA: dict[str, Any] = {
     "extensionsUsed": [STR],
 }
 
+_FLOAT_MAX = sys.float_info.max
 _RAW_MEMBERS = frozenset({"extensions", "extras"})
 
 
 class JsonObject:
-    """Attribute access to a checked JSON object; absent members read as None."""
+    """Attribute access to a checked JSON object; absent members read as None.
 
-    __slots__ = ("_members", "_wrapped")
+    Each member is wrapped on first access and kept in the instance's
+    `__dict__`, so later reads are plain attribute hits (the reader reads the
+    same few members of accessors and nodes thousands of times).
+    """
 
     def __init__(self, members: dict[str, Any]) -> None:
         self._members = members
-        self._wrapped: dict[str, Any] = {}  # each member wrapped once (lists are long)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
+        if name.startswith("__") or name == "_members":
             raise AttributeError(name)
-        if name not in self._wrapped:
-            value = self._members.get(name)
-            self._wrapped[name] = value if name in _RAW_MEMBERS else _wrap(value)
-        return self._wrapped[name]
+        value = self._members.get(name)
+        if name not in _RAW_MEMBERS:
+            value = _wrap(value)
+        self.__dict__[name] = value
+        return value
 
     def __repr__(self) -> str:
         return f"JsonObject({self._members!r})"
@@ -107,41 +112,79 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def check_member(value: Any, schema: Any, where: str, path: Path) -> None:
-    """Raise InputFileError where `value` does not have the shape `schema` says."""
-    def bad(expected: str) -> InputFileError:
-        return InputFileError(path, f"{where} must be {expected}, got {_describe(value)}")
+def _is_int(v: Any) -> bool:
+    return type(v) is int  # bool is not an integer here (its type is bool)
 
+
+def _is_num(v: Any) -> bool:
+    if type(v) is float:
+        return math.isfinite(v)
+    # an integer literal may be beyond any float (math.isfinite would overflow)
+    return type(v) is int and -_FLOAT_MAX <= v <= _FLOAT_MAX
+
+
+def _is_str(v: Any) -> bool:
+    return type(v) is str
+
+
+def _is_bool(v: Any) -> bool:
+    return type(v) is bool
+
+
+# leaf kind -> its test; a value that fails one is re-checked slowly for the message
+_LEAF_OK = {INT: _is_int, NUM: _is_num, STR: _is_str, BOOL: _is_bool}
+
+
+def check_member(value: Any, schema: Any, where: str, path: Path) -> None:
+    """Raise InputFileError where `value` does not have the shape `schema` says.
+
+    Lists and maps of a leaf kind (indices, matrices, attributes) are checked
+    in one `all(map(...))` pass; only a failing one is walked item by item to
+    name the bad member.
+    """
     if schema == ANY:
         return
     if isinstance(schema, dict):
         if not isinstance(value, dict):
-            raise bad("an object")
+            raise _bad(value, "an object", where, path)
         for key, sub in schema.items():
             if key == "*":
+                ok = _LEAF_OK.get(sub) if isinstance(sub, str) else None
+                if ok is not None and all(map(ok, value.values())):
+                    continue
                 for k, v in value.items():
                     check_member(v, sub, f"{where}.{k}" if where else k, path)
             elif value.get(key) is not None:  # null reads as absent
                 check_member(value[key], sub, f"{where}.{key}" if where else key, path)
         return
     if isinstance(schema, list):
+        item = schema[0]
         if not isinstance(value, list):
-            raise bad(f"a list of {schema[0] if isinstance(schema[0], str) else 'objects'}")
+            raise _bad(value, f"a list of {item if isinstance(item, str) else 'objects'}",
+                       where, path)
+        ok = _LEAF_OK.get(item) if isinstance(item, str) else None
+        if ok is not None and all(map(ok, value)):
+            return
         for i, v in enumerate(value):
-            check_member(v, schema[0], f"{where}[{i}]", path)
+            check_member(v, item, f"{where}[{i}]", path)
+        return
+    ok = _LEAF_OK.get(schema)
+    if ok is None or ok(value):
         return
     if schema == INT:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
+            raise _bad(value, "an integer", where, path)
     elif schema == NUM:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value):
-            raise bad("a finite number")
+        raise _bad(value, "a finite number", where, path)
     elif schema == STR:
         if not isinstance(value, str):
-            raise bad("a string")
+            raise _bad(value, "a string", where, path)
     elif schema == BOOL and not isinstance(value, bool):
-        raise bad("true or false")
+        raise _bad(value, "true or false", where, path)
+
+
+def _bad(value: Any, expected: str, where: str, path: Path) -> InputFileError:
+    return InputFileError(path, f"{where} must be {expected}, got {_describe(value)}")
 
 
 def parse_document(path: Path, text: str) -> JsonObject:
@@ -157,6 +200,8 @@ def parse_document(path: Path, text: str) -> JsonObject:
         raise InputFileError(path, f"bad glTF JSON: line {exc.lineno}: {exc.msg}") from None
     except RecursionError:
         raise InputFileError(path, "bad glTF JSON: nested too deeply") from None
+    except ValueError as exc:  # an integer literal of more digits than Python converts
+        raise InputFileError(path, f"bad glTF JSON: {str(exc).split(';')[0]}") from None
     if not isinstance(data, dict):
         raise InputFileError(path, "bad glTF JSON: the document must be an object")
     check_member(data, SCHEMA, "", path)
