@@ -4,7 +4,9 @@ Runs the targets of tests/io/fuzz_harness.py (obj, mtl, gltf, glb, image),
 seeded by difflod's own writers and tests/io/fuzz_regressions/, for at most
 --seconds and at most --runs executions per target, and reports per target:
 fuzzing processes, executions (summed over them), executions per second (their
-summed rates), coverage (libFuzzer's `cov`, the instrumented Python branches
+summed wall-clock rates), executions per CPU second (the fuzzing's own CPU
+time, the harness's setup subtracted: what one free core does, even on a
+machine busy with other work), coverage (libFuzzer's `cov`, the instrumented Python branches
 reached, and `ft`, its finer features; the best process's), inputs in the
 shared corpus at the end, peak memory of one process, and findings. A finding
 is an input that escaped the reader with anything but a DiffLodError, ran over
@@ -99,26 +101,45 @@ def run_wave(wave: dict[str, int], seconds: int, runs: int | None, artifacts: Pa
                 with log.open("wb") as out:
                     procs.append((name, log, subprocess.Popen(
                         cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=_env())))
-        ends: dict[int, float] = {}
-        for j, (_, _, p) in enumerate(procs):
-            try:
-                p.wait(timeout=max(1.0, seconds + 600 - (time.perf_counter() - t0)))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-            ends[j] = time.perf_counter() - t0
+        ends, cpu = _wait(procs, t0, seconds + 600)
         rows = []
         for name in wave:
             mine = [(j, log, p) for j, (n, log, p) in enumerate(procs) if n == name]
             logs = [log.read_text(errors="replace") for _, log, _ in mine]
             corpus = len(list((Path(tmp) / name / "found").glob("*")))
             rows.append(_row(name, logs, [p.returncode for _, _, p in mine],
-                             max(ends[j] for j, _, _ in mine), corpus, artifacts, before))
+                             max(ends[j] for j, _, _ in mine), [cpu[j] for j, _, _ in mine],
+                             corpus, artifacts, before))
     return rows
 
 
-def _row(name: str, logs: list[str], codes: list[int], wall: float, corpus: int,
-         artifacts: Path, before: set[Path]) -> dict[str, object]:
+def _wait(procs: list[tuple[str, Path, subprocess.Popen[bytes]]], t0: float,
+          limit: float) -> tuple[list[float], list[float]]:
+    """Reap every process (killed past `limit` seconds); (wall end, CPU seconds) of each.
+
+    os.wait4 rather than Popen.wait: it gives each process's own CPU time, the
+    rate's measure on a machine shared with other work (wall time is not).
+    """
+    ends, cpu = [0.0] * len(procs), [0.0] * len(procs)
+    left = set(range(len(procs)))
+    while left:
+        for j in sorted(left):
+            p = procs[j][2]
+            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+            if pid == 0:
+                if time.perf_counter() - t0 > limit:
+                    p.kill()
+                continue
+            p.returncode = os.waitstatus_to_exitcode(status)
+            ends[j] = time.perf_counter() - t0
+            cpu[j] = usage.ru_utime + usage.ru_stime
+            left.discard(j)
+        time.sleep(0.1)
+    return ends, cpu
+
+
+def _row(name: str, logs: list[str], codes: list[int], wall: float, cpu: list[float],
+         corpus: int, artifacts: Path, before: set[Path]) -> dict[str, object]:
     found = sorted(p.name for p in set(artifacts.iterdir()) - before
                    if p.name.startswith(f"{name}-")
                    and _FINDING.match(p.name.removeprefix(f"{name}-")))
@@ -131,9 +152,14 @@ def _row(name: str, logs: list[str], codes: list[int], wall: float, corpus: int,
     execs = [_stat(log, "number_of_executed_units") for log in logs]
     rates = [_stat(log, "average_exec_per_sec") for log in logs]
     rss = [_stat(log, "peak_rss_mb") for log in logs]
+    setup = [float(m.group(1)) if (m := re.search(r"setup_cpu_s: ([0-9.]+)", log)) else 0.0
+             for log in logs]
+    fuzz_cpu = sum(c - s for c, s in zip(cpu, setup))
     return {"target": name, "processes": len(logs),
             "executions": int(sum(e or 0 for e in execs)),
             "exec_per_s": sum(r or 0 for r in rates),
+            "exec_per_cpu_s": round(sum(e or 0 for e in execs) / fuzz_cpu, 1) if fuzz_cpu > 0
+            else None, "cpu_s": round(sum(cpu), 1),
             "cov": max((int(c[-1][0]) for c in cov if c), default=None),
             "ft": max((int(c[-1][1]) for c in cov if c), default=None),
             "corpus": corpus, "peak_rss_mb": max((r for r in rss if r), default=None),
@@ -148,12 +174,13 @@ def _env() -> dict[str, str]:
 
 
 def table(rows: list[dict[str, object]]) -> str:
-    lines = [(f"{'target':<7}{'procs':>6}{'execs':>10}{'exec/s':>8}{'cov':>6}{'ft':>7}"
+    lines = [(f"{'target':<7}{'procs':>6}{'execs':>10}{'exec/s':>8}{'/cpu-s':>8}{'cov':>6}{'ft':>7}"
               f"{'corpus':>7}{'rss MB':>8}{'wall s':>8}  findings")]
     for r in rows:
         status = "none" if r["exit"] == 0 else f"exit {r['exit']}"
         lines.append(f"{r['target']:<7}{r['processes']:>6}{r['executions']:>10}"
-                     f"{r['exec_per_s']:>8.0f}{r['cov'] or 0:>6}{r['ft'] or 0:>7}"
+                     f"{r['exec_per_s']:>8.0f}{r['exec_per_cpu_s'] or 0:>8.0f}"
+                     f"{r['cov'] or 0:>6}{r['ft'] or 0:>7}"
                      f"{r['corpus']:>7}{r['peak_rss_mb'] or 0:>8.0f}{r['seconds']:>8.0f}  "
                      f"{', '.join(r['findings']) or status}")  # type: ignore[arg-type]
     return "\n".join(lines)
