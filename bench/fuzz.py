@@ -17,13 +17,15 @@ logs' last lines in `<target>.log`, and the exit status is 1.
 --jobs N runs N fuzzing processes at once. With N >= the number of targets,
 all targets run together, each with at least one process and the rest given
 where an execution costs most (COST, measured), so that they finish together:
-`--jobs 16` on a 16-core machine. With fewer, the targets run one after
+e.g. `--jobs 20` on a 16-core machine (a few more processes than cores keep
+every core busy as the cheaper targets finish first). With fewer, the targets run one after
 another, N processes each. A target's processes are independent libFuzzer
 runs with distinct -seed values and their own folders; they share one output
 corpus folder, which libFuzzer rereads each second, so an input one finds is
 mutated by all. --runs is the total per target, split between its processes.
-(libFuzzer's own -jobs/-fork start the harness again as `argv[0]`, a .py file
-that is not executable, and count -runs per job; hence these subprocesses.)
+(libFuzzer's own -fork and -jobs start `argv[0]` again, here the harness's .py
+file, which the shell refuses: tried, "Permission denied"; and -jobs counts
+-runs per job. Hence these subprocesses.)
 
 Usage: python bench/fuzz.py [--seconds S] [--runs N] [--jobs N] [--targets obj,glb]
                             [--seed K] [--artifacts DIR] [--json]
@@ -46,9 +48,10 @@ REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO / "tests" / "io" / "fuzz_harness.py"
 REGRESSIONS = REPO / "tests" / "io" / "fuzz_regressions"
 TARGETS = ("obj", "mtl", "gltf", "glb", "image")
-# relative time of one execution under atheris (1 / exec/s of one process on
-# this shared 2-core CPU, 60 s runs); only used to share --jobs between targets
-COST = {"obj": 1.0, "mtl": 0.5, "gltf": 0.7, "glb": 1.0, "image": 0.3}
+# relative time of one execution under atheris: 1 / executions per CPU second,
+# measured with all five at once on a shared 2-core CPU (obj 646, mtl 1793,
+# gltf 2772, glb 1268, image 3370); only used to share --jobs between targets
+COST = {"obj": 1.0, "mtl": 0.36, "gltf": 0.23, "glb": 0.51, "image": 0.19}
 _FINDING = re.compile(r"^(crash|timeout|oom|leak|slow-unit)-")
 
 
