@@ -82,8 +82,7 @@ def run_wave(wave: dict[str, int], seconds: int, runs: int | None, artifacts: Pa
     """Fuzz the targets of `wave` at once, each with its processes; their rows."""
     artifacts.mkdir(parents=True, exist_ok=True)
     before = set(artifacts.iterdir())
-    shm = Path("/dev/shm")
-    ram = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    ram = _ram_folder()
     with tempfile.TemporaryDirectory(prefix="difflod-fuzz-", dir=ram) as tmp:
         procs: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
         t0 = time.perf_counter()
@@ -167,6 +166,17 @@ def _row(name: str, logs: list[str], codes: list[int], wall: float, cpu: list[fl
             "ft": max((int(c[-1][1]) for c in cov if c), default=None),
             "corpus": corpus, "peak_rss_mb": max((r for r in rss if r), default=None),
             "seconds": round(wall, 1), "exit": max(codes, key=abs), "findings": found}
+
+
+def _ram_folder() -> str | None:
+    """/dev/shm when it is writable and roomy (a container's may hold only 64 MB;
+    the corpora grow to tens of MB); else None, the system's temporary folder."""
+    shm = Path("/dev/shm")
+    try:
+        roomy = shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 2**30
+    except OSError:
+        return None
+    return str(shm) if roomy else None
 
 
 def _env() -> dict[str, str]:
