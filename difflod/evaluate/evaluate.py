@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from difflod.evaluate import metrics
-from difflod.mesh import Mesh
+from difflod.mesh import TEXTURE_FIELDS, Mesh
 
 __all__ = [
     "RENDERERS",
@@ -73,7 +73,7 @@ def texture_bytes(mesh: Mesh) -> int:
     """Bytes of all material textures stored as 8-bit channels (H*W*C per texture)."""
     total = 0
     for m in mesh.materials:
-        for tex in (m.kd, m.ks, m.normal, m.displacement):
+        for tex in (getattr(m, name) for name in TEXTURE_FIELDS):
             if tex is not None:
                 total += int(tex.numel())
     return total
