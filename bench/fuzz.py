@@ -38,6 +38,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -103,7 +104,12 @@ def run_wave(wave: dict[str, int], seconds: int, runs: int | None, artifacts: Pa
                 with log.open("wb") as out:
                     procs.append((name, log, subprocess.Popen(
                         cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=_env())))
-        ends, cpu = _wait(procs, t0, seconds + 600)
+        try:
+            ends, cpu = _wait(procs, t0, seconds + 600)
+        finally:  # stopped early (Ctrl-C, SIGTERM): no fuzzer outlives the benchmark
+            for _, _, p in procs:
+                if p.returncode is None:
+                    p.kill()
         rows = []
         for name in wave:
             mine = [(j, log, p) for j, (n, log, p) in enumerate(procs) if n == name]
@@ -225,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seed must be positive (libFuzzer takes 0 as 'pick one')")
     if shutil.which(sys.executable) is None:
         parser.error("no Python interpreter to run the harness")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: run the finally
     rows = [row for wave in share(targets, args.jobs)
             for row in run_wave(wave, args.seconds, args.runs, Path(args.artifacts), args.seed)]
     if args.json:
