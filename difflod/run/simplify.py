@@ -84,7 +84,10 @@ __all__ = [
 #: 5k -> 100, same settings, +2.12 -> +1.53 dB.
 SIMPLIFY_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "iter": 2000, "batch": 8, "train_res": 512, "texture_res": [1024, 1024],
-    "learning_rate": [0.002, 0.01], "init_textures": "base", "relative_laplacian": True})
+    "learning_rate": [0.002, 0.01], "init_textures": "base", "relative_laplacian": True,
+    # a skinned, animated reference trains in poses drawn from its animation
+    # (no effect on a static one); `animate: false` trains its rest pose only
+    "animate": True})
 
 BASELINE_NAME = "qem_bake"
 INITIAL_NAME = "initial"  # the start of training, evaluated when it is not the baseline
@@ -177,16 +180,19 @@ def open_reference(reference: str | Path | Mesh, config: TrainConfig | None
 def base_mesh(reference: Mesh, budget: int, config: TrainConfig) -> tuple[Mesh, Mesh]:
     """The base-mesh stage: QEM + atlas + bake of `reference` to `budget` triangles,
     its normal map matched to the renderer's tangents; returns (base, the mesh to
-    train: the base, with the reference's skin transferred when animating)."""
+    train), both with the reference's skin transferred when it has one (so
+    qem_bake.glb and the result move as the reference does; `animate` says
+    whether training poses them)."""
     from difflod.base.baseline import baseline
     from difflod.base.render_tangents import match_render_tangents
 
     base = match_render_tangents(baseline(reference, budget, texture_res=max(config.texture_res),
                                           seed=config.seed))
-    if config.animate and reference.skin is not None:
+    if reference.skin is not None and reference.v_joints is not None \
+            and reference.v_weights is not None:
         from difflod.geometry.skin_transfer import transfer_skin
 
-        return base, transfer_skin(reference, base)
+        base = transfer_skin(reference, base)
     return base, base
 
 
