@@ -70,11 +70,13 @@ RENDERERS = ("difflod", "threejs")
 
 
 def texture_bytes(mesh: Mesh) -> int:
-    """Bytes of all material textures stored as 8-bit channels (H*W*C per texture)."""
-    total = 0
+    """Bytes of all material textures stored as 8-bit channels (H*W*C per texture);
+    a texture that several materials share (base/opaque_split.py) counts once."""
+    total, seen = 0, set()
     for m in mesh.materials:
         for tex in (m.kd, m.ks, m.normal, m.displacement):
-            if tex is not None:
+            if tex is not None and id(tex) not in seen:
+                seen.add(id(tex))
                 total += int(tex.numel())
     return total
 

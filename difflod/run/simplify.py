@@ -182,8 +182,11 @@ def base_mesh(reference: Mesh, budget: int, config: TrainConfig) -> tuple[Mesh, 
     its normal map matched to the renderer's tangents; returns (base, the mesh to
     train), both with the reference's skin transferred when it has one (so
     qem_bake.glb and the result move as the reference does; `animate` says
-    whether training poses them)."""
+    whether training poses them). The base returned for the files has the opaque
+    parts of a BLEND bake under an OPAQUE material (base/opaque_split.py); the
+    one to train keeps the single material."""
     from difflod.base.baseline import baseline
+    from difflod.base.opaque_split import split_opaque
     from difflod.base.render_tangents import match_render_tangents
 
     base = match_render_tangents(baseline(reference, budget, texture_res=max(config.texture_res),
@@ -193,7 +196,7 @@ def base_mesh(reference: Mesh, budget: int, config: TrainConfig) -> tuple[Mesh, 
         from difflod.geometry.skin_transfer import transfer_skin
 
         base = transfer_skin(reference, base)
-    return base, base
+    return split_opaque(base), base
 
 
 def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, *,
@@ -214,12 +217,14 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
         resume: continue the run in `out_dir` (see the module docstring).
     Returns:
         SimplifyResult; result.mesh and result.baseline are CPU meshes with one
-        material, kd `[H,W,3|4]`, ks `[H,W,3]`, normal `[H,W,3]` float32.
+        material, kd `[H,W,3|4]`, ks `[H,W,3]`, normal `[H,W,3]` float32 (a
+        BLEND one with opaque parts: an OPAQUE copy on those, base/opaque_split.py).
     Raises:
         DiffLodError: a missing or bad model, a budget out of range, a bad config,
             a checkpoint that does not fit; OutputInUseError: another run writes
             into `out_dir`; OutputFileError: an output cannot be written.
     """
+    from difflod.base.opaque_split import split_opaque
     from difflod.io import save
     from difflod.optimize.trainer import Trainer, prepare_meshes, resolve_device
     from difflod.run import outputs
@@ -257,6 +262,7 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
         if point.checkpoint is not None:
             trainer.load_checkpoint(point.checkpoint)
         final, seconds = fit(trainer, frame, out)
+        final = split_opaque(final)  # what renderers draw in their opaque pass, as OPAQUE
         export(out, trainer, final)
         metrics = None
         if evaluate:  # the evaluate and report stages begin inside
