@@ -76,6 +76,8 @@ def main() -> int:
     p.add_argument("--setting", choices=["demo", *SETTINGS], default="demo")
     p.add_argument("--iter", type=int, default=None, help="training iterations")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--cuda-graph", choices=["auto", "on", "off"], default="auto",
+                   help="the config key: the training step recorded as a CUDA graph")
     p.add_argument("--base-parts", action="store_true")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -86,6 +88,7 @@ def main() -> int:
 
     spec, budget, overrides = setting(args.setting)
     overrides["device"] = args.device
+    overrides["cuda_graph"] = args.cuda_graph
     if args.iter is not None:
         overrides["iter"] = args.iter
     reference = open_model(spec)
@@ -111,7 +114,8 @@ def main() -> int:
             "reference_triangles": reference.num_triangles, "triangles": budget,
             "iter": config.iter, "train_res": config.train_res, "batch": config.batch,
             "eval_views": config.eval_views, "eval_res": config.eval_res,
-            "device": args.device, "cpu_threads": torch.get_num_threads(),
+            "device": args.device, "cuda_graph": args.cuda_graph,
+            "cpu_threads": torch.get_num_threads(),
             "first_step_ms": history[0]["ms"], "train_ms_per_it": statistics.fmean(steady),
             "psnr_difflod": metrics["candidates"]["difflod"]["psnr"]["mean"], "rows": rows}
     if args.json:

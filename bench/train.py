@@ -10,6 +10,7 @@ are excluded; the table reports mean and median over the timed iterations.
                           [--res 512] [--batch 8] [--texture-res 1024]
                           [--ref-triangles 50000] [--base-triangles 3072] [--json]
                           [--profile N] [--compile auto|on|off]
+                          [--cuda-graph off,auto] [--scaling]
 
 --profile N prints, after the table, torch.profiler's N most expensive
 operators of 10 extra iterations per device (self CPU time; on a GPU also
@@ -17,6 +18,13 @@ self CUDA time, and per iteration: host time to queue, device busy time,
 device activities). "mean"/"median" read each step back at once; "in loop"
 is the mean of the same number of steps run as the training loop runs them
 (numbers read back every log_interval steps).
+
+--cuda-graph takes a comma list of the config key's values (each a row, in
+one process, so their speeds compare as a ratio); "graphed" says whether the
+step was recorded. --scaling runs, instead of the one setting, the grid
+train_res 256/512/1024/2048 x batch 1/8/16 (50k-triangle reference), then
+reference triangles 20k/200k/2M at 512^2, batch 8; a setting that runs out
+of memory is a row saying so.
 """
 
 from __future__ import annotations
@@ -32,18 +40,20 @@ from pathlib import Path
 import torch
 
 from difflod.config import load_config
+from difflod.errors import DiffLodError
 from difflod.models import open_model
 from difflod.optimize.trainer import Trainer, prepare_meshes
 
 
-def bench_device(device: str, args: argparse.Namespace, tmp: Path) -> dict:
+def bench_device(device: str, args: argparse.Namespace, tmp: Path, graph: str = "auto") -> dict:
     cfg = load_config(None, {
         "ref_mesh": f"asset:spiky?triangles={args.ref_triangles}&texture_res=1024",
         "base_mesh": f"asset:sphere?triangles={args.base_triangles}",
         "random_textures": True, "iter": args.warmup + args.iters, "batch": args.batch,
         "train_res": args.res, "texture_res": [args.texture_res, args.texture_res],
         "learning_rate": 0.03, "min_roughness": 0.25, "save_interval": 0,
-        "device": device, "out_dir": f"bench_{device}", "compile": args.compile})
+        "device": device, "out_dir": f"bench_{device}", "compile": args.compile,
+        "cuda_graph": graph})
     dev = torch.device(device)
     ref, base = open_model(cfg.ref_mesh), open_model(cfg.base_mesh)
     ref_n, base_n, _ = prepare_meshes(ref, base, cfg, dev)
@@ -56,6 +66,7 @@ def bench_device(device: str, args: argparse.Namespace, tmp: Path) -> dict:
     warmup_s = time.perf_counter() - t_warm
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+        torch.cuda.empty_cache()
     times = []
     for _ in range(args.iters):  # each step read back at once: a median per step
         t0 = time.perf_counter()
@@ -78,10 +89,16 @@ def bench_device(device: str, args: argparse.Namespace, tmp: Path) -> dict:
     return {"device": device, "name": torch.cuda.get_device_name() if dev.type == "cuda"
             else "cpu", "ms_mean": statistics.fmean(times), "ms_median": statistics.median(times),
             "ms_pipelined": pipelined, "warmup_s": warmup_s, "compiled": trainer.compiled,
+            "graphed": trainer.captured is not None and trainer.captured.graph is not None,
             "peak_gib": peak, "peak_kind": "GPU allocated" if dev.type == "cuda" else "process RSS",
             "res": args.res, "batch": args.batch, "texture_res": args.texture_res,
             "ref_triangles": ref.num_triangles, "base_triangles": base.num_triangles,
             "psnr_last": trainer.history[-1]["psnr"]}
+
+
+def _failed_row(device: str, args: argparse.Namespace, graph: str, error: str) -> dict:
+    return {"device": device, "res": args.res, "batch": args.batch,
+            "ref_triangles": args.ref_triangles, "cuda_graph": graph, "error": error}
 
 
 PROFILED_STEPS = 10
@@ -132,16 +149,32 @@ def main() -> int:
     p.add_argument("--base-triangles", type=int, default=3072)
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                    help="the config key: shading through torch.compile (auto: on a GPU)")
+    p.add_argument("--cuda-graph", default="auto",
+                   help="comma list of the config key's values (auto, on, off), a row each")
+    p.add_argument("--scaling", action="store_true",
+                   help="the resolution x batch grid and the reference-size row")
     p.add_argument("--json", action="store_true")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="print the N most expensive operators of one iteration")
     args = p.parse_args()
     import tempfile
 
+    graphs = [g.strip() for g in args.cuda_graph.split(",") if g.strip()]
+    settings = [{}]
+    if args.scaling:
+        settings = [{"res": r, "batch": b} for r in (256, 512, 1024, 2048) for b in (1, 8, 16)]
+        settings += [{"ref_triangles": n} for n in (20_000, 200_000, 2_000_000)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for device in [d.strip() for d in args.device.split(",") if d.strip()]:
-            rows.append(bench_device(device, args, Path(tmp)))
+            for setting in settings:
+                for graph in graphs:
+                    run = argparse.Namespace(**{**vars(args), **setting})
+                    try:
+                        rows.append(bench_device(device, run, Path(tmp), graph))
+                    except DiffLodError as e:  # out of memory: a row saying so
+                        rows.append(_failed_row(device, run, graph, str(e)))
+                    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()
@@ -149,11 +182,16 @@ def main() -> int:
     print(f"{'device':8} {'name':28} {'ms/iter mean':>12} {'median':>8} {'in loop':>8} "
           f"{'peak GiB':>9}  note")
     for r in rows:
+        if "error" in r:
+            print(f"{r['device']:8} res {r['res']}, batch {r['batch']}, ref "
+                  f"{r['ref_triangles']} tris, cuda_graph {r['cuda_graph']}: {r['error']}")
+            continue
         print(f"{r['device']:8} {r['name'][:28]:28} {r['ms_mean']:12.1f} {r['ms_median']:8.1f} "
               f"{r['ms_pipelined']:8.1f} "
               f"{r['peak_gib']:9.2f}  {r['peak_kind']}; res {r['res']}, batch {r['batch']}, "
               f"tex {r['texture_res']}^2, ref {r['ref_triangles']} / base "
-              f"{r['base_triangles']} tris; compiled shading {r['compiled']}, warm-up "
+              f"{r['base_triangles']} tris; compiled shading {r['compiled']}, graphed "
+              f"{r['graphed']}, warm-up "
               f"{r['warmup_s']:.1f} s")
     return 0
 

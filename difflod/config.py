@@ -40,7 +40,8 @@ BACKGROUNDS = ("checker", "black", "white", "random")
 LOSSES = ("logl1", "logl2", "mse", "smape", "relativel2")
 SKIPPABLE = ("position", "normal", "kd", "ks", "displacement", "emissive")
 BACKENDS = ("auto", "cpu", "cuda", "torch")
-#: `compile`: shading through torch.compile ("auto" is off for now)
+#: `compile` (shading through torch.compile; "auto" is off for now) and
+#: `cuda_graph` (the step recorded as a CUDA graph; "auto" is off for now)
 COMPILE_MODES = ("auto", "on", "off")
 INIT_TEXTURES = ("reference", "random", "base")
 #: `layers: null` with a BLEND reference: the evaluation's layer count (evaluate.py),
@@ -99,6 +100,10 @@ class TrainConfig:
     # compiler), "off" = eager torch; "auto" is off until measured to pay
     # (optimize.trainer.compile_shading)
     compile: str = "auto"
+    # the training step recorded once as a CUDA graph and replayed (optimize.graphed):
+    # "on" = recorded (an error where it cannot be: optimize.trainer.graph_blocker),
+    # "off" = eager steps; "auto" is off until a GPU run has measured it
+    cuda_graph: str = "auto"
     seed: int = 0
     eval_views: int = 64
     eval_res: int = 512
@@ -270,6 +275,7 @@ def _check_values(c: TrainConfig, where: str) -> None:
          f"may only hold {list(SKIPPABLE)}")
     need(c.backend in BACKENDS, "backend", f"must be one of {list(BACKENDS)}")
     need(c.compile in COMPILE_MODES, "compile", f"must be one of {list(COMPILE_MODES)}")
+    need(c.cuda_graph in COMPILE_MODES, "cuda_graph", f"must be one of {list(COMPILE_MODES)}")
     need(c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"), "device",
          "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
     need(1 <= c.eval_views <= 4096, "eval_views", "must be in 1..4096")

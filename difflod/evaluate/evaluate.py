@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from difflod.evaluate import metrics
-from difflod.mesh import Mesh
+from difflod.mesh import TEXTURE_FIELDS, Mesh
 
 __all__ = [
     "RENDERERS",
@@ -74,7 +74,7 @@ def texture_bytes(mesh: Mesh) -> int:
     a texture that several materials share (base/opaque_split.py) counts once."""
     total, seen = 0, set()
     for m in mesh.materials:
-        for tex in (m.kd, m.ks, m.normal, m.displacement):
+        for tex in (getattr(m, name) for name in TEXTURE_FIELDS):
             if tex is not None and id(tex) not in seen:
                 seen.add(id(tex))
                 total += int(tex.numel())

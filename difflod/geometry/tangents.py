@@ -23,6 +23,15 @@ rules (not its code) in vectorised torch, differentiable in the positions:
    left with no tangent get a fallback unit vector orthogonal to the normal
    (the X axis projected, or Y when the normal is near X), w = +1.
 
+The grouping of step 3 sorts the corner keys (`torch.unique`), whose output
+size is known only on the device. A caller that renders the same triangles
+many times (the trainer) builds `CornerGroups` once: the corners grouped by
+(position, UV, normal index), which never change; each step then only adds
+the orientation bit, group 2g or 2g+1, so the tangent table has a fixed
+size 2G (groups no corner uses get the fallback tangent and are never
+indexed). The tangents are the same; the step needs no host sync and can be
+captured in a CUDA graph.
+
 Not replicated: MikkTSpace's merging of identical vertices by value (difflod
 groups by indices, which is what files give), and its special handling of
 fully degenerate triangles beyond step 5.
@@ -30,12 +39,15 @@ fully degenerate triangles beyond step 5.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 
 from difflod.geometry.normals import check_faces, check_positions, safe_normalize, with_normals
 from difflod.mesh import Mesh
 
-__all__ = ["vertex_tangents", "with_shading_frame", "with_tangents"]
+__all__ = ["CornerGroups", "vertex_tangents", "with_shading_frame", "with_tangents"]
 
 _TINY = 1e-20
 
@@ -44,12 +56,39 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(-1, keepdim=True)
 
 
+@dataclass(frozen=True)
+class CornerGroups:
+    """The corners of a triangle list grouped by (position, UV, normal) index.
+
+    Attributes:
+        rows: `[G,3]` int64 (position, UV, normal) index of each group.
+        inverse: `[F*3]` int64 group of each corner (corner-major: f*3 + k).
+    """
+
+    rows: torch.Tensor
+    inverse: torch.Tensor
+
+    @classmethod
+    def of(cls, t_pos_idx: torch.Tensor, t_tex_idx: torch.Tensor,
+           t_nrm_idx: torch.Tensor) -> CornerGroups:
+        """Group the corners of `[F,3]` index triples (one sort; a host sync on a GPU)."""
+        idx = [t.long() for t in (t_pos_idx, t_tex_idx, t_nrm_idx)]
+        key = torch.stack(idx, dim=2).reshape(-1, 3)
+        sizes = tuple(int(t.max()) + 1 if t.numel() else 1 for t in idx)
+        rows, inverse = _unique_rows(key, sizes)
+        return cls(rows=rows, inverse=inverse)
+
+
 def vertex_tangents(v_pos: torch.Tensor, t_pos_idx: torch.Tensor, v_tex: torch.Tensor,
                     t_tex_idx: torch.Tensor, v_nrm: torch.Tensor,
-                    t_nrm_idx: torch.Tensor, *, check: bool = True
+                    t_nrm_idx: torch.Tensor, *, check: bool = True,
+                    groups: CornerGroups | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """MikkTSpace-style tangents with handedness (`check`: the index ranges, a
     host sync on a GPU; False for a caller that validated the mesh).
+
+    With `groups` (`CornerGroups.of` these index triples) the table has the
+    fixed size 2G and the call makes no host sync (see the module docstring).
 
     Args:
         v_pos: `[V,3]` float positions; t_pos_idx `[F,3]` int.
@@ -97,7 +136,11 @@ def vertex_tangents(v_pos: torch.Tensor, t_pos_idx: torch.Tensor, v_tex: torch.T
         t_acc.append(tc * w)
         b_acc.append(bc * w)
     key = torch.stack(keys, dim=1).reshape(-1, 4)                 # [F*3,4], corner-major
-    uniq, inv = _unique_corners(key, v_pos.shape[0], v_tex.shape[0], v_nrm.shape[0])
+    if groups is None:
+        uniq, inv = _unique_corners(key, v_pos.shape[0], v_tex.shape[0], v_nrm.shape[0])
+    else:  # group 2g + (orientation > 0): a fixed-size table
+        inv = groups.inverse * 2 + (key[:, 3] > 0).to(torch.int64)
+        uniq = groups.rows.repeat_interleave(2, dim=0)
     t_corner = torch.stack(t_acc, dim=1).reshape(-1, 3)
     b_corner = torch.stack(b_acc, dim=1).reshape(-1, 3)
     k_count = uniq.shape[0]
@@ -121,7 +164,17 @@ def vertex_tangents(v_pos: torch.Tensor, t_pos_idx: torch.Tensor, v_tex: torch.T
 
 def _unique_corners(key: torch.Tensor, n_pos: int, n_tex: int, n_nrm: int
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """torch.unique(key, dim=0, return_inverse=True) for rows (pos, tex, nrm, orient +-1).
+    """torch.unique(key, dim=0, return_inverse=True) for rows (pos, tex, nrm, orient +-1)."""
+    bits = (key[:, 3] > 0).to(torch.int64)
+    uniq, inv = _unique_rows(torch.cat([key[:, :3], bits[:, None]], dim=1),
+                             (n_pos, n_tex, n_nrm, 2))
+    return torch.cat([uniq[:, :3], uniq[:, 3:] * 2 - 1], dim=1), inv
+
+
+def _unique_rows(key: torch.Tensor, sizes: tuple[int, ...]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.unique(key, dim=0, return_inverse=True) for `[N,C]` int64 rows with
+    column c in [0, sizes[c]).
 
     The rows are packed into one int64 (mixed radix, same lexicographic
     order) and made unique as scalars: on the CPU, unique over rows compares
@@ -129,14 +182,18 @@ def _unique_corners(key: torch.Tensor, n_pos: int, n_tex: int, n_nrm: int
     per training step), scalars are one sort. Rows whose packed range would
     not fit in int64 take torch's row-wise unique.
     """
-    if n_pos * n_tex * n_nrm * 2 >= 2**62:
+    if math.prod(sizes) >= 2**62:
         return torch.unique(key, dim=0, return_inverse=True)
-    code = ((key[:, 0] * n_tex + key[:, 1]) * n_nrm + key[:, 2]) * 2 + (key[:, 3] > 0)
+    code = key[:, 0]
+    for c, size in enumerate(sizes[1:], start=1):
+        code = code * size + key[:, c]
     uniq_code, inv = torch.unique(code, return_inverse=True)
-    rest = uniq_code // 2
-    uniq = torch.stack([rest // (n_tex * n_nrm), (rest // n_nrm) % n_tex, rest % n_nrm,
-                        torch.where(uniq_code % 2 == 1, 1, -1)], dim=1)
-    return uniq, inv
+    cols = []
+    for size in reversed(sizes[1:]):
+        cols.append(uniq_code % size)
+        uniq_code = uniq_code // size
+    cols.append(uniq_code)
+    return torch.stack(cols[::-1], dim=1), inv
 
 
 def with_tangents(mesh: Mesh) -> Mesh:

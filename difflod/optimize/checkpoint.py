@@ -35,7 +35,8 @@ CHECKPOINT = "checkpoint.pt"
 
 # Keys that may differ between a checkpoint and the run resuming it.
 _RESUMABLE_KEYS = {"iter", "save_interval", "display_interval", "log_interval", "out_dir",
-                   "eval_views", "eval_res", "backend", "device", "name", "keep_checkpoint"}
+                   "eval_views", "eval_res", "backend", "device", "name", "keep_checkpoint",
+                   "compile", "cuda_graph"}
 
 
 def _feed(h: hashlib._Hash, value: object) -> None:

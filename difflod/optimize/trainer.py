@@ -35,6 +35,7 @@ from difflod.optimize.checkpoint import (
     write_checkpoint,
 )
 from difflod.optimize.frame import Frame
+from difflod.optimize.graphed import CapturedStep, RecordingError, make_capturable
 from difflod.optimize.progress import Progress
 from difflod.optimize.reference_renders import ReferenceRenders
 from difflod.optimize.schedule import LaplacianWeight, lr_factor
@@ -50,6 +51,38 @@ def compile_shading(mode: str, device: torch.device) -> bool:
     to pay (DESIGN.md, GPU code)."""
     del device  # "auto" will choose by device once the GPU path is measured
     return mode == "on"
+
+
+def graph_blocker(config: TrainConfig, device: torch.device, skinned: bool,
+                  world_size: int) -> str | None:
+    """Why the step cannot be recorded as a CUDA graph (optimize.graphed), or None.
+
+    It can where its shapes never change and its kernels launch on torch's
+    stream: a CUDA device with the numba-cuda kernels, a fixed training
+    resolution, no animation poses, one process, no subdivision/displacement.
+    """
+    from difflod.render.backends.cuda_launch import SIM, available
+
+    reasons = (
+        (device.type != "cuda", f"the device is {device.type}, not cuda"),
+        (config.backend not in ("auto", "cuda"), f"backend {config.backend!r} is not cuda"),
+        (not available() or SIM, "numba's CUDA kernels are not available"),
+        (config.random_train_res, "random_train_res changes the resolution every step"),
+        (skinned, "an animated model is posed per step"),
+        (world_size > 1, "the step is split over several processes"),
+        (config.subdivision > 0, "displacement subdivides the mesh every step"),
+    )
+    return next((why for bad, why in reasons if bad), None)
+
+
+def _portable(optimizer_state: dict) -> dict:
+    """An optimizer state_dict as an eager optimizer loads it anywhere: learning
+    rates as floats, not the device tensors of a recorded step (optimize.graphed)."""
+    for group in optimizer_state["param_groups"]:
+        if isinstance(group.get("lr"), torch.Tensor):
+            group["lr"] = float(group["lr"])
+        group["capturable"] = False
+    return optimizer_state
 
 
 def resolve_device(name: str) -> torch.device:
@@ -166,6 +199,20 @@ class Trainer:
         self.reference_renders = reference_renders
         self.skinned = config.animate and reference.skin is not None
         self.inputs = {"reference": mesh_digest(reference), "base": mesh_digest(base)}
+        self.captured: CapturedStep | None = None
+        self.corners = None
+        blocker = graph_blocker(config, self.device, self.skinned, world_size)
+        if config.cuda_graph == "on" and blocker is not None:
+            raise DiffLodError(f"cuda_graph 'on' asked for, but the step cannot be recorded: "
+                               f"{blocker} (use 'auto' or 'off')")
+        # "auto" records only once a GPU run has held the recorded step to the
+        # eager one (tests/optimize/test_graphed.py); until then it is "off"
+        self.graphed = config.cuda_graph == "on" and blocker is None
+        if self.graphed:
+            from difflod.render.pipeline import corner_groups
+
+            make_capturable(self.optimizer)
+            self.corners = corner_groups(detail)
 
     # ---- rendering ------------------------------------------------------------
     def _pose(self, mesh: Mesh, t: float | None) -> Mesh:
@@ -195,7 +242,7 @@ class Trainer:
         ref_layers = self.layers if any(m.has_alpha for m in self.reference.materials) else 1
         opts = {"spp": spp, "min_roughness": cfg.min_roughness, "backend": cfg.backend
                 if cfg.backend != "auto" else None, "validate": False,
-                "compiled": self.compiled}
+                "compiled": self.compiled, "capturable": self.graphed}
 
         def draw_reference(t: float | None, v, b: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
@@ -204,7 +251,8 @@ class Trainer:
                                    topology=self.topology["reference"], **opts).color
 
         def pair(t: float | None, v, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            if self.reference_renders is None:
+            # a recorded step renders its reference itself (no lookup on the host)
+            if self.reference_renders is None or self.graphed:
                 ref = draw_reference(t, v, b)
             else:
                 ref = self.reference_renders.get(self.reference, v, b, t, spp,
@@ -213,7 +261,8 @@ class Trainer:
             # from the base (same indices) and rasterize checks its positions finite
             opt = render_mesh(self._pose(candidate, t), v, (res, res), layers=self.layers,
                               background=b, mips=self.trainable.mips(),
-                              topology=self.topology["candidate"], **opts).color
+                              topology=self.topology["candidate"], corners=self.corners,
+                              **opts).color
             return opt, ref
 
         if all(t is None for t in times):
@@ -225,7 +274,6 @@ class Trainer:
     def advance(self) -> dict:
         """One iteration with no host sync (but the first one's Laplacian weight);
         its record's numbers are filled by the next `flush`."""
-        from difflod.optimize.losses import image_loss
         from difflod.scene.views import background, sample_views
 
         cfg, it, gen = self.config, self.iteration, self.generator
@@ -247,24 +295,94 @@ class Trainer:
             views, bg, times = views[part], bg[part], times[part]
 
         try:
-            candidate = self._candidate()  # subdivided and displaced once per step
-            color_opt, color_ref = self.render_pair(candidate, views, res, spp, bg, times)
-            img_loss = image_loss(color_opt, color_ref, cfg.loss)
-            lap_loss = self.laplacian.loss(candidate.v_pos, self.lap_ref)
-            # the Laplacian value only matters on the first update (it fixes the
-            # automatic weight): read it back from the device only then
-            first = self.lap_weight.minimum == 0.0
-            lap_w = self.lap_weight.update(it, float(lap_loss.detach()) if first else 0.0)
-            total = img_loss + lap_loss * lap_w
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if self.world_size > 1:
-                img_loss, total = self._allreduce(img_loss, total)
+            # recorded once the Laplacian weight is fixed (by the first step's Laplacian)
+            if self.graphed and not self._lap_needs_read():
+                lap_w = self._lap_weight_now(None)
+                try:
+                    numbers = self._replay(views, bg, lap_w)
+                except RecordingError as e:
+                    if cfg.cuda_graph == "on":
+                        raise DiffLodError(f"cuda_graph 'on': {e}") from None
+                    warnings.warn(f"{e}; training continues with eager steps "
+                                  f"(set cuda_graph: off to skip the attempt)",
+                                  RuntimeWarning, stacklevel=2)
+                    self.graphed, self.captured = False, None
+                    numbers, _ = self._compute(views, bg, res, spp, times, None, lap_w)
+            else:
+                numbers, lap_w = self._compute(views, bg, res, spp, times, None)
         except torch.cuda.OutOfMemoryError:
             raise DiffLodError(
                 f"out of GPU memory at train_res={res}, batch={cfg.batch}, spp={spp}, "
                 f"layers={self.layers}, texture_res={list(cfg.texture_res)}: lower 'batch' "
                 f"(or train_res / spp / texture_res)") from None
+        self.scheduler.step()
+        record = {"iteration": it}
+        self._pending.append((record, numbers, lap_w, (time.perf_counter() - t0) * 1000.0))
+        self.history.append(record)
+        self.iteration += 1
+        return record
+
+    def _lap_weight_now(self, lap_loss: torch.Tensor | None) -> float:
+        """This iteration's Laplacian weight; the first update reads the Laplacian
+        back once (it fixes the automatic weight)."""
+        value = 0.0
+        if self._lap_needs_read():
+            if lap_loss is None:
+                raise RuntimeError("the first Laplacian weight needs the Laplacian")
+            value = float(lap_loss.detach())
+        return self.lap_weight.update(self.iteration, value)
+
+    def _lap_needs_read(self) -> bool:
+        """Whether this iteration's Laplacian weight needs the Laplacian's value
+        (the first update of an automatic weight)."""
+        return self.lap_weight.minimum == 0.0 and self.lap_weight.factor is None
+
+    def _replay(self, views, bg: torch.Tensor, lap_w: float) -> torch.Tensor:
+        """The step through the CUDA graph (optimize.graphed): its inputs copied
+        into the recorded buffers, then the recording replayed."""
+        cfg = self.config
+        if self.captured is None:
+            from difflod.scene.views import Views
+
+            bufs = {"mvp": torch.empty_like(views.mvp), "campos": torch.empty_like(views.campos),
+                    "lightpos": torch.empty_like(views.lightpos), "bg": torch.empty_like(bg),
+                    "lap_w": torch.zeros((), dtype=torch.float32, device=self.device)}
+            power = views.light_power
+
+            def step(b: dict[str, torch.Tensor]) -> torch.Tensor:
+                v = Views(mvp=b["mvp"], campos=b["campos"], lightpos=b["lightpos"],
+                          light_power=power)
+                return self._compute(v, b["bg"], cfg.train_res, cfg.spp,
+                                     [None] * cfg.batch, b["lap_w"])[0]
+
+            self.captured = CapturedStep(step, bufs, warmup=2)
+        return self.captured({"mvp": views.mvp, "campos": views.campos,
+                              "lightpos": views.lightpos, "bg": bg, "lap_w": lap_w})
+
+    def _compute(self, views, bg: torch.Tensor, res: int, spp: int, times: list[float | None],
+                 lap_w_t: torch.Tensor | None, lap_w_known: float | None = None
+                 ) -> tuple[torch.Tensor, float]:
+        """Render, loss, backward, Adam, clamp: (the step's numbers `[4]` on the
+        device: loss, Laplacian, MSE, finite; the Laplacian weight used). With
+        `lap_w_t` (a recorded step) the weight is that device scalar; with
+        `lap_w_known` that float (already drawn for this iteration)."""
+        from difflod.optimize.losses import image_loss
+
+        cfg = self.config
+        candidate = self._candidate()  # subdivided and displaced once per step
+        color_opt, color_ref = self.render_pair(candidate, views, res, spp, bg, times)
+        img_loss = image_loss(color_opt, color_ref, cfg.loss)
+        lap_loss = self.laplacian.loss(candidate.v_pos, self.lap_ref)
+        if lap_w_t is None:
+            lap_w = self._lap_weight_now(lap_loss) if lap_w_known is None else lap_w_known
+            total = img_loss + lap_loss * lap_w
+        else:
+            lap_w = float("nan")  # the caller knows it
+            total = img_loss + lap_loss * lap_w_t
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.world_size > 1:
+            img_loss, total = self._allreduce(img_loss, total)
 
         # the numbers the host needs from this step stay on the device until the
         # next read-back (`flush`); a non-finite step is undone on the device
@@ -289,12 +407,7 @@ class Trainer:
         with torch.no_grad():
             for t, b in zip(params, before):
                 t.copy_(torch.where(finite_t, t, b))
-        self.scheduler.step()
-        record = {"iteration": it}
-        self._pending.append((record, numbers, lap_w, (time.perf_counter() - t0) * 1000.0))
-        self.history.append(record)
-        self.iteration += 1
-        return record
+        return numbers, lap_w
 
     def step(self) -> dict:
         """One iteration; returns its history record, read back from the device at once.
@@ -428,7 +541,7 @@ class Trainer:
         return {
             "iteration": self.iteration,
             "params": self.trainable.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": _portable(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict(),
             "laplacian_weight": self.lap_weight.state(),
             "generator": self.generator.get_state(),
@@ -461,6 +574,8 @@ class Trainer:
         try:
             self.trainable.load_state_dict(state["params"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if self.graphed:
+                make_capturable(self.optimizer)
             self.scheduler.load_state_dict(state["scheduler"])
         except (OSError, RuntimeError, KeyError, ValueError, EOFError, AttributeError) as e:
             raise DiffLodError(f"{path}: cannot resume from this checkpoint: {e}") from None

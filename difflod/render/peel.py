@@ -27,6 +27,9 @@ class DepthPeeler:
     Args:
         clip_pos, tris, resolution, grad_db, backend: as for
             difflod.render.rasterize.rasterize.
+        capturable: no host sync and no value-dependent shape, for a render
+            captured in a CUDA graph: clip_pos and tris are not checked (the
+            caller did), and the depth floor is evaluated at every pixel.
 
     Example:
         with DepthPeeler(clip, tris, (256, 256)) as peeler:
@@ -42,8 +45,11 @@ class DepthPeeler:
         *,
         grad_db: bool = False,
         backend: str | None = None,
+        capturable: bool = False,
     ) -> None:
-        self._clip, self._tris, self._h, self._w = check_inputs(clip_pos, tris, resolution)
+        self._clip, self._tris, self._h, self._w = check_inputs(clip_pos, tris, resolution,
+                                                                values=not capturable)
+        self._dense = capturable
         self._backend = get_backend(backend, self._clip.device)
         self._grad_db = grad_db
         self._clip32 = self._clip.detach().to(torch.float32).contiguous()
@@ -73,7 +79,7 @@ class DepthPeeler:
             # the floor is computed only when a further layer is asked for, so a
             # single-layer render pays nothing for peeling
             floor = None if self._last_ids is None else \
-                fragment_depth32(self._clip32, self._tris, self._last_ids)
+                fragment_depth32(self._clip32, self._tris, self._last_ids, dense=self._dense)
             tri_id = self._backend.visibility(self._clip32, self._tris32, self._h, self._w, floor)
         self._last_ids = tri_id
         return barycentrics(self._clip, self._tris, tri_id, self._grad_db, self._backend.name)

@@ -4,7 +4,8 @@ Steps (nvdiffmodeling's render.py in spirit):
 
 1. clip = mvp @ [v_pos, 1] per view (skinned meshes are posed by the caller).
 2. Rasterize at (H*spp, W*spp) with screen derivatives; with `layers > 1`
-   depth-peel up to `layers` layers (stopping early once a layer is empty).
+   depth-peel up to `layers` layers (stopping early once a layer is empty,
+   unless `capturable`: see render_mesh).
 3. Per layer: interpolate positions, vertex normals (geometry.normals when
    the mesh has none), tangents (geometry.tangents, only when a material has
    a normal map and the mesh has none), UVs with their screen derivatives;
@@ -58,9 +59,10 @@ from difflod.shading import compiled as compilation
 from difflod.shading.shade import shade
 
 if TYPE_CHECKING:
+    from difflod.geometry.tangents import CornerGroups
     from difflod.render.topology import Topology
 
-__all__ = ["RenderOutput", "clip_positions", "render_mesh"]
+__all__ = ["RenderOutput", "clip_positions", "corner_groups", "render_mesh"]
 
 _MIP_KEYS = ("kd", "ks", "normal", "emissive")
 
@@ -129,7 +131,8 @@ def _mips_for(mips: Mapping[str, Sequence[torch.Tensor]] | None, index: int,
 class _Prepared:
     """Per-mesh data shared by all layers (normals, tangents, face normals)."""
 
-    def __init__(self, mesh: Mesh, check: bool, compiled: bool) -> None:
+    def __init__(self, mesh: Mesh, check: bool, compiled: bool,
+                 corners: CornerGroups | None = None) -> None:
         from difflod.geometry.tangents import vertex_tangents
 
         # the frame through torch.compile's kernels when asked (see shading.compiled)
@@ -159,7 +162,7 @@ class _Prepared:
                 assert mesh.v_tex is not None and mesh.t_tex_idx is not None  # checked above
                 self.v_tng, self.t_tng = fuse(vertex_tangents)(
                     mesh.v_pos, mesh.t_pos_idx, mesh.v_tex, mesh.t_tex_idx, self.v_nrm,
-                    self.t_nrm, check=check)
+                    self.t_nrm, check=check, groups=corners)
         self.has_alpha = any(m.has_alpha for m in mesh.materials)
         self.has_emissive = any(m.emissive is not None for m in mesh.materials)
         self.t_mat = mesh.t_mat if len(mesh.materials) > 1 else None
@@ -210,36 +213,46 @@ def _sample_material(mat: Material, index: int, uv: torch.Tensor, uv_da: torch.T
 
 def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, views: Views,
                   min_roughness: float, mips: Mapping[str, Sequence[torch.Tensor]] | None,
-                  light_falloff: bool, backend: str | None, compiled: bool
+                  light_falloff: bool, backend: str | None, compiled: bool, compact: bool
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Shade one raster layer: (color `[B,h,w,3]`, alpha `[B,h,w,1]`, 0 where empty).
 
-    Only covered pixels are interpolated, textured and shaded: they are
-    gathered once into a `[P,1,1,.]` "image batch" (one pixel per image, so
-    per-view eye/light positions become per-pixel), and the results are
+    compact: only covered pixels are interpolated, textured and shaded: they
+    are gathered once into a `[P,1,1,.]` "image batch" (one pixel per image,
+    so per-view eye/light positions become per-pixel), and the results are
     scattered back with index_copy. Measured on the trainer (res 128, batch 2)
-    most pixels are background, so this skips most of the per-pixel work; the
-    values and gradients are those of shading the full image (empty pixels
-    were zeroed there anyway).
+    most pixels are background, so this skips most of the per-pixel work.
+    Otherwise every pixel is shaded (an empty one as a point of triangle 0,
+    finite values and gradients) and empty ones are zeroed: fixed shapes and
+    no host sync, for a render captured in a CUDA graph. Both give the same
+    values and gradients.
     """
     mesh = prep.mesh
     b, h, w, _ = rast.shape
     dtype, device = rast.dtype, rast.device
     tri_all = rast[..., 3].reshape(-1).long() - 1
-    pix = (tri_all >= 0).nonzero().squeeze(1)                     # [P]
-    n_pix = int(pix.numel())
-    if n_pix == 0:
-        zeros = torch.zeros(b, h, w, 4, dtype=dtype, device=device)
-        return zeros[..., 0:3], zeros[..., 3:4]
-    img = torch.div(pix, h * w, rounding_mode="floor")            # [P] view of each pixel
-    rast_c = rast.reshape(-1, 4).index_select(0, pix).reshape(n_pix, 1, 1, 4)
-    db_c = rast_db.reshape(-1, 4).index_select(0, pix).reshape(n_pix, 1, 1, 4)
-    tri = tri_all.index_select(0, pix)
+    if compact:
+        pix = (tri_all >= 0).nonzero().squeeze(1)                     # [P]
+        n_pix = int(pix.numel())
+        if n_pix == 0:
+            zeros = torch.zeros(b, h, w, 4, dtype=dtype, device=device)
+            return zeros[..., 0:3], zeros[..., 3:4]
+        img = torch.div(pix, h * w, rounding_mode="floor")            # [P] view of each pixel
+        rast_c = rast.reshape(-1, 4).index_select(0, pix).reshape(n_pix, 1, 1, 4)
+        db_c = rast_db.reshape(-1, 4).index_select(0, pix).reshape(n_pix, 1, 1, 4)
+        tri = tri_all.index_select(0, pix)
+        shape = (n_pix, 1, 1)
+    else:
+        pix = img = None
+        n_pix = b * h * w
+        rast_c, db_c = rast, rast_db
+        tri = tri_all.clamp_min(0)
+        shape = (b, h, w)
 
     # validate=False: render_mesh validated the mesh (or its caller did) and rast
     # comes from its triangles
     gb_pos, _ = interpolate(mesh.v_pos, rast_c, prep.tris, backend=backend, validate=False)
-    gb_geom = prep.face_n.index_select(0, tri).reshape(n_pix, 1, 1, 3)
+    gb_geom = prep.face_n.index_select(0, tri).reshape(*shape, 3)
     gb_nrm, _ = interpolate(prep.v_nrm, rast_c, prep.t_nrm, backend=backend, validate=False)
     gb_tng = None
     if prep.v_tng is not None:
@@ -251,8 +264,8 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
                                 diff_attrs="all", backend=backend, validate=False)
         assert uv_da is not None
     else:
-        uv = torch.zeros(n_pix, 1, 1, 2, dtype=dtype, device=device)
-        uv_da = torch.zeros(n_pix, 1, 1, 4, dtype=dtype, device=device)
+        uv = torch.zeros(*shape, 2, dtype=dtype, device=device)
+        uv_da = torch.zeros(*shape, 4, dtype=dtype, device=device)
     tint = None
     if mesh.v_color is not None:
         tint, _ = interpolate(mesh.v_color, rast_c, prep.tris, backend=backend, validate=False)
@@ -263,7 +276,7 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
     channels = [torch.cat(s, dim=-1) for s in sampled]
     gbuf = channels[0]
     if prep.t_mat is not None:
-        mat_id = prep.t_mat[tri].reshape(n_pix, 1, 1, 1)
+        mat_id = prep.t_mat[tri].reshape(*shape, 1)
         for i in range(1, len(channels)):
             gbuf = torch.where(mat_id == i, channels[i], gbuf)
     c = 3
@@ -276,15 +289,18 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
     ke = gbuf[..., c:c + 3] if prep.has_emissive else None
 
     power = views.light_power
-    if isinstance(power, torch.Tensor) and power.dim() == 1 and power.shape[0] == b:
-        power = power.index_select(0, img)
-    eye = views.campos.expand(b, 3).index_select(0, img)
-    light = views.lightpos.expand(b, 3).index_select(0, img)
+    eye, light = views.campos.expand(b, 3), views.lightpos.expand(b, 3)
+    if img is not None:
+        if isinstance(power, torch.Tensor) and power.dim() == 1 and power.shape[0] == b:
+            power = power.index_select(0, img)
+        eye, light = eye.index_select(0, img), light.index_select(0, img)
     color = shade(gb_pos, gb_geom, gb_nrm, gb_tng, kd, ks, nmap, eye, light, power,
                   min_roughness, light_falloff=light_falloff, compiled=compiled, gb_ke=ke)
-    out = torch.zeros(b * h * w, 4, dtype=color.dtype, device=device).index_copy(
-        0, pix, torch.cat([color.reshape(n_pix, 3), alpha.reshape(n_pix, 1).to(color.dtype)],
-                          dim=-1))
+    both = torch.cat([color.reshape(n_pix, 3), alpha.reshape(n_pix, 1).to(color.dtype)], dim=-1)
+    if pix is not None:
+        out = torch.zeros(b * h * w, 4, dtype=color.dtype, device=device).index_copy(0, pix, both)
+    else:
+        out = torch.where((tri_all >= 0)[:, None], both, 0.0)
     out = out.reshape(b, h, w, 4)
     return out[..., 0:3], out[..., 3:4]
 
@@ -295,7 +311,8 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
                 mips: Mapping[str, Sequence[torch.Tensor]] | None = None,
                 antialias: bool = True, light_falloff: bool = False,
                 topology: Topology | None = None, validate: bool = True,
-                compiled: bool = False) -> RenderOutput:
+                compiled: bool = False, capturable: bool = False,
+                corners: CornerGroups | None = None) -> RenderOutput:
     """Render `mesh` from every view in `views`, differentiably.
 
     Args:
@@ -350,16 +367,17 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
         rast = torch.zeros(b, fh, fw, 4, dtype=v_pos.dtype, device=v_pos.device)
         return _finish(accum, rast, spp)
 
-    prep = _Prepared(mesh, check=validate, compiled=compiled)
+    prep = _Prepared(mesh, check=validate, compiled=compiled, corners=corners)
     shaded: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    with DepthPeeler(clip, tris, (fh, fw), grad_db=True, backend=backend) as peeler:
+    with DepthPeeler(clip, tris, (fh, fw), grad_db=True, backend=backend,
+                     capturable=capturable) as peeler:
         for _ in range(layers):
             rast, rast_db = peeler.rasterize_next_layer()
-            if shaded and not bool((rast[..., 3] > 0).any()):
+            if shaded and not capturable and not bool((rast[..., 3] > 0).any()):
                 break
             assert rast_db is not None
             color, alpha = _render_layer(prep, rast, rast_db, views, min_roughness, mips,
-                                         light_falloff, backend, compiled)
+                                         light_falloff, backend, compiled, not capturable)
             shaded.append((color, alpha, rast))
 
     aa = None
@@ -376,6 +394,22 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
             accum = aa(accum.contiguous(), rast, clip, tris, topology=topology, backend=backend,
                        validate=False)
     return _finish(accum, shaded[0][2], spp)
+
+
+def corner_groups(mesh: Mesh) -> CornerGroups | None:
+    """The tangent corner groups render_mesh uses for `mesh`'s triangles (its
+    normal indices, or its position indices where normals are computed), or
+    None where it computes no tangents (no normal map, or tangents given)."""
+    from difflod.geometry.tangents import CornerGroups
+
+    if not mesh.has_uv or not any(m.normal is not None for m in mesh.materials) \
+            or (mesh.v_tng is not None and mesh.t_tng_idx is not None):
+        return None
+    assert mesh.t_tex_idx is not None
+    has_nrm = mesh.v_nrm is not None and mesh.t_nrm_idx is not None
+    t_nrm = mesh.t_nrm_idx if has_nrm else mesh.t_pos_idx
+    assert t_nrm is not None
+    return CornerGroups.of(mesh.t_pos_idx, mesh.t_tex_idx, t_nrm)
 
 
 def _finish(accum: torch.Tensor, rast: torch.Tensor, spp: int) -> RenderOutput:

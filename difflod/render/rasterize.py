@@ -35,9 +35,12 @@ MAX_RESOLUTION = 16384
 
 
 def check_inputs(
-    clip_pos: torch.Tensor, tris: torch.Tensor, resolution: Sequence[int]
+    clip_pos: torch.Tensor, tris: torch.Tensor, resolution: Sequence[int], *,
+    values: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    """Validate rasterize's inputs.
+    """Validate rasterize's inputs (`values`: also the finiteness of clip_pos and
+    the index range of tris, one host sync on a GPU; False for a caller that
+    checked them, such as a render captured in a CUDA graph).
 
     Returns:
         clip `[B,V,4]` (float32 or float64, as given), tris `[F,3]` int64 on the
@@ -63,6 +66,23 @@ def check_inputs(
         raise ValueError(
             f"tris: expected device {clip_pos.device} (that of clip_pos), got {tris.device}"
         )
+    if values:
+        _check_values(clip_pos, tris)
+    if (
+        not isinstance(resolution, Sequence)
+        or len(resolution) != 2
+        or not all(isinstance(r, int) and not isinstance(r, bool) for r in resolution)
+        or not all(1 <= r <= MAX_RESOLUTION for r in resolution)
+    ):
+        raise ValueError(
+            f"resolution: expected (H, W), two ints in [1, {MAX_RESOLUTION}], got {resolution!r}"
+        )
+    clip = clip_pos if clip_pos.dim() == 3 else clip_pos[None]
+    return clip, tris.long(), int(resolution[0]), int(resolution[1])
+
+
+def _check_values(clip_pos: torch.Tensor, tris: torch.Tensor) -> None:
+    """Finite positions and in-range indices (ValueError otherwise)."""
     # one device sync for all value checks (each int()/bool() on a GPU tensor is one)
     stats = [torch.isfinite(clip_pos).all().to(torch.int64)]
     if tris.numel():
@@ -76,17 +96,6 @@ def check_inputs(
             f"tris: indices must be in [0, {n_verts}) (clip_pos has {n_verts} vertices), "
             f"got range [{vals[1]}, {vals[2]}]"
         )
-    if (
-        not isinstance(resolution, Sequence)
-        or len(resolution) != 2
-        or not all(isinstance(r, int) and not isinstance(r, bool) for r in resolution)
-        or not all(1 <= r <= MAX_RESOLUTION for r in resolution)
-    ):
-        raise ValueError(
-            f"resolution: expected (H, W), two ints in [1, {MAX_RESOLUTION}], got {resolution!r}"
-        )
-    clip = clip_pos if clip_pos.dim() == 3 else clip_pos[None]
-    return clip, tris.long(), int(resolution[0]), int(resolution[1])
 
 
 def raster_from_ids(

@@ -134,9 +134,20 @@ def sample_views(batch: int, generator: torch.Generator, *, distance: float = RA
 
 def _views(mvps: list[torch.Tensor], eyes: list[torch.Tensor], lights: list[torch.Tensor],
            light_power: float, device: torch.device | str | None) -> Views:
-    f32 = {"dtype": torch.float32, "device": device}
-    return Views(mvp=torch.stack(mvps).to(**f32), campos=torch.stack(eyes).to(**f32),
-                 lightpos=torch.stack(lights).to(**f32), light_power=float(light_power))
+    return Views(mvp=_upload(torch.stack(mvps), device),
+                 campos=_upload(torch.stack(eyes), device),
+                 lightpos=_upload(torch.stack(lights), device), light_power=float(light_power))
+
+
+def _upload(t: torch.Tensor, device: torch.device | str | None) -> torch.Tensor:
+    """`t` as float32 on `device`. To a GPU through pinned memory, without
+    waiting: a copy from pageable memory waits for the GPU's queued work, a
+    host sync in every training step."""
+    t = t.to(torch.float32)
+    dev = torch.device(device) if device is not None else t.device
+    if dev.type != "cuda":
+        return t.to(dev)
+    return t.pin_memory().to(dev, non_blocking=True)
 
 
 def eval_generator(seed: int) -> torch.Generator:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -27,6 +28,10 @@ def test_texture_bytes_counts_8bit_channels() -> None:
     m = _box()
     # kd 4x8x3 = 96, ks 1x1x3 = 3
     assert ev.texture_bytes(m) == 99
+    # an emissive map and an occlusion map are stored too: 2x2x3 + 4x4x1
+    glow = dataclasses.replace(m.materials[0], emissive=torch.ones(2, 2, 3),
+                               occlusion=torch.ones(4, 4, 1))
+    assert ev.texture_bytes(m.replace(materials=(glow,))) == 99 + 12 + 16
 
 
 def test_fixed_views_deterministic() -> None:

@@ -10,8 +10,6 @@ import pytest
 import torch
 
 from difflod.config import TrainConfig, load_config
-from difflod.models import open_model
-from difflod.optimize.trainer import Trainer, prepare_meshes
 from difflod.run.train import train
 
 BASE = {"ref_mesh": "asset:beacon?triangles=1500&texture_res=32",
@@ -24,13 +22,8 @@ def make(**changes: object) -> TrainConfig:
     return load_config(None, {**BASE, **changes})
 
 
-def trainer_for(cfg: TrainConfig, tmp_path: Path) -> Trainer:
-    ref, base = open_model(cfg.ref_mesh), open_model(cfg.base_mesh)
-    ref_n, base_n, _ = prepare_meshes(ref, base, cfg, torch.device("cpu"))
-    return Trainer(cfg, ref_n, base_n, tmp_path, quiet=True)
 
-
-def test_emissive_is_trained_only_where_the_reference_emits(tmp_path: Path) -> None:
+def test_emissive_is_trained_only_where_the_reference_emits(tmp_path: Path, trainer_for) -> None:
     plain = trainer_for(make(ref_mesh="asset:sphere?triangles=1500&texture_res=32"), tmp_path)
     assert "emissive" not in plain.trainable.textures
     assert plain.trainable.material().emissive is None
@@ -49,7 +42,7 @@ def test_emissive_is_trained_only_where_the_reference_emits(tmp_path: Path) -> N
     assert not exported.requires_grad
 
 
-def test_init_from_noise_or_a_base_without_emission(tmp_path: Path) -> None:
+def test_init_from_noise_or_a_base_without_emission(tmp_path: Path, trainer_for) -> None:
     noise = trainer_for(make(random_textures=True), tmp_path).trainable
     e = noise.textures["emissive"].base.detach()
     assert float(e.min()) >= 0.0 and float(e.std()) > 0.2  # uniform [0,1): std 0.29
@@ -57,7 +50,7 @@ def test_init_from_noise_or_a_base_without_emission(tmp_path: Path) -> None:
     assert float(base.textures["emissive"].base.detach().abs().max()) == 0.0  # the sphere emits nothing
 
 
-def test_emissive_stays_non_negative_without_an_upper_bound(tmp_path: Path) -> None:
+def test_emissive_stays_non_negative_without_an_upper_bound(tmp_path: Path, trainer_for) -> None:
     tr = trainer_for(make(random_textures=True, learning_rate=1.0), tmp_path)
     for _ in range(3):
         tr.step()
@@ -66,7 +59,7 @@ def test_emissive_stays_non_negative_without_an_upper_bound(tmp_path: Path) -> N
     assert float(e.max()) > 1.0  # a step of lr 1 from noise in [0,1) crosses 1 somewhere
 
 
-def test_skip_train_freezes_the_emissive_texture(tmp_path: Path) -> None:
+def test_skip_train_freezes_the_emissive_texture(tmp_path: Path, trainer_for) -> None:
     tr = trainer_for(make(skip_train=["emissive"]), tmp_path)
     e0 = tr.trainable.textures["emissive"].base.detach().clone()
     kd0 = tr.trainable.textures["kd"].base.detach().clone()
@@ -76,7 +69,7 @@ def test_skip_train_freezes_the_emissive_texture(tmp_path: Path) -> None:
     assert not torch.equal(tr.trainable.textures["kd"].base, kd0)
 
 
-def test_checkpoint_carries_the_emissive_texture(tmp_path: Path) -> None:
+def test_checkpoint_carries_the_emissive_texture(tmp_path: Path, trainer_for) -> None:
     cfg = make(random_textures=True, custom_mip=True)
     straight = trainer_for(cfg, tmp_path / "a")
     for _ in range(4):

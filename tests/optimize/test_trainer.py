@@ -18,7 +18,7 @@ from difflod.config import TrainConfig, load_config
 from difflod.errors import DiffLodError
 from difflod.evaluate.evaluate import evaluate
 from difflod.models import open_model
-from difflod.optimize.trainer import Trainer, prepare_meshes
+from difflod.optimize.trainer import prepare_meshes
 from difflod.run.train import train
 
 BASE = {"ref_mesh": "asset:sphere?triangles=1500&texture_res=64",
@@ -30,11 +30,6 @@ BASE = {"ref_mesh": "asset:sphere?triangles=1500&texture_res=64",
 def make(**changes: object) -> TrainConfig:
     return load_config(None, {**BASE, **changes})
 
-
-def trainer_for(cfg: TrainConfig, tmp_path: Path) -> Trainer:
-    ref, base = open_model(cfg.ref_mesh), open_model(cfg.base_mesh)
-    ref_n, base_n, _ = prepare_meshes(ref, base, cfg, torch.device("cpu"))
-    return Trainer(cfg, ref_n, base_n, tmp_path, quiet=True)
 
 
 @pytest.mark.slow
@@ -61,7 +56,7 @@ def test_training_improves_held_out_psnr(tmp_path: Path) -> None:
     assert torch.allclose(blo, lo, atol=0.15) and torch.allclose(bhi, hi, atol=0.15)
 
 
-def test_skip_train_freezes_parameters(tmp_path: Path) -> None:
+def test_skip_train_freezes_parameters(tmp_path: Path, trainer_for) -> None:
     tr = trainer_for(make(skip_train=["position", "kd"]), tmp_path)
     pos0 = tr.trainable.v_pos.detach().clone()
     kd0 = tr.trainable.textures["kd"].base.detach().clone()
@@ -73,12 +68,12 @@ def test_skip_train_freezes_parameters(tmp_path: Path) -> None:
     assert not torch.equal(tr.trainable.textures["ks"].base, ks0)
 
 
-def test_everything_frozen_is_an_error(tmp_path: Path) -> None:
+def test_everything_frozen_is_an_error(tmp_path: Path, trainer_for) -> None:
     with pytest.raises(DiffLodError, match="nothing to optimize"):
         trainer_for(make(skip_train=["position", "kd", "ks", "normal"]), tmp_path)
 
 
-def test_textures_stay_in_range(tmp_path: Path) -> None:
+def test_textures_stay_in_range(tmp_path: Path, trainer_for) -> None:
     tr = trainer_for(make(random_textures=True, learning_rate=1.0, min_roughness=0.3), tmp_path)
     for _ in range(3):
         tr.step()
@@ -89,7 +84,7 @@ def test_textures_stay_in_range(tmp_path: Path) -> None:
     assert n.min() >= -1 and n.max() <= 1
 
 
-def test_subdivision_and_displacement(tmp_path: Path) -> None:
+def test_subdivision_and_displacement(tmp_path: Path, trainer_for) -> None:
     tr = trainer_for(make(subdivision=1, displacement=0.1), tmp_path)
     base_tris = tr.trainable.base.num_triangles
     assert tr.trainable.detail_mesh().num_triangles == 4 * base_tris
@@ -102,7 +97,7 @@ def test_subdivision_and_displacement(tmp_path: Path) -> None:
     assert tr.trainable.material().displacement is disp
 
 
-def test_custom_mip_layers_and_random_train_res(tmp_path: Path) -> None:
+def test_custom_mip_layers_and_random_train_res(tmp_path: Path, trainer_for) -> None:
     cfg = make(ref_mesh="asset:shrub?triangles=300&texture_res=32",
                base_mesh="asset:shrub?triangles=300&texture_res=32", layers=3, custom_mip=True,
                random_train_res=True, random_textures=True, loss="mse", texture_res=[128, 128])
@@ -117,7 +112,7 @@ def test_custom_mip_layers_and_random_train_res(tmp_path: Path) -> None:
     assert any(changed[1:])
 
 
-def test_supersampled_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_supersampled_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trainer_for) -> None:
     """spp=2: both models are rendered at 2x2 samples per pixel, i.e. each pixel is the
     mean of a 2x2 block of a render at twice the resolution; the step's PSNR is that of
     those images (sRGB, IEC 61966-2-1, written out here)."""
@@ -150,7 +145,7 @@ def test_supersampled_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert rec["psnr"] == pytest.approx(-10 * math.log10(mse), abs=1e-4)
 
 
-def test_skinned_animation_uses_a_pose_per_view(tmp_path: Path) -> None:
+def test_skinned_animation_uses_a_pose_per_view(tmp_path: Path, trainer_for) -> None:
     cfg = make(ref_mesh="asset:skinned_cylinder?triangles=800&texture_res=32",
                base_mesh="asset:skinned_cylinder?triangles=200&texture_res=32", animate=True)
     tr = trainer_for(cfg, tmp_path)
@@ -169,7 +164,7 @@ def test_skinned_animation_uses_a_pose_per_view(tmp_path: Path) -> None:
 
 
 def test_nan_step_is_skipped_and_state_restored(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+                                                monkeypatch: pytest.MonkeyPatch, trainer_for) -> None:
     tr = trainer_for(make(), tmp_path)
     tr.step()
     good = tr.trainable.state_dict()
@@ -186,7 +181,7 @@ def test_nan_step_is_skipped_and_state_restored(tmp_path: Path,
         assert torch.equal(v, good[k]), k
 
 
-def test_checkpoint_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
+def test_checkpoint_resume_matches_uninterrupted_run(tmp_path: Path, trainer_for) -> None:
     straight = trainer_for(make(), tmp_path / "a")
     for _ in range(4):
         straight.step()
@@ -204,7 +199,7 @@ def test_checkpoint_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
 
 
-def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
+def test_resume_with_other_settings_is_refused(tmp_path: Path, trainer_for) -> None:
     tr = trainer_for(make(), tmp_path)
     tr.step()
     ckpt = tr.save_checkpoint()
@@ -222,7 +217,7 @@ def test_base_mesh_without_uv_suggests_simplify(tmp_path: Path) -> None:
 
 
 def test_evaluate_is_held_out_and_deterministic(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+                                               monkeypatch: pytest.MonkeyPatch, trainer_for) -> None:
     """The views evaluate renders are none of the views training drew with the same
     seed, and the same seed gives the same numbers (another seed, other views)."""
     from difflod.evaluate import evaluate as ev_module
@@ -265,7 +260,7 @@ def test_evaluate_is_held_out_and_deterministic(tmp_path: Path,
 
 
 def test_run_reads_the_numbers_back_every_log_interval(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+                                                       monkeypatch: pytest.MonkeyPatch, trainer_for) -> None:
     import sys
 
     tr = trainer_for(make(iter=7, log_interval=3), tmp_path)

@@ -112,3 +112,18 @@ def test_bad_input_and_empty_mesh() -> None:
     with DepthPeeler(torch.zeros(3, 4), torch.zeros(0, 3, dtype=torch.int64), (4, 5)) as peeler:
         rast, _ = peeler.rasterize_next_layer()
         assert rast.shape == (1, 4, 5, 4) and not rast.any()
+
+
+def test_capturable_peeler_gives_the_same_layers_bit_for_bit() -> None:
+    """capturable=True (the depth floor at every pixel, no value checks) peels
+    exactly the layers of the default peeler, to the last bit."""
+    clip, tris, _ = _quad_stack(5, seed=7)
+    clip = clip + 0.01 * torch.randn(clip.shape, generator=torch.Generator().manual_seed(1))
+    layers = {}
+    for capturable in (False, True):
+        with DepthPeeler(clip, tris, (24, 24), backend="cpu", capturable=capturable) as peeler:
+            layers[capturable] = [peeler.rasterize_next_layer()[0] for _ in range(6)]
+    assert float((layers[False][4][..., 3] > 0).float().mean()) > 0.1
+    assert not (layers[False][5][..., 3] > 0).any()
+    for a, b in zip(layers[True], layers[False], strict=True):
+        assert torch.equal(a, b)

@@ -173,27 +173,39 @@ def fragment_test(
     return inside, d.to(torch.float32)
 
 
-def fragment_depth32(clip: torch.Tensor, tris: torch.Tensor, tri_id: torch.Tensor) -> torch.Tensor:
+def fragment_depth32(clip: torch.Tensor, tris: torch.Tensor, tri_id: torch.Tensor, *,
+                     dense: bool = False) -> torch.Tensor:
     """The float32 depth the kernels used for each visible fragment; +inf where empty.
 
     Args:
         clip: `[B,V,4]` float32; tris `[F,3]` int; tri_id `[B,H,W]` int32 (id + 1).
+        dense: evaluate every pixel (an empty one with triangle 0) and keep the
+            visible ones: fixed shapes and no host sync (a CUDA-graph capture),
+            the same bits; otherwise only the visible pixels are evaluated.
     Returns:
         `[B,H,W]` float32, bit-identical to the depth every backend compares.
     """
     b_, h, w = tri_id.shape
     out = torch.full((b_ * h * w,), float("inf"), dtype=torch.float32, device=clip.device)
     flat = tri_id.reshape(-1)
-    idx = torch.nonzero(flat, as_tuple=True)[0]
-    if idx.numel() == 0:
-        return out.reshape(b_, h, w)
-    f = flat[idx].long() - 1
+    if dense:
+        if tris.shape[0] == 0:
+            return out.reshape(b_, h, w)
+        idx = torch.arange(flat.shape[0], device=clip.device)
+        f = (flat.long() - 1).clamp_min(0)
+    else:
+        idx = torch.nonzero(flat, as_tuple=True)[0]
+        if idx.numel() == 0:
+            return out.reshape(b_, h, w)
+        f = flat[idx].long() - 1
     bi, rem = idx // (h * w), idx % (h * w)
     verts = clip.detach().float()[bi[:, None], tris.long()[f]]
     st = triangle_setup(verts)
     px, py = pixel_centers(h, w, clip.device)
-    d = fragment_depth(st.depth_coef, st.det, px[rem % w], py[rem // w])
-    out[idx] = d.to(torch.float32)
+    d = fragment_depth(st.depth_coef, st.det, px[rem % w], py[rem // w]).to(torch.float32)
+    if dense:
+        return torch.where(flat > 0, d, out).reshape(b_, h, w)
+    out[idx] = d
     return out.reshape(b_, h, w)
 
 

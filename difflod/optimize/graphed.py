@@ -1,0 +1,113 @@
+"""A training step recorded once as a CUDA graph and replayed.
+
+An eager GPU step is limited by the host: at spot.json's settings it queues
+~1,900 kernel launches (most of them the shading's small elementwise ops,
+forward and backward), 30-40 ms of host time for ~13 ms of GPU work on an
+H200. A CUDA graph records the launches of one step, and each later step
+replays them with one call, so the GPU runs at its own pace.
+
+What a recorded step needs, and where it is provided:
+
+- no host synchronisation and no shape that depends on values: the renders
+  use `render_mesh(capturable=True)` with corner groups built once
+  (render.pipeline), the Trainer keeps its numbers on the device;
+- the same tensors every step: the step's inputs (views, background,
+  Laplacian weight) are copied into buffers that the graph reads
+  (`CapturedStep.inputs`); the views are still drawn by the CPU generator,
+  so a seed draws the same views as the eager path;
+- an optimizer that can be recorded: Adam with `capturable=True` and its
+  learning rates as device tensors, which the scheduler fills in place;
+- warm-up: the first steps run eagerly on the stream the graph is recorded
+  on, so numba compiles its kernels and torch sets up its libraries before
+  the recording (which cannot allocate outside its own pool or compile).
+
+The recorded step computes exactly what the eager step computes (the same
+kernels in the same order); tests/optimize/test_graphed.py holds a graphed
+run to an eager one on a GPU.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+__all__ = ["CapturedStep", "RecordingError", "make_capturable"]
+
+
+class RecordingError(RuntimeError):
+    """The step could not be recorded (an op that syncs with the host, or one
+    CUDA graphs cannot hold); the message says which."""
+
+
+class CapturedStep:
+    """One step function recorded as a CUDA graph after eager warm-up calls.
+
+    Args:
+        fn: the step; reads only `inputs`' tensors (and the model's own state),
+            returns one device tensor (the step's numbers).
+        inputs: name -> device tensor: the buffers `fn` reads, refilled by
+            `__call__` before each replay.
+        warmup: eager calls before the recording.
+    """
+
+    def __init__(self, fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+                 inputs: dict[str, torch.Tensor], warmup: int) -> None:
+        self.fn = fn
+        self.inputs = inputs
+        self.warmup = warmup
+        self.device = next(iter(inputs.values())).device
+        self.stream = torch.cuda.Stream(self.device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.output: torch.Tensor | None = None
+        self.calls = 0
+
+    def __call__(self, values: dict[str, torch.Tensor | float]) -> torch.Tensor:
+        """Copy `values` into the input buffers and run the step (eagerly during
+        warm-up, then recorded once and replayed); returns its output (a copy)."""
+        for name, v in values.items():
+            buf = self.inputs[name]
+            if isinstance(v, torch.Tensor):
+                buf.copy_(v, non_blocking=True)
+            else:
+                buf.fill_(v)
+        self.calls += 1
+        if self.graph is None and self.calls <= self.warmup:
+            current = torch.cuda.current_stream(self.device)
+            self.stream.wait_stream(current)
+            with torch.cuda.stream(self.stream):
+                out = self.fn(self.inputs)
+            current.wait_stream(self.stream)
+            return out
+        if self.graph is None:
+            graph = torch.cuda.CUDAGraph()
+            try:
+                # relaxed: numba sets its context current around each launch (also on
+                # the autograd thread), which the stricter modes count as unsafe
+                with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="relaxed"):
+                    self.output = self.fn(self.inputs)
+            except RuntimeError as e:
+                where = traceback.extract_tb(e.__traceback__)
+                frames = [f"{Path(f.filename).name}:{f.lineno}" for f in where
+                          if "difflod" in f.filename][-4:]
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise RecordingError(f"the training step could not be recorded as a CUDA "
+                                     f"graph: {first} (at {' < '.join(reversed(frames))})"
+                                     ) from e
+            self.graph = graph
+        self.graph.replay()
+        assert self.output is not None
+        return self.output.clone()
+
+
+def make_capturable(optimizer: torch.optim.Optimizer) -> None:
+    """Let `optimizer` (Adam) be recorded: capturable, learning rates as device
+    tensors (an LR scheduler then fills them in place), on the device of the
+    first parameter of each group."""
+    for group in optimizer.param_groups:
+        dev = group["params"][0].device
+        group["capturable"] = True
+        if not isinstance(group["lr"], torch.Tensor):
+            group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=dev)

@@ -1,0 +1,95 @@
+"""The training step recorded as a CUDA graph (optimize.graphed, config key
+`cuda_graph`): where it applies, that it trains as the eager step does, that a
+checkpoint it writes loads anywhere, and its refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from difflod.config import load_config
+from difflod.errors import ConfigError, DiffLodError
+from difflod.models import open_model
+from difflod.optimize.trainer import Trainer, _portable, graph_blocker, prepare_meshes
+
+GPU = {"ref_mesh": "asset:spiky?triangles=4000&texture_res=64",
+       "base_mesh": "asset:sphere?triangles=300", "random_textures": True,
+       "iter": 12, "batch": 4, "train_res": 96, "texture_res": [64, 64],
+       "save_interval": 0, "log_interval": 4, "backend": "cuda", "learning_rate": 0.03}
+
+
+def _trainer(changes: dict, device: torch.device, tmp_path: Path) -> Trainer:
+    cfg = load_config(None, {**GPU, **changes, "device": str(device)})
+    ref, base = open_model(cfg.ref_mesh), open_model(cfg.base_mesh)
+    ref_n, base_n, _ = prepare_meshes(ref, base, cfg, device)
+    return Trainer(cfg, ref_n, base_n, tmp_path, quiet=True)
+
+
+def test_graph_blocker_names_each_reason() -> None:
+    cpu = torch.device("cpu")
+    cfg = load_config(None, {**GPU, "backend": "auto"})
+    assert "not cuda" in graph_blocker(cfg, cpu, False, 1)
+    cfg = load_config(None, {**GPU, "random_train_res": True, "custom_mip": True})
+    gpu = torch.device("cuda")
+    # the first reason that holds is given; on this machine numba's CUDA may be absent
+    why = graph_blocker(cfg, gpu, False, 1)
+    assert why is not None and ("random_train_res" in why or "numba" in why)
+    assert graph_blocker(load_config(None, {**GPU, "backend": "torch"}), gpu, False, 1) \
+        == "backend 'torch' is not cuda"
+
+
+def test_cuda_graph_on_where_it_cannot_be_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DiffLodError, match=r"cuda_graph 'on' asked for, but the step cannot "
+                                           r"be recorded: the device is cpu, not cuda"):
+        _trainer({"cuda_graph": "on", "backend": "cpu"}, torch.device("cpu"), tmp_path)
+    t = _trainer({"cuda_graph": "auto", "backend": "cpu", "iter": 2}, torch.device("cpu"),
+                 tmp_path)
+    assert not t.graphed
+    t.run(checkpoint=False)
+    assert t.captured is None
+    with pytest.raises(ConfigError, match="cuda_graph"):
+        load_config(None, {**GPU, "cuda_graph": "yes"})
+
+
+def test_a_checkpoint_keeps_learning_rates_as_floats() -> None:
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.Adam([{"params": [p], "lr": 0.1}])
+    opt.param_groups[0]["lr"] = torch.tensor(0.05)  # as a recorded step keeps it
+    opt.param_groups[0]["capturable"] = True
+    state = _portable(opt.state_dict())
+    assert state["param_groups"][0]["lr"] == pytest.approx(0.05)
+    assert isinstance(state["param_groups"][0]["lr"], float)
+    assert state["param_groups"][0]["capturable"] is False
+    fresh = torch.optim.Adam([torch.nn.Parameter(torch.ones(3))], lr=1.0)
+    fresh.load_state_dict(state)
+    assert fresh.param_groups[0]["lr"] == pytest.approx(0.05)
+
+
+def test_graphed_training_equals_eager_training(cuda: torch.device, tmp_path: Path) -> None:
+    runs = {}
+    for mode in ("off", "on"):
+        t = _trainer({"cuda_graph": mode}, cuda, tmp_path / mode)
+        hist = t.run(checkpoint=False)
+        runs[mode] = (t, hist)
+    eager, graphed = runs["off"][0], runs["on"][0]
+    assert not eager.graphed and eager.captured is None
+    # recorded after two eager warm-up steps, then replayed
+    assert graphed.captured is not None and graphed.captured.graph is not None
+    assert graphed.captured.calls == GPU["iter"] - 1  # step 0 fixes the Laplacian weight
+    for (a, b) in zip(runs["off"][1], runs["on"][1], strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=2e-3), (a, b)
+        assert b["psnr"] == pytest.approx(a["psnr"], abs=0.05), (a, b)
+    assert runs["on"][1][-1]["psnr"] > runs["on"][1][0]["psnr"] + 0.5  # it trained
+    pe, pg = eager.trainable.tensors(), graphed.trainable.tensors()
+    for name in pe:
+        torch.testing.assert_close(pg[name], pe[name], rtol=1e-3, atol=2e-4, msg=name)
+    # the learning rate followed the schedule in the recorded Adam too
+    assert float(graphed.optimizer.param_groups[0]["lr"]) == pytest.approx(
+        float(eager.optimizer.param_groups[0]["lr"]), rel=1e-6)
+    # its checkpoint loads into an eager trainer
+    path = graphed.save_checkpoint()
+    again = _trainer({"cuda_graph": "off"}, cuda, tmp_path / "on")
+    again.load_checkpoint(path)
+    assert again.iteration == GPU["iter"]
