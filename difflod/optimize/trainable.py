@@ -29,7 +29,14 @@ from difflod.geometry.smooth_positions import SmoothPositions
 from difflod.mesh import Material, Mesh
 from difflod.render.texture import texture_mips
 
-__all__ = ["Trainable", "resize_texture"]
+__all__ = ["Trainable", "peel_layers", "resize_texture"]
+
+
+def peel_layers(config: TrainConfig, reference: Mesh) -> int:
+    """The depth-peeled layers of the candidate's renders: config `layers`, or,
+    when null, several where a reference material is BLEND (see TrainConfig)."""
+    return config.layers_for(any(m.has_alpha and m.alpha_mode == "BLEND"
+                                 for m in reference.materials))
 
 
 def resize_texture(tex: torch.Tensor, res: tuple[int, int]) -> torch.Tensor:
@@ -100,8 +107,9 @@ class Trainable:
         self.base = base
         device = base.device
         res = tuple(config.texture_res)
-        ref_mat = reference.materials[0]
-        alpha = config.layers > 1 or ref_mat.kd.shape[-1] == 4
+        # the material whose alpha the candidate takes (its first with alpha)
+        ref_mat = next((m for m in reference.materials if m.has_alpha), reference.materials[0])
+        alpha = peel_layers(config, reference) > 1 or ref_mat.kd.shape[-1] == 4
         emissive = any(m.emissive is not None for m in reference.materials)
         self.names = self.TEXTURES + (("emissive",) if emissive else ())
         init = config.texture_init
