@@ -14,7 +14,7 @@ metrics.json "timings"), training's ms per iteration after the warm-up step
 `--base-parts` also times the base mesh's pieces alone on the setting's
 reference (QEM decimation, xatlas atlas, texture bake, renderer tangents).
 
-    python bench/simplify.py [--setting demo|h200] [--iter N] [--device cpu]
+    python bench/simplify.py [--setting demo|h200] [--iter N] [--device cpu] [--set KEY=JSON]
                              [--base-parts] [--json]
 """
 
@@ -79,6 +79,8 @@ def main() -> int:
     p.add_argument("--cuda-graph", choices=["auto", "on", "off"], default="auto",
                    help="the config key: the training step recorded as a CUDA graph")
     p.add_argument("--base-parts", action="store_true")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                   help="override a config key (e.g. --set position_smoothing=10)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     import torch
@@ -91,6 +93,9 @@ def main() -> int:
     overrides["cuda_graph"] = args.cuda_graph
     if args.iter is not None:
         overrides["iter"] = args.iter
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = json.loads(value)
     reference = open_model(spec)
     if budget is None:
         budget = int(SETTINGS[args.setting]["fraction"] * reference.num_triangles)
@@ -114,7 +119,7 @@ def main() -> int:
             "reference_triangles": reference.num_triangles, "triangles": budget,
             "iter": config.iter, "train_res": config.train_res, "batch": config.batch,
             "eval_views": config.eval_views, "eval_res": config.eval_res,
-            "device": args.device, "cuda_graph": args.cuda_graph,
+            "device": args.device, "cuda_graph": args.cuda_graph, "set": args.set,
             "cpu_threads": torch.get_num_threads(),
             "first_step_ms": history[0]["ms"], "train_ms_per_it": statistics.fmean(steady),
             "psnr_difflod": metrics["candidates"]["difflod"]["psnr"]["mean"], "rows": rows}

@@ -44,6 +44,9 @@ BACKENDS = ("auto", "cpu", "cuda", "torch")
 #: `cuda_graph` (the step recorded as a CUDA graph; "auto" is off for now)
 COMPILE_MODES = ("auto", "on", "off")
 INIT_TEXTURES = ("reference", "random", "base")
+#: `layers: null` with a BLEND reference: the evaluation's layer count (evaluate.py),
+#: so a glass shell's front, what it holds and its back side all show
+AUTO_LAYERS = 4
 #: the size limits of difflod.io.limits.ReadLimits, settable per run
 READ_LIMIT_KEYS = ("max_vertices", "max_triangles", "max_texture_size", "max_file_bytes",
                    "max_animation_matrices")
@@ -61,7 +64,9 @@ class TrainConfig:
     iter: int = 5000
     batch: int = 1
     spp: int = 1
-    layers: int = 1
+    # depth-peeled layers per render; null: AUTO_LAYERS where the reference has a
+    # BLEND material (glass must show what is behind it), else 1 (layers_for)
+    layers: int | None = None
     train_res: int = 512
     random_train_res: bool = False
     display_res: int | None = None
@@ -77,6 +82,9 @@ class TrainConfig:
     random_textures: bool = False
     laplacian_factor: float | None = None
     relative_laplacian: bool = False
+    # > 0: positions trained through u = (I + lambda L) x (Nicolet et al. 2021,
+    # geometry.smooth_positions), lambda = position_smoothing; 0: directly
+    position_smoothing: float = 0.0
     background: str = "checker"
     loss: str = "logl1"
     out_dir: str | None = None
@@ -125,6 +133,13 @@ class TrainConfig:
     allow_outside_paths: bool = False
 
     # ------------------------------------------------------------------------
+    def layers_for(self, blend: bool) -> int:
+        """The layers a run renders: `layers`, or when null AUTO_LAYERS if the
+        reference has a BLEND material (`blend`) and 1 if not."""
+        if self.layers is not None:
+            return self.layers
+        return AUTO_LAYERS if blend else 1
+
     @property
     def lr_positions(self) -> float:
         lr = 0.01 if self.learning_rate is None else self.learning_rate
@@ -241,7 +256,7 @@ def _check_values(c: TrainConfig, where: str) -> None:
     need(c.iter >= 0, "iter", "must be >= 0")
     need(c.batch >= 1, "batch", "must be >= 1")
     need(1 <= c.spp <= 64, "spp", "must be in 1..64")
-    need(1 <= c.layers <= 16, "layers", "must be in 1..16")
+    need(c.layers is None or 1 <= c.layers <= 16, "layers", "must be in 1..16 or null (automatic)")
     need(8 <= c.train_res <= 8192, "train_res", "must be in 8..8192")
     need(c.display_res is None or 8 <= c.display_res <= 8192, "display_res", "must be in 8..8192")
     need(all(1 <= r <= 16384 for r in c.texture_res), "texture_res", "must be two sizes in 1..16384")
@@ -253,6 +268,9 @@ def _check_values(c: TrainConfig, where: str) -> None:
     need(c.light_power > 0, "light_power", "must be > 0")
     need(0.0 <= c.min_roughness <= 1.0, "min_roughness", "must be in [0, 1]")
     need(0 <= c.subdivision <= 5, "subdivision", "must be in 0..5")
+    need(isinstance(c.position_smoothing, (int, float)) and not isinstance(
+        c.position_smoothing, bool) and 0 <= c.position_smoothing < 1e6,
+        "position_smoothing", "must be a number >= 0 (0 = positions trained directly)")
     need(c.laplacian_factor is None or c.laplacian_factor >= 0, "laplacian_factor",
          "must be >= 0 or null (automatic)")
     need(c.background in BACKGROUNDS, "background", f"must be one of {list(BACKGROUNDS)}")

@@ -14,7 +14,7 @@ from difflod.assets import ASSETS, demo_pair, make
 from difflod.errors import DiffLodError
 from difflod.mesh import Mesh
 
-CLOSED = ("sphere", "spiky", "knot", "skinned_cylinder", "multi_material", "beacon")
+CLOSED = ("sphere", "spiky", "knot", "skinned_cylinder", "multi_material", "beacon", "glass")
 SMALL_TEX = 32
 
 

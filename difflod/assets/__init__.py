@@ -22,6 +22,8 @@ Assets (one module each):
     beacon            a dark metal column with glowing strips and windows
                       (an emissive map peaking above 1)
     vcolor            a sphere colored by its vertex colors only (white 1x1 kd)
+    glass             a tinted see-through globe (BLEND, alpha 0.3) around an
+                      opaque coloured core: two materials
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from difflod.mesh import Mesh
 __all__ = ["ASSETS", "MAX_TRIANGLES", "MIN_TRIANGLES", "demo_pair", "make"]
 
 ASSETS: tuple[str, ...] = ("sphere", "spiky", "knot", "shrub", "skinned_cylinder",
-                           "multi_material", "beacon", "vcolor")
+                           "multi_material", "beacon", "vcolor", "glass")
 MIN_TRIANGLES = 12
 MAX_TRIANGLES = 4_000_000
 _MAX_TEXTURE_RES = 8192

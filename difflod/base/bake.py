@@ -237,7 +237,9 @@ def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarra
     else:
         ruv = np.zeros((len(rtri), 2))
     mat_ids = reference.material_ids().cpu().numpy()[rtri]
-    kd_channels = 4 if any(m.kd.shape[-1] == 4 for m in reference.materials) else 3
+    # alpha only where a material has one (MASK, BLEND): an OPAQUE material's 4th
+    # channel means nothing (glTF), so its texels bake opaque, whatever it holds
+    kd_channels = 4 if any(m.has_alpha for m in reference.materials) else 3
     kd = np.zeros((len(rtri), kd_channels))
     ks = np.zeros((len(rtri), 3))
     nmap = np.zeros((len(rtri), 3))
@@ -251,9 +253,9 @@ def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarra
         if not sel.any():
             continue
         kd_m = _sample_bilinear(mat.kd.detach().cpu().double().numpy(), ruv[sel])
-        if kd_channels == 4 and kd_m.shape[1] == 3:
-            kd_m = np.concatenate([kd_m, np.ones((len(kd_m), 1))], axis=1)
-        kd[sel] = kd_m
+        kd[sel, :3] = kd_m[:, :3]
+        if kd_channels == 4:
+            kd[sel, 3] = kd_m[:, 3] if mat.has_alpha else 1.0
         ks[sel] = _sample_bilinear(mat.ks.detach().cpu().double().numpy(), ruv[sel])
         if mat.normal is not None:
             n = _sample_bilinear(mat.normal.detach().cpu().double().numpy(), ruv[sel])

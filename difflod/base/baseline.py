@@ -144,7 +144,8 @@ def baseline(reference: Mesh, triangles: int, *, texture_res: int = 1024, seed: 
         emissive=to_tensor(baked["emissive"]) if baked["emissive"] is not None else None,
         alpha_mode=alpha_src.alpha_mode,
         alpha_cutoff=alpha_src.alpha_cutoff,
-        double_sided=src.double_sided,
+        # one material for every part: two-sided where any part is (a glass shell)
+        double_sided=any(m.double_sided for m in reference.materials),
     )
     idx_t = torch.from_numpy(idx)
     uv_idx_t = torch.from_numpy(uv_idx)

@@ -70,12 +70,20 @@ RENDERERS = ("difflod", "threejs")
 
 
 def texture_bytes(mesh: Mesh) -> int:
-    """Bytes of all material textures stored as 8-bit channels (H*W*C per texture)."""
-    total = 0
+    """Bytes of all material textures stored as 8-bit channels (H*W*C per texture);
+    an image that several materials share (base/opaque_split.py; read back from a
+    file, equal copies) counts once, as the glTF writer stores it once; a 1x1
+    texture is a factor of each material."""
+    total, seen = 0, []
     for m in mesh.materials:
         for tex in (getattr(m, name) for name in TEXTURE_FIELDS):
-            if tex is not None:
-                total += int(tex.numel())
+            if tex is None:
+                continue
+            if tex.shape[0] * tex.shape[1] > 1:
+                if any(t is tex or (t.shape == tex.shape and torch.equal(t, tex)) for t in seen):
+                    continue
+                seen.append(tex)
+            total += int(tex.numel())
     return total
 
 

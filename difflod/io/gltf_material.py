@@ -12,6 +12,7 @@ material.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -116,7 +117,7 @@ def _emissive(src: GltfSource, mat: Any, what: str) -> np.ndarray | None:
     check_member(ext, _EMISSIVE_STRENGTH, f"{what}: KHR_materials_emissive_strength", src.path)
     strength = ext.get("emissiveStrength", 1.0)
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) \
-            or not np.isfinite(strength) or strength < 0:
+            or not math.isfinite(strength) or strength < 0:
         raise src.error(f"{what}: KHR_materials_emissive_strength emissiveStrength must be a "
                         f"finite number >= 0, got {strength!r}")
     img = _texture(src, mat.emissiveTexture, f"emissiveTexture of {what}")

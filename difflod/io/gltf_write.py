@@ -119,12 +119,15 @@ class _Images:
     def __init__(self, doc: gl.GLTF2, blob: _Blob, stem: str | None) -> None:
         self.doc, self.blob, self.stem = doc, blob, stem
         self.files: list[tuple[str, bytes]] = []
+        self._known: dict[bytes, int] = {}  # PNG -> its texture: each image stored once
 
     def texture(self, img: np.ndarray, name: str) -> int:
         if not self.doc.samplers:  # the one sampler, only where a texture uses it
             self.doc.samplers.append(gl.Sampler(magFilter=9729, minFilter=9987, wrapS=10497,
                                                 wrapT=10497))
         data = _png(img)
+        if data in self._known:  # materials sharing a map (base/opaque_split.py)
+            return self._known[data]
         if self.stem is None:
             image = gl.Image(bufferView=self.blob.view(data), mimeType="image/png", name=name)
         else:
@@ -133,6 +136,7 @@ class _Images:
             image = gl.Image(uri=quote(file), name=name)
         self.doc.images.append(image)
         self.doc.textures.append(gl.Texture(sampler=0, source=len(self.doc.images) - 1))
+        self._known[data] = len(self.doc.textures) - 1
         return len(self.doc.textures) - 1
 
 

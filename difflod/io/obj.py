@@ -87,8 +87,8 @@ def _block(data: bytes, starts: np.ndarray, ends: np.ndarray, idx: np.ndarray) -
     if idx.size == 0:
         return b""
     breaks = np.flatnonzero(np.diff(idx) != 1) + 1
-    run_first = np.r_[idx[0], idx[breaks]]
-    run_last = np.r_[idx[breaks - 1], idx[-1]]
+    run_first = np.concatenate((idx[:1], idx[breaks]))
+    run_last = np.concatenate((idx[breaks - 1], idx[-1:]))
     parts = [data[starts[a]:ends[b]] for a, b in zip(run_first.tolist(), run_last.tolist())]
     return b"\n".join(parts) + b"\n"
 
@@ -104,7 +104,7 @@ def _tokens(block: bytes, kwlen: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
         z = np.zeros(0, np.int64)
         return b, z, z, z
     nl = np.flatnonzero(b == 10)
-    starts = np.r_[0, nl[:-1] + 1]
+    starts = np.concatenate(([0], nl[:-1] + 1))
     for j in range(kwlen):
         b[starts + j] = 32
     hashes = np.flatnonzero(b == 35)
@@ -136,7 +136,7 @@ def _numbers(b: np.ndarray, starts: np.ndarray, per_line: np.ndarray, dtype: typ
     vals = _parse_numbers(b, dtype)
     if vals is not None and vals.size == expected:
         return vals
-    ends = np.r_[starts[1:], b.size]
+    ends = np.concatenate((starts[1:], [b.size]))
     for i, (lo, hi) in enumerate(zip(starts.tolist(), ends.tolist())):
         line = _parse_numbers(b[lo:hi], dtype)
         if line is None or line.size != int(per_line[i]):
@@ -267,8 +267,8 @@ def read(path: Path, mtl_override: Path | None = None, limits: ReadLimits | None
     for attempt in range(2):
         buf = np.frombuffer(data + b"   ", np.uint8)
         nl = np.flatnonzero(buf[:len(data)] == 10)
-        starts = np.r_[0, nl + 1]
-        ends = np.r_[nl, len(data)]
+        starts = np.concatenate(([0], nl + 1))
+        ends = np.concatenate((nl, [len(data)]))
         c0, c1, c2 = buf[starts], buf[starts + 1], buf[starts + 2]
         before_nl = buf[np.maximum(nl - 1, 0)]
         cont = (before_nl == 92) | ((before_nl == 13) & (buf[np.maximum(nl - 2, 0)] == 92))
@@ -281,7 +281,7 @@ def read(path: Path, mtl_override: Path | None = None, limits: ReadLimits | None
     is_vt = (c0 == 118) & (c1 == 116) & c2ws
     is_vn = (c0 == 118) & (c1 == 110) & c2ws
     is_f = (c0 == 102) & c1ws
-    skip = is_v | is_vt | is_vn | is_f | (c0 <= 32) | (c0 == 35) | (np.isin(c0, [111, 103, 115]) & c1ws)
+    skip = is_v | is_vt | is_vn | is_f | (c0 <= 32) | (c0 == 35) | (((c0 == 111) | (c0 == 103) | (c0 == 115)) & c1ws)
     groups = {k: np.flatnonzero(m) for k, m in
               (("v", is_v), ("vt", is_vt), ("vn", is_vn), ("f", is_f))}
 

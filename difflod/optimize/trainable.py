@@ -25,10 +25,18 @@ import torch.nn.functional as F
 from difflod.base.bake import chart_mask
 from difflod.base.texel_fill import fill_unseen
 from difflod.config import TrainConfig
+from difflod.geometry.smooth_positions import SmoothPositions
 from difflod.mesh import Material, Mesh
 from difflod.render.texture import texture_mips
 
-__all__ = ["Trainable", "resize_texture"]
+__all__ = ["Trainable", "peel_layers", "resize_texture"]
+
+
+def peel_layers(config: TrainConfig, reference: Mesh) -> int:
+    """The depth-peeled layers of the candidate's renders: config `layers`, or,
+    when null, several where a reference material is BLEND (see TrainConfig)."""
+    return config.layers_for(any(m.has_alpha and m.alpha_mode == "BLEND"
+                                 for m in reference.materials))
 
 
 def resize_texture(tex: torch.Tensor, res: tuple[int, int]) -> torch.Tensor:
@@ -99,8 +107,9 @@ class Trainable:
         self.base = base
         device = base.device
         res = tuple(config.texture_res)
-        ref_mat = reference.materials[0]
-        alpha = config.layers > 1 or ref_mat.kd.shape[-1] == 4
+        # the material whose alpha the candidate takes (its first with alpha)
+        ref_mat = next((m for m in reference.materials if m.has_alpha), reference.materials[0])
+        alpha = peel_layers(config, reference) > 1 or ref_mat.kd.shape[-1] == 4
         emissive = any(m.emissive is not None for m in reference.materials)
         self.names = self.TEXTURES + (("emissive",) if emissive else ())
         init = config.texture_init
@@ -120,7 +129,15 @@ class Trainable:
                                       alpha, emissive)
         self.textures = {name: self._make_texture(start[name].to(device)) for name in self.names}
         self._start = start  # CPU, for export_mesh
-        self.v_pos = base.v_pos.detach().clone().requires_grad_(True)
+        # the trained position parameter: the positions themselves, or u = (I + lambda L) x
+        # (geometry.smooth_positions) with position_smoothing = lambda > 0
+        self.smooth: SmoothPositions | None = None
+        if config.position_smoothing > 0:
+            self.smooth = SmoothPositions(base.t_pos_idx, base.num_vertices,
+                                          config.position_smoothing, device)
+            self.v_pos = self.smooth.to_param(base.v_pos).requires_grad_(True)
+        else:
+            self.v_pos = base.v_pos.detach().clone().requires_grad_(True)
         self.displacement: torch.Tensor | None = None
         if config.subdivision > 0:
             self.displacement = torch.zeros((*res, 1), device=device, requires_grad=True)
@@ -164,6 +181,10 @@ class Trainable:
             occlusion=self.base.materials[0].occlusion,  # carried, never trained
             alpha_mode=self.alpha_mode, alpha_cutoff=self.alpha_cutoff)
 
+    def positions(self) -> torch.Tensor:
+        """The candidate's vertex positions `[V,3]`, differentiable in the parameter."""
+        return self.v_pos if self.smooth is None else self.smooth.positions(self.v_pos)
+
     def mips(self) -> dict[str, list[torch.Tensor]] | None:
         """Caller-given mip stacks per texture (custom_mip), else None."""
         if not self.config.custom_mip:
@@ -173,7 +194,7 @@ class Trainable:
     def base_mesh(self) -> Mesh:
         """The candidate at base resolution (what is exported), no autograd cut."""
         return dataclasses.replace(
-            self.base, v_pos=self.v_pos, v_nrm=None, t_nrm_idx=None, v_tng=None,
+            self.base, v_pos=self.positions(), v_nrm=None, t_nrm_idx=None, v_tng=None,
             t_tng_idx=None, t_mat=None, materials=(self.material(),))
 
     @torch.no_grad()

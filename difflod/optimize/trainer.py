@@ -39,7 +39,7 @@ from difflod.optimize.graphed import CapturedStep, RecordingError, make_capturab
 from difflod.optimize.progress import Progress
 from difflod.optimize.reference_renders import ReferenceRenders
 from difflod.optimize.schedule import LaplacianWeight, lr_factor
-from difflod.optimize.trainable import Trainable
+from difflod.optimize.trainable import Trainable, peel_layers
 
 __all__ = ["Trainer", "prepare_meshes", "resolve_device"]
 
@@ -71,6 +71,7 @@ def graph_blocker(config: TrainConfig, device: torch.device, skinned: bool,
         (skinned, "an animated model is posed per step"),
         (world_size > 1, "the step is split over several processes"),
         (config.subdivision > 0, "displacement subdivides the mesh every step"),
+        (config.position_smoothing > 0, "position_smoothing solves outside torch's stream"),
     )
     return next((why for bad, why in reasons if bad), None)
 
@@ -171,6 +172,7 @@ class Trainer:
         self.compiled = compile_shading(config.compile, self.device)
         self.generator = torch.Generator().manual_seed(int(config.seed))
         self.trainable = Trainable(base, reference, config, self.generator)
+        self.layers = peel_layers(config, reference)  # config `layers`, null resolved
         groups = self.trainable.param_groups()
         if not groups:
             raise DiffLodError("skip_train freezes every parameter: nothing to optimize")
@@ -238,7 +240,7 @@ class Trainer:
         from difflod.render.pipeline import render_mesh
 
         cfg = self.config
-        ref_layers = cfg.layers if self.reference.materials[0].has_alpha else 1
+        ref_layers = self.layers if any(m.has_alpha for m in self.reference.materials) else 1
         opts = {"spp": spp, "min_roughness": cfg.min_roughness, "backend": cfg.backend
                 if cfg.backend != "auto" else None, "validate": False,
                 "compiled": self.compiled, "capturable": self.graphed}
@@ -258,7 +260,7 @@ class Trainer:
                                                  lambda: draw_reference(t, v, b))
             # validate=False: __init__ validated both meshes; the candidate is built
             # from the base (same indices) and rasterize checks its positions finite
-            opt = render_mesh(self._pose(candidate, t), v, (res, res), layers=cfg.layers,
+            opt = render_mesh(self._pose(candidate, t), v, (res, res), layers=self.layers,
                               background=b, mips=self.trainable.mips(),
                               topology=self.topology["candidate"], corners=self.corners,
                               **opts).color
@@ -312,7 +314,7 @@ class Trainer:
         except torch.cuda.OutOfMemoryError:
             raise DiffLodError(
                 f"out of GPU memory at train_res={res}, batch={cfg.batch}, spp={spp}, "
-                f"layers={cfg.layers}, texture_res={list(cfg.texture_res)}: lower 'batch' "
+                f"layers={self.layers}, texture_res={list(cfg.texture_res)}: lower 'batch' "
                 f"(or train_res / spp / texture_res)") from None
         self.scheduler.step()
         record = {"iteration": it}
@@ -523,8 +525,8 @@ class Trainer:
                               device=self.device)
         bg = background(cfg.background, 1, res, res, self.generator, device=self.device)
         backend = cfg.backend if cfg.backend != "auto" else None
-        ref_layers = cfg.layers if self.reference.materials[0].has_alpha else 1
-        opt = render_mesh(self._candidate(), view, (res, res), layers=cfg.layers,
+        ref_layers = self.layers if any(m.has_alpha for m in self.reference.materials) else 1
+        opt = render_mesh(self._candidate(), view, (res, res), layers=self.layers,
                           background=bg, min_roughness=cfg.min_roughness, backend=backend,
                           mips=self.trainable.mips(), topology=self.topology["candidate"]).color
         ref = render_mesh(self.reference, view, (res, res), layers=ref_layers, background=bg,

@@ -84,7 +84,10 @@ __all__ = [
 #: 5k -> 100, same settings, +2.12 -> +1.53 dB.
 SIMPLIFY_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "iter": 2000, "batch": 8, "train_res": 512, "texture_res": [1024, 1024],
-    "learning_rate": [0.002, 0.01], "init_textures": "base", "relative_laplacian": True})
+    "learning_rate": [0.002, 0.01], "init_textures": "base", "relative_laplacian": True,
+    # a skinned, animated reference trains in poses drawn from its animation
+    # (no effect on a static one); `animate: false` trains its rest pose only
+    "animate": True})
 
 BASELINE_NAME = "qem_bake"
 INITIAL_NAME = "initial"  # the start of training, evaluated when it is not the baseline
@@ -177,17 +180,23 @@ def open_reference(reference: str | Path | Mesh, config: TrainConfig | None
 def base_mesh(reference: Mesh, budget: int, config: TrainConfig) -> tuple[Mesh, Mesh]:
     """The base-mesh stage: QEM + atlas + bake of `reference` to `budget` triangles,
     its normal map matched to the renderer's tangents; returns (base, the mesh to
-    train: the base, with the reference's skin transferred when animating)."""
+    train), both with the reference's skin transferred when it has one (so
+    qem_bake.glb and the result move as the reference does; `animate` says
+    whether training poses them). The base returned for the files has the opaque
+    parts of a BLEND bake under an OPAQUE material (base/opaque_split.py); the
+    one to train keeps the single material."""
     from difflod.base.baseline import baseline
+    from difflod.base.opaque_split import split_opaque
     from difflod.base.render_tangents import match_render_tangents
 
     base = match_render_tangents(baseline(reference, budget, texture_res=max(config.texture_res),
                                           seed=config.seed))
-    if config.animate and reference.skin is not None:
+    if reference.skin is not None and reference.v_joints is not None \
+            and reference.v_weights is not None:
         from difflod.geometry.skin_transfer import transfer_skin
 
-        return base, transfer_skin(reference, base)
-    return base, base
+        base = transfer_skin(reference, base)
+    return split_opaque(base), base
 
 
 def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, *,
@@ -208,12 +217,14 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
         resume: continue the run in `out_dir` (see the module docstring).
     Returns:
         SimplifyResult; result.mesh and result.baseline are CPU meshes with one
-        material, kd `[H,W,3|4]`, ks `[H,W,3]`, normal `[H,W,3]` float32.
+        material, kd `[H,W,3|4]`, ks `[H,W,3]`, normal `[H,W,3]` float32 (a
+        BLEND one with opaque parts: an OPAQUE copy on those, base/opaque_split.py).
     Raises:
         DiffLodError: a missing or bad model, a budget out of range, a bad config,
             a checkpoint that does not fit; OutputInUseError: another run writes
             into `out_dir`; OutputFileError: an output cannot be written.
     """
+    from difflod.base.opaque_split import split_opaque
     from difflod.io import save
     from difflod.optimize.trainer import Trainer, prepare_meshes, resolve_device
     from difflod.run import outputs
@@ -251,6 +262,7 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
         if point.checkpoint is not None:
             trainer.load_checkpoint(point.checkpoint)
         final, seconds = fit(trainer, frame, out)
+        final = split_opaque(final)  # what renderers draw in their opaque pass, as OPAQUE
         export(out, trainer, final)
         metrics = None
         if evaluate:  # the evaluate and report stages begin inside

@@ -32,6 +32,14 @@ def test_texture_bytes_counts_8bit_channels() -> None:
     glow = dataclasses.replace(m.materials[0], emissive=torch.ones(2, 2, 3),
                                occlusion=torch.ones(4, 4, 1))
     assert ev.texture_bytes(m.replace(materials=(glow,))) == 99 + 12 + 16
+    # two materials on one atlas (base/opaque_split.py), the image shared or an equal
+    # copy as read back from a file: stored once; each 1x1 factor per material
+    mat = m.materials[0]
+    for kd in (mat.kd, mat.kd.clone()):
+        twin = dataclasses.replace(mat, kd=kd, alpha_mode="OPAQUE")
+        assert ev.texture_bytes(m.replace(materials=(mat, twin))) == 99 + 3
+    other = dataclasses.replace(mat, kd=mat.kd * 0.5)
+    assert ev.texture_bytes(m.replace(materials=(mat, other))) == 2 * 99
 
 
 def test_fixed_views_deterministic() -> None:

@@ -25,6 +25,7 @@ import os
 import resource
 import sys
 import tempfile
+import time
 import traceback
 import warnings
 from collections.abc import Callable
@@ -160,13 +161,17 @@ def main(argv: list[str]) -> None:
         import difflod.io.image
         import difflod.io.obj  # noqa: F401
     warnings.simplefilter("ignore")
-    flags = [a for a in argv[2:] if a.startswith("-") and not a.startswith("-work_dir=")]
+    # ours, not libFuzzer's: -work_dir=DIR, where the side files, seeds and new
+    # inputs go, for the caller to delete (default a new temporary folder in RAM);
+    # -corpus_out=DIR, the folder that receives what the run finds (default
+    # DIR/new), which several processes of one target may share (libFuzzer
+    # reloads it each second, so each picks up what the others found)
+    ours = ("-work_dir=", "-corpus_out=")
+    flags = [a for a in argv[2:] if a.startswith("-") and not a.startswith(ours)]
     dirs = [a for a in argv[2:] if not a.startswith("-")]
-    # -work_dir=DIR (ours, not libFuzzer's): where the side files, seeds and
-    # new inputs go, for the caller to delete; default a new temporary folder
-    given = [a.split("=", 1)[1] for a in argv[2:] if a.startswith("-work_dir=")]
+    given = {k: a.split("=", 1)[1] for k in ours for a in argv[2:] if a.startswith(k)}
     shm = Path("/dev/shm")
-    work = Path(given[-1]) if given else Path(tempfile.mkdtemp(
+    work = Path(given["-work_dir="]) if "-work_dir=" in given else Path(tempfile.mkdtemp(
         prefix="difflod-fuzz-", dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None))
     work.mkdir(parents=True, exist_ok=True)
     write_seeds(work, work / "corpus")
@@ -177,9 +182,11 @@ def main(argv: list[str]) -> None:
     if not any(f.startswith("-timeout=") for f in flags):
         flags.append(f"-timeout={HANG_SECONDS}")
     # the first folder receives what the run finds; the seeds come after it
-    new = work / "new"
-    new.mkdir()
+    new = Path(given.get("-corpus_out=", work / "new"))
+    new.mkdir(parents=True, exist_ok=True)
     atheris.Setup([argv[0], *flags, str(new), str(work / "corpus" / name), *dirs], target)
+    # bench/fuzz.py subtracts this from the process's CPU time: the fuzzing's own
+    print(f"fuzz_harness: setup_cpu_s: {time.process_time():.3f}", file=sys.stderr, flush=True)
     atheris.Fuzz()
 
 

@@ -29,6 +29,15 @@ EXPECTED = {
     "mtl/name-too-long.mtl": r"input\.mtl: line 6: path .* cannot be used: File name too long",
     # IndexError: a line of bytes.strip()-survivors that str.split() finds empty
     "mtl/unicode-blank-line.mtl": r"input\.mtl: line 2: Kd before any newmtl",
+    # OverflowError: math.isfinite of a 401-digit integer literal (a "number" member)
+    "gltf/integer-beyond-float.gltf":
+        r"input\.gltf: nodes\[0\]\.translation\[0\] must be a finite number, got 1000",
+    # ValueError from json.loads: an integer literal past Python's 4300-digit limit
+    "gltf/integer-too-many-digits.gltf":
+        r"input\.gltf: bad glTF JSON: Exceeds the limit \(4300 digits\) for integer string",
+    # TypeError: np.isfinite of an integer beyond int64 (emissiveStrength 1e39 as digits)
+    "gltf/emissive-strength-beyond-int64.gltf":
+        r"input\.gltf: material 0: emissiveFactor x emissiveStrength is not finite in float32",
 }
 
 
