@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from difflod.config import TrainConfig, load_config
-from difflod.errors import DiffLodError
+from difflod.errors import ConfigError, DiffLodError
 from difflod.evaluate.evaluate import evaluate
 from difflod.models import open_model
 from difflod.optimize.trainer import prepare_meshes
@@ -296,3 +296,26 @@ def test_run_reads_the_numbers_back_every_log_interval(tmp_path: Path,
     assert calls == [(1, 0), (3, 1), (3, 2), (6, 3), (6, 4), (6, 5), (7, 6)]
     assert [h["iteration"] for h in history] == list(range(7))
     assert all({"loss", "laplacian", "psnr", "ms"} <= set(h) for h in history)
+
+
+def test_position_smoothing_trains_smoothed_positions(tmp_path: Path, trainer_for) -> None:
+    """With position_smoothing the trained parameter is u = (I + lambda L) x: the
+    rendered positions are M^-1 u, they move, and a checkpoint resumes them."""
+    cfg = make(position_smoothing=5.0, laplacian_factor=0.0, learning_rate=[0.01, 0.01])
+    tr = trainer_for(cfg, tmp_path / "a")
+    start = tr.trainable.positions().detach().clone()
+    # at the start the parameter maps back to the base's positions (float32 solve)
+    torch.testing.assert_close(start, tr.trainable.base.v_pos, rtol=0, atol=1e-4)
+    for _ in range(3):
+        tr.step()
+    x = tr.trainable.positions().detach()
+    u = tr.trainable.v_pos.detach()
+    assert float((x - start).abs().max()) > 1e-4  # the geometry moved
+    m = tr.trainable.smooth.matrix.to_dense().float()
+    torch.testing.assert_close(m @ x, u, rtol=0, atol=1e-4)  # x = M^-1 u
+    ckpt = tr.save_checkpoint()
+    again = trainer_for(cfg, tmp_path / "a")
+    again.load_checkpoint(ckpt)
+    torch.testing.assert_close(again.trainable.positions(), tr.trainable.positions())
+    with pytest.raises(ConfigError, match="position_smoothing"):
+        make(position_smoothing=-1.0)
