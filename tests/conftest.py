@@ -3,7 +3,8 @@ run_simulated runs a script under numba's CUDA simulator; aot_eager puts
 shading.compiled on torch.compile's "aot_eager" backend (the compiled paths'
 graph capture without a compiler); require_tool fails a
 test whose outside tool (chromium, the glTF validator) is missing under CI=true,
-and skips it elsewhere with the way to install it."""
+and skips it elsewhere with the way to install it; threejs does the same for
+the three.js renderer (headless Chromium and the npm package three)."""
 
 from __future__ import annotations
 
@@ -104,3 +105,17 @@ def aot_eager(monkeypatch: pytest.MonkeyPatch):
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
+
+
+@pytest.fixture(scope="session")
+def threejs() -> None:
+    """Headless Chromium and the npm package three, for difflod's three.js renderer:
+    skips the test where they are missing, fails it under CI (.ci/run installs them)."""
+    from difflod.evaluate.threejs import RendererUnavailable, find_threejs
+
+    try:
+        find_threejs()
+    except RendererUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have the three.js renderer: {exc}")
+        pytest.skip(f"{exc} (.ci/run installs both)")

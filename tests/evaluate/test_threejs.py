@@ -22,7 +22,6 @@ normal change) and in texture filtering; silhouettes are compared separately
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import pytest
@@ -32,20 +31,10 @@ import difflod
 from difflod.assets import make
 from difflod.evaluate import metrics
 from difflod.evaluate.evaluate import evaluate, normalize_to, render_threejs, render_views
-from difflod.evaluate.threejs import RendererUnavailable, find_threejs
 from difflod.scene.views import fixed_views
 
 THRESHOLD_DB = 29.5
 
-
-@pytest.fixture(scope="module")
-def threejs() -> None:
-    try:
-        find_threejs()
-    except RendererUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must have the three.js renderer: {exc}")
-        pytest.skip(f"{exc} (.ci/run installs both)")
 
 
 def _striped(mesh: difflod.Mesh) -> difflod.Mesh:

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from difflod.cli import main
 from difflod.evaluate import metrics
 from difflod.evaluate.evaluate import normalize_to, render_views
 from difflod.geometry.skinning import skin_mesh
@@ -34,14 +33,9 @@ SMALL = {"iter": 6, "train_res": 48, "batch": 2, "texture_res": [32, 32],
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("lod_skinned")
-    cfg = root / "cfg.json"
-    cfg.write_text(json.dumps(SMALL))
-    out = root / "out"
-    assert main(["simplify", REF, "--triangles", ",".join(map(str, LEVELS)), "-o", str(out),
-                 "--config", str(cfg), "--quiet"]) == 0
-    return out
+def chain(tmp_path_factory: pytest.TempPathFactory, simplify_cli) -> Path:
+    return simplify_cli(tmp_path_factory.mktemp("lod_skinned"), REF,
+                        ",".join(map(str, LEVELS)), SMALL)
 
 
 @pytest.fixture(scope="module")

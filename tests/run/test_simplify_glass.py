@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import struct
 from pathlib import Path
 
@@ -22,10 +21,8 @@ import torch
 import difflod
 from difflod.assets.glass import GLASS_RGBA
 from difflod.base.opaque_split import triangle_min_alpha
-from difflod.cli import main
 from difflod.evaluate import metrics
 from difflod.evaluate.evaluate import normalize_to, render_threejs, render_views
-from difflod.evaluate.threejs import RendererUnavailable, find_threejs
 from difflod.mesh import Mesh
 from difflod.models import open_model
 from difflod.scene.views import fixed_views
@@ -38,14 +35,8 @@ SMALL = {"iter": 10, "train_res": 64, "batch": 2, "texture_res": [32, 32],
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("glass")
-    cfg = root / "cfg.json"
-    cfg.write_text(json.dumps(SMALL))
-    out = root / "out"
-    assert main(["simplify", REF, "--triangles", str(BUDGET), "-o", str(out),
-                 "--config", str(cfg), "--quiet"]) == 0
-    return out
+def run(tmp_path_factory: pytest.TempPathFactory, simplify_cli) -> Path:
+    return simplify_cli(tmp_path_factory.mktemp("glass"), REF, str(BUDGET), SMALL)
 
 
 @pytest.fixture(scope="module")
@@ -106,15 +97,6 @@ def test_difflod_shows_the_core_through_the_glass(run: Path, reference: Mesh) ->
         fault = float((_centre(shut[i]) - _centre(want[i])).abs().max())
         assert err < 0.15 and fault > 0.2, (i, err, fault)
 
-
-@pytest.fixture(scope="module")
-def threejs() -> None:
-    try:
-        find_threejs()
-    except RendererUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must have the three.js renderer: {exc}")
-        pytest.skip(f"{exc} (.ci/run installs both)")
 
 
 def _shuffled(mesh: Mesh, seed: int) -> Mesh:
