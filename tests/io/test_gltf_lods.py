@@ -93,22 +93,13 @@ def test_bad_coverage(tmp_path, chain, coverage, match):
     assert not (tmp_path / "x.glb").exists()
 
 
-def test_a_viewer_without_msft_lod_shows_level_0(tmp_path, chain):
+def test_a_viewer_without_msft_lod_shows_level_0(tmp_path, chain, threejs):
     """three.js has no MSFT_lod: it must draw the chain's file exactly as level 0's own
     file (the coarser levels stay outside the scene), and not as a coarser level."""
-    import os
-
     from difflod.evaluate.evaluate import render_threejs
-    from difflod.evaluate.threejs import RendererUnavailable, find_threejs
     from difflod.io import save
     from difflod.scene.views import fixed_views
 
-    try:
-        find_threejs()
-    except RendererUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must have the three.js renderer: {exc}")
-        pytest.skip(f"{exc} (.ci/run installs it)")
     files = {"chain": tmp_path / "chain.glb", "lod0": tmp_path / "lod0.glb",
              "lod2": tmp_path / "lod2.glb"}
     write_lods(chain, files["chain"], [0.25, 0.0625, 0.0])
