@@ -104,7 +104,7 @@ class TrainConfig:
     # (optimize.trainer.compile_shading)
     compile: str = "auto"
     # the training step recorded once as a CUDA graph and replayed (optimize.graphed):
-    # "on" = recorded (an error where it cannot be: optimize.trainer.graph_blocker),
+    # "on" = recorded (an error where it cannot be: optimize.graphed.graph_blocker),
     # "off" = eager steps; "auto" is off until a GPU run has measured it
     cuda_graph: str = "auto"
     seed: int = 0

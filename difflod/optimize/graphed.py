@@ -34,7 +34,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CapturedStep", "RecordingError", "make_capturable"]
+from difflod.config import TrainConfig
+
+__all__ = ["CapturedStep", "RecordingError", "graph_blocker", "make_capturable", "portable_state"]
 
 
 class RecordingError(RuntimeError):
@@ -111,3 +113,36 @@ def make_capturable(optimizer: torch.optim.Optimizer) -> None:
         group["capturable"] = True
         if not isinstance(group["lr"], torch.Tensor):
             group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=dev)
+
+
+def graph_blocker(config: TrainConfig, device: torch.device, skinned: bool,
+                  world_size: int) -> str | None:
+    """Why the step cannot be recorded as a CUDA graph (optimize.graphed), or None.
+
+    It can where its shapes never change and its kernels launch on torch's
+    stream: a CUDA device with the numba-cuda kernels, a fixed training
+    resolution, no animation poses, one process, no subdivision/displacement.
+    """
+    from difflod.render.backends.cuda_launch import SIM, available
+
+    reasons = (
+        (device.type != "cuda", f"the device is {device.type}, not cuda"),
+        (config.backend not in ("auto", "cuda"), f"backend {config.backend!r} is not cuda"),
+        (not available() or SIM, "numba's CUDA kernels are not available"),
+        (config.random_train_res, "random_train_res changes the resolution every step"),
+        (skinned, "an animated model is posed per step"),
+        (world_size > 1, "the step is split over several processes"),
+        (config.subdivision > 0, "displacement subdivides the mesh every step"),
+        (config.position_smoothing > 0, "position_smoothing solves outside torch's stream"),
+    )
+    return next((why for bad, why in reasons if bad), None)
+
+
+def portable_state(optimizer_state: dict) -> dict:
+    """An optimizer state_dict as an eager optimizer loads it anywhere: learning
+    rates as floats, not the device tensors of a recorded step (optimize.graphed)."""
+    for group in optimizer_state["param_groups"]:
+        if isinstance(group.get("lr"), torch.Tensor):
+            group["lr"] = float(group["lr"])
+        group["capturable"] = False
+    return optimizer_state

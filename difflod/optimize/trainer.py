@@ -35,7 +35,13 @@ from difflod.optimize.checkpoint import (
     write_checkpoint,
 )
 from difflod.optimize.frame import Frame
-from difflod.optimize.graphed import CapturedStep, RecordingError, make_capturable
+from difflod.optimize.graphed import (
+    CapturedStep,
+    RecordingError,
+    graph_blocker,
+    make_capturable,
+    portable_state,
+)
 from difflod.optimize.progress import Progress
 from difflod.optimize.reference_renders import ReferenceRenders
 from difflod.optimize.schedule import LaplacianWeight, lr_factor
@@ -51,39 +57,6 @@ def compile_shading(mode: str, device: torch.device) -> bool:
     to pay (DESIGN.md, GPU code)."""
     del device  # "auto" will choose by device once the GPU path is measured
     return mode == "on"
-
-
-def graph_blocker(config: TrainConfig, device: torch.device, skinned: bool,
-                  world_size: int) -> str | None:
-    """Why the step cannot be recorded as a CUDA graph (optimize.graphed), or None.
-
-    It can where its shapes never change and its kernels launch on torch's
-    stream: a CUDA device with the numba-cuda kernels, a fixed training
-    resolution, no animation poses, one process, no subdivision/displacement.
-    """
-    from difflod.render.backends.cuda_launch import SIM, available
-
-    reasons = (
-        (device.type != "cuda", f"the device is {device.type}, not cuda"),
-        (config.backend not in ("auto", "cuda"), f"backend {config.backend!r} is not cuda"),
-        (not available() or SIM, "numba's CUDA kernels are not available"),
-        (config.random_train_res, "random_train_res changes the resolution every step"),
-        (skinned, "an animated model is posed per step"),
-        (world_size > 1, "the step is split over several processes"),
-        (config.subdivision > 0, "displacement subdivides the mesh every step"),
-        (config.position_smoothing > 0, "position_smoothing solves outside torch's stream"),
-    )
-    return next((why for bad, why in reasons if bad), None)
-
-
-def _portable(optimizer_state: dict) -> dict:
-    """An optimizer state_dict as an eager optimizer loads it anywhere: learning
-    rates as floats, not the device tensors of a recorded step (optimize.graphed)."""
-    for group in optimizer_state["param_groups"]:
-        if isinstance(group.get("lr"), torch.Tensor):
-            group["lr"] = float(group["lr"])
-        group["capturable"] = False
-    return optimizer_state
 
 
 def resolve_device(name: str) -> torch.device:
@@ -173,6 +146,8 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(int(config.seed))
         self.trainable = Trainable(base, reference, config, self.generator)
         self.layers = peel_layers(config, reference)  # config `layers`, null resolved
+        # the reference is peeled only where it has something to see through
+        self.ref_layers = self.layers if any(m.has_alpha for m in reference.materials) else 1
         groups = self.trainable.param_groups()
         if not groups:
             raise DiffLodError("skip_train freezes every parameter: nothing to optimize")
@@ -240,7 +215,6 @@ class Trainer:
         from difflod.render.pipeline import render_mesh
 
         cfg = self.config
-        ref_layers = self.layers if any(m.has_alpha for m in self.reference.materials) else 1
         opts = {"spp": spp, "min_roughness": cfg.min_roughness, "backend": cfg.backend
                 if cfg.backend != "auto" else None, "validate": False,
                 "compiled": self.compiled, "capturable": self.graphed}
@@ -248,7 +222,7 @@ class Trainer:
         def draw_reference(t: float | None, v, b: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 return render_mesh(self._pose(self.reference, t), v, (res, res),
-                                   layers=ref_layers, background=b,
+                                   layers=self.ref_layers, background=b,
                                    topology=self.topology["reference"], **opts).color
 
         def pair(t: float | None, v, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -308,7 +282,7 @@ class Trainer:
                                   f"(set cuda_graph: off to skip the attempt)",
                                   RuntimeWarning, stacklevel=2)
                     self.graphed, self.captured = False, None
-                    numbers, _ = self._compute(views, bg, res, spp, times, None, lap_w)
+                    numbers, _ = self._compute(views, bg, res, spp, times, lap_w)
             else:
                 numbers, lap_w = self._compute(views, bg, res, spp, times, None)
         except torch.cuda.OutOfMemoryError:
@@ -361,12 +335,11 @@ class Trainer:
                               "lightpos": views.lightpos, "bg": bg, "lap_w": lap_w})
 
     def _compute(self, views, bg: torch.Tensor, res: int, spp: int, times: list[float | None],
-                 lap_w_t: torch.Tensor | None, lap_w_known: float | None = None
-                 ) -> tuple[torch.Tensor, float]:
+                 lap_w: float | torch.Tensor | None) -> tuple[torch.Tensor, float]:
         """Render, loss, backward, Adam, clamp: (the step's numbers `[4]` on the
-        device: loss, Laplacian, MSE, finite; the Laplacian weight used). With
-        `lap_w_t` (a recorded step) the weight is that device scalar; with
-        `lap_w_known` that float (already drawn for this iteration)."""
+        device: loss, Laplacian, MSE, finite; the Laplacian weight used). `lap_w`:
+        this iteration's weight (a device scalar in a recorded step), or None to
+        draw it here from this step's Laplacian."""
         from difflod.optimize.losses import image_loss
 
         cfg = self.config
@@ -374,12 +347,9 @@ class Trainer:
         color_opt, color_ref = self.render_pair(candidate, views, res, spp, bg, times)
         img_loss = image_loss(color_opt, color_ref, cfg.loss)
         lap_loss = self.laplacian.loss(candidate.v_pos, self.lap_ref)
-        if lap_w_t is None:
-            lap_w = self._lap_weight_now(lap_loss) if lap_w_known is None else lap_w_known
-            total = img_loss + lap_loss * lap_w
-        else:
-            lap_w = float("nan")  # the caller knows it
-            total = img_loss + lap_loss * lap_w_t
+        if lap_w is None:
+            lap_w = self._lap_weight_now(lap_loss)
+        total = img_loss + lap_loss * lap_w
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if self.world_size > 1:
@@ -408,7 +378,7 @@ class Trainer:
         with torch.no_grad():
             for t, b in zip(params, before):
                 t.copy_(torch.where(finite_t, t, b))
-        return numbers, lap_w
+        return numbers, lap_w if isinstance(lap_w, float) else float("nan")
 
     def step(self) -> dict:
         """One iteration; returns its history record, read back from the device at once.
@@ -525,11 +495,10 @@ class Trainer:
                               device=self.device)
         bg = background(cfg.background, 1, res, res, self.generator, device=self.device)
         backend = cfg.backend if cfg.backend != "auto" else None
-        ref_layers = self.layers if any(m.has_alpha for m in self.reference.materials) else 1
         opt = render_mesh(self._candidate(), view, (res, res), layers=self.layers,
                           background=bg, min_roughness=cfg.min_roughness, backend=backend,
                           mips=self.trainable.mips(), topology=self.topology["candidate"]).color
-        ref = render_mesh(self.reference, view, (res, res), layers=ref_layers, background=bg,
+        ref = render_mesh(self.reference, view, (res, res), layers=self.ref_layers, background=bg,
                           spp=cfg.spp, min_roughness=cfg.min_roughness, backend=backend,
                           topology=self.topology["reference"]).color
         img = torch.cat([opt, ref], dim=2)[0]
@@ -542,7 +511,7 @@ class Trainer:
         return {
             "iteration": self.iteration,
             "params": self.trainable.state_dict(),
-            "optimizer": _portable(self.optimizer.state_dict()),
+            "optimizer": portable_state(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict(),
             "laplacian_weight": self.lap_weight.state(),
             "generator": self.generator.get_state(),

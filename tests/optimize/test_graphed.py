@@ -12,7 +12,8 @@ import torch
 from difflod.config import load_config
 from difflod.errors import ConfigError, DiffLodError
 from difflod.models import open_model
-from difflod.optimize.trainer import Trainer, _portable, graph_blocker, prepare_meshes
+from difflod.optimize.graphed import graph_blocker, portable_state
+from difflod.optimize.trainer import Trainer, prepare_meshes
 
 GPU = {"ref_mesh": "asset:spiky?triangles=4000&texture_res=64",
        "base_mesh": "asset:sphere?triangles=300", "random_textures": True,
@@ -58,7 +59,7 @@ def test_a_checkpoint_keeps_learning_rates_as_floats() -> None:
     opt = torch.optim.Adam([{"params": [p], "lr": 0.1}])
     opt.param_groups[0]["lr"] = torch.tensor(0.05)  # as a recorded step keeps it
     opt.param_groups[0]["capturable"] = True
-    state = _portable(opt.state_dict())
+    state = portable_state(opt.state_dict())
     assert state["param_groups"][0]["lr"] == pytest.approx(0.05)
     assert isinstance(state["param_groups"][0]["lr"], float)
     assert state["param_groups"][0]["capturable"] is False
