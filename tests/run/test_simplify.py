@@ -318,11 +318,12 @@ def test_stages_are_announced_timed_and_recorded(tmp_path: Path,
     timings = json.loads((tmp_path / "out" / "metrics.json").read_text())["timings"]
     assert list(timings) == ["base_mesh_s", "train_s", "evaluate_s", "report_s"]
     for name, key in zip(shown, timings):
-        # printed with one decimal (0.05); metrics.json's evaluate and report times
-        # leave out printing the table and writing metrics.json, which the printed
-        # ones include: milliseconds, more on a loaded machine (measured 0.07 s
-        # at a load of 16 on two cores), hence 2% on top
-        assert float(shown[name]) == pytest.approx(timings[key], abs=0.05, rel=0.02)
+        # the printed time is the recorded one or a little more (metrics.json's
+        # evaluate and report times leave out printing the table and writing
+        # metrics.json: milliseconds, 0.07 s measured at a load of 16 on two
+        # cores), then rounded to one decimal (±0.05)
+        recorded = timings[key]
+        assert recorded - 0.05 - 1e-9 <= float(shown[name]) <= recorded + 0.05 + 0.1 + 0.02 * recorded
         assert result.timings[key] == pytest.approx(timings[key], abs=0.05, rel=0.02)
     # the stages follow one another: together they are the whole call
     assert sum(timings.values()) == pytest.approx(wall, rel=0.05)
