@@ -209,14 +209,13 @@ def _train_chain(ref_mesh: Mesh, levels: list[int], out: Path, config: TrainConf
 
     Returns (level results, screen coverage, training seconds, the shared reference
     renders, the finest level's history, the trainers)."""
-    from difflod.base.opaque_split import split_opaque
     from difflod.io import save
     from difflod.io.gltf_write import write_lods
     from difflod.optimize.progress import Progress
     from difflod.optimize.reference_renders import ReferenceRenders
     from difflod.optimize.trainer import Trainer, prepare_meshes
     from difflod.run import outputs
-    from difflod.run.train import export
+    from difflod.run.train import export, final_mesh
 
     stages.begin("base mesh")
     # base meshes; the reference is normalized once
@@ -263,8 +262,7 @@ def _train_chain(ref_mesh: Mesh, levels: list[int], out: Path, config: TrainConf
     # export (each level's final checkpoint too: it goes when the chain's files are done)
     results = []
     for (base, _), trainer, level_dir in zip(bases, trainers, level_dirs):
-        # the opaque parts of a BLEND result as OPAQUE, as simplify writes them
-        final = split_opaque(frame.from_unit(trainer.trainable.export_mesh().to("cpu")))
+        final = final_mesh(trainer, frame)
         export(level_dir, trainer, final)
         results.append(SimplifyResult(mesh=final, baseline=base.to("cpu"), out_dir=level_dir,
                                       history=trainer.history, seconds=seconds))

@@ -224,7 +224,6 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
             a checkpoint that does not fit; OutputInUseError: another run writes
             into `out_dir`; OutputFileError: an output cannot be written.
     """
-    from difflod.base.opaque_split import split_opaque
     from difflod.io import save
     from difflod.optimize.trainer import Trainer, prepare_meshes, resolve_device
     from difflod.run import outputs
@@ -262,7 +261,6 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
         if point.checkpoint is not None:
             trainer.load_checkpoint(point.checkpoint)
         final, seconds = fit(trainer, frame, out)
-        final = split_opaque(final)  # what renderers draw in their opaque pass, as OPAQUE
         export(out, trainer, final)
         metrics = None
         if evaluate:  # the evaluate and report stages begin inside

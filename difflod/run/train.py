@@ -66,14 +66,22 @@ def fit(trainer: Trainer, frame: Frame, out_dir: Path) -> tuple[Mesh, float]:
     """The train stage: run `trainer` to the end, writing its progress pictures.
 
     Returns:
-        (the final mesh in the reference's own frame, on the CPU; seconds taken).
+        (the final mesh, `final_mesh`; seconds taken).
     """
     t0 = time.perf_counter()
     trainer.run(save_progress=lambda it: outputs.save_progress_image(
         out_dir, it, trainer.render_display()))
     seconds = time.perf_counter() - t0
-    final = frame.from_unit(trainer.trainable.export_mesh().to("cpu"))
-    return final, seconds
+    return final_mesh(trainer, frame), seconds
+
+
+def final_mesh(trainer: Trainer, frame: Frame) -> Mesh:
+    """The trained mesh as it is written and scored: in the reference's own frame,
+    on the CPU, the opaque triangles of a BLEND material under an OPAQUE copy of
+    it (base/opaque_split.py: what renderers draw in their opaque pass)."""
+    from difflod.base.opaque_split import split_opaque
+
+    return split_opaque(frame.from_unit(trainer.trainable.export_mesh().to("cpu")))
 
 
 def export(out_dir: Path, trainer: Trainer, final: Mesh) -> None:

@@ -143,3 +143,25 @@ def test_threejs_shows_the_core_through_the_glass(threejs: None, run: Path,
     assert scores["file"] > 32.0 and scores["file_shuffled"] > 32.0, scores
     assert scores["opaque"] < scores["file"] - 10.0, scores
     assert scores["one_blend_shuffled"] < scores["file_shuffled"] - 3.0, scores
+
+
+def test_every_trained_result_is_split_where_renderers_need_it(reference: Mesh) -> None:
+    """run/train.py's final_mesh, which `difflod train`, simplify and every LOD
+    level write: the trained single BLEND atlas leaves it with its opaque core
+    under an OPAQUE copy, in the reference's frame."""
+    from types import SimpleNamespace
+
+    from difflod.config import TrainConfig
+    from difflod.optimize.frame import Frame
+    from difflod.run.simplify import base_mesh
+    from difflod.run.train import final_mesh
+
+    split, trained = base_mesh(reference, BUDGET, TrainConfig(texture_res=[32, 32]))
+    assert [m.alpha_mode for m in trained.materials] == ["BLEND"]
+    frame = Frame.from_mesh(reference)
+    trainer = SimpleNamespace(trainable=SimpleNamespace(export_mesh=lambda: frame.to_unit(trained)))
+    final = final_mesh(trainer, frame)
+    assert [m.alpha_mode for m in final.materials] == [m.alpha_mode for m in split.materials] \
+        == ["BLEND", "OPAQUE"]
+    assert torch.equal(final.material_ids(), split.material_ids())
+    assert torch.allclose(final.v_pos, trained.v_pos, atol=1e-5)
