@@ -6,7 +6,12 @@ Mapping (compatible with the files nvdiffmodeling reads and writes):
   `Kd`), else the `Kd` value (also taken as sRGB, as nvdiffmodeling does).
   Alpha: `map_d` (its alpha channel if it has one, else its first channel),
   else the alpha channel of `map_Kd`, else `d` (or `1 - Tr`). A material whose
-  alpha is anywhere below 1 gets a 4-channel kd, alpha_mode "MASK", cutoff 0.5.
+  alpha is anywhere below 1 gets a 4-channel kd and, since MTL has no alpha
+  mode, one from the alpha itself (`_alpha_mode`): "BLEND" where the texels
+  that are not opaque are mostly partly transparent (a glass, `d 0.3`), else
+  "MASK" with cutoff 0.5 (a cut-out). The writer writes a MASK material's alpha
+  as 0 or 1 (the cutoff applied: it renders the same) and a BLEND one's as it
+  is, so both come back in their mode.
 - ks = (occlusion, roughness, metallic), linear: `map_Ks` texels, else the
   `Ks` values, else (0, Pr, Pm) from the PBR extension (missing Pr: derived
   from `Ns` when Ns is given, else 0.5; missing Pm: 0), else the Material
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,6 +204,17 @@ def _resize(img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return out[0].permute(1, 2, 0).contiguous()
 
 
+def _alpha_mode(alpha: torch.Tensor) -> str:
+    """"BLEND" or "MASK" for an alpha (`[H,W,1]`, some value below 1): BLEND when
+    most of the texels that are not opaque (below 0.95) are partly transparent
+    (above 0.05), as a glass or a `d 0.3` is; MASK when they are mostly clear,
+    as a cut-out's are (its soft edges are a few texels)."""
+    a = alpha.reshape(-1)
+    see_through = a < 0.95
+    partial = see_through & (a > 0.05)
+    return "BLEND" if 2 * int(partial.sum()) >= int(see_through.sum()) else "MASK"
+
+
 def _material(raw: _Raw, mtl: Path, limits: ReadLimits) -> Material:
     vals = raw.values
     alpha: torch.Tensor | None = None
@@ -219,7 +236,7 @@ def _material(raw: _Raw, mtl: Path, limits: ReadLimits) -> Material:
     if alpha is not None and bool((alpha < 1.0).any()):
         hw = (max(kd.shape[0], alpha.shape[0]), max(kd.shape[1], alpha.shape[1]))
         kd = torch.cat([_resize(kd, hw), _resize(alpha, hw).clamp(0, 1)], dim=-1)
-        alpha_mode = "MASK"
+        alpha_mode = _alpha_mode(alpha)
 
     if "map_ks" in raw.maps:
         ks = _rgb(_load_tex(raw, "map_ks", mtl, limits)).contiguous()
@@ -295,6 +312,26 @@ def _is_const(t: torch.Tensor) -> bool:
     return t.shape[0] == 1 and t.shape[1] == 1
 
 
+class _Images:
+    """The images of an MTL: a texture that several materials share (the same
+    tensor, stored the same way, e.g. the OPAQUE copy that base/opaque_split.py
+    makes of a BLEND atlas) is written once, under the first material's name."""
+
+    def __init__(self) -> None:
+        self.files: list[tuple[str, torch.Tensor, int]] = []
+        self._names: dict[tuple[int, str], str] = {}
+
+    def add(self, source: torch.Tensor, how: str, name: str,
+            stored: Callable[[], torch.Tensor], bits: int = 8) -> str:
+        """The file name of `source` stored as `how` (`stored()` makes the pixels
+        on the first call); `name` is used when it is new."""
+        key = (id(source), how)
+        if key not in self._names:
+            self._names[key] = name
+            self.files.append((name, stored(), bits))
+        return self._names[key]
+
+
 def mtl_text(materials: list[tuple[str, Material]]) -> tuple[str, list[tuple[str, torch.Tensor,
                                                                                 int]]]:
     """MTL text for (unique name, material) pairs, and the images to write.
@@ -303,47 +340,59 @@ def mtl_text(materials: list[tuple[str, Material]]) -> tuple[str, list[tuple[str
         (text, images): images are (file name, `[H,W,C]` float32 in [0,1] as stored, bits).
     """
     out: list[str] = ["# difflod material library\n"]
-    images: list[tuple[str, torch.Tensor, int]] = []
+    images = _Images()
     for i, (name, m) in enumerate(materials):
         files = material_files(i)
-        kd = m.kd.detach().float().cpu()
-        ks = m.ks.detach().float().cpu()
         out.append(f"\nnewmtl {name}\nbsdf pbr\n")  # nvdiffmodeling/nvdiffrec require it
-        has_alpha = kd.shape[-1] == 4 and m.alpha_mode != "OPAQUE"
-        kd = kd if has_alpha else kd[..., :3]
-        srgb = torch.cat([_srgb8(kd[..., :3])]
-                         + ([kd[..., 3:].clamp(0, 1)] if has_alpha else []), dim=-1)
-        if _is_const(kd):
-            c = srgb[0, 0].tolist()
+        has_alpha = m.kd.shape[-1] == 4 and m.alpha_mode != "OPAQUE"
+        if _is_const(m.kd):
+            c = _kd_stored(m, has_alpha)[0, 0].tolist()
             out.append("Kd {:.6f} {:.6f} {:.6f}\n".format(*c[:3]))
             if has_alpha:
                 out.append(f"d {c[3]:.6f}\n")
         else:
-            images.append((files["kd"], srgb, 8))
-            out.append(f"map_Kd {files['kd']}\n")
+            how = f"{m.alpha_mode} {m.alpha_cutoff}" if has_alpha else "rgb"
+            kd_file = images.add(m.kd, how, files["kd"],
+                                 lambda m=m, a=has_alpha: _kd_stored(m, a))
+            out.append(f"map_Kd {kd_file}\n")
             if has_alpha:
-                out.append(f"map_d {files['kd']}\n")
+                out.append(f"map_d {kd_file}\n")
+        ks = m.ks.detach().float().cpu()
         if _is_const(ks):
             o, r, mt = ks[0, 0].tolist()
             out.append(f"Ks {o:.6f} {r:.6f} {mt:.6f}\nPr {r:.6f}\nPm {mt:.6f}\n")
         else:
-            images.append((files["ks"], ks.clamp(0, 1), 8))
-            out.append(f"map_Ks {files['ks']}\n")
+            file = images.add(m.ks, "ks", files["ks"], lambda ks=ks: ks.clamp(0, 1))
+            out.append(f"map_Ks {file}\n")
         if m.normal is not None:
             n = m.normal.detach().float().cpu()
-            images.append((files["n"], (n * 0.5 + 0.5).clamp(0, 1), 8))
+            file = images.add(m.normal, "n", files["n"], lambda n=n: (n * 0.5 + 0.5).clamp(0, 1))
             bm = f"-bm {m.normal_scale:.6g} " if m.normal_scale != 1.0 else ""
-            out.append(f"bump {bm}{files['n']}\n")
+            out.append(f"bump {bm}{file}\n")
         if m.displacement is not None:
-            images.append((files["d"], m.displacement.detach().float().cpu().clamp(0, 1), 16))
-            out.append(f"disp {files['d']}\n")
+            d = m.displacement
+            file = images.add(d, "d", files["d"],
+                              lambda d=d: d.detach().float().cpu().clamp(0, 1), bits=16)
+            out.append(f"disp {file}\n")
         if m.emissive is not None:
             out.append(_emissive_text(m.emissive, files["ke"], images))
-    return "".join(out), images
+    return "".join(out), images.files
 
 
-def _emissive_text(emissive: torch.Tensor, file: str,
-                   images: list[tuple[str, torch.Tensor, int]]) -> str:
+def _kd_stored(m: Material, has_alpha: bool) -> torch.Tensor:
+    """kd as the file stores it: sRGB, and with `has_alpha` the alpha, as 0 or 1
+    for MASK (what MASK draws, and what the reader takes as MASK)."""
+    kd = m.kd.detach().float().cpu()
+    srgb = _srgb8(kd[..., :3])
+    if not has_alpha:
+        return srgb
+    alpha = kd[..., 3:].clamp(0, 1)
+    if m.alpha_mode == "MASK":
+        alpha = (alpha >= m.alpha_cutoff).float()
+    return torch.cat([srgb, alpha], dim=-1)
+
+
+def _emissive_text(emissive: torch.Tensor, file: str, images: _Images) -> str:
     """Ke (constant, linear) or map_Ke (sRGB; -mm 0 peak when the peak exceeds 1)."""
     e = emissive.detach().float().cpu().clamp(min=0)
     peak = float(e.max())
@@ -352,7 +401,7 @@ def _emissive_text(emissive: torch.Tensor, file: str,
     if _is_const(e):
         return "Ke {:.6f} {:.6f} {:.6f}\n".format(*e[0, 0].tolist())
     gain = max(peak, 1.0)
-    images.append((file, _srgb8(e / gain), 8))
+    file = images.add(emissive, "ke", file, lambda: _srgb8(e / gain))
     mm = f"-mm 0 {gain:.9g} " if gain > 1.0 else ""
     return f"Ke 1.000000 1.000000 1.000000\nmap_Ke {mm}{file}\n"
 

@@ -102,7 +102,7 @@ def test_mtl_values_and_material_order(tmp_path: Path) -> None:
     assert m.t_mat.tolist() == [0, 1, 2, 1, 3]
     red, pbr, shiny = m.materials[2], m.materials[1], m.materials[3]
     torch.testing.assert_close(red.kd.flatten(), torch.tensor([1.0, 0.0, 0.0, 0.5]))
-    assert red.alpha_mode == "MASK" and red.alpha_cutoff == 0.5
+    assert red.alpha_mode == "BLEND"  # d 0.5: half see-through everywhere
     torch.testing.assert_close(red.ks.flatten(), torch.tensor([0.1, 0.2, 0.3]))
     torch.testing.assert_close(pbr.kd.flatten(), srgb_to_linear(torch.full((3,), 0.5)))
     torch.testing.assert_close(pbr.ks.flatten(), torch.tensor([0.0, 0.7, 1.0]))
@@ -170,8 +170,9 @@ def test_mtl_tr_map_bump_disp_and_kd_alpha(tmp_path: Path) -> None:
     p = _write(tmp_path, "a.obj", "mtllib a.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nusemtl tr\n"
                                   "f 1 2 3\nusemtl tex\nf 1 2 3\n")
     tr, tex = obj.read(p).materials
-    assert tr.kd.shape == (1, 1, 4) and float(tr.kd[0, 0, 3]) == 0.75 and tr.alpha_mode == "MASK"
+    assert tr.kd.shape == (1, 1, 4) and float(tr.kd[0, 0, 3]) == 0.75 and tr.alpha_mode == "BLEND"
     assert tex.kd.shape == (2, 3, 4) and float(tex.kd[0, 0, 3]) == 0.0
+    assert tex.alpha_mode == "MASK" and tex.alpha_cutoff == 0.5  # a clear hole: a cut-out
     assert tex.normal_scale == 2.0
     torch.testing.assert_close(tex.normal[0, 0], torch.tensor([0.0039, 0.0039, 1.0]), atol=1e-3,
                                rtol=0)
@@ -201,7 +202,7 @@ def test_mtl_textures(tmp_path: Path) -> None:
                               "f 1 2 3\n")
     mat = obj.read(tmp_path / "t.obj").materials[0]
     q = 1 / 255
-    assert mat.kd.shape == (4, 5, 4) and mat.alpha_mode == "MASK"
+    assert mat.kd.shape == (4, 5, 4) and mat.alpha_mode == "BLEND"  # its one hole is 0.2
     assert float((mat.kd[..., :3] - srgb_to_linear(kd_file)).abs().max()) < 0.01
     assert float((mat.ks - ks_file).abs().max()) <= q
     assert float((mat.normal - (n_file * 2 - 1)).abs().max()) <= 2 * q
@@ -253,8 +254,9 @@ def test_round_trip_multi_material(tmp_path: Path) -> None:
         assert float((a.ks - b.ks).abs().max()) <= 0.5 / 255 + 1e-6
         assert float((a.normal - b.normal).abs().max()) <= 1 / 255 + 1e-6
         assert a.normal_scale == b.normal_scale and a.alpha_mode == b.alpha_mode
-    alpha = by_name["mat 0"].kd[..., 3] - m.materials[0].kd[..., 3]
-    assert float(alpha.abs().max()) <= 0.5 / 255 + 1e-6
+    # MASK's alpha is written as what it draws: 1 at or above the cutoff, else 0
+    drawn = (m.materials[0].kd[..., 3] >= m.materials[0].alpha_cutoff).float()
+    assert torch.equal(by_name["mat 0"].kd[..., 3], drawn)
     text = (out.parent / "mesh.mtl").read_text()
     assert "map_d texture_kd.png" in text and "bump -bm 0.75 texture_n.png" in text
 
@@ -449,3 +451,45 @@ def test_mtl_override_single_material_without_usemtl(tmp_path: Path) -> None:
     # 0.25 read as linear 0.2140 and 0.0509 (IEC 61966-2-1)
     torch.testing.assert_close(mesh.materials[0].kd.flatten(),
                                torch.tensor([0.21404, 0.05088, 0.0]), atol=1e-4, rtol=0)
+
+
+def test_glass_comes_back_see_through_and_a_shared_atlas_is_written_once(
+        tmp_path: Path) -> None:
+    """The simplified glass (one atlas: a BLEND shell and an OPAQUE copy on the
+    core, base/opaque_split.py) through OBJ + MTL: the modes come back, the alpha
+    within one 8-bit step, and the textures both materials share are one file."""
+    from difflod.config import TrainConfig
+    from difflod.models import open_model
+    from difflod.run.simplify import base_mesh
+
+    glass, _ = base_mesh(open_model("asset:glass?triangles=2000&texture_res=64"), 100,
+                         TrainConfig(texture_res=[32, 32]))
+    blend, opaque = glass.materials
+    assert (blend.alpha_mode, opaque.alpha_mode) == ("BLEND", "OPAQUE")
+    assert opaque.ks is blend.ks and opaque.normal is blend.normal
+    out = tmp_path / "glass.obj"
+    obj.write(glass, out)
+    back = {m.name: m for m in obj.read(out).materials}  # in order of first use
+    assert (back[blend.name].alpha_mode, back[opaque.name].alpha_mode) == ("BLEND", "OPAQUE")
+    assert float((back[blend.name].kd[..., 3] - blend.kd[..., 3]).abs().max()) \
+        <= 0.5 / 255 + 1e-6
+    assert back[opaque.name].kd.shape[-1] == 3
+    # the RGBA atlas, its RGB twin for the OPAQUE copy, one ks and one normal map
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        "texture_kd.png", "texture_kd_1.png", "texture_ks.png", "texture_n.png"]
+    text = (tmp_path / "glass.mtl").read_text()
+    assert text.count("map_Ks texture_ks.png") == 2 and text.count("bump texture_n.png") == 2
+
+
+def test_a_cut_out_with_soft_edges_reads_as_mask(tmp_path: Path) -> None:
+    """A leaf's alpha: clear around it, opaque inside, a ring of partial texels
+    at the edge (fewer than the clear ones): MASK, cutoff 0.5."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    alpha = ((0.8 - (xx ** 2 + yy ** 2).sqrt()) * 8).clamp(0, 1)[..., None]
+    assert 0 < int(((alpha > 0.05) & (alpha < 0.95)).sum()) < int((alpha <= 0.05).sum())
+    write_image(tmp_path / "leaf.png", torch.cat([torch.full((32, 32, 3), 0.3), alpha], -1))
+    _write(tmp_path, "leaf.mtl", "newmtl leaf\nmap_Kd leaf.png\n")
+    p = _write(tmp_path, "leaf.obj", "mtllib leaf.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\n"
+                                     "usemtl leaf\nf 1 2 3\n")
+    leaf = obj.read(p).materials[0]
+    assert leaf.alpha_mode == "MASK" and leaf.alpha_cutoff == 0.5
