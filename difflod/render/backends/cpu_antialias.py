@@ -50,6 +50,10 @@ import numba
 import numpy as np
 from numba import prange
 
+from difflod.render.backends.cpu_threads import prefer_openmp
+
+prefer_openmp()
+
 __all__ = ["Hits", "backward_clip", "backward_color", "forward"]
 
 

@@ -41,6 +41,10 @@ import numpy as np
 import torch
 from numba import prange
 
+from difflod.render.backends.cpu_threads import prefer_openmp
+
+prefer_openmp()
+
 __all__ = ["backward", "forward"]
 
 

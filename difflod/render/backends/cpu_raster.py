@@ -51,6 +51,9 @@ import torch
 from numba import prange
 
 from difflod.render.backends import cpu
+from difflod.render.backends.cpu_threads import prefer_openmp
+
+prefer_openmp()
 
 __all__ = ["barycentrics_backward", "barycentrics_forward", "rasterize_forward"]
 

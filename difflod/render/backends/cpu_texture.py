@@ -61,6 +61,10 @@ import numpy as np
 import torch
 from numba import prange
 
+from difflod.render.backends.cpu_threads import prefer_openmp
+
+prefer_openmp()
+
 __all__ = ["BOUNDARY_CODES", "build_mips", "mips_backward", "sample_backward",
            "sample_forward"]
 

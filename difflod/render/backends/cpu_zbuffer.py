@@ -13,6 +13,10 @@ import numba
 import numpy as np
 from numba import prange
 
+from difflod.render.backends.cpu_threads import prefer_openmp
+
+prefer_openmp()
+
 __all__ = ["BAND", "REC_LEN", "bin_bands", "pixels", "planes", "raster", "setup"]
 
 BAND = 16  # rows per parallel task
