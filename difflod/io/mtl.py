@@ -122,6 +122,9 @@ class _Raw:
     maps: dict[str, tuple[Path, int, dict[str, list[str]]]] = field(default_factory=dict)
 
 
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
 def _floats(args: list[str], n: int, source: Path, lineno: int, key: str) -> list[float]:
     try:
         vals = [float(a) for a in args[:n]]
@@ -132,6 +135,9 @@ def _floats(args: list[str], n: int, source: Path, lineno: int, key: str) -> lis
         raise InputFileError(source, f"line {lineno}: {key} needs a value")
     if not all(math.isfinite(v) for v in vals):
         raise InputFileError(source, f"line {lineno}: {key} holds NaN or Inf")
+    if not all(abs(v) <= _FLOAT32_MAX for v in vals):
+        raise InputFileError(source, f"line {lineno}: {key} holds a number beyond the "
+                                     f"float32 range (±3.4e38)")
     if len(vals) < n:  # "Kd 0.5" means grey
         vals = vals + [vals[-1]] * (n - len(vals))
     return vals

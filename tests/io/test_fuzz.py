@@ -29,6 +29,9 @@ EXPECTED = {
     "mtl/name-too-long.mtl": r"input\.mtl: line 6: path .* cannot be used: File name too long",
     # IndexError: a line of bytes.strip()-survivors that str.split() finds empty
     "mtl/unicode-blank-line.mtl": r"input\.mtl: line 2: Kd before any newmtl",
+    # RuntimeError from torch.full: a `d` of 1e56, beyond float32
+    "mtl/dissolve-beyond-float32.mtl": r"input\.mtl: line 3: d holds a number beyond the "
+                                       r"float32 range",
     # OverflowError: math.isfinite of a 401-digit integer literal (a "number" member)
     "gltf/integer-beyond-float.gltf":
         r"input\.gltf: nodes\[0\]\.translation\[0\] must be a finite number, got 1000",
@@ -103,3 +106,46 @@ def test_fuzz_briefly(tmp_path: Path, target: str) -> None:
     assert proc.returncode == 0, log[-4000:]
     assert runs is not None and int(runs.group(1)) > 20, log[-2000:]
     assert not [p for p in tmp_path.iterdir() if p.is_file()], log[-4000:]
+
+
+def test_array_comparisons_do_not_grow_the_fuzzing_process(
+        fuzz_folder: tuple[ModuleType, Path], tmp_path: Path) -> None:
+    """atheris keeps every result its comparison hook returns: a numpy array per
+    instrumented `buf == 10` in a reader (libFuzzer then stopped the OBJ target
+    as out of memory after 85,000 executions). With plain_compare_for_arrays the
+    hook computes array comparisons itself and scalar ones still reach atheris."""
+    import atheris
+    import numpy as np
+
+    harness, _ = fuzz_folder
+    (tmp_path / "compares.py").write_text("def eq(a, b):\n    return a == b\n")
+    sys.path.insert(0, str(tmp_path))
+    saved = atheris._trace_cmp
+    try:
+        with atheris.instrument_imports(include=["compares"]):
+            import compares
+        big = np.zeros(1 << 20, dtype=np.uint8)
+
+        def growth_kb() -> int:
+            before = _rss_kb()
+            for _ in range(30):
+                compares.eq(big, 0)
+            return _rss_kb() - before
+
+        assert growth_kb() > 20 * 1024  # atheris's own hook: 30 results of 1 MiB kept
+        harness.plain_compare_for_arrays(atheris)
+        assert growth_kb() < 4 * 1024
+        calls: list[tuple] = []
+        atheris._trace_cmp = lambda *a: calls.append(a) or saved(*a)
+        harness.plain_compare_for_arrays(atheris)
+        assert compares.eq(3, 3) is True and len(calls) == 1  # scalars reach atheris
+        assert bool(compares.eq(big, 0).all()) and len(calls) == 1
+    finally:
+        atheris._trace_cmp = saved
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("compares", None)
+
+
+def _rss_kb() -> int:
+    """Resident memory of this process now, KiB."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * 4
