@@ -111,7 +111,9 @@ class TrainConfig:
     eval_views: int = 64
     eval_res: int = 512
     train_background: str = "random"
-    lr_decay: float = 0.0002
+    # learning rates x 10^(-lr_decay * iteration); null: the rate that brings them
+    # to a tenth at the last iteration (optimize.schedule; simplify's default)
+    lr_decay: float | None = 0.0002
     log_interval: int = 10
     # where the trainable textures start: the reference's material resized
     # (nvdiffmodeling), noise ("random", as random_textures), or the base
@@ -286,7 +288,7 @@ def _check_values(c: TrainConfig, where: str) -> None:
          "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
     need(1 <= c.eval_views <= 4096, "eval_views", "must be in 1..4096")
     need(8 <= c.eval_res <= 8192, "eval_res", "must be in 8..8192")
-    need(c.lr_decay >= 0, "lr_decay", "must be >= 0")
+    need(c.lr_decay is None or c.lr_decay >= 0, "lr_decay", "must be >= 0 or null")
     need(c.log_interval >= 1, "log_interval", "must be >= 1")
     need(c.init_textures in INIT_TEXTURES, "init_textures",
          f"must be one of {list(INIT_TEXTURES)}")

@@ -1,7 +1,8 @@
 """Learning-rate schedule and the Laplacian weight schedule (nvdiffmodeling's).
 
 - learning rate factor at iteration `it`: 10^(-decay * it) (decay 0.0002 by
-  default: x0.1 after 5000 iterations);
+  default: x0.1 after 5000 iterations; `lr_decay: null`, simplify's default:
+  x AUTO_FINAL_FACTOR at the last iteration, whatever their number);
 - Laplacian weight: `laplacian_factor` when set, else the automatic weight
   0.25 * 0.1 / (first Laplacian loss), "assuming an image RMSE near 0.1";
   in both cases it decays towards 2% of its first value by 10^(-1e-6 * it).
@@ -9,9 +10,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-__all__ = ["LaplacianWeight", "lr_factor"]
+__all__ = ["AUTO_FINAL_FACTOR", "LaplacianWeight", "lr_decay_rate", "lr_factor"]
+
+
+#: where `lr_decay: null` brings the learning rate by the last iteration
+AUTO_FINAL_FACTOR = 0.1
+
+
+def lr_decay_rate(decay: float | None, iterations: int) -> float:
+    """The per-iteration exponent of `lr_factor`: `decay` itself, or for None the
+    one that reaches AUTO_FINAL_FACTOR at iteration `iterations`."""
+    if decay is not None:
+        return decay
+    return -math.log10(AUTO_FINAL_FACTOR) / max(iterations, 1)
 
 
 def lr_factor(it: int, decay: float = 0.0002) -> float:

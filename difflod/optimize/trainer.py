@@ -44,7 +44,7 @@ from difflod.optimize.graphed import (
 )
 from difflod.optimize.progress import Progress
 from difflod.optimize.reference_renders import ReferenceRenders
-from difflod.optimize.schedule import LaplacianWeight, lr_factor
+from difflod.optimize.schedule import LaplacianWeight, lr_decay_rate, lr_factor
 from difflod.optimize.trainable import Trainable, peel_layers
 
 __all__ = ["Trainer", "prepare_meshes", "resolve_device"]
@@ -153,8 +153,9 @@ class Trainer:
             raise DiffLodError("skip_train freezes every parameter: nothing to optimize")
         # fused: one kernel for every parameter's update on a GPU (the same update)
         self.optimizer = torch.optim.Adam(groups, fused=self.device.type == "cuda")
+        decay = lr_decay_rate(config.lr_decay, config.iter)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda it: lr_factor(it, config.lr_decay))
+            self.optimizer, lambda it: lr_factor(it, decay))
         detail = self.trainable.detail_mesh()
         self.laplacian = UniformLaplacian(detail.t_pos_idx, detail.num_vertices)
         from difflod.render.topology import Topology

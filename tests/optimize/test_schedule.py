@@ -6,13 +6,21 @@ import math
 
 import pytest
 
-from difflod.optimize.schedule import LaplacianWeight, lr_factor
+from difflod.optimize.schedule import AUTO_FINAL_FACTOR, LaplacianWeight, lr_decay_rate, lr_factor
 
 
 def test_lr_factor() -> None:
     assert lr_factor(0) == 1.0
     assert lr_factor(5000) == pytest.approx(0.1)
     assert lr_factor(10000, 0.0001) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("iterations", [1, 200, 2000])
+def test_automatic_decay_reaches_its_final_factor_at_the_last_iteration(iterations: int) -> None:
+    assert lr_decay_rate(0.0003, iterations) == 0.0003  # a set rate is kept
+    rate = lr_decay_rate(None, iterations)
+    assert lr_factor(iterations, rate) == pytest.approx(AUTO_FINAL_FACTOR)
+    assert lr_factor(iterations / 2, rate) == pytest.approx(AUTO_FINAL_FACTOR ** 0.5)
 
 
 def test_auto_laplacian_weight_and_decay() -> None:
@@ -37,3 +45,18 @@ def test_fixed_laplacian_weight_and_state_round_trip() -> None:
     restored = LaplacianWeight.from_state(w.state())
     assert restored.update(2, 7.0) == w.update(2, 7.0)
     assert math.isfinite(w.value)
+
+
+def test_the_trainer_decays_to_the_final_factor_with_lr_decay_null(tmp_path, trainer_for) -> None:
+    from difflod.config import load_config
+
+    cfg = load_config(None, {"ref_mesh": "asset:sphere?triangles=400&texture_res=16",
+                             "base_mesh": "asset:sphere?triangles=100&texture_res=16",
+                             "iter": 4, "batch": 1, "train_res": 16, "texture_res": [16, 16],
+                             "learning_rate": [0.002, 0.01], "lr_decay": None,
+                             "save_interval": 0, "backend": "cpu", "device": "cpu"})
+    trainer = trainer_for(cfg, tmp_path)
+    start = [g["lr"] for g in trainer.optimizer.param_groups]
+    trainer.run()
+    end = [g["lr"] for g in trainer.optimizer.param_groups]
+    assert end == pytest.approx([lr * AUTO_FINAL_FACTOR for lr in start])
