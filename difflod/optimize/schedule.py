@@ -6,6 +6,12 @@
 - Laplacian weight: `laplacian_factor` when set, else the automatic weight
   0.25 * 0.1 / (first Laplacian loss), "assuming an image RMSE near 0.1";
   in both cases it decays towards 2% of its first value by 10^(-1e-6 * it).
+  The relative Laplacian (of the moves from the start) is 0 at the start, so
+  its automatic weight takes the start's own absolute Laplacian instead (the
+  Trainer passes it): a move as rough as the start mesh itself costs what the
+  absolute Laplacian would. Dividing by the relative one's first value (0,
+  taken as 1e-12) gave 2.5e10, which froze the positions: every vertex moved
+  under 0.0005 of the unit frame in 200 steps.
 """
 
 from __future__ import annotations

@@ -165,6 +165,10 @@ class Trainer:
                          "candidate": Topology.from_tris(detail.t_pos_idx)}
         self.lap_ref = detail.v_pos.detach().clone() if config.relative_laplacian else None
         self.lap_weight = LaplacianWeight(config.laplacian_factor)
+        # the automatic weight's scale for the relative Laplacian, which is 0 at the
+        # start: the start's own (absolute) Laplacian (optimize.schedule)
+        self.lap_start = float(self.laplacian.loss(detail.v_pos.detach())) \
+            if self.lap_ref is not None else None
         self.iteration = 0
         self.history: list[dict] = []
         # per step not yet read back: (its record, device tensor [loss, laplacian,
@@ -299,19 +303,23 @@ class Trainer:
         return record
 
     def _lap_weight_now(self, lap_loss: torch.Tensor | None) -> float:
-        """This iteration's Laplacian weight; the first update reads the Laplacian
-        back once (it fixes the automatic weight)."""
+        """This iteration's Laplacian weight; the first update of an automatic weight
+        reads the Laplacian back once (it fixes the weight), unless it is relative."""
         value = 0.0
-        if self._lap_needs_read():
-            if lap_loss is None:
+        if self.lap_weight.minimum == 0.0 and self.lap_weight.factor is None:
+            if self.lap_start is not None:
+                value = self.lap_start
+            elif lap_loss is None:
                 raise RuntimeError("the first Laplacian weight needs the Laplacian")
-            value = float(lap_loss.detach())
+            else:
+                value = float(lap_loss.detach())
         return self.lap_weight.update(self.iteration, value)
 
     def _lap_needs_read(self) -> bool:
         """Whether this iteration's Laplacian weight needs the Laplacian's value
-        (the first update of an automatic weight)."""
-        return self.lap_weight.minimum == 0.0 and self.lap_weight.factor is None
+        (the first update of an automatic weight on the absolute Laplacian)."""
+        return self.lap_weight.minimum == 0.0 and self.lap_weight.factor is None \
+            and self.lap_start is None
 
     def _replay(self, views, bg: torch.Tensor, lap_w: float) -> torch.Tensor:
         """The step through the CUDA graph (optimize.graphed): its inputs copied

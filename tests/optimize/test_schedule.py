@@ -60,3 +60,26 @@ def test_the_trainer_decays_to_the_final_factor_with_lr_decay_null(tmp_path, tra
     trainer.run()
     end = [g["lr"] for g in trainer.optimizer.param_groups]
     assert end == pytest.approx([lr * AUTO_FINAL_FACTOR for lr in start])
+
+
+def test_the_automatic_weight_of_the_relative_laplacian_comes_from_the_start_mesh(
+        tmp_path, trainer_for) -> None:
+    """The relative Laplacian is 0 at the start: its automatic weight is set by the
+    start's absolute Laplacian, and the positions move (before: a weight of
+    0.025 / 1e-12 held every vertex within 1e-4 of the start)."""
+    from difflod.config import load_config
+
+    cfg = load_config(None, {"ref_mesh": "asset:spiky?triangles=2000&texture_res=16",
+                             "base_mesh": "asset:sphere?triangles=200&texture_res=16",
+                             "iter": 5, "batch": 1, "train_res": 32, "texture_res": [16, 16],
+                             "relative_laplacian": True, "laplacian_factor": None,
+                             "save_interval": 0, "backend": "cpu", "device": "cpu"})
+    trainer = trainer_for(cfg, tmp_path)
+    start = trainer.trainable.v_pos.detach().clone()
+    absolute = float(trainer.laplacian.loss(start))
+    trainer.run()
+    first = 0.25 * 0.1 / absolute
+    assert trainer.lap_weight.minimum == pytest.approx(0.02 * first)
+    assert 0.02 * first < trainer.lap_weight.value <= first
+    moved = (trainer.trainable.v_pos.detach() - start).norm(dim=1).max()
+    assert float(moved) > 1e-3  # Adam's steps at lr 0.01, not held
