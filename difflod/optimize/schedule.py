@@ -8,7 +8,7 @@
   in both cases it decays towards 2% of its first value by 10^(-1e-6 * it).
   The relative Laplacian (of the moves from the start) is 0 at the start, so
   its automatic weight takes the start's own absolute Laplacian instead (the
-  Trainer passes it): a move as rough as the start mesh itself costs what the
+  Trainer passes it as `scale`): a move as rough as the start mesh itself costs what the
   absolute Laplacian would. Dividing by the relative one's first value (0,
   taken as 1e-12) gave 2.5e10, which froze the positions: every vertex moved
   under 0.0005 of the unit frame in 200 steps.
@@ -45,18 +45,28 @@ class LaplacianWeight:
 
     Call `update(it, lap_loss)` once per iteration, in order; the first call
     fixes the starting weight. Read `.value`. `state()` / `from_state` round-trip it through checkpoints.
+    `scale`: what the automatic weight divides by instead of the first
+    Laplacian loss (the start's absolute Laplacian, for the relative one);
+    only the first update reads it, so checkpoints need not carry it.
     """
 
     factor: float | None
     value: float = 0.0
     minimum: float = 0.0
+    scale: float | None = None
+
+    def needs_loss(self) -> bool:
+        """Whether the next update reads its `lap_loss` (the first automatic one
+        without a `scale`); the others may be given anything."""
+        return self.minimum == 0.0 and self.factor is None and self.scale is None
 
     def update(self, it: int, lap_loss: float) -> float:
         if self.minimum == 0.0:
             if self.factor is not None:
                 self.value = float(self.factor)
             else:
-                self.value = 0.25 * 0.1 / max(float(lap_loss), 1e-12)
+                first = self.scale if self.scale is not None else float(lap_loss)
+                self.value = 0.25 * 0.1 / max(first, 1e-12)
             self.minimum = self.value * 0.02
         else:
             self.value = (self.value - self.minimum) * 10.0 ** (-it * 1e-6) + self.minimum

@@ -164,11 +164,11 @@ class Trainer:
         self.topology = {"reference": Topology.from_tris(reference.t_pos_idx),
                          "candidate": Topology.from_tris(detail.t_pos_idx)}
         self.lap_ref = detail.v_pos.detach().clone() if config.relative_laplacian else None
-        self.lap_weight = LaplacianWeight(config.laplacian_factor)
         # the automatic weight's scale for the relative Laplacian, which is 0 at the
         # start: the start's own (absolute) Laplacian (optimize.schedule)
-        self.lap_start = float(self.laplacian.loss(detail.v_pos.detach())) \
+        scale = float(self.laplacian.loss(detail.v_pos.detach())) \
             if self.lap_ref is not None else None
+        self.lap_weight = LaplacianWeight(config.laplacian_factor, scale=scale)
         self.iteration = 0
         self.history: list[dict] = []
         # per step not yet read back: (its record, device tensor [loss, laplacian,
@@ -276,7 +276,7 @@ class Trainer:
 
         try:
             # recorded once the Laplacian weight is fixed (by the first step's Laplacian)
-            if self.graphed and not self._lap_needs_read():
+            if self.graphed and not self.lap_weight.needs_loss():
                 lap_w = self._lap_weight_now(None)
                 try:
                     numbers = self._replay(views, bg, lap_w)
@@ -304,22 +304,13 @@ class Trainer:
 
     def _lap_weight_now(self, lap_loss: torch.Tensor | None) -> float:
         """This iteration's Laplacian weight; the first update of an automatic weight
-        reads the Laplacian back once (it fixes the weight), unless it is relative."""
+        on the absolute Laplacian reads it back once (it fixes the weight)."""
         value = 0.0
-        if self.lap_weight.minimum == 0.0 and self.lap_weight.factor is None:
-            if self.lap_start is not None:
-                value = self.lap_start
-            elif lap_loss is None:
+        if self.lap_weight.needs_loss():
+            if lap_loss is None:
                 raise RuntimeError("the first Laplacian weight needs the Laplacian")
-            else:
-                value = float(lap_loss.detach())
+            value = float(lap_loss.detach())
         return self.lap_weight.update(self.iteration, value)
-
-    def _lap_needs_read(self) -> bool:
-        """Whether this iteration's Laplacian weight needs the Laplacian's value
-        (the first update of an automatic weight on the absolute Laplacian)."""
-        return self.lap_weight.minimum == 0.0 and self.lap_weight.factor is None \
-            and self.lap_start is None
 
     def _replay(self, views, bg: torch.Tensor, lap_w: float) -> torch.Tensor:
         """The step through the CUDA graph (optimize.graphed): its inputs copied
