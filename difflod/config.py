@@ -26,6 +26,7 @@ from difflod.errors import ConfigError
 __all__ = [
     "BACKENDS",
     "BACKGROUNDS",
+    "BASE_METHODS",
     "COMPILE_MODES",
     "INIT_TEXTURES",
     "LOSSES",
@@ -44,9 +45,15 @@ BACKENDS = ("auto", "cpu", "cuda", "torch")
 #: `cuda_graph` (the step recorded as a CUDA graph; "auto" is off for now)
 COMPILE_MODES = ("auto", "on", "off")
 INIT_TEXTURES = ("reference", "random", "base")
-#: `layers: null` with a BLEND reference: the evaluation's layer count (evaluate.py),
-#: so a glass shell's front, what it holds and its back side all show
+BASE_METHODS = ("auto", "qem", "cards")
+#: `layers: null` with a BLEND or MASK reference: the evaluation's layer count
+#: (evaluate.py), so a glass shell's front, what it holds and its back side all
+#: show, and a cut-out's clear texels show the leaves behind them
 AUTO_LAYERS = 4
+#: `spp: null` with a MASK reference: cut-out foliage at one sample per pixel is
+#: noise the candidate cannot match (a shrub's leaves are 1-2 pixels at 128^2):
+#: training moved away from a good start (-0.5 dB in 200 steps); at 2, +1.3 dB
+AUTO_SPP = 2
 #: the size limits of difflod.io.limits.ReadLimits, settable per run
 READ_LIMIT_KEYS = ("max_vertices", "max_triangles", "max_texture_size", "max_file_bytes",
                    "max_animation_matrices")
@@ -63,9 +70,12 @@ class TrainConfig:
     # --- nvdiffmodeling's keys -------------------------------------------------
     iter: int = 5000
     batch: int = 1
-    spp: int = 1
+    # samples per pixel (supersampling, both renders); null: AUTO_SPP where the
+    # reference has a MASK material, else 1 (spp_for)
+    spp: int | None = None
     # depth-peeled layers per render; null: AUTO_LAYERS where the reference has a
-    # BLEND material (glass must show what is behind it), else 1 (layers_for)
+    # BLEND or MASK material (glass and cut-outs show what is behind them), else 1
+    # (layers_for)
     layers: int | None = None
     train_res: int = 512
     random_train_res: bool = False
@@ -119,6 +129,10 @@ class TrainConfig:
     # (nvdiffmodeling), noise ("random", as random_textures), or the base
     # mesh's own material (e.g. a bake onto its UV atlas, as `difflod simplify`)
     init_textures: str = "reference"
+    # the base mesh `difflod simplify` trains: "qem" (QEM + atlas + bake, as
+    # qem_bake.glb), "cards" (crossed alpha-tested cards, base/cards.py), or
+    # "auto": cards where MASK cut-outs carry most of the surface (foliage)
+    base_method: str = "auto"
     # keep checkpoint.pt once the run has finished (to continue it later with a
     # larger 'iter'); by default a finished run deletes it, as only --resume of
     # an unfinished run needs it
@@ -135,12 +149,19 @@ class TrainConfig:
     allow_outside_paths: bool = False
 
     # ------------------------------------------------------------------------
-    def layers_for(self, blend: bool) -> int:
+    def layers_for(self, alpha: bool) -> int:
         """The layers a run renders: `layers`, or when null AUTO_LAYERS if the
-        reference has a BLEND material (`blend`) and 1 if not."""
+        reference has a BLEND or MASK material (`alpha`) and 1 if not."""
         if self.layers is not None:
             return self.layers
-        return AUTO_LAYERS if blend else 1
+        return AUTO_LAYERS if alpha else 1
+
+    def spp_for(self, mask: bool) -> int:
+        """The samples per pixel a run renders: `spp`, or when null AUTO_SPP if the
+        reference has a MASK material (`mask`) and 1 if not."""
+        if self.spp is not None:
+            return self.spp
+        return AUTO_SPP if mask else 1
 
     @property
     def lr_positions(self) -> float:
@@ -257,7 +278,7 @@ def _check_values(c: TrainConfig, where: str) -> None:
 
     need(c.iter >= 0, "iter", "must be >= 0")
     need(c.batch >= 1, "batch", "must be >= 1")
-    need(1 <= c.spp <= 64, "spp", "must be in 1..64")
+    need(c.spp is None or 1 <= c.spp <= 64, "spp", "must be in 1..64 or null (automatic)")
     need(c.layers is None or 1 <= c.layers <= 16, "layers", "must be in 1..16 or null (automatic)")
     need(8 <= c.train_res <= 8192, "train_res", "must be in 8..8192")
     need(c.display_res is None or 8 <= c.display_res <= 8192, "display_res", "must be in 8..8192")
@@ -290,6 +311,7 @@ def _check_values(c: TrainConfig, where: str) -> None:
     need(8 <= c.eval_res <= 8192, "eval_res", "must be in 8..8192")
     need(c.lr_decay is None or c.lr_decay >= 0, "lr_decay", "must be >= 0 or null")
     need(c.log_interval >= 1, "log_interval", "must be >= 1")
+    need(c.base_method in BASE_METHODS, "base_method", f"must be one of {list(BASE_METHODS)}")
     need(c.init_textures in INIT_TEXTURES, "init_textures",
          f"must be one of {list(INIT_TEXTURES)}")
     need(not (c.random_textures and c.init_textures == "base"), "init_textures",

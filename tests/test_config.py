@@ -19,21 +19,33 @@ def _write(tmp_path: Path, data: object, name: str = "c.json") -> Path:
 
 def test_defaults_match_nvdiffmodeling() -> None:
     c = TrainConfig()
-    assert (c.iter, c.batch, c.spp, c.train_res) == (5000, 1, 1, 512)
-    # layers: null is nvdiffmodeling's 1 for an opaque reference
-    assert c.layers is None and c.layers_for(blend=False) == 1
+    assert (c.iter, c.batch, c.train_res) == (5000, 1, 512)
+    # layers and spp: null are nvdiffmodeling's 1 for an opaque reference
+    assert c.layers is None and c.layers_for(alpha=False) == 1
+    assert c.spp is None and c.spp_for(mask=False) == 1
     assert c.texture_res == (1024, 1024) and c.min_roughness == 0.08
     assert c.displacement == 0.15 and c.light_power == 5.0
     assert c.lr_positions == 0.01 and c.resolved_display_res == 512
+
+
+def test_spp_automatic_or_given() -> None:
+    from difflod.config import AUTO_SPP
+
+    # cut-out foliage is supersampled unless the config says otherwise
+    assert TrainConfig().spp_for(mask=True) == AUTO_SPP == 2
+    assert load_config(None, {"spp": 1}).spp_for(mask=True) == 1
+    assert load_config(None, {"spp": 4}).spp_for(mask=False) == 4
+    with pytest.raises(ConfigError, match="'spp' must be in 1..64 or null"):
+        load_config(None, {"spp": 0})
 
 
 def test_layers_automatic_or_given() -> None:
     from difflod.config import AUTO_LAYERS
 
     # glass (a BLEND reference) needs the surfaces behind its front layer
-    assert TrainConfig().layers_for(blend=True) == AUTO_LAYERS == 4
-    assert load_config(None, {"layers": 1}).layers_for(blend=True) == 1
-    assert load_config(None, {"layers": 8}).layers_for(blend=False) == 8
+    assert TrainConfig().layers_for(alpha=True) == AUTO_LAYERS == 4
+    assert load_config(None, {"layers": 1}).layers_for(alpha=True) == 1
+    assert load_config(None, {"layers": 8}).layers_for(alpha=False) == 8
     assert load_config(None, {"layers": None}).layers is None
     with pytest.raises(ConfigError, match="'layers' must be in 1..16 or null"):
         load_config(None, {"layers": 0})

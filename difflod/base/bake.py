@@ -35,10 +35,15 @@ from difflod.geometry.sampling import sample_surface
 from difflod.mesh import Mesh
 
 __all__ = [
+    "SurfaceAttributes",
     "UVRaster",
     "bake_textures",
     "chart_mask",
     "rasterize_uv",
+    "reference_attributes",
+    "reference_normals",
+    "tangent_space",
+    "to_image",
     "vertex_normals",
     "vertex_tangents",
 ]
@@ -231,6 +236,55 @@ def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarra
     rp = ref_pos[ref_idx[rtri]]
     rbary = _closest_on_triangles(points, rp[:, 0], rp[:, 1], rp[:, 2])
 
+    attrs = reference_attributes(reference, rtri, rbary)
+
+    out: dict[str, np.ndarray | None] = {"normal": None}
+    v_nrm = vertex_normals(tpos, tidx)
+    v_tng = vertex_tangents(tpos, tidx, tuv, tuv_idx, v_nrm)
+    if bake_normals:
+        n_world = reference_normals(reference, rtri, rbary, attrs.nmap)
+        n_ts = tangent_space(n_world, ftri, fbary, tidx, tuv_idx, v_nrm, v_tng)
+        img = to_image(n_ts, covered, res, (0.0, 0.0, 1.0))
+        out["normal"] = _normalize(img.astype(np.float64)).astype(np.float32)
+    out["kd"] = to_image(attrs.kd, covered, res)
+    out["ks"] = to_image(attrs.ks, covered, res)
+    out["occlusion"] = to_image(attrs.occlusion, covered, res, (1.0,)) \
+        if attrs.occlusion is not None else None
+    out["emissive"] = to_image(attrs.emissive, covered, res) \
+        if attrs.emissive is not None else None
+    out["v_nrm"] = v_nrm.astype(np.float32)
+    out["v_tng"] = v_tng.astype(np.float32)
+    out["coverage"] = covered
+    return out
+
+
+@dataclass(frozen=True)
+class SurfaceAttributes:
+    """The reference's material channels at N surface points, float64.
+
+    Attributes:
+        kd: `[N,3|4]` base colour (x vertex colour), alpha 4th where any material has one.
+        ks: `[N,3]` (occlusion-unused, roughness, metallic).
+        nmap: `[N,3]` tangent-space normal-map value ((0,0,1) without a map).
+        occlusion: `[N,1]` or None when no material has an occlusion map.
+        emissive: `[N,3]` or None when no material emits.
+        cutoff: `[N]` the alpha a point must reach to be drawn (its MASK
+            material's cutoff; 0.5 for BLEND, 0 for OPAQUE).
+    """
+
+    kd: np.ndarray
+    ks: np.ndarray
+    nmap: np.ndarray
+    occlusion: np.ndarray | None
+    emissive: np.ndarray | None
+    cutoff: np.ndarray
+
+
+def reference_attributes(reference: Mesh, rtri: np.ndarray,
+                         rbary: np.ndarray) -> SurfaceAttributes:
+    """Sample every material channel of `reference` at points (triangle `rtri [N]`,
+    barycentrics `rbary [N,3]`)."""
+    ref_idx = reference.t_pos_idx.cpu().numpy()
     if reference.has_uv:
         ruv_all = reference.v_tex.detach().cpu().double().numpy()
         ruv = np.einsum("nk,nkc->nc", rbary, ruv_all[reference.t_tex_idx.cpu().numpy()[rtri]])
@@ -248,6 +302,7 @@ def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarra
     occ = np.ones((len(rtri), 1))
     with_emissive = any(m.emissive is not None for m in reference.materials)
     emit = np.zeros((len(rtri), 3))
+    cutoff = np.zeros(len(rtri))
     for m_id, mat in enumerate(reference.materials):
         sel = mat_ids == m_id
         if not sel.any():
@@ -256,6 +311,8 @@ def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarra
         kd[sel, :3] = kd_m[:, :3]
         if kd_channels == 4:
             kd[sel, 3] = kd_m[:, 3] if mat.has_alpha else 1.0
+        if mat.has_alpha:
+            cutoff[sel] = mat.alpha_cutoff if mat.alpha_mode == "MASK" else 0.5
         ks[sel] = _sample_bilinear(mat.ks.detach().cpu().double().numpy(), ruv[sel])
         if mat.normal is not None:
             n = _sample_bilinear(mat.normal.detach().cpu().double().numpy(), ruv[sel])
@@ -271,35 +328,34 @@ def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarra
         vcol = reference.v_color.detach().cpu().double().numpy()[ref_idx[rtri]]  # [N,3,4]
         tint = np.einsum("nk,nkc->nc", rbary, vcol)
         kd *= tint[:, :kd_channels]
-
-    out: dict[str, np.ndarray | None] = {"normal": None}
-    v_nrm = vertex_normals(tpos, tidx)
-    v_tng = vertex_tangents(tpos, tidx, tuv, tuv_idx, v_nrm)
-    if bake_normals:
-        n_world = _reference_normals(reference, ref_pos, ref_idx, rtri, rbary, nmap)
-        nrm = _normalize(np.einsum("nk,nkc->nc", fbary, v_nrm[tidx[ftri]]))
-        tng4 = v_tng[tuv_idx[ftri]]
-        tng = np.einsum("nk,nkc->nc", fbary, tng4[..., :3])
-        tng = _normalize(tng - nrm * np.sum(tng * nrm, axis=1, keepdims=True))
-        bit = tng4[:, 0, 3:4] * np.cross(nrm, tng)
-        n_ts = np.stack([(n_world * tng).sum(1), (n_world * bit).sum(1),
-                         (n_world * nrm).sum(1)], axis=1)
-        n_ts[:, 2] = np.maximum(n_ts[:, 2], 0.05)  # never point below the surface
-        img = _to_image(_normalize(n_ts), covered, res, (0.0, 0.0, 1.0))
-        out["normal"] = _normalize(img.astype(np.float64)).astype(np.float32)
-    out["kd"] = _to_image(kd, covered, res)
-    out["ks"] = _to_image(ks, covered, res)
-    out["occlusion"] = _to_image(occ, covered, res, (1.0,)) if with_occlusion else None
-    out["emissive"] = _to_image(emit, covered, res) if with_emissive else None
-    out["v_nrm"] = v_nrm.astype(np.float32)
-    out["v_tng"] = v_tng.astype(np.float32)
-    out["coverage"] = covered
-    return out
+    return SurfaceAttributes(kd=kd, ks=ks, nmap=nmap,
+                             occlusion=occ if with_occlusion else None,
+                             emissive=emit if with_emissive else None, cutoff=cutoff)
 
 
-def _reference_normals(reference: Mesh, ref_pos: np.ndarray, ref_idx: np.ndarray,
-                       rtri: np.ndarray, rbary: np.ndarray, nmap: np.ndarray) -> np.ndarray:
-    """World-space shading normals `[N,3]` of the reference at the given surface points."""
+def tangent_space(n_world: np.ndarray, ftri: np.ndarray, fbary: np.ndarray,
+                  tidx: np.ndarray, tuv_idx: np.ndarray, v_nrm: np.ndarray,
+                  v_tng: np.ndarray) -> np.ndarray:
+    """World normals `[N,3]` at target texels (triangle `ftri`, barycentrics
+    `fbary`) in the target's interpolated (tangent, bitangent, normal) frame:
+    unit `[N,3]`, never pointing below the surface."""
+    nrm = _normalize(np.einsum("nk,nkc->nc", fbary, v_nrm[tidx[ftri]]))
+    tng4 = v_tng[tuv_idx[ftri]]
+    tng = np.einsum("nk,nkc->nc", fbary, tng4[..., :3])
+    tng = _normalize(tng - nrm * np.sum(tng * nrm, axis=1, keepdims=True))
+    bit = tng4[:, 0, 3:4] * np.cross(nrm, tng)
+    n_ts = np.stack([(n_world * tng).sum(1), (n_world * bit).sum(1),
+                     (n_world * nrm).sum(1)], axis=1)
+    n_ts[:, 2] = np.maximum(n_ts[:, 2], 0.05)
+    return _normalize(n_ts)
+
+
+def reference_normals(reference: Mesh, rtri: np.ndarray, rbary: np.ndarray,
+                      nmap: np.ndarray) -> np.ndarray:
+    """World-space shading normals `[N,3]` of the reference at the given surface points
+    (its vertex or face normals, perturbed by the normal-map values `nmap`)."""
+    ref_pos = reference.v_pos.detach().cpu().double().numpy()
+    ref_idx = reference.t_pos_idx.cpu().numpy()
     p = ref_pos[ref_idx[rtri]]
     face_n = _normalize(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]))
     if reference.v_nrm is not None and reference.t_nrm_idx is not None:
@@ -316,7 +372,7 @@ def _reference_normals(reference: Mesh, ref_pos: np.ndarray, ref_idx: np.ndarray
     return n
 
 
-def _to_image(values: np.ndarray, covered: np.ndarray, res: int,
+def to_image(values: np.ndarray, covered: np.ndarray, res: int,
               empty: tuple[float, ...] = (0.0,)) -> np.ndarray:
     """Scatter per-texel values `[N,C]` into a `[res,res,C]` float32 atlas.
 

@@ -104,8 +104,9 @@ def uv_atlas(v_pos: np.ndarray, t_pos_idx: np.ndarray, texture_res: int,
 
 
 def baseline(reference: Mesh, triangles: int, *, texture_res: int = 1024, seed: int = 0,
-             bake_normals: bool = True) -> Mesh:
-    """QEM decimation to `triangles` faces, xatlas UVs, and a texture bake of `reference`.
+             bake_normals: bool = True, method: str = "qem") -> Mesh:
+    """QEM decimation to `triangles` faces, xatlas UVs, and a texture bake of `reference`;
+    or, with `method="cards"`, a billboard cloud of it (base/cards.py).
 
     Args:
         reference: the detailed mesh (validated; any number of materials).
@@ -113,6 +114,8 @@ def baseline(reference: Mesh, triangles: int, *, texture_res: int = 1024, seed: 
         texture_res: side of the square baked textures.
         seed: seed of the reference surface sampling used by the bake.
         bake_normals: also bake a tangent-space normal map.
+        method: "qem", or "cards" (crossed alpha-tested cards, MASK at 0.5,
+            double-sided: for foliage, which QEM cannot simplify).
     Returns:
         A new Mesh with one material "baseline" (kd `[R,R,3|4]`, ks `[R,R,3]`,
         normal `[R,R,3]` or None), UVs, vertex normals and tangents.
@@ -128,13 +131,24 @@ def baseline(reference: Mesh, triangles: int, *, texture_res: int = 1024, seed: 
         raise ValueError("baseline: the reference has zero size (all vertices at one point)")
     to_unit = reference_matrix((lo, hi), 2.0)
     reference = transform(reference, to_unit)
-    pos, idx = decimate(reference.v_pos.detach().cpu().numpy(),
-                        reference.t_pos_idx.cpu().numpy(), triangles)
-    uv, uv_idx = uv_atlas(pos, idx, texture_res)
-    baked = bake_textures(reference, pos, idx, uv, uv_idx, texture_res, seed=seed,
-                          bake_normals=bake_normals)
     src = reference.materials[0]
     alpha_src = next((m for m in reference.materials if m.has_alpha), src)
+    alpha_mode, alpha_cutoff = alpha_src.alpha_mode, alpha_src.alpha_cutoff
+    double_sided = any(m.double_sided for m in reference.materials)
+    if method == "cards":
+        from difflod.base.cards import card_cloud
+
+        pos, idx, uv, uv_idx, baked = card_cloud(reference, triangles, texture_res, seed=seed,
+                                                 bake_normals=bake_normals)
+        alpha_mode, alpha_cutoff, double_sided = "MASK", 0.5, True
+    elif method == "qem":
+        pos, idx = decimate(reference.v_pos.detach().cpu().numpy(),
+                            reference.t_pos_idx.cpu().numpy(), triangles)
+        uv, uv_idx = uv_atlas(pos, idx, texture_res)
+        baked = bake_textures(reference, pos, idx, uv, uv_idx, texture_res, seed=seed,
+                              bake_normals=bake_normals)
+    else:
+        raise ValueError(f"baseline: method must be 'qem' or 'cards', got {method!r}")
     material = Material(
         name="baseline",
         kd=to_tensor(baked["kd"]),
@@ -142,10 +156,10 @@ def baseline(reference: Mesh, triangles: int, *, texture_res: int = 1024, seed: 
         normal=to_tensor(baked["normal"]) if baked["normal"] is not None else None,
         occlusion=to_tensor(baked["occlusion"]) if baked["occlusion"] is not None else None,
         emissive=to_tensor(baked["emissive"]) if baked["emissive"] is not None else None,
-        alpha_mode=alpha_src.alpha_mode,
-        alpha_cutoff=alpha_src.alpha_cutoff,
+        alpha_mode=alpha_mode,
+        alpha_cutoff=alpha_cutoff,
         # one material for every part: two-sided where any part is (a glass shell)
-        double_sided=any(m.double_sided for m in reference.materials),
+        double_sided=double_sided,
     )
     idx_t = torch.from_numpy(idx)
     uv_idx_t = torch.from_numpy(uv_idx)

@@ -34,9 +34,11 @@ __all__ = ["Trainable", "peel_layers", "resize_texture"]
 
 def peel_layers(config: TrainConfig, reference: Mesh) -> int:
     """The depth-peeled layers of the candidate's renders: config `layers`, or,
-    when null, several where a reference material is BLEND (see TrainConfig)."""
-    return config.layers_for(any(m.has_alpha and m.alpha_mode == "BLEND"
-                                 for m in reference.materials))
+    when null, several where a reference material is BLEND or MASK (see
+    TrainConfig): with one layer, a cut-out's clear texels would hide what is
+    behind them (a shrub's leaves trained on 1 layer and scored on 4 lost
+    1.2 dB in training)."""
+    return config.layers_for(any(m.has_alpha for m in reference.materials))
 
 
 def resize_texture(tex: torch.Tensor, res: tuple[int, int]) -> torch.Tensor:

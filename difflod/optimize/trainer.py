@@ -138,6 +138,9 @@ class Trainer:
         # once here, so that the per-step renders can skip their checks (validate=False)
         reference.validate()
         base.validate()
+        # spp null resolved here, once, for every render of the run
+        config = config.replace(spp=config.spp_for(any(m.alpha_mode == "MASK" and m.has_alpha
+                                                       for m in reference.materials)))
         self.config = config
         self.out_dir = Path(out_dir)
         self.device = base.device

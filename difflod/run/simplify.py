@@ -193,19 +193,41 @@ def base_mesh(reference: Mesh, budget: int, config: TrainConfig) -> tuple[Mesh, 
     qem_bake.glb and the result move as the reference does; `animate` says
     whether training poses them). The base returned for the files has the opaque
     parts of a BLEND bake under an OPAQUE material (base/opaque_split.py); the
-    one to train keeps the single material."""
-    from difflod.base.baseline import baseline
+    one to train keeps the single material. Where `config.base_method` picks
+    cards (foliage, base/cards.py), the mesh to train is the card cloud and the
+    base for the files stays QEM + bake, the usual pipeline the result is
+    compared with."""
     from difflod.base.opaque_split import split_opaque
+
+    base = _base(reference, budget, config, "qem")
+    start = base
+    if base_method(reference, config) == "cards":
+        start = _base(reference, budget, config, "cards")
+    return split_opaque(base), start
+
+
+def base_method(reference: Mesh, config: TrainConfig) -> str:
+    """"qem" or "cards": the base `difflod simplify` trains (config.base_method;
+    "auto" takes cards for foliage)."""
+    if config.base_method != "auto":
+        return config.base_method
+    from difflod.base.cards import is_foliage
+
+    return "cards" if is_foliage(reference) else "qem"
+
+
+def _base(reference: Mesh, budget: int, config: TrainConfig, method: str) -> Mesh:
+    from difflod.base.baseline import baseline
     from difflod.base.render_tangents import match_render_tangents
 
     base = match_render_tangents(baseline(reference, budget, texture_res=max(config.texture_res),
-                                          seed=config.seed))
+                                          seed=config.seed, method=method))
     if reference.skin is not None and reference.v_joints is not None \
             and reference.v_weights is not None:
         from difflod.geometry.skin_transfer import transfer_skin
 
         base = transfer_skin(reference, base)
-    return split_opaque(base), base
+    return base
 
 
 def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, *,
@@ -264,7 +286,8 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
         stages.begin("train")  # and export
         trainer = Trainer(config, ref_n, base_n, out, quiet=quiet)
         candidates = {BASELINE_NAME: base.to("cpu")}
-        if config.init_textures == "random":  # the start differs from the baseline: show it
+        if config.init_textures == "random" or base_method(ref_mesh, config) == "cards":
+            # the start differs from the baseline: show it
             candidates[INITIAL_NAME] = frame.from_unit(
                 trainer.trainable.base_mesh().clone()).to("cpu")
         if point.checkpoint is not None:

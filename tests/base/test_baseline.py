@@ -135,11 +135,11 @@ def test_bake_tangents_follow_the_renderer_convention() -> None:
 def test_to_image_fills_the_whole_atlas_from_the_charts() -> None:
     """The former 2-texel dilation and flat fill are gone: one covered texel fills
     everything (its nearest covered texel); no covered texel at all gives `empty`."""
-    from difflod.base.bake import _to_image
+    from difflod.base.bake import to_image
 
     covered = np.zeros((16, 16), dtype=bool)
     covered[3, 4] = True
-    img = _to_image(np.array([[0.25, 0.5, 0.75]]), covered, 16)
+    img = to_image(np.array([[0.25, 0.5, 0.75]]), covered, 16)
     assert np.array_equal(img, np.broadcast_to(np.float32([0.25, 0.5, 0.75]), (16, 16, 3)))
-    empty = _to_image(np.zeros((0, 3)), np.zeros((16, 16), bool), 16, (0.0, 0.0, 1.0))
+    empty = to_image(np.zeros((0, 3)), np.zeros((16, 16), bool), 16, (0.0, 0.0, 1.0))
     assert np.array_equal(empty, np.broadcast_to(np.float32([0.0, 0.0, 1.0]), (16, 16, 3)))
