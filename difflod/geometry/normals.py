@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from difflod.geometry.device_vector import vector
 from difflod.mesh import Mesh
 
 __all__ = ["face_normals", "safe_normalize", "vertex_normals", "with_normals"]
@@ -79,7 +80,7 @@ def face_normals(v_pos: torch.Tensor, t_pos_idx: torch.Tensor, *,
     check_faces("t_pos_idx", t_pos_idx, v_pos.shape[0] if check else None)
     p0, p1, p2 = _corners(v_pos, t_pos_idx)
     n = torch.linalg.cross(p1 - p0, p2 - p0)
-    up = torch.tensor([0.0, 0.0, 1.0], dtype=v_pos.dtype, device=v_pos.device)
+    up = vector((0.0, 0.0, 1.0), v_pos.dtype, v_pos.device)
     return safe_normalize(n, up, eps=_TINY)
 
 
@@ -109,7 +110,7 @@ def vertex_normals(v_pos: torch.Tensor, t_pos_idx: torch.Tensor, *,
         cos = (e1 * e2).sum(-1)
         angle = torch.atan2(sin, cos)
         acc = acc.index_add(0, idx[:, k], unit_n * angle[:, None])
-    up = torch.tensor([0.0, 0.0, 1.0], dtype=v_pos.dtype, device=v_pos.device)
+    up = vector((0.0, 0.0, 1.0), v_pos.dtype, v_pos.device)
     return safe_normalize(acc, up, eps=_TINY)
 
 

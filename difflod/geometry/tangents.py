@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import torch
 
+from difflod.geometry.device_vector import vector
 from difflod.geometry.normals import check_faces, check_positions, safe_normalize, with_normals
 from difflod.mesh import Mesh
 
@@ -108,7 +109,7 @@ def vertex_tangents(v_pos: torch.Tensor, t_pos_idx: torch.Tensor, v_tex: torch.T
     dtype = v_pos.dtype
     pi, ti, ni = t_pos_idx.long(), t_tex_idx.long(), t_nrm_idx.long()
     p = [v_pos.index_select(0, pi[:, k]) for k in range(3)]  # backward: index_add
-    st = v_tex.to(dtype) * torch.tensor([1.0, -1.0], dtype=dtype, device=v_pos.device)
+    st = v_tex.to(dtype) * vector((1.0, -1.0), dtype, v_pos.device)
     uv = [st.index_select(0, ti[:, k]) for k in range(3)]
     nrm = v_nrm.to(dtype)
     n = [nrm.index_select(0, ni[:, k]) for k in range(3)]

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from difflod.geometry.device_vector import vector
 from difflod.geometry.normals import face_normals, vertex_normals
 from difflod.mesh import Material, Mesh
 from difflod.render.interpolate import interpolate
@@ -196,12 +197,11 @@ def _sample_material(mat: Material, index: int, uv: torch.Tensor, uv_da: torch.T
     out.append(look(mat.ks, "ks")[..., 0:3])
     if with_normal:
         if mat.normal is None:
-            flat = torch.tensor([0.0, 0.0, 1.0], dtype=kd.dtype, device=kd.device)
+            flat = vector((0.0, 0.0, 1.0), kd.dtype, kd.device)
             out.append(flat.expand(kd.shape[:-1] + (3,)))
         else:
             nrm = look(mat.normal, "normal")
-            scale = torch.tensor([mat.normal_scale, mat.normal_scale, 1.0], dtype=nrm.dtype,
-                                 device=nrm.device)
+            scale = vector((mat.normal_scale, mat.normal_scale, 1.0), nrm.dtype, nrm.device)
             out.append(nrm * scale)
     if with_emissive:
         if mat.emissive is None:

@@ -132,12 +132,11 @@ def shade(gb_pos: torch.Tensor, gb_geom_normal: torch.Tensor, gb_normal: torch.T
     power = light_power
     if isinstance(power, torch.Tensor) and power.dim() == 1:
         power = power[:, None, None, None]
-    if not isinstance(power, torch.Tensor) and compiled:
-        # on the device, made by a fill (no copy): a CPU tensor in a compiled graph
-        # makes Inductor generate a C++ kernel for it, a compiler run on the host
+    if not isinstance(power, torch.Tensor):
+        # on the device, made by a fill: a CPU tensor in a compiled graph makes
+        # Inductor generate a C++ kernel for it (a compiler run on the host), and
+        # a host copy cannot be recorded in a CUDA graph
         power = torch.full((), float(power), dtype=gb_pos.dtype, device=gb_pos.device)
-    elif not isinstance(power, torch.Tensor):
-        power = torch.tensor(float(power), dtype=gb_pos.dtype)  # a CPU scalar: no copy
     core = compilation.compiled(shade_core) if compiled else shade_core
     return core(gb_pos, gb_geom_normal, gb_normal, gb_tangent, gb_kd, gb_ks, gb_nmap, gb_ke, vp,
                 lp, power, min_roughness, normal_scale, light_falloff)

@@ -18,7 +18,10 @@ from difflod.render.pipeline import corner_groups, render_mesh
 from difflod.render.topology import Topology
 from difflod.scene.views import fixed_views
 
-_DYNAMIC = ("nonzero", "unique", "_local_scalar_dense", "masked_select", "repeat_interleave.Tensor")
+_DYNAMIC = ("nonzero", "unique", "_local_scalar_dense", "masked_select", "repeat_interleave.Tensor",
+            # a tensor literal: on a GPU a copy from pageable host memory, refused while
+            # a graph records (the H200 refused normals.py's torch.tensor([0, 0, 1]))
+            "lift_fresh")
 
 
 class _Ops(TorchDispatchMode):
@@ -29,8 +32,19 @@ class _Ops(TorchDispatchMode):
         self.names: list[str] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.append(str(func.overloadpacket.__name__) + "." + func._overloadname)
+        name = str(func.overloadpacket.__name__) + "." + func._overloadname
+        if name.startswith("lift_fresh") and _in_cpu_kernels():
+            name = "cpu kernels' " + name  # the CPU backend's own arrays, never on a GPU
+        self.names.append(name)
         return func(*args, **(kwargs or {}))
+
+
+def _in_cpu_kernels() -> bool:
+    """Whether the innermost difflod frame of the current stack is a CPU backend module."""
+    import traceback
+
+    frames = [f.filename for f in traceback.extract_stack() if "/difflod/" in f.filename]
+    return bool(frames) and "/render/backends/cpu" in frames[-1]
 
 
 def _case(name: str) -> dict:

@@ -84,7 +84,7 @@ def triangle_setup(verts: torch.Tensor) -> TriangleSetup:
             identical to the kernels).
     """
     v = verts.to(torch.float64)
-    xyw = v[..., [0, 1, 3]]
+    xyw = torch.cat([v[..., 0:2], v[..., 3:4]], dim=-1)  # no index list: a host copy on a GPU
     z = v[..., 2]
     edges = []
     signs = []
