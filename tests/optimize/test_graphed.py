@@ -68,24 +68,40 @@ def test_a_checkpoint_keeps_learning_rates_as_floats() -> None:
     assert fresh.param_groups[0]["lr"] == pytest.approx(0.05)
 
 
+def _spread(a: tuple, b: tuple) -> tuple[float, float]:
+    """(largest relative loss difference over the steps, largest relative distance
+    of a trained tensor, |p_a - p_b| / |p_a - its start|) of two runs, each
+    (trainer, history, the tensors at the start)."""
+    loss = max(abs(y["loss"] - x["loss"]) / x["loss"] for x, y in zip(a[1], b[1], strict=True))
+    pa = {k: v.detach() for k, v in a[0].trainable.tensors().items()}
+    pb = {k: v.detach() for k, v in b[0].trainable.tensors().items()}
+    dist = max(float((pa[k] - pb[k]).norm()) / max(float((pa[k] - a[2][k]).norm()), 1e-12)
+               for k in pa)
+    return loss, dist
+
+
 def test_graphed_training_equals_eager_training(cuda: torch.device, tmp_path: Path) -> None:
-    runs = {}
-    for mode in ("off", "on"):
-        t = _trainer({"cuda_graph": mode}, cuda, tmp_path / mode)
-        hist = t.run(checkpoint=False)
-        runs[mode] = (t, hist)
-    eager, graphed = runs["off"][0], runs["on"][0]
+    """Two eager runs on a GPU already differ (atomic adds in the backward sum in
+    any order, and 12 Adam steps at rate 0.03 amplify it; measured on an H100:
+    losses 4.0e-3 apart, texels up to 0.10): the recorded run must stay within
+    a few times that spread of the eager one (measured: 6.6e-3, 0.10)."""
+    runs: dict[str, tuple] = {}
+    for name, mode in (("eager", "off"), ("eager again", "off"), ("graphed", "on")):
+        t = _trainer({"cuda_graph": mode}, cuda, tmp_path / name)
+        start = {k: v.detach().clone() for k, v in t.trainable.tensors().items()}
+        runs[name] = (t, t.run(checkpoint=False), start)
+    eager, graphed = runs["eager"][0], runs["graphed"][0]
     assert not eager.graphed and eager.captured is None
     # recorded after two eager warm-up steps, then replayed
     assert graphed.captured is not None and graphed.captured.graph is not None
     assert graphed.captured.calls == GPU["iter"] - 1  # step 0 fixes the Laplacian weight
-    for (a, b) in zip(runs["off"][1], runs["on"][1], strict=True):
-        assert b["loss"] == pytest.approx(a["loss"], rel=2e-3), (a, b)
-        assert b["psnr"] == pytest.approx(a["psnr"], abs=0.05), (a, b)
-    assert runs["on"][1][-1]["psnr"] > runs["on"][1][0]["psnr"] + 0.5  # it trained
-    pe, pg = eager.trainable.tensors(), graphed.trainable.tensors()
-    for name in pe:
-        torch.testing.assert_close(pg[name], pe[name], rtol=1e-3, atol=2e-4, msg=name)
+    loss_ee, dist_ee = _spread(runs["eager"], runs["eager again"])
+    loss_eg, dist_eg = _spread(runs["eager"], runs["graphed"])
+    assert loss_eg <= max(3 * loss_ee, 1e-2), (loss_eg, loss_ee)
+    assert dist_eg <= max(3 * dist_ee, 0.05), (dist_eg, dist_ee)
+    for (a, b) in zip(runs["eager"][1], runs["graphed"][1], strict=True):
+        assert b["psnr"] == pytest.approx(a["psnr"], abs=0.25), (a, b)
+    assert runs["graphed"][1][-1]["psnr"] > runs["graphed"][1][0]["psnr"] + 0.5  # it trained
     # the learning rate followed the schedule in the recorded Adam too
     assert float(graphed.optimizer.param_groups[0]["lr"]) == pytest.approx(
         float(eager.optimizer.param_groups[0]["lr"]), rel=1e-6)
