@@ -42,7 +42,7 @@ LOSSES = ("logl1", "logl2", "mse", "smape", "relativel2")
 SKIPPABLE = ("position", "normal", "kd", "ks", "displacement", "emissive")
 BACKENDS = ("auto", "cpu", "cuda", "torch")
 #: `compile` (shading through torch.compile; "auto" is off for now) and
-#: `cuda_graph` (the step recorded as a CUDA graph; "auto" is off for now)
+#: `cuda_graph` (the step recorded as a CUDA graph; "auto" records where it can)
 COMPILE_MODES = ("auto", "on", "off")
 INIT_TEXTURES = ("reference", "random", "base")
 BASE_METHODS = ("auto", "qem", "cards")
@@ -115,7 +115,7 @@ class TrainConfig:
     compile: str = "auto"
     # the training step recorded once as a CUDA graph and replayed (optimize.graphed):
     # "on" = recorded (an error where it cannot be: optimize.graphed.graph_blocker),
-    # "off" = eager steps; "auto" is off until a GPU run has measured it
+    # "off" = eager steps; "auto" records wherever graph_blocker finds no reason not to
     cuda_graph: str = "auto"
     seed: int = 0
     eval_views: int = 64
