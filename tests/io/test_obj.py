@@ -493,3 +493,30 @@ def test_a_cut_out_with_soft_edges_reads_as_mask(tmp_path: Path) -> None:
                                      "usemtl leaf\nf 1 2 3\n")
     leaf = obj.read(p).materials[0]
     assert leaf.alpha_mode == "MASK" and leaf.alpha_cutoff == 0.5
+
+
+def test_a_cut_out_keeps_its_soft_edges_where_it_reads_back_as_mask(tmp_path: Path) -> None:
+    """MASK at 0.5 with mostly clear texels: written as it is (within one 8-bit
+    step), so filtering then the cutoff draws the same edge; MASK at another
+    cutoff, or one whose see-through texels are mostly partial (it would read
+    back as BLEND), is written as 0 or 1 at its cutoff."""
+    from difflod.mesh import Material, Mesh
+
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    soft = ((0.8 - (xx ** 2 + yy ** 2).sqrt()) * 8).clamp(0, 1)[..., None]
+    haze = 0.2 + 0.6 * soft  # every see-through texel partial
+    pos = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    idx = torch.tensor([[0, 1, 2]])
+    uv = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    for name, alpha, cutoff, kept in (("soft", soft, 0.5, True), ("cut at 0.3", soft, 0.3, False),
+                                      ("haze", haze, 0.5, False)):
+        kd = torch.cat([torch.full((32, 32, 3), 0.3), alpha], -1)
+        mat = Material(name="leaf", kd=kd, alpha_mode="MASK", alpha_cutoff=cutoff)
+        mesh = Mesh(v_pos=pos, t_pos_idx=idx, v_tex=uv, t_tex_idx=idx.clone(), materials=(mat,))
+        out = tmp_path / name / "leaf.obj"
+        out.parent.mkdir()
+        obj.write(mesh.validate(), out)
+        back = obj.read(out).materials[0]
+        assert back.alpha_mode == "MASK" and back.alpha_cutoff == 0.5, name
+        want = alpha if kept else (alpha >= cutoff).float()
+        assert float((back.kd[..., 3:] - want).abs().max()) <= 0.5 / 255 + 1e-6, name
