@@ -49,6 +49,7 @@ CLUSTER_SAMPLES = 60_000    # samples k-means groups
 SAMPLES_PER_TEXEL = 12      # dense bake samples per texel of a card's projected cluster
 MAX_SAMPLES = 4_000_000
 PAD = 2                     # texels between a card's cell border and its chart
+MIN_CARD_TEXELS = 8         # a card's chart is at least this many texels across
 
 
 def is_foliage(reference: Mesh) -> bool:
@@ -70,7 +71,9 @@ def card_cloud(reference: Mesh, triangles: int, texture_res: int, *, seed: int =
 
     Args:
         reference: the detailed mesh in the unit frame (any materials).
-        triangles: the budget (>= 4); the result has 4 per cluster, at most this many.
+        triangles: the budget (>= 4); the result has 4 per cluster, at most this
+            many, and no more cards than the atlas holds at MIN_CARD_TEXELS
+            texels across each.
         texture_res: side of the square atlas.
         seed: seed of the sampling and of k-means.
     Returns:
@@ -85,7 +88,8 @@ def card_cloud(reference: Mesh, triangles: int, texture_res: int, *, seed: int =
     if drawn.sum() < 4:
         drawn[:] = True
     seen = pts[drawn]
-    centroids = _clusters(seen, max(1, triangles // 4), seed)
+    fit = max(1, (texture_res // (MIN_CARD_TEXELS + 2 * PAD)) ** 2 // 2)  # clusters
+    centroids = _clusters(seen, max(1, min(triangles // 4, fit)), seed)
     labels = _nearest(centroids, seen)
     cards = [card for k in range(len(centroids))
              for card in _card_frames(seen[labels == k], centroids[k], k)]

@@ -79,3 +79,13 @@ def test_cards_cover_a_shrub_where_qem_loses_it() -> None:
 def test_unknown_method_is_refused() -> None:
     with pytest.raises(ValueError, match="method must be 'qem' or 'cards'"):
         baseline(_disc_card(), 4, texture_res=32, method="billboards")
+
+
+def test_a_large_budget_keeps_each_card_legible() -> None:
+    """1,999 triangles would be 998 cards, 2 texels each in a 64^2 atlas: the
+    cloud stops at the cards the atlas holds at 8 texels across (+ padding)."""
+    ref = open_model("asset:shrub?triangles=2000")
+    _, idx, uv, uv_idx, _ = card_cloud(ref, 1999, 64, seed=0)
+    assert 4 <= len(idx) <= 2 * (64 // 12) ** 2 and len(idx) % 4 == 0
+    side = (uv[uv_idx].max(1) - uv[uv_idx].min(1)) * 64  # [F,2] texels across each chart
+    assert side.min() >= 8 - 1e-3
