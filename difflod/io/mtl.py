@@ -9,9 +9,10 @@ Mapping (compatible with the files nvdiffmodeling reads and writes):
   alpha is anywhere below 1 gets a 4-channel kd and, since MTL has no alpha
   mode, one from the alpha itself (`_alpha_mode`): "BLEND" where the texels
   that are not opaque are mostly partly transparent (a glass, `d 0.3`), else
-  "MASK" with cutoff 0.5 (a cut-out). The writer writes a BLEND alpha as it
-  is, and a MASK one as it is where it reads back as MASK at its cutoff, else
-  as 0 or 1 (the cutoff applied), so both come back in their mode.
+  "MASK" with cutoff 0.5 (a cut-out), unless the material carries the comment
+  difflod writes after `newmtl` (ALPHA_MODE_COMMENT, "# difflod alpha_mode
+  MASK 0.5"), whose mode and cutoff are taken. The writer writes the alpha as
+  it is, with that comment, so glass and cut-outs come back as they were.
 - ks = (occlusion, roughness, metallic), linear: `map_Ks` texels, else the
   `Ks` values, else (0, Pr, Pm) from the PBR extension (missing Pr: derived
   from `Ns` when Ns is given, else 0.5; missing Pm: 0), else the Material
@@ -114,11 +115,17 @@ def _is_number(s: str) -> bool:
     return True
 
 
+#: the comment difflod writes after `newmtl` for a material with alpha, and its
+#: reader honours: "# difflod alpha_mode MASK 0.5" (or BLEND); other readers skip it
+ALPHA_MODE_COMMENT = "# difflod alpha_mode"
+
+
 @dataclass
 class _Raw:
     name: str
     lineno: int
     values: dict[str, list[float]] = field(default_factory=dict)
+    alpha_mode: tuple[str, float] | None = None  # from ALPHA_MODE_COMMENT
     maps: dict[str, tuple[Path, int, dict[str, list[str]]]] = field(default_factory=dict)
 
 
@@ -156,6 +163,8 @@ def _parse(path: Path, root: Path, limits: ReadLimits) -> list[_Raw]:
     lines = data.replace(b"\\\r\n", b" ").replace(b"\\\n", b" ").split(b"\n")
     for lineno, raw in enumerate(lines, start=1):
         raw = raw.strip()
+        if raw.startswith(ALPHA_MODE_COMMENT.encode()) and cur is not None:
+            cur.alpha_mode = _alpha_mode_comment(raw) or cur.alpha_mode
         if not raw or raw.startswith(b"#"):
             continue
         try:
@@ -186,6 +195,19 @@ def _parse(path: Path, root: Path, limits: ReadLimits) -> list[_Raw]:
             n = 3 if key in ("kd", "ks", "ke") else 1
             cur.values[key] = _floats(rest.split(), n, path, lineno, parts[0])
     return raws
+
+
+def _alpha_mode_comment(raw: bytes) -> tuple[str, float] | None:
+    """(mode, cutoff) of an ALPHA_MODE_COMMENT line, or None where it is not one
+    difflod writes (it is a comment: anything else in it is ignored)."""
+    words = raw[len(ALPHA_MODE_COMMENT):].decode("latin-1").split()
+    if len(words) != 2 or words[0] not in ("MASK", "BLEND"):
+        return None
+    try:
+        cutoff = float(words[1])
+    except ValueError:
+        return None
+    return (words[0], cutoff) if 0.0 <= cutoff <= 1.0 else None
 
 
 def _load_tex(raw: _Raw, key: str, mtl: Path, limits: ReadLimits) -> torch.Tensor:
@@ -238,11 +260,11 @@ def _material(raw: _Raw, mtl: Path, limits: ReadLimits) -> Material:
     elif alpha is None and ("d" in vals or "tr" in vals):
         a = vals["d"][0] if "d" in vals else 1.0 - vals["tr"][0]
         alpha = torch.full((1, 1, 1), float(a), dtype=torch.float32)
-    alpha_mode = "OPAQUE"
+    alpha_mode, cutoff = "OPAQUE", 0.5
     if alpha is not None and bool((alpha < 1.0).any()):
         hw = (max(kd.shape[0], alpha.shape[0]), max(kd.shape[1], alpha.shape[1]))
         kd = torch.cat([_resize(kd, hw), _resize(alpha, hw).clamp(0, 1)], dim=-1)
-        alpha_mode = _alpha_mode(alpha)
+        alpha_mode, cutoff = raw.alpha_mode or (_alpha_mode(alpha), 0.5)
 
     if "map_ks" in raw.maps:
         ks = _rgb(_load_tex(raw, "map_ks", mtl, limits)).contiguous()
@@ -267,7 +289,7 @@ def _material(raw: _Raw, mtl: Path, limits: ReadLimits) -> Material:
     disp = _load_tex(raw, "disp", mtl, limits)[..., :1].contiguous() if "disp" in raw.maps else None
     mat = Material(name=raw.name, kd=kd.contiguous(), ks=ks, normal=normal, normal_scale=scale,
                    displacement=disp, emissive=_emissive(raw, mtl, limits),
-                   alpha_mode=alpha_mode, alpha_cutoff=0.5)
+                   alpha_mode=alpha_mode, alpha_cutoff=cutoff)
     try:
         return mat.validate()
     except ValueError as e:
@@ -351,6 +373,8 @@ def mtl_text(materials: list[tuple[str, Material]]) -> tuple[str, list[tuple[str
         files = material_files(i)
         out.append(f"\nnewmtl {name}\nbsdf pbr\n")  # nvdiffmodeling/nvdiffrec require it
         has_alpha = m.kd.shape[-1] == 4 and m.alpha_mode != "OPAQUE"
+        if has_alpha:  # MTL has no alpha mode: difflod's reader takes it from here
+            out.append(f"{ALPHA_MODE_COMMENT} {m.alpha_mode} {m.alpha_cutoff:g}\n")
         if _is_const(m.kd):
             c = _kd_stored(m, has_alpha)[0, 0].tolist()
             out.append("Kd {:.6f} {:.6f} {:.6f}\n".format(*c[:3]))
@@ -386,20 +410,14 @@ def mtl_text(materials: list[tuple[str, Material]]) -> tuple[str, list[tuple[str
 
 
 def _kd_stored(m: Material, has_alpha: bool) -> torch.Tensor:
-    """kd as the file stores it: sRGB, and with `has_alpha` the alpha. A MASK
-    alpha is kept as it is where the reader takes it back as MASK at its
-    cutoff (0.5, mostly clear texels: the soft edges place the cut between
-    texels, as filtering then the cutoff draws it; binarized, a trained shrub of
-    cards lost 0.64 dB), else written as 0 or 1 (what MASK draws, and what the
-    reader takes as MASK)."""
+    """kd as the file stores it: sRGB, and with `has_alpha` the alpha as it is
+    (MASK too: its soft edges place the cut between texels, as filtering then
+    the cutoff draws it; binarized, a trained shrub of cards lost 0.64 dB)."""
     kd = m.kd.detach().float().cpu()
     srgb = _srgb8(kd[..., :3])
     if not has_alpha:
         return srgb
-    alpha = kd[..., 3:].clamp(0, 1)
-    if m.alpha_mode == "MASK" and not (m.alpha_cutoff == 0.5 and _alpha_mode(alpha) == "MASK"):
-        alpha = (alpha >= m.alpha_cutoff).float()
-    return torch.cat([srgb, alpha], dim=-1)
+    return torch.cat([srgb, kd[..., 3:].clamp(0, 1)], dim=-1)
 
 
 def _emissive_text(emissive: torch.Tensor, file: str, images: _Images) -> str:

@@ -254,9 +254,10 @@ def test_round_trip_multi_material(tmp_path: Path) -> None:
         assert float((a.ks - b.ks).abs().max()) <= 0.5 / 255 + 1e-6
         assert float((a.normal - b.normal).abs().max()) <= 1 / 255 + 1e-6
         assert a.normal_scale == b.normal_scale and a.alpha_mode == b.alpha_mode
-    # MASK's alpha is written as what it draws: 1 at or above the cutoff, else 0
-    drawn = (m.materials[0].kd[..., 3] >= m.materials[0].alpha_cutoff).float()
-    assert torch.equal(by_name["mat 0"].kd[..., 3], drawn)
+    # MASK's alpha is written as it is (8 bits), its mode and cutoff in difflod's comment
+    a0, b0 = by_name["mat 0"], m.materials[0]
+    assert float((a0.kd[..., 3] - b0.kd[..., 3]).abs().max()) <= 0.5 / 255 + 1e-6
+    assert (a0.alpha_mode, a0.alpha_cutoff) == (b0.alpha_mode, b0.alpha_cutoff)
     text = (out.parent / "mesh.mtl").read_text()
     assert "map_d texture_kd.png" in text and "bump -bm 0.75 texture_n.png" in text
 
@@ -495,11 +496,11 @@ def test_a_cut_out_with_soft_edges_reads_as_mask(tmp_path: Path) -> None:
     assert leaf.alpha_mode == "MASK" and leaf.alpha_cutoff == 0.5
 
 
-def test_a_cut_out_keeps_its_soft_edges_where_it_reads_back_as_mask(tmp_path: Path) -> None:
-    """MASK at 0.5 with mostly clear texels: written as it is (within one 8-bit
-    step), so filtering then the cutoff draws the same edge; MASK at another
-    cutoff, or one whose see-through texels are mostly partial (it would read
-    back as BLEND), is written as 0 or 1 at its cutoff."""
+def test_alpha_and_its_mode_come_back_as_written(tmp_path: Path) -> None:
+    """The alpha is written as it is (within one 8-bit step), and the mode and
+    cutoff through difflod's comment: a soft-edged MASK at 0.3, a haze that is
+    MASK though most of its texels are partial, and a BLEND that is mostly clear
+    (the alpha alone would read as BLEND, MASK, MASK)."""
     from difflod.mesh import Material, Mesh
 
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
@@ -508,15 +509,29 @@ def test_a_cut_out_keeps_its_soft_edges_where_it_reads_back_as_mask(tmp_path: Pa
     pos = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     idx = torch.tensor([[0, 1, 2]])
     uv = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    for name, alpha, cutoff, kept in (("soft", soft, 0.5, True), ("cut at 0.3", soft, 0.3, False),
-                                      ("haze", haze, 0.5, False)):
+    for name, alpha, mode, cutoff in (("soft", soft, "MASK", 0.3), ("haze", haze, "MASK", 0.5),
+                                      ("clear glass", soft, "BLEND", 0.5)):
         kd = torch.cat([torch.full((32, 32, 3), 0.3), alpha], -1)
-        mat = Material(name="leaf", kd=kd, alpha_mode="MASK", alpha_cutoff=cutoff)
+        mat = Material(name="leaf", kd=kd, alpha_mode=mode, alpha_cutoff=cutoff)
         mesh = Mesh(v_pos=pos, t_pos_idx=idx, v_tex=uv, t_tex_idx=idx.clone(), materials=(mat,))
         out = tmp_path / name / "leaf.obj"
         out.parent.mkdir()
         obj.write(mesh.validate(), out)
+        assert f"# difflod alpha_mode {mode} {cutoff:g}" in (out.parent / "leaf.mtl").read_text()
         back = obj.read(out).materials[0]
-        assert back.alpha_mode == "MASK" and back.alpha_cutoff == 0.5, name
-        want = alpha if kept else (alpha >= cutoff).float()
-        assert float((back.kd[..., 3:] - want).abs().max()) <= 0.5 / 255 + 1e-6, name
+        assert (back.alpha_mode, back.alpha_cutoff) == (mode, cutoff), name
+        assert float((back.kd[..., 3:] - alpha).abs().max()) <= 0.5 / 255 + 1e-6, name
+
+
+def test_a_malformed_alpha_mode_comment_is_a_comment(tmp_path: Path) -> None:
+    """Only the exact form difflod writes is read; anything else is skipped as
+    the comment it is, and the mode comes from the alpha."""
+    write_image(tmp_path / "a.png", torch.cat([torch.full((4, 4, 3), 0.3),
+                                               torch.full((4, 4, 1), 0.4)], -1))
+    for i, line in enumerate(("# difflod alpha_mode MASK", "# difflod alpha_mode CUT 0.5",
+                              "# difflod alpha_mode MASK 2", "# difflod alpha_mode MASK x")):
+        _write(tmp_path, f"m{i}.mtl", f"newmtl m\n{line}\nmap_Kd a.png\n")
+        p = _write(tmp_path, f"m{i}.obj", f"mtllib m{i}.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\n"
+                                          "usemtl m\nf 1 2 3\n")
+        mat = obj.read(p).materials[0]
+        assert (mat.alpha_mode, mat.alpha_cutoff) == ("BLEND", 0.5), line
