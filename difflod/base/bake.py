@@ -38,6 +38,7 @@ __all__ = [
     "SurfaceAttributes",
     "UVRaster",
     "bake_textures",
+    "baked_images",
     "chart_mask",
     "rasterize_uv",
     "reference_attributes",
@@ -238,23 +239,34 @@ def bake_textures(reference: Mesh, target_pos: np.ndarray, target_idx: np.ndarra
 
     attrs = reference_attributes(reference, rtri, rbary)
 
-    out: dict[str, np.ndarray | None] = {"normal": None}
     v_nrm = vertex_normals(tpos, tidx)
     v_tng = vertex_tangents(tpos, tidx, tuv, tuv_idx, v_nrm)
+    n_ts = None
     if bake_normals:
         n_world = reference_normals(reference, rtri, rbary, attrs.nmap)
         n_ts = tangent_space(n_world, ftri, fbary, tidx, tuv_idx, v_nrm, v_tng)
-        img = to_image(n_ts, covered, res, (0.0, 0.0, 1.0))
+    return baked_images(attrs, n_ts, covered, res, v_nrm, v_tng, covered)
+
+
+def baked_images(attrs: SurfaceAttributes, n_ts: np.ndarray | None, texels: np.ndarray,
+                 res: int, v_nrm: np.ndarray, v_tng: np.ndarray,
+                 coverage: np.ndarray) -> dict[str, np.ndarray | None]:
+    """A bake's result (see `bake_textures`): each channel of `attrs`, values at
+    the `texels` mask, as a `res` atlas filled from them; `n_ts` the tangent-space
+    normals there, or None for no normal map."""
+    out: dict[str, np.ndarray | None] = {"normal": None}
+    if n_ts is not None:
+        img = to_image(n_ts, texels, res, (0.0, 0.0, 1.0))
         out["normal"] = _normalize(img.astype(np.float64)).astype(np.float32)
-    out["kd"] = to_image(attrs.kd, covered, res)
-    out["ks"] = to_image(attrs.ks, covered, res)
-    out["occlusion"] = to_image(attrs.occlusion, covered, res, (1.0,)) \
+    out["kd"] = to_image(attrs.kd, texels, res)
+    out["ks"] = to_image(attrs.ks, texels, res)
+    out["occlusion"] = to_image(attrs.occlusion, texels, res, (1.0,)) \
         if attrs.occlusion is not None else None
-    out["emissive"] = to_image(attrs.emissive, covered, res) \
+    out["emissive"] = to_image(attrs.emissive, texels, res) \
         if attrs.emissive is not None else None
     out["v_nrm"] = v_nrm.astype(np.float32)
     out["v_tng"] = v_tng.astype(np.float32)
-    out["coverage"] = covered
+    out["coverage"] = coverage
     return out
 
 

@@ -26,16 +26,17 @@ arrays are numpy float64 unless stated; the reference is in the unit frame.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from difflod.base.bake import (
+    baked_images,
     rasterize_uv,
     reference_attributes,
     reference_normals,
     tangent_space,
-    to_image,
     vertex_normals,
     vertex_tangents,
 )
@@ -140,28 +141,22 @@ def card_cloud(reference: Mesh, triangles: int, texture_res: int, *, seed: int =
     valid = (winner >= 0) & (raster.tri >= 0)
     w = winner[valid]
     attrs = reference_attributes(reference, dtri[w], dbary[w])
-    kd = np.concatenate([attrs.kd[:, :3], np.ones((len(w), 1))], axis=1)
-    out: dict[str, np.ndarray | None] = {"normal": None}
+    # colour from the winners, alpha from the coverage (set below)
+    attrs = dataclasses.replace(attrs, kd=np.concatenate([attrs.kd[:, :3],
+                                                          np.ones((len(w), 1))], axis=1))
     v_nrm = vertex_normals(pos, idx)
     v_tng = vertex_tangents(pos, idx, uv, uv_idx, v_nrm)
+    n_ts = None
     if bake_normals:
         n_world = reference_normals(reference, dtri[w], dbary[w], attrs.nmap)
         ftri, fbary = raster.tri[valid], raster.bary[valid]
-        face_n = v_nrm[idx[ftri]].mean(1)
+        face_n = v_nrm[idx[ftri]].mean(1)  # the winner's normal, turned to the card's front
         n_world = np.where(np.sum(n_world * face_n, 1, keepdims=True) < 0, -n_world, n_world)
-        out["normal"] = to_image(tangent_space(n_world, ftri, fbary, idx, uv_idx, v_nrm, v_tng),
-                                 valid, texture_res, (0.0, 0.0, 1.0))
-    kd_img = to_image(kd, valid, texture_res)
+        n_ts = tangent_space(n_world, ftri, fbary, idx, uv_idx, v_nrm, v_tng)
+    out = baked_images(attrs, n_ts, valid, texture_res, v_nrm, v_tng, raster.tri >= 0)
+    kd_img = out["kd"]
+    assert kd_img is not None
     kd_img[..., 3] = np.where(raster.tri >= 0, np.clip(coverage, 0.0, 1.0), 0.0)
-    out["kd"] = kd_img
-    out["ks"] = to_image(attrs.ks, valid, texture_res)
-    out["occlusion"] = to_image(attrs.occlusion, valid, texture_res, (1.0,)) \
-        if attrs.occlusion is not None else None
-    out["emissive"] = to_image(attrs.emissive, valid, texture_res) \
-        if attrs.emissive is not None else None
-    out["v_nrm"] = v_nrm.astype(np.float32)
-    out["v_tng"] = v_tng.astype(np.float32)
-    out["coverage"] = raster.tri >= 0
     return pos.astype(np.float32), idx, uv.astype(np.float32), uv_idx, out
 
 
