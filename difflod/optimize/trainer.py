@@ -390,8 +390,9 @@ class Trainer:
         "skipped" (only when the loss or a gradient was NaN/Inf: the step was
         undone on the device, parameters restored; Adam's moments decay as
         for a zero gradient), "psnr" (estimate on this step's batch), "ms" (the
-        host's time in the step; on a GPU the wait for queued work falls on the
-        steps that read back, so means over log_interval steps are exact)}.
+        host's time in the step plus an equal share of the wait for the device
+        when its numbers were read back with others', so means over
+        log_interval steps are exact)}.
         """
         record = self.advance()
         self.flush()
@@ -406,12 +407,17 @@ class Trainer:
         if not self._pending:
             return []
         pending, self._pending = self._pending, []
+        t0 = time.perf_counter()
         values = torch.stack([n for _, n, _, _ in pending]).tolist()
+        # the wait for the queued steps is theirs: shared out, so a mean over
+        # the records is the steps' time (a recorded step queues in microseconds
+        # and its device time would otherwise fall outside every record)
+        wait = (time.perf_counter() - t0) * 1000.0 / len(pending)
         for (record, _, lap_w, ms), (loss_v, lap_v, mse, finite) in zip(pending, values):
             record.update(loss=loss_v, laplacian=lap_v * lap_w)
             if not finite:
                 record["skipped"] = True
-            record.update(psnr=-10.0 * math.log10(max(mse, 1e-10)), ms=ms)
+            record.update(psnr=-10.0 * math.log10(max(mse, 1e-10)), ms=ms + wait)
             if not finite:
                 warnings.warn(f"iteration {record['iteration']}: the loss or a gradient became "
                               f"NaN/Inf; skipped the step and restored the last good state",
