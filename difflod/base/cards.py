@@ -43,7 +43,7 @@ from difflod.base.bake import (
 from difflod.geometry.sampling import sample_surface
 from difflod.mesh import Mesh
 
-__all__ = ["card_cloud", "is_foliage"]
+__all__ = ["MIN_TEXTURE", "card_cloud", "is_foliage"]
 
 FOLIAGE_AREA_SHARE = 0.5    # MASK surface share at which `base: auto` takes cards
 CLUSTER_SAMPLES = 60_000    # samples k-means groups
@@ -51,6 +51,7 @@ SAMPLES_PER_TEXEL = 12      # dense bake samples per texel of a card's projected
 MAX_SAMPLES = 4_000_000
 PAD = 2                     # texels between a card's cell border and its chart
 MIN_CARD_TEXELS = 8         # a card's chart is at least this many texels across
+MIN_TEXTURE = 2 * (MIN_CARD_TEXELS + 2 * PAD)  # the smallest atlas: one cluster's two cards
 
 
 def is_foliage(reference: Mesh) -> bool:
@@ -75,12 +76,14 @@ def card_cloud(reference: Mesh, triangles: int, texture_res: int, *, seed: int =
         triangles: the budget (>= 4); the result has 4 per cluster, at most this
             many, and no more cards than the atlas holds at MIN_CARD_TEXELS
             texels across each.
-        texture_res: side of the square atlas.
+        texture_res: side of the square atlas, >= MIN_TEXTURE.
         seed: seed of the sampling and of k-means.
     Returns:
         (positions `[V,3]` float32, indices `[F,3]` int64, UVs `[T,2]` float32,
          UV indices `[F,3]` int64, the bake: as `bake.bake_textures`, kd with alpha).
     """
+    if texture_res < MIN_TEXTURE:
+        raise ValueError(f"card_cloud: texture_res must be >= {MIN_TEXTURE}, got {texture_res}")
     rng = np.random.default_rng(seed)
     ref_pos = reference.v_pos.detach().cpu().double().numpy()
     ref_idx = reference.t_pos_idx.cpu().numpy()
@@ -100,9 +103,6 @@ def card_cloud(reference: Mesh, triangles: int, texture_res: int, *, seed: int =
     grid = math.ceil(math.sqrt(len(cards)))
     cell = texture_res // grid
     inner = cell - 2 * PAD
-    if inner < 2:
-        raise ValueError(f"card_cloud: {len(cards)} cards need a texture larger than "
-                         f"{texture_res}^2 (at least {grid * (2 * PAD + 2)})")
     pos, idx, uv, uv_idx = _card_geometry(cards, grid, cell, texture_res)
 
     # dense samples: SAMPLES_PER_TEXEL on a card of the median cluster, whose

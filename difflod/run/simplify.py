@@ -183,6 +183,11 @@ def open_reference(reference: str | Path | Mesh, config: TrainConfig | None
     if max(config.texture_res) < 8:
         raise ConfigError(f"config: 'texture_res' must be >= 8 to bake textures, "
                           f"got {list(config.texture_res)}")
+    from difflod.base.cards import MIN_TEXTURE
+
+    if config.base_method == "cards" and max(config.texture_res) < MIN_TEXTURE:
+        raise ConfigError(f"config: 'base_method' cards needs 'texture_res' >= {MIN_TEXTURE}, "
+                          f"got {list(config.texture_res)}")
     return ref_mesh, name, config
 
 
@@ -208,12 +213,12 @@ def base_mesh(reference: Mesh, budget: int, config: TrainConfig) -> tuple[Mesh, 
 
 def base_method(reference: Mesh, config: TrainConfig) -> str:
     """"qem" or "cards": the base `difflod simplify` trains (config.base_method;
-    "auto" takes cards for foliage)."""
+    "auto" takes cards for foliage where the atlas holds them)."""
+    from difflod.base.cards import MIN_TEXTURE, is_foliage
+
     if config.base_method != "auto":
         return config.base_method
-    from difflod.base.cards import is_foliage
-
-    return "cards" if is_foliage(reference) else "qem"
+    return "cards" if max(config.texture_res) >= MIN_TEXTURE and is_foliage(reference) else "qem"
 
 
 def _base(reference: Mesh, budget: int, config: TrainConfig, method: str) -> Mesh:
