@@ -45,7 +45,9 @@ from difflod.mesh import Mesh
 
 __all__ = ["MIN_TEXTURE", "card_cloud", "is_foliage"]
 
-FOLIAGE_AREA_SHARE = 0.5    # MASK surface share at which `base: auto` takes cards
+FOLIAGE_AREA_SHARE = 0.5    # MASK surface share at which `base_method: auto` takes cards
+FOLIAGE_CLEAR_SHARE = 0.1   # ... if that much of the MASK surface is cut away
+FOLIAGE_SAMPLES = 20_000
 CLUSTER_SAMPLES = 60_000    # samples k-means groups
 SAMPLES_PER_TEXEL = 12      # dense bake samples per texel of a card's projected cluster
 MAX_SAMPLES = 4_000_000
@@ -55,15 +57,23 @@ MIN_TEXTURE = 2 * (MIN_CARD_TEXELS + 2 * PAD)  # the smallest atlas: one cluster
 
 
 def is_foliage(reference: Mesh) -> bool:
-    """Whether MASK (cut-out) materials carry at least half the reference's surface."""
-    mask = np.array([m.alpha_mode == "MASK" for m in reference.materials])
+    """Whether MASK (cut-out) materials carry at least half the reference's
+    surface and cut at least FOLIAGE_CLEAR_SHARE of it away (a model whose
+    materials say MASK but draw everything is a solid, for QEM)."""
+    mask = np.array([m.alpha_mode == "MASK" and m.has_alpha for m in reference.materials])
     if not mask.any():
         return False
-    pos = reference.v_pos.detach().cpu().double().numpy()[reference.t_pos_idx.cpu().numpy()]
-    area = 0.5 * np.linalg.norm(np.cross(pos[:, 1] - pos[:, 0], pos[:, 2] - pos[:, 0]), axis=1)
-    total = float(area.sum())
-    return total > 0 and float(area[mask[reference.material_ids().cpu().numpy()]].sum()) \
-        >= FOLIAGE_AREA_SHARE * total
+    pos = reference.v_pos.detach().cpu().double().numpy()
+    idx = reference.t_pos_idx.cpu().numpy()
+    p = pos[idx]
+    if not float(np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1).sum()) > 0:
+        return False
+    _, tri, bary = sample_surface(pos, idx, FOLIAGE_SAMPLES, np.random.default_rng(0))
+    on_mask = mask[reference.material_ids().cpu().numpy()[tri]]
+    if on_mask.mean() < FOLIAGE_AREA_SHARE:
+        return False
+    clear = ~_drawn(reference, tri[on_mask], bary[on_mask])
+    return bool(clear.mean() >= FOLIAGE_CLEAR_SHARE)
 
 
 def card_cloud(reference: Mesh, triangles: int, texture_res: int, *, seed: int = 0,

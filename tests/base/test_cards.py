@@ -89,3 +89,19 @@ def test_a_large_budget_keeps_each_card_legible() -> None:
     assert 4 <= len(idx) <= 2 * (64 // 12) ** 2 and len(idx) % 4 == 0
     side = (uv[uv_idx].max(1) - uv[uv_idx].min(1)) * 64  # [F,2] texels across each chart
     assert side.min() >= 8 - 1e-3
+
+
+def test_a_solid_that_says_mask_is_not_foliage() -> None:
+    """MASK on every material but an alpha that cuts nothing away (a common
+    export default) is a solid: QEM simplifies it, not cards."""
+    import dataclasses
+
+    knot = open_model("asset:knot?triangles=2000")
+    said = [dataclasses.replace(m, kd=torch.cat([m.kd[..., :3], torch.ones_like(m.kd[..., :1])],
+                                                -1), alpha_mode="MASK")
+            for m in knot.materials]
+    assert not is_foliage(knot.replace(materials=tuple(said)))
+    cut = [dataclasses.replace(m, kd=torch.cat([m.kd[..., :3], torch.rand_like(m.kd[..., :1],
+                                                generator=torch.Generator().manual_seed(0))], -1),
+                               alpha_mode="MASK") for m in knot.materials]
+    assert is_foliage(knot.replace(materials=tuple(cut)))  # half of it cut away
