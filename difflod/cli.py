@@ -128,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simplify", help="QEM base mesh + bake, then appearance-driven "
                                         "optimization to a triangle budget",
                        description="Decimate REF to --triangles with QEM, bake its textures "
-                                   "onto a fresh UV atlas, optimize from there; OUT_DIR gets "
+                                   "onto a fresh UV atlas, optimize from there (foliage, "
+                                   "cut-out leaves QEM cannot simplify: from crossed "
+                                   "alpha-tested cards; config base_method); OUT_DIR gets "
                                    "the model, the qem_bake baseline and metrics comparing both.")
     s.add_argument("reference", metavar="REF", help="model file or asset:NAME spec")
     s.add_argument("--triangles", type=_budgets, required=True, metavar="N[,N...]",
