@@ -163,7 +163,8 @@ def check_budget(triangles: object, reference: Mesh, name: str) -> int:
 def open_reference(reference: str | Path | Mesh, config: TrainConfig | None
                    ) -> tuple[Mesh, str, TrainConfig]:
     """The reference model, its name for messages, and the run's config checked for
-    simplify (no base_mesh; "reference" textures read as "base"; texture_res >= 8)."""
+    simplify (no base_mesh; "reference" textures read as "base"; texture_res >= 8;
+    base_method "auto" resolved to "qem" or "cards")."""
     from difflod.io.limits import limits_from
     from difflod.models import open_model
 
@@ -188,6 +189,8 @@ def open_reference(reference: str | Path | Mesh, config: TrainConfig | None
     if config.base_method == "cards" and max(config.texture_res) < MIN_TEXTURE:
         raise ConfigError(f"config: 'base_method' cards needs 'texture_res' >= {MIN_TEXTURE}, "
                           f"got {list(config.texture_res)}")
+    # "auto" resolved once, here, for every level and the files (config.json says which)
+    config = config.replace(base_method=base_method(ref_mesh, config))
     return ref_mesh, name, config
 
 
@@ -291,7 +294,7 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
         stages.begin("train")  # and export
         trainer = Trainer(config, ref_n, base_n, out, quiet=quiet)
         candidates = {BASELINE_NAME: base.to("cpu")}
-        if config.init_textures == "random" or base_method(ref_mesh, config) == "cards":
+        if config.init_textures == "random" or config.base_method == "cards":
             # the start differs from the baseline: show it
             candidates[INITIAL_NAME] = frame.from_unit(
                 trainer.trainable.base_mesh().clone()).to("cpu")
