@@ -26,5 +26,7 @@ for m in bpy.data.materials:
                  for lk in m.node_tree.links]
         spaces = {n.image.name: n.image.colorspace_settings.name for n in m.node_tree.nodes
                   if n.type == "TEX_IMAGE" and n.image}
-        materials[m.name] = {"links": links, "colorspaces": spaces}
+        materials[m.name] = {"links": links, "colorspaces": spaces, "blend": m.blend_method,
+                             "alpha_threshold": round(m.alpha_threshold, 4),
+                             "backface_culling": m.use_backface_culling}
 print("RESULT" + json.dumps({"meshes": meshes, "materials": materials}))

@@ -82,3 +82,20 @@ def test_blender_imports_every_channel(blender: str, tmp_path: Path) -> None:
         assert _wired(links, "Base Color") == (["TEX_IMAGE.Color"] if textured else []), m.name
         if textured:
             assert got["materials"][m.name]["colorspaces"][f"{k}_basecolor"] == "sRGB"
+
+
+@pytest.mark.slow
+def test_blender_draws_a_card_cloud_as_a_two_sided_cut_out(blender: str, tmp_path: Path) -> None:
+    """The foliage base (crossed cards, MASK at 0.5, double-sided) as Blender
+    imports it: alpha clipped at the cutoff from the base colour texture's alpha,
+    no backface culling."""
+    from difflod.base.baseline import baseline
+
+    cards = baseline(make("shrub", 2000, 0, 64), 40, texture_res=64, method="cards")
+    difflod.save(cards, tmp_path / "cards.glb")
+    got = _import(blender, tmp_path / "cards.glb")
+    (mesh,) = got["meshes"].values()
+    assert mesh["polys"] == cards.num_triangles
+    mat = got["materials"]["baseline"]
+    assert (mat["blend"], mat["alpha_threshold"], mat["backface_culling"]) == ("CLIP", 0.5, False)
+    assert _wired(mat["links"], "Alpha") == ["TEX_IMAGE.Alpha"]
