@@ -292,10 +292,12 @@ class SurfaceAttributes:
     cutoff: np.ndarray
 
 
-def reference_attributes(reference: Mesh, rtri: np.ndarray,
-                         rbary: np.ndarray) -> SurfaceAttributes:
+def reference_attributes(reference: Mesh, rtri: np.ndarray, rbary: np.ndarray, *,
+                         base_colour_only: bool = False) -> SurfaceAttributes:
     """Sample every material channel of `reference` at points (triangle `rtri [N]`,
-    barycentrics `rbary [N,3]`)."""
+    barycentrics `rbary [N,3]`). `base_colour_only`: kd (with its alpha) and the
+    cutoff only; ks, normals, occlusion and emission are left at their neutral
+    values (the card bake's visibility test of millions of samples needs no more)."""
     ref_idx = reference.t_pos_idx.cpu().numpy()
     if reference.has_uv:
         ruv_all = reference.v_tex.detach().cpu().double().numpy()
@@ -325,6 +327,8 @@ def reference_attributes(reference: Mesh, rtri: np.ndarray,
             kd[sel, 3] = kd_m[:, 3] if mat.has_alpha else 1.0
         if mat.has_alpha:
             cutoff[sel] = mat.alpha_cutoff if mat.alpha_mode == "MASK" else 0.5
+        if base_colour_only:
+            continue
         ks[sel] = _sample_bilinear(mat.ks.detach().cpu().double().numpy(), ruv[sel])
         if mat.normal is not None:
             n = _sample_bilinear(mat.normal.detach().cpu().double().numpy(), ruv[sel])

@@ -183,7 +183,7 @@ class _Card:
 
 def _drawn(reference: Mesh, tri: np.ndarray, bary: np.ndarray) -> np.ndarray:
     """`[N]` bool: surface points the reference draws (alpha at or above the cutoff)."""
-    attrs = reference_attributes(reference, tri, bary)
+    attrs = reference_attributes(reference, tri, bary, base_colour_only=True)
     if attrs.kd.shape[1] < 4:
         return np.ones(len(tri), dtype=bool)
     return attrs.kd[:, 3] >= np.maximum(attrs.cutoff, 1e-6)

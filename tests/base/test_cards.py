@@ -105,3 +105,22 @@ def test_a_solid_that_says_mask_is_not_foliage() -> None:
                                                 generator=torch.Generator().manual_seed(0))], -1),
                                alpha_mode="MASK") for m in knot.materials]
     assert is_foliage(knot.replace(materials=tuple(cut)))  # half of it cut away
+
+
+def test_the_visibility_lookup_reads_the_base_colour_as_the_full_one_does() -> None:
+    """`base_colour_only` (the cards' test of millions of samples) gives the very
+    kd, alpha and cutoff of the full lookup and neutral values for the rest."""
+    from difflod.base.bake import reference_attributes
+    from difflod.geometry.sampling import sample_surface
+
+    shrub = open_model("asset:shrub?triangles=2000&texture_res=64")
+    pos = shrub.v_pos.double().numpy()
+    _, tri, bary = sample_surface(pos, shrub.t_pos_idx.numpy(), 5000, np.random.default_rng(0))
+    full = reference_attributes(shrub, tri, bary)
+    lean = reference_attributes(shrub, tri, bary, base_colour_only=True)
+    assert full.kd.shape == lean.kd.shape == (5000, 4)
+    np.testing.assert_array_equal(lean.kd, full.kd)
+    np.testing.assert_array_equal(lean.cutoff, full.cutoff)
+    assert 0.05 < (full.kd[:, 3] < full.cutoff).mean() < 0.95  # some samples cut away
+    assert np.all(lean.ks == 0) and np.all(lean.nmap == [0.0, 0.0, 1.0])
+    assert not np.all(full.ks == 0)  # the full lookup did read the reference's ks
