@@ -121,6 +121,10 @@ class TrainConfig:
     eval_views: int = 64
     eval_res: int = 512
     train_background: str = "random"
+    # > 1: each training view shows a random window of the full view, magnified
+    # by up to this factor (scene.views.sample_views zoom): closer looks teach
+    # what the training resolution cannot resolve, at no extra pixel cost; 1 = off
+    train_zoom: float = 1.0
     # learning rates x 10^(-lr_decay * iteration); null: the rate that brings them
     # to a tenth at the last iteration (optimize.schedule; simplify's default)
     lr_decay: float | None = 0.0002
@@ -310,6 +314,8 @@ def _check_values(c: TrainConfig, where: str) -> None:
     need(1 <= c.eval_views <= 4096, "eval_views", "must be in 1..4096")
     need(8 <= c.eval_res <= 8192, "eval_res", "must be in 8..8192")
     need(c.lr_decay is None or c.lr_decay >= 0, "lr_decay", "must be >= 0 or null")
+    need(isinstance(c.train_zoom, (int, float)) and not isinstance(c.train_zoom, bool)
+         and 1 <= c.train_zoom <= 16, "train_zoom", "must be a number in [1, 16] (1 = off)")
     need(c.log_interval >= 1, "log_interval", "must be >= 1")
     need(c.base_method in BASE_METHODS, "base_method", f"must be one of {list(BASE_METHODS)}")
     need(c.init_textures in INIT_TEXTURES, "init_textures",

@@ -81,6 +81,8 @@ def test_file_and_overrides(tmp_path: Path) -> None:
     ({"random_train_res": True}, "needs custom_mip"),
     ({"learning_rate": -1}, "'learning_rate' must be"),
     ({"random_textures": "yes"}, "must be true or false"),
+    ({"train_zoom": 0.5}, "'train_zoom' must be a number in \\[1, 16\\]"),
+    ({"train_zoom": True}, "'train_zoom' must be a finite number"),
 ])
 def test_bad_values_name_the_key(tmp_path: Path, data: dict, needle: str) -> None:
     p = _write(tmp_path, data)

@@ -91,14 +91,16 @@ def prepare_meshes(reference: Mesh, base: Mesh, config: TrainConfig,
     if not float((hi - lo).max()) > 0:
         raise DiffLodError("reference mesh has zero size (all vertices at one point)")
     frame = Frame.from_mesh(reference)
-    ref = frame.to_unit(reference).to(device)
+    ref = frame.to_unit(reference.to("cpu"))
     # a reference that never moves gets its shading frame (normals, tangents) once
     # here, not in every step's render (the same values); a posed one keeps the
-    # tangents it had for its normal maps
+    # tangents it had for its normal maps. On the CPU: a GPU's scatter-adds sum in
+    # any order, and a checkpoint's reference digest must match on resume.
     if not (config.animate and ref.skin is not None):
         ref = with_shading_frame(ref)
     elif ref.v_tng is None and ref.has_uv and any(m.normal is not None for m in ref.materials):
         ref = with_tangents(ref)
+    ref = ref.to(device)
     fitted = frame.to_unit(Frame.fit_aabb(base, reference)).to(device)
     return ref, fitted, frame
 
@@ -265,7 +267,8 @@ class Trainer:
         if cfg.random_train_res:
             res = int(torch.randint(16, cfg.train_res + 1, (1,), generator=gen))
             spp = min(cfg.spp * (cfg.train_res // res), 64)
-        views = sample_views(cfg.batch, gen, light_power=cfg.light_power, device=self.device)
+        views = sample_views(cfg.batch, gen, light_power=cfg.light_power, zoom=cfg.train_zoom,
+                             device=self.device)
         bg = background(cfg.train_background, cfg.batch, res, res, gen, device=self.device)
         times: list[float | None] = [None] * cfg.batch
         if self.skinned:

@@ -222,7 +222,7 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
     so per-view eye/light positions become per-pixel), and the results are
     scattered back with index_copy. Measured on the trainer (res 128, batch 2)
     most pixels are background, so this skips most of the per-pixel work.
-    Otherwise every pixel is shaded (an empty one as a point of triangle 0,
+    Otherwise every pixel is shaded (an empty one as a point of some triangle,
     finite values and gradients) and empty ones are zeroed: fixed shapes and
     no host sync, for a render captured in a CUDA graph. Both give the same
     values and gradients.
@@ -246,7 +246,10 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
         pix = img = None
         n_pix = b * h * w
         rast_c, db_c = rast, rast_db
-        tri = tri_all.clamp_min(0)
+        # an empty pixel reads a face spread by its index (its gradient is 0): one
+        # shared face 0 would serialize the backward's atomic adds on its row
+        spread = torch.remainder(torch.arange(n_pix, device=device), prep.tris.shape[0])
+        tri = torch.where(tri_all >= 0, tri_all, spread)
         shape = (b, h, w)
 
     # validate=False: render_mesh validated the mesh (or its caller did) and rast

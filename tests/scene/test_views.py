@@ -42,6 +42,32 @@ def test_sample_views_projection_is_nvdiffmodelings():
     torch.testing.assert_close(v.mvp[0].double(), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_zoomed_views_are_windows_of_the_same_views():
+    """zoom > 1: the same cameras and lights; each view's NDC is the full view's,
+    magnified by z in [1, zoom] about a centre that keeps the window inside the
+    frame; zoom 1 draws nothing more (the stream without zoom)."""
+    full, zoomed = V.sample_views(64, _gen(5)), V.sample_views(64, _gen(5), zoom=3.0)
+    torch.testing.assert_close(zoomed.campos, full.campos)
+    torch.testing.assert_close(zoomed.lightpos, full.lightpos)
+    pts = torch.cat([torch.rand(50, 3, generator=_gen(6)) - 0.5, torch.ones(50, 1)], 1).double()
+    ndc = [torch.einsum("bij,pj->bpi", v.mvp.double(), pts) for v in (full, zoomed)]
+    ndc = [c[..., :2] / c[..., 3:] for c in ndc]
+    # per view and axis: zoomed = z * full + offset, with one z for both axes
+    one = torch.ones(50, dtype=torch.float64)
+    fit = torch.stack([torch.stack([torch.linalg.lstsq(
+        torch.stack([ndc[0][b, :, a], one], 1), ndc[1][b, :, a:a + 1]).solution[:, 0]
+        for a in range(2)]) for b in range(64)])                      # [64, axis, (z, o)]
+    scale, offset = fit[:, 0, 0], fit[:, :, 1]
+    torch.testing.assert_close(fit[:, 1, 0], scale)
+    torch.testing.assert_close(ndc[1], scale[:, None, None] * ndc[0] + offset[:, None, :])
+    assert bool((scale >= 1.0 - 1e-6).all() and (scale <= 3.0 + 1e-6).all())
+    assert scale.max() > 2.5 and scale.min() < 1.2  # log-uniform over the range
+    assert bool((offset.abs() <= scale[:, None] - 1.0 + 1e-6).all())
+    torch.testing.assert_close(V.sample_views(4, _gen(5), zoom=1.0).mvp, full.mvp[:4])
+    with pytest.raises(ValueError, match="zoom"):
+        V.sample_views(1, _gen(0), zoom=0.5)
+
+
 def test_light_direction_is_cosine_distributed():
     v = V.sample_views(3000, _gen(2), translation=0.0)
     cos = torch.sum(v.lightpos * v.campos, 1) / (

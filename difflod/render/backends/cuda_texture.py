@@ -203,7 +203,9 @@ if cuda is not None:
         w11 = wgt * fx * fy * m11
         for c in range(grad.shape[1]):
             gc = grad[n, c]
-            if need_tex and wgt != 0.0:
+            # a zero gradient adds nothing: skipped, so the empty pixels of a
+            # recorded render (all at uv 0) do not queue on one texel's atomics
+            if need_tex and wgt != 0.0 and gc != 0.0:
                 o = 0 if lvl == 0 else tex0.shape[0]  # levels 1.. follow level 0 in g
                 _scatter(g, o + i00, c, gc * w00)
                 _scatter(g, o + i01, c, gc * w01)
