@@ -562,7 +562,7 @@ class Trainer:
         except (OSError, RuntimeError, KeyError, ValueError, EOFError, AttributeError) as e:
             raise DiffLodError(f"{path}: cannot resume from this checkpoint: {e}") from None
         self.lap_weight = LaplacianWeight.from_state(state["laplacian_weight"])
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())  # loaded onto the run's device
         self.history = list(state["history"])
         self.iteration = int(state["iteration"])
         self._pending = []
