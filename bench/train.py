@@ -33,6 +33,7 @@ import argparse
 import json
 import resource
 import statistics
+import gc
 import sys
 import time
 from pathlib import Path
@@ -55,6 +56,9 @@ def bench_device(device: str, args: argparse.Namespace, tmp: Path, graph: str = 
         "device": device, "out_dir": f"bench_{device}", "compile": args.compile,
         "cuda_graph": graph})
     dev = torch.device(device)
+    if dev.type == "cuda":  # an earlier row's trainer (and its graph's pool) must not count
+        gc.collect()
+        torch.cuda.empty_cache()
     ref, base = open_model(cfg.ref_mesh), open_model(cfg.base_mesh)
     ref_n, base_n, _ = prepare_meshes(ref, base, cfg, dev)
     trainer = Trainer(cfg, ref_n, base_n, tmp / cfg.run_name, quiet=True)
