@@ -30,10 +30,10 @@ of memory is a row saying so.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import statistics
-import gc
 import sys
 import time
 from pathlib import Path
