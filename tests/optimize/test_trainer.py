@@ -18,6 +18,7 @@ from difflod.config import TrainConfig, load_config
 from difflod.errors import ConfigError, DiffLodError
 from difflod.evaluate.evaluate import evaluate
 from difflod.models import open_model
+from difflod.optimize.checkpoint import mesh_digest
 from difflod.optimize.trainer import prepare_meshes
 from difflod.run.train import train
 
@@ -343,3 +344,28 @@ def test_position_smoothing_trains_smoothed_positions(tmp_path: Path, trainer_fo
     torch.testing.assert_close(again.trainable.positions(), tr.trainable.positions())
     with pytest.raises(ConfigError, match="position_smoothing"):
         make(position_smoothing=-1.0)
+
+
+def test_the_reference_shading_frame_is_computed_on_the_cpu(monkeypatch) -> None:
+    """Whatever the run's device, the reference's normals and tangents come from
+    the CPU (a GPU's scatter-adds sum in any order, and the checkpoint's digest
+    of the reference must match on resume), then move to the device ("meta"
+    stands in for a GPU here)."""
+    from difflod.geometry import tangents
+
+    seen: list[torch.device] = []
+    real = tangents.with_shading_frame
+
+    def spy(mesh):
+        seen.append(mesh.v_pos.device)
+        return real(mesh)
+
+    monkeypatch.setattr(tangents, "with_shading_frame", spy)
+    ref = open_model("asset:spiky?triangles=2000&texture_res=64")
+    base = open_model("asset:sphere?triangles=300")
+    r, b, _ = prepare_meshes(ref, base, load_config(None, {}), torch.device("meta"))
+    assert seen == [torch.device("cpu")]
+    assert r.v_pos.device.type == r.v_nrm.device.type == b.v_pos.device.type == "meta"
+    cpu_a, _, _ = prepare_meshes(ref, base, load_config(None, {}), torch.device("cpu"))
+    cpu_b, _, _ = prepare_meshes(ref, base, load_config(None, {}), torch.device("cpu"))
+    assert mesh_digest(cpu_a) == mesh_digest(cpu_b)
