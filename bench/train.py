@@ -88,6 +88,7 @@ def bench_device(device: str, args: argparse.Namespace, tmp: Path, graph: str = 
     pipelined = (time.perf_counter() - t0) * 1000.0 / args.iters
     if args.profile:
         _profile_steps(trainer, dev, args.profile)
+    total = args.batch * args.res ** 2
     peak = (torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     return {"device": device, "name": torch.cuda.get_device_name() if dev.type == "cuda"
@@ -97,7 +98,10 @@ def bench_device(device: str, args: argparse.Namespace, tmp: Path, graph: str = 
             "peak_gib": peak, "peak_kind": "GPU allocated" if dev.type == "cuda" else "process RSS",
             "res": args.res, "batch": args.batch, "texture_res": args.texture_res,
             "ref_triangles": ref.num_triangles, "base_triangles": base.num_triangles,
-            "psnr_last": trainer.history[-1]["psnr"]}
+            "psnr_last": trainer.history[-1]["psnr"],
+            # the recorded step's pixel slots per layer, as a share of the pixels
+            "slots": (trainer.pixel_capacity or total) / total,
+            "skipped": sum(1 for r in trainer.history if r.get("skipped"))}
 
 
 def _failed_row(device: str, args: argparse.Namespace, graph: str, error: str) -> dict:
@@ -195,7 +199,7 @@ def main() -> int:
               f"{r['peak_gib']:9.2f}  {r['peak_kind']}; res {r['res']}, batch {r['batch']}, "
               f"tex {r['texture_res']}^2, ref {r['ref_triangles']} / base "
               f"{r['base_triangles']} tris; compiled shading {r['compiled']}, graphed "
-              f"{r['graphed']}, warm-up "
+              f"{r['graphed']} (slots {r['slots']:.0%}, {r['skipped']} skipped), warm-up "
               f"{r['warmup_s']:.1f} s")
     return 0
 

@@ -16,7 +16,6 @@ checked); the Trainer gathers and restores its state.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -40,9 +39,11 @@ from difflod.optimize.graphed import (
     RecordingError,
     graph_blocker,
     make_capturable,
+    pixel_capacity,
     portable_state,
 )
 from difflod.optimize.progress import Progress
+from difflod.optimize.readback import PendingSteps
 from difflod.optimize.reference_renders import ReferenceRenders
 from difflod.optimize.schedule import LaplacianWeight, lr_decay_rate, lr_factor
 from difflod.optimize.trainable import Trainable, peel_layers
@@ -176,9 +177,7 @@ class Trainer:
         self.lap_weight = LaplacianWeight(config.laplacian_factor, scale=scale)
         self.iteration = 0
         self.history: list[dict] = []
-        # per step not yet read back: (its record, device tensor [loss, laplacian,
-        # mse, finite], its Laplacian weight, host milliseconds)
-        self._pending: list[tuple[dict, torch.Tensor, float, float]] = []
+        self.pending = PendingSteps()  # steps whose numbers are still on the device
         self.progress = Progress(total=config.iter, quiet=quiet or rank != 0,
                                  log_every=config.log_interval)
         self.on_step = on_step
@@ -186,13 +185,17 @@ class Trainer:
         self.skinned = config.animate and reference.skin is not None
         self.inputs = {"reference": mesh_digest(reference), "base": mesh_digest(base)}
         self.captured: CapturedStep | None = None
+        # slots per layer of the recorded step's renders (None: every pixel),
+        # measured before the first recording (optimize.graphed)
+        self.pixel_capacity: int | None = None
+        self._capacity_measured = False
         self.corners = None
         blocker = graph_blocker(config, self.device, self.skinned, world_size)
         if config.cuda_graph == "on" and blocker is not None:
             raise DiffLodError(f"cuda_graph 'on' asked for, but the step cannot be recorded: "
                                f"{blocker} (use 'auto' or 'off')")
         # "auto" records wherever it can: measured on an H100 at spot.json's
-        # settings, 26.1 ms a step recorded vs 57.2 eager, 0.36 GiB vs 1.19
+        # settings, 18.3 ms a step recorded (pixel slots) vs 57.2 eager
         self.graphed = config.cuda_graph in ("on", "auto") and blocker is None
         if self.graphed:
             from difflod.render.pipeline import corner_groups
@@ -219,21 +222,30 @@ class Trainer:
         return mesh
 
     def render_pair(self, candidate: Mesh, views, res: int, spp: int, bg: torch.Tensor,
-                    times: list[float | None]) -> tuple[torch.Tensor, torch.Tensor]:
+                    times: list[float | None]
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Render (candidate, reference) colors `[B,res,res,3]` for the views; with
-        animation times, each view poses both meshes at its own time."""
+        animation times, each view poses both meshes at its own time. Third: with
+        a pixel capacity (a recorded step's renders), the most covered pixels of
+        one layer of either render (a device scalar), else None."""
         from difflod.render.pipeline import render_mesh
 
         cfg = self.config
+        capacity = self.pixel_capacity
         opts = {"spp": spp, "min_roughness": cfg.min_roughness, "backend": cfg.backend
                 if cfg.backend != "auto" else None, "validate": False,
-                "compiled": self.compiled, "capturable": self.graphed}
+                "compiled": self.compiled, "capturable": self.graphed or capacity is not None,
+                "pixel_capacity": capacity}
+        counts: list[torch.Tensor] = []
 
         def draw_reference(t: float | None, v, b: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                return render_mesh(self._pose(self.reference, t), v, (res, res),
-                                   layers=self.ref_layers, background=b,
-                                   topology=self.topology["reference"], **opts).color
+                out = render_mesh(self._pose(self.reference, t), v, (res, res),
+                                  layers=self.ref_layers, background=b,
+                                  topology=self.topology["reference"], **opts)
+            if out.covered is not None:
+                counts.append(out.covered)
+            return out.color
 
         def pair(t: float | None, v, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             # a recorded step renders its reference itself (no lookup on the host)
@@ -244,16 +256,23 @@ class Trainer:
                                                  lambda: draw_reference(t, v, b))
             # validate=False: __init__ validated both meshes; the candidate is built
             # from the base (same indices) and rasterize checks its positions finite
-            opt = render_mesh(self._pose(candidate, t), v, (res, res), layers=self.layers,
+            out = render_mesh(self._pose(candidate, t), v, (res, res), layers=self.layers,
                               background=b, mips=self.trainable.mips(),
                               topology=self.topology["candidate"], corners=self.corners,
-                              **opts).color
-            return opt, ref
+                              **opts)
+            if out.covered is not None:
+                counts.append(out.covered)
+            return out.color, ref
 
+        covered = None
         if all(t is None for t in times):
-            return pair(None, views, bg)
-        pairs = [pair(t, views[i], bg[i:i + 1]) for i, t in enumerate(times)]
-        return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+            opt, ref = pair(None, views, bg)
+        else:
+            pairs = [pair(t, views[i], bg[i:i + 1]) for i, t in enumerate(times)]
+            opt, ref = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+        if counts:
+            covered = torch.stack(counts).amax()
+        return opt, ref, covered
 
     # ---- one iteration ----------------------------------------------------------
     def advance(self) -> dict:
@@ -303,7 +322,7 @@ class Trainer:
                 f"(or train_res / spp / texture_res)") from None
         self.scheduler.step()
         record = {"iteration": it}
-        self._pending.append((record, numbers, lap_w, (time.perf_counter() - t0) * 1000.0))
+        self.pending.add(record, numbers, lap_w, (time.perf_counter() - t0) * 1000.0)
         self.history.append(record)
         self.iteration += 1
         return record
@@ -336,21 +355,26 @@ class Trainer:
                 return self._compute(v, b["bg"], cfg.train_res, cfg.spp,
                                      [None] * cfg.batch, b["lap_w"])[0]
 
+            if self.pixel_capacity is None and not self._capacity_measured:
+                self.pixel_capacity = pixel_capacity([self.reference, self._candidate()], cfg,
+                                                     cfg.train_res, cfg.spp)
+                self._capacity_measured = True
             self.captured = CapturedStep(step, bufs, warmup=2)
         return self.captured({"mvp": views.mvp, "campos": views.campos,
                               "lightpos": views.lightpos, "bg": bg, "lap_w": lap_w})
 
     def _compute(self, views, bg: torch.Tensor, res: int, spp: int, times: list[float | None],
                  lap_w: float | torch.Tensor | None) -> tuple[torch.Tensor, float]:
-        """Render, loss, backward, Adam, clamp: (the step's numbers `[4]` on the
-        device: loss, Laplacian, MSE, finite; the Laplacian weight used). `lap_w`:
+        """Render, loss, backward, Adam, clamp: (the step's numbers `[5]` on the
+        device: loss, Laplacian, MSE, finite, covered pixels past the capacity;
+        the Laplacian weight used). `lap_w`:
         this iteration's weight (a device scalar in a recorded step), or None to
         draw it here from this step's Laplacian."""
         from difflod.optimize.losses import image_loss
 
         cfg = self.config
         candidate = self._candidate()  # subdivided and displaced once per step
-        color_opt, color_ref = self.render_pair(candidate, views, res, spp, bg, times)
+        color_opt, color_ref, covered = self.render_pair(candidate, views, res, spp, bg, times)
         img_loss = image_loss(color_opt, color_ref, cfg.loss)
         lap_loss = self.laplacian.loss(candidate.v_pos, self.lap_ref)
         if lap_w is None:
@@ -373,17 +397,21 @@ class Trainer:
             checked = params + [t.grad for t in params if t.grad is not None]
             norms = torch._foreach_norm(checked)
             finite_t = torch.isfinite(torch.stack([total.detach(), *norms])).all()
+            # a render with covered pixels past its slots is incomplete: undone too
+            over_t = torch.zeros((), dtype=torch.float64, device=mse_t.device) \
+                if covered is None else (covered - self.pixel_capacity).clamp_min(0).double()
+            keep_t = finite_t & (over_t == 0)
             numbers = torch.stack([img_loss.detach().double(), lap_loss.detach().double(),
-                                   mse_t.double(), finite_t.double()])
+                                   mse_t.double(), finite_t.double(), over_t])
             before = [t.detach().clone() for t in params]
             for t in params:
                 if t.grad is not None:
-                    t.grad = torch.where(finite_t, t.grad, 0.0)
+                    t.grad = torch.where(keep_t, t.grad, 0.0)
         self.optimizer.step()
         self.trainable.clamp_()
         with torch.no_grad():
             for t, b in zip(params, before):
-                t.copy_(torch.where(finite_t, t, b))
+                t.copy_(torch.where(keep_t, t, b))
         return numbers, lap_w if isinstance(lap_w, float) else float("nan")
 
     def step(self) -> dict:
@@ -402,30 +430,30 @@ class Trainer:
         return record
 
     def flush(self) -> list[dict]:
-        """Read the pending steps' numbers back from the device in one go.
+        """Read the pending steps' numbers back from the device in one go
+        (optimize.readback); returns the records filled (oldest first). Steps
+        that covered more pixels than the recorded step shades have the step
+        recorded again with room for them."""
+        done = self.pending.read(self.pixel_capacity)
+        if done.covered:
+            self._grow_capacity(done.covered, done.overflowed)
+        return done.records
 
-        Fills their history records in place and warns once per skipped step.
-        Returns the records filled (oldest first).
-        """
-        if not self._pending:
-            return []
-        pending, self._pending = self._pending, []
-        t0 = time.perf_counter()
-        values = torch.stack([n for _, n, _, _ in pending]).tolist()
-        # the wait for the queued steps is theirs: shared out, so a mean over
-        # the records is the steps' time (a recorded step queues in microseconds
-        # and its device time would otherwise fall outside every record)
-        wait = (time.perf_counter() - t0) * 1000.0 / len(pending)
-        for (record, _, lap_w, ms), (loss_v, lap_v, mse, finite) in zip(pending, values):
-            record.update(loss=loss_v, laplacian=lap_v * lap_w)
-            if not finite:
-                record["skipped"] = True
-            record.update(psnr=-10.0 * math.log10(max(mse, 1e-10)), ms=ms + wait)
-            if not finite:
-                warnings.warn(f"iteration {record['iteration']}: the loss or a gradient became "
-                              f"NaN/Inf; skipped the step and restored the last good state",
-                              RuntimeWarning, stacklevel=2)
-        return [r for r, _, _, _ in pending]
+    def _grow_capacity(self, covered: int, skipped: list[int]) -> None:
+        """Steps covered more pixels than the recorded step shades (they were
+        undone): record it again with room for `covered` (optimize.graphed)."""
+        from difflod.optimize.graphed import grown_capacity
+
+        cfg = self.config
+        total = cfg.batch * (cfg.train_res * cfg.spp) ** 2
+        grown = grown_capacity(covered, total)
+        warnings.warn(f"iteration {skipped[0]}: {len(skipped)} recorded step(s) covered up to "
+                      f"{covered} pixels, more than the {self.pixel_capacity} they shade; they "
+                      f"were skipped, and the step is recorded again with "
+                      f"{grown if grown is not None else 'every one of the ' + str(total)}",
+                      RuntimeWarning, stacklevel=3)
+        self.pixel_capacity = grown
+        self.captured = None
 
     def _allreduce(self, *scalars: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Average gradients (and the given scalars) over all processes."""
@@ -565,5 +593,5 @@ class Trainer:
         self.generator.set_state(state["generator"].cpu())  # loaded onto the run's device
         self.history = list(state["history"])
         self.iteration = int(state["iteration"])
-        self._pending = []
+        self.pending.clear()
 

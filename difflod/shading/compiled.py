@@ -3,8 +3,10 @@
 A GPU training step is limited by the host, not the GPU: each small torch op
 costs ~10 us of Python and launch time while the GPU finishes it in ~2 us
 (measured on an H200: 1,873 launches, 53 ms of host time for 13 ms of GPU
-work per step). `compiled(fn)` runs `fn` through torch.compile (Inductor,
-dynamic shapes, so changing pixel or vertex counts reuse one compilation),
+work per step). `compiled(fn)` runs `fn` through torch.compile (Inductor;
+shapes static at first, as a recorded step's are, and made dynamic by the
+first call with other shapes, so changing pixel counts then reuse one
+compilation),
 which fuses its elementwise chains, forward and backward, into a few Triton
 kernels. Users: the shading pass (shading/shade.py `compiled_core`) and the
 renderer's per-step normals and tangents (render/pipeline.py). The eager
@@ -31,11 +33,12 @@ BACKEND = "inductor"
 
 
 def compiled(fn: Callable) -> Callable:
-    """`fn` through torch.compile with dynamic shapes, made once per function and
-    backend (compilation itself happens at the first call, then per new guard)."""
+    """`fn` through torch.compile, made once per function and backend
+    (compilation happens at the first call, then per new guard; a change of
+    shape recompiles once with dynamic shapes)."""
     return _compile(fn, BACKEND)
 
 
 @functools.cache
 def _compile(fn: Callable, backend: str) -> Callable:
-    return torch.compile(fn, backend=backend, dynamic=True)
+    return torch.compile(fn, backend=backend, dynamic=None)

@@ -95,6 +95,11 @@ def test_graphed_training_equals_eager_training(cuda: torch.device, tmp_path: Pa
     # recorded after two eager warm-up steps, then replayed
     assert graphed.captured is not None and graphed.captured.graph is not None
     assert graphed.captured.calls == GPU["iter"] - 1  # step 0 fixes the Laplacian weight
+    # its renders shade a fixed number of slots, fewer than the pixels, and no
+    # step covered more (none was skipped)
+    total = GPU["batch"] * GPU["train_res"] ** 2
+    assert graphed.pixel_capacity is not None and graphed.pixel_capacity < total
+    assert not any(r.get("skipped") for r in runs["graphed"][1])
     loss_ee, dist_ee = _spread(runs["eager"], runs["eager again"])
     loss_eg, dist_eg = _spread(runs["eager"], runs["graphed"])
     assert loss_eg <= max(3 * loss_ee, 1e-2), (loss_eg, loss_ee)

@@ -309,7 +309,7 @@ def test_the_wait_at_a_read_back_is_shared_by_the_steps_read(
 
     tr = trainer_for(make(iter=5, log_interval=4), tmp_path)
     records = [tr.advance() for _ in range(4)]
-    host = [ms for _, _, _, ms in tr._pending]  # the host's time in each step
+    host = [ms for _, _, _, ms in tr.pending.items]  # the host's time in each step
     real = torch.Tensor.tolist
 
     def slow(self: torch.Tensor) -> object:
