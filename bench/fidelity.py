@@ -59,11 +59,13 @@ def _psnr(results: dict, name: str) -> float:
 
 
 def _metrics(results: dict, names: tuple[str, ...]) -> dict:
-    """name -> {"psnr", "ssim", "flip"} held-out means (FLIP only where computed)."""
+    """name -> {"psnr", "ssim", "flip", "outline"} held-out means (FLIP only where
+    computed; "outline": the share of the error at the reference's silhouette)."""
     out = {}
     for name in names:
         c = results["candidates"][name]
-        out[name] = {m: float(c[m]["mean"]) for m in ("psnr", "ssim", "flip") if m in c}
+        out[name] = {m: float(c[m]["mean"]) for m in ("psnr", "ssim", "flip", "outline")
+                     if m in c}
     return out
 
 

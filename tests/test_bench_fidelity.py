@@ -50,12 +50,15 @@ def test_metrics_reads_psnr_ssim_flip_of_a_real_evaluation(fidelity):
     scores = evaluate(reference, {"same": reference, "shrunk": shrunk}, views=2, res=32,
                       with_flip=True, chamfer_samples=100)
     got = fidelity._metrics(scores, ("same", "shrunk"))
-    assert set(got["same"]) == {"psnr", "ssim", "flip"}
+    assert set(got["same"]) == {"psnr", "ssim", "flip", "outline"}
     assert got["same"]["ssim"] == pytest.approx(1.0, abs=1e-6)
     assert got["same"]["flip"] == pytest.approx(0.0, abs=1e-6)
+    assert got["same"]["outline"] == 0.0  # no error anywhere
     assert got["shrunk"]["ssim"] < 0.99
     assert got["shrunk"]["flip"] > 0.01
     assert got["shrunk"]["psnr"] < got["same"]["psnr"]
+    # a copy shrunk by a fifth: some of its error is at the outline, not all
+    assert 0.1 < got["shrunk"]["outline"] < 1.0
 
 
 def test_metrics_table_gives_both_renderers_and_the_gain(fidelity):

@@ -21,9 +21,13 @@ The result is a plain dict (JSON-ready but for infinities):
      "reference": {"triangles", "vertices", "texture_bytes", "file_bytes"?},
      "candidates": {name: {"triangles", "vertices", "texture_bytes", "file_bytes"?,
                            "psnr": {"mean", "min", "max"}, "ssim": {...}, "flip": {...},
-                           "iou": {...}, "chamfer": float,
+                           "iou": {...}, "outline": {...}, "chamfer": float,
                            "per_view": {"psnr": [...], "ssim": [...], "flip": [...],
-                                        "iou": [...]}}}}
+                                        "iou": [...], "outline": [...]}}}}
+
+"outline" is the share of a view's squared error within 2 pixels of the
+reference's silhouette (metrics.outline_share_per_image): where what is left
+to fix lies, the outline (triangles) or the surface (textures, shading).
 
 `renderer="threejs"` renders every model with three.js in headless Chromium
 instead (evaluate/threejs.py): the model's own glTF/GLB file where `files`
@@ -262,7 +266,8 @@ def evaluate_with_pictures(reference: Mesh, candidates: dict[str, Mesh] | Sequen
             color, alpha = render_views(cand_n, eval_views, res, backend=backend)
         scores = {"psnr": metrics.psnr_per_image(ref_color, color),
                   "ssim": metrics.ssim_per_image(ref_color, color),
-                  "iou": metrics.silhouette_iou_per_image(ref_alpha, alpha)}
+                  "iou": metrics.silhouette_iou_per_image(ref_alpha, alpha),
+                  "outline": metrics.outline_share_per_image(ref_color, color, ref_alpha)}
         pictures.candidates[name] = color[:keep].to("cpu", copy=True)
         if with_flip:
             scores["flip"], maps = metrics.flip_per_image(ref_color, color, keep=keep)

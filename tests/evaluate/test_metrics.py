@@ -344,3 +344,56 @@ def test_metrics_on_the_gpu_equal_the_cpu_ones(cuda: torch.device) -> None:
     s1, s2 = _uv_sphere(1.0), _uv_sphere(1.2)
     assert ChamferReference(s1.to(cuda), samples=2000, seed=2).distance(s2.to(cuda)) == \
         pytest.approx(ChamferReference(s1, samples=2000, seed=2).distance(s2), abs=1e-12)
+
+
+def _disc(res: int = 32, radius: float = 9.5) -> torch.Tensor:
+    """`[1,res,res,1]` coverage of a disc centred in the picture."""
+    yy, xx = torch.meshgrid(torch.arange(res), torch.arange(res), indexing="ij")
+    inside = (yy - res / 2 + 0.5) ** 2 + (xx - res / 2 + 0.5) ** 2 <= radius ** 2
+    return inside.float()[None, :, :, None]
+
+
+def test_outline_share_splits_the_error_at_the_silhouette() -> None:
+    """The band is every pixel within 2 of a covered/empty change, checked here
+    with scipy's binary morphology; error only in the band scores 1, only
+    outside 0, and a mix its exact share."""
+    from scipy.ndimage import binary_dilation, binary_erosion
+
+    alpha = _disc()
+    mask = alpha[0, :, :, 0].numpy() > 0.5
+    square = np.ones((5, 5), dtype=bool)
+    band = torch.from_numpy(binary_dilation(mask, square)
+                            & ~binary_erosion(mask, square, border_value=1))
+    a = torch.zeros(1, 32, 32, 3)
+    # every band pixel off by 0.1 in one channel, every other pixel by 0.2
+    on_band = a.clone()
+    on_band[0, band, 0] = 0.1
+    off_band = a.clone()
+    off_band[0, ~band, 1] = 0.2
+    share = metrics.outline_share_per_image
+    assert share(a, on_band, alpha).tolist() == [1.0]
+    assert share(a, off_band, alpha).tolist() == [0.0]
+    both = on_band + off_band
+    want = band.sum() * 0.01 / (band.sum() * 0.01 + (~band).sum() * 0.04)
+    assert float(share(a, both, alpha)[0]) == pytest.approx(float(want), rel=1e-6)
+    # no error: 0; a batch scores each view; the [B,H,W] alpha form is the same
+    batch = torch.cat([both, a])
+    got = share(torch.cat([a, a]), batch, torch.cat([alpha, alpha])[..., 0])
+    assert got.dtype == torch.float64 and got.shape == (2,)
+    assert got.tolist() == pytest.approx([float(want), 0.0], rel=1e-6)
+
+
+def test_outline_share_band_width_and_bad_arguments() -> None:
+    alpha = _disc()
+    a = torch.zeros(1, 32, 32, 3)
+    b = a.clone()
+    b[0, 16, 28, 0] = 1.0      # 4 pixels past the disc's last covered one (column 24)
+    share = metrics.outline_share_per_image
+    assert share(a, b, alpha, width=2).tolist() == [0.0]
+    assert share(a, b, alpha, width=4).tolist() == [1.0]
+    with pytest.raises(ValueError, match="alpha_ref must be"):
+        share(a, b, alpha[:, :16])
+    with pytest.raises(ValueError, match="width must be"):
+        share(a, b, alpha, width=0)
+    with pytest.raises(ValueError, match="images must be"):
+        share(a[0], b[0], alpha)
