@@ -46,7 +46,7 @@ from difflod.config import TrainConfig
 from difflod.mesh import Mesh
 
 __all__ = ["CapturedStep", "RecordingError", "graph_blocker", "grown_capacity", "make_capturable",
-           "pixel_capacity", "portable_state"]
+           "measure_pixel_capacity", "portable_state"]
 
 # slots per covered pixel of the fullest batch seen: room for views and
 # positions that cover more than the sampled batches did
@@ -162,7 +162,7 @@ def portable_state(optimizer_state: dict) -> dict:
     return optimizer_state
 
 
-def pixel_capacity(meshes: Sequence[Mesh], config: TrainConfig, res: int, spp: int,
+def measure_pixel_capacity(meshes: Sequence[Mesh], config: TrainConfig, res: int, spp: int,
                    batches: int = 16) -> int | None:
     """Slots per layer for the recorded step's renders (render_mesh's
     `pixel_capacity`): the most pixels that the first layer of one training

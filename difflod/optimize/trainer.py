@@ -39,7 +39,7 @@ from difflod.optimize.graphed import (
     RecordingError,
     graph_blocker,
     make_capturable,
-    pixel_capacity,
+    measure_pixel_capacity,
     portable_state,
 )
 from difflod.optimize.progress import Progress
@@ -356,8 +356,8 @@ class Trainer:
                                      [None] * cfg.batch, b["lap_w"])[0]
 
             if self.pixel_capacity is None and not self._capacity_measured:
-                self.pixel_capacity = pixel_capacity([self.reference, self._candidate()], cfg,
-                                                     cfg.train_res, cfg.spp)
+                self.pixel_capacity = measure_pixel_capacity(
+                    [self.reference, self._candidate()], cfg, cfg.train_res, cfg.spp)
                 self._capacity_measured = True
             self.captured = CapturedStep(step, bufs, warmup=2)
         return self.captured({"mvp": views.mvp, "campos": views.campos,
