@@ -178,6 +178,11 @@ class TrainConfig:
         return float(lr[1]) if isinstance(lr, tuple) else float(lr)
 
     @property
+    def render_backend(self) -> str | None:
+        """The `backend` argument of the render ops: the config's backend, None for "auto"."""
+        return self.backend if self.backend != "auto" else None
+
+    @property
     def texture_init(self) -> str:
         """Where the textures start: "random" when random_textures, else init_textures."""
         return "random" if self.random_textures else self.init_textures

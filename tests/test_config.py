@@ -26,6 +26,8 @@ def test_defaults_match_nvdiffmodeling() -> None:
     assert c.texture_res == (1024, 1024) and c.min_roughness == 0.08
     assert c.displacement == 0.15 and c.light_power == 5.0
     assert c.lr_positions == 0.01 and c.resolved_display_res == 512
+    assert c.render_backend is None  # "auto": the render ops choose
+    assert TrainConfig(backend="cpu").render_backend == "cpu"
 
 
 def test_spp_automatic_or_given() -> None:

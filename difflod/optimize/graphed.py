@@ -24,7 +24,7 @@ What a recorded step needs, and where it is provided:
   pixels into `pixel_capacity` slots (render_mesh's `pixel_capacity`), sized
   from the coverage of random batches before the recording, with a margin. A
   step that covers more is undone on the device like a non-finite one, and
-  the Trainer records the step again with room for it (`grown_capacity`).
+  the Trainer records the step again with room for it (`capacity_for`).
   Measured on an H100 at spot.json's settings the shading of every pixel,
   background included, took about 14 of a recorded step's 22 ms on the GPU.
 
@@ -45,7 +45,7 @@ import torch
 from difflod.config import TrainConfig
 from difflod.mesh import Mesh
 
-__all__ = ["CapturedStep", "RecordingError", "graph_blocker", "grown_capacity", "make_capturable",
+__all__ = ["CapturedStep", "RecordingError", "capacity_for", "graph_blocker", "make_capturable",
            "measure_pixel_capacity", "portable_state"]
 
 # slots per covered pixel of the fullest batch seen: room for views and
@@ -163,7 +163,7 @@ def portable_state(optimizer_state: dict) -> dict:
 
 
 def measure_pixel_capacity(meshes: Sequence[Mesh], config: TrainConfig, res: int, spp: int,
-                   batches: int = 16) -> int | None:
+                           batches: int = 16) -> int | None:
     """Slots per layer for the recorded step's renders (render_mesh's
     `pixel_capacity`): the most pixels that the first layer of one training
     batch covers, over `batches` batches of random views, for every mesh in
@@ -185,21 +185,14 @@ def measure_pixel_capacity(meshes: Sequence[Mesh], config: TrainConfig, res: int
                                  device=meshes[0].device)
             for mesh in meshes:
                 rast, _ = rasterize(clip_positions(mesh.v_pos, views.mvp), mesh.t_pos_idx,
-                                    (res * spp, res * spp), backend=_backend(config))
+                                    (res * spp, res * spp), backend=config.render_backend)
                 most = max(most, int((rast[..., 3] > 0).sum()))
-    return _fit(most, total)
+    return capacity_for(most, total)
 
 
-def grown_capacity(covered: int, total: int) -> int | None:
-    """The capacity after a step covered `covered` of `total` pixels, more
-    than its slots: that count with the margin (None: every pixel)."""
-    return _fit(covered, total)
-
-
-def _fit(covered: int, total: int) -> int | None:
+def capacity_for(covered: int, total: int) -> int | None:
+    """Slots for renders that cover up to `covered` of `total` pixels in a layer
+    (the measured most, or a step that had more than its slots): that count
+    with CAPACITY_MARGIN; None where that reaches every pixel."""
     slots = math.ceil(covered * CAPACITY_MARGIN) + 256
     return slots if slots < total else None
-
-
-def _backend(config: TrainConfig) -> str | None:
-    return config.backend if config.backend != "auto" else None

@@ -232,8 +232,8 @@ class Trainer:
 
         cfg = self.config
         capacity = self.pixel_capacity
-        opts = {"spp": spp, "min_roughness": cfg.min_roughness, "backend": cfg.backend
-                if cfg.backend != "auto" else None, "validate": False,
+        opts = {"spp": spp, "min_roughness": cfg.min_roughness, "backend": cfg.render_backend,
+                "validate": False,
                 "compiled": self.compiled, "capturable": self.graphed or capacity is not None,
                 "pixel_capacity": capacity}
         counts: list[torch.Tensor] = []
@@ -264,15 +264,12 @@ class Trainer:
                 counts.append(out.covered)
             return out.color, ref
 
-        covered = None
         if all(t is None for t in times):
             opt, ref = pair(None, views, bg)
         else:
             pairs = [pair(t, views[i], bg[i:i + 1]) for i, t in enumerate(times)]
             opt, ref = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
-        if counts:
-            covered = torch.stack(counts).amax()
-        return opt, ref, covered
+        return opt, ref, torch.stack(counts).amax() if counts else None
 
     # ---- one iteration ----------------------------------------------------------
     def advance(self) -> dict:
@@ -442,11 +439,11 @@ class Trainer:
     def _grow_capacity(self, covered: int, skipped: list[int]) -> None:
         """Steps covered more pixels than the recorded step shades (they were
         undone): record it again with room for `covered` (optimize.graphed)."""
-        from difflod.optimize.graphed import grown_capacity
+        from difflod.optimize.graphed import capacity_for
 
         cfg = self.config
         total = cfg.batch * (cfg.train_res * cfg.spp) ** 2
-        grown = grown_capacity(covered, total)
+        grown = capacity_for(covered, total)
         warnings.warn(f"iteration {skipped[0]}: {len(skipped)} recorded step(s) covered up to "
                       f"{covered} pixels, more than the {self.pixel_capacity} they shade; they "
                       f"were skipped, and the step is recorded again with "
@@ -534,7 +531,7 @@ class Trainer:
         view = views_from_eye(cfg.camera_eye, cfg.camera_up, light_power=cfg.light_power,
                               device=self.device)
         bg = background(cfg.background, 1, res, res, self.generator, device=self.device)
-        backend = cfg.backend if cfg.backend != "auto" else None
+        backend = cfg.render_backend
         opt = render_mesh(self._candidate(), view, (res, res), layers=self.layers,
                           background=bg, min_roughness=cfg.min_roughness, backend=backend,
                           mips=self.trainable.mips(), topology=self.topology["candidate"]).color

@@ -139,7 +139,7 @@ def run_demo(out_root: str | Path = "out", iterations: int | None = None,
             print(_line(f"{config.eval_views} views, three.js", tj[BASELINE_NAME],
                         tj["difflod"]))
     _picture(result.out_dir / PICTURE_NAME, reference, [result.baseline, result.mesh],
-             config.camera_eye, config.backend if config.backend != "auto" else None)
+             config.camera_eye, config.render_backend)
     print(f"results in {result.out_dir} ({PICTURE_NAME}: reference | QEM + texture bake "
           f"| difflod)")
     return result

@@ -170,7 +170,7 @@ def simplify_chain(reference: str | Path | Mesh, budgets: Sequence[int], out_dir
 
             metrics = evaluate_into(
                 out, ref_mesh, candidates, views=config.eval_views, res=config.eval_res,
-                seed=config.seed, backend=config.backend if config.backend != "auto" else None,
+                seed=config.seed, backend=config.render_backend,
                 files=files, extra=extra, history=history, config=config.to_dict(),
                 quiet=quiet, on_stage=stages.begin, device=device)
         for trainer in trainers:  # the checkpoints go last (see the module docstring)

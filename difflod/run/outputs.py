@@ -76,7 +76,7 @@ def evaluate_run(out_dir: Path, config: TrainConfig, reference: Mesh,
 
     return evaluate_into(
         out_dir, reference, candidates, views=config.eval_views, res=config.eval_res,
-        seed=config.seed, backend=config.backend if config.backend != "auto" else None,
+        seed=config.seed, backend=config.render_backend,
         files={"difflod": out_dir / "mesh.glb", **(files or {})},
         extra={**({} if seconds is None else {"train_seconds": seconds}),
                **({} if timings is None else {"timings": dict(timings)})},
