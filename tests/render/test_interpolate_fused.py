@@ -355,3 +355,34 @@ def test_cuda_matches_reference_on_gpu(cuda: torch.device, dtype: torch.dtype) -
     attr = _attr("shared", 10, dtype, v=3000).to(cuda)
     _assert_matches(_run("torch", attr, rc, tris, dc, "all"), _run("cuda", attr, rc, tris, dc, "all"),
                     dtype, exact=False)
+
+
+@pytest.mark.parametrize("kind", ["shared", "per_image"])
+def test_cuda_warp_run_sums_on_gpu(cuda: torch.device, kind: str) -> None:
+    """Runs of pixels on one triangle (the warp-summed atomics): runs of 1 to 40
+    lanes across warp borders, a triangle coming back after another (A A B A),
+    empty pixels inside runs and a last warp that is not full. Float64, so only
+    the summation order differs from the reference."""
+    g = torch.Generator().manual_seed(21)
+    n_pix, f, v = 32 * 70 + 13, 6, 12
+    tid = torch.empty(n_pix, dtype=torch.float64)
+    i = 0
+    while i < n_pix:
+        length = int(torch.randint(1, 41, (1,), generator=g))
+        tid[i:i + length] = float(torch.randint(0, f + 1, (1,), generator=g))  # 0: empty
+        i += length
+    tid[5::37] = 0.0  # single empty pixels inside runs
+    tid[100:104] = torch.tensor([2.0, 2.0, 3.0, 2.0])  # a triangle back after another
+    uv = torch.rand(n_pix, 2, generator=g, dtype=torch.float64) * 0.5
+    rast = torch.cat([uv, torch.rand(n_pix, 1, generator=g, dtype=torch.float64),
+                      tid[:, None]], -1)
+    b = 1 if kind == "shared" else 3  # per_image: 3 images of one row each
+    rast = rast[:n_pix - n_pix % b].reshape(b, 1, -1, 4)
+    db = torch.rand(rast.shape, generator=g, dtype=torch.float64)
+    tris = torch.randint(0, v, (f, 3), generator=g, dtype=torch.int32)
+    attr = _attr(kind, 21, torch.float64, b=b, v=v)
+    ref = _run("torch", attr, rast, tris, db, "all")
+    got = _run("cuda", attr.to(cuda), rast.to(cuda), tris.to(cuda), db.to(cuda), "all")
+    got = tuple(tuple(None if t is None else t.cpu() for t in x) if isinstance(x, tuple)
+                else (None if x is None else x.cpu()) for x in got)
+    _assert_matches(ref, got, torch.float64, exact=False)

@@ -10,9 +10,10 @@ taps, writes the uv / uv_da gradients and scatters the texel gradients with
 per texel of level s+m box-filters its whole footprint of levels s+1..s+m
 (m = 3, or all remaining levels once level s has at most 4096 texels: 3
 launches for 1024^2 instead of 10), so every texel is still the 2x2 mean of
-its stored parents, bit for bit as with one launch per level; backward, one
-launch where each level-0 texel walks its ancestors top-down (the same sums
-in the same order, no atomics). All launches go through
+its stored parents, bit for bit as with one launch per level; backward, three
+launches: each level-2 texel walks its ancestors top-down and keeps the sum in
+place, then level 1 adds its parents' sums, then level 0 (the same sums in the
+same order as one launch per level, no atomics). All launches go through
 backends.cuda_launch on torch's current stream, without host syncs.
 
 Host cost per call (numba-cuda's dispatcher spent tens of microseconds per
@@ -331,45 +332,53 @@ if cuda is not None:
                         dst[do + y * w + x, c] = val
 
     @cuda.jit
-    def _mips_up_kernel(g0, g_rest, im, fm, nb):  # pragma: no cover - numba
-        """Adjoint of the pyramid in one launch: a thread per (level-0 texel, channel)
-        pulls its ancestors.
+    def _mips_up_kernel(g0, g_rest, im, fm, nb, k, last):  # pragma: no cover - numba
+        """A thread per (level-k texel, channel) adds the gradient its ancestors
+        k+1..last pass down to it: into g0 for k = 0, else into g_rest in place.
 
-        Walking from the top level down, acc_k = g_k + acc_(k+1) / (fy fx),
-        in the tensors' dtype, is what one launch per level computed; level 0
-        gets g0 += acc_1 / (fy fx); g_rest is only read.
+        Walking from level `last` down, acc_m = g_m + acc_(m+1) / (fy fx), in
+        the tensors' dtype, is what one launch per level computed. With
+        last = k+1 the thread reads its parent's already accumulated sum (a
+        previous launch wrote it). Parents are found by shifts (im rows 3-4:
+        log2 of each level's halvings from level 0), not divisions.
         """
         t = cuda.grid(1)
-        h0 = im[1, 0]
-        w0 = im[2, 0]
+        h = im[1, k]
+        w = im[2, k]
         nc = g0.shape[1]
-        if t >= nb * h0 * w0 * nc:
+        if t >= nb * h * w * nc:
             return
         texel = t // nc
         c = t - texel * nc
-        r = texel // w0
-        x = texel - r * w0
-        b = r // h0
-        y = r - b * h0
-        top = im.shape[1] - 2
+        r = texel // w
+        x = texel - r * w
+        b = r // h
+        y = r - b * h
         half = fm[0]
-        ht = im[1, top]
-        wt = im[2, top]
-        acc = g_rest[im[0, top] + (b * ht + y // (h0 // ht)) * wt + x // (w0 // wt), c]
-        for k in range(top - 1, 0, -1):
-            h = im[1, k]
-            w = im[2, k]
-            if h > 1:
+        sy = im[3, k]
+        sx = im[4, k]
+        hl = im[1, last]
+        wl = im[2, last]
+        acc = g_rest[im[0, last] + (b * hl + (y >> (im[3, last] - sy))) * wl
+                     + (x >> (im[4, last] - sx)), c]
+        for m in range(last - 1, k, -1):
+            hm = im[1, m]
+            wm = im[2, m]
+            if hm > 1:
                 acc = acc * half
-            if w > 1:
+            if wm > 1:
                 acc = acc * half
-            row = im[0, k] + (b * h + y // (h0 // h)) * w + x // (w0 // w)
+            row = im[0, m] + (b * hm + (y >> (im[3, m] - sy))) * wm + (x >> (im[4, m] - sx))
             acc = g_rest[row, c] + acc
-        if h0 > 1:
+        if h > 1:
             acc = acc * half
-        if w0 > 1:
+        if w > 1:
             acc = acc * half
-        g0[texel, c] += acc
+        if k == 0:
+            g0[texel, c] += acc
+        else:
+            row = im[0, k] + texel
+            g_rest[row, c] = g_rest[row, c] + acc
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -381,6 +390,7 @@ if cuda is not None:
 # 69 us per launch on average.
 _SMALL_LEVEL = 64  # texels of a source level below which one launch builds all the rest
 _LEVELS_PER_LAUNCH = 2  # levels built per launch from a larger source level
+_CHAIN_LEVEL = 2  # mips_backward: the level whose texels walk all their ancestors
 
 
 @functools.lru_cache(maxsize=64)
@@ -388,13 +398,15 @@ def _meta(offs: tuple[int, ...], hs: tuple[int, ...], ws: tuple[int, ...], ints:
           dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Kernel arguments (im, fm) of one level layout, cached per call site.
 
-    im `[3,L+1]` int64: columns 0..L-1 (offs, hs, ws) of each level, column L
-    `ints` (ppt, mode, boundary); fm (0.5, 1e-30, 0, top, h0, w0, h1, w1, ...)
+    im `[5,L+1]` int64: columns 0..L-1 (offs, hs, ws, and log2 of h0 / h and of
+    w0 / w: every halving is even, so a texel's ancestor is found by shifts) of
+    each level, column L `ints` (ppt, mode, boundary); fm (0.5, 1e-30, 0, top, h0, w0, h1, w1, ...)
     in the textures' dtype. Built and copied to the device once per layout,
     so a training step's calls read them without host-to-device copies.
     """
-    im = np.zeros((3, len(hs) + 1), dtype=np.int64)
-    im[:, :-1] = np.array([offs, hs, ws], dtype=np.int64)
+    im = np.zeros((5, len(hs) + 1), dtype=np.int64)
+    im[:3, :-1] = np.array([offs, hs, ws], dtype=np.int64)
+    im[3:, :-1] = np.round(np.log2([[hs[0] / h for h in hs], [ws[0] / w for w in ws]]))
     im[: len(ints), -1] = ints
     fm = np.concatenate([[0.5, 1e-30, 0.0, len(hs) - 1],
                          np.stack([hs, ws], axis=1).reshape(-1)])
@@ -454,13 +466,27 @@ def build_mips(tex0: torch.Tensor, rest: torch.Tensor, offs: np.ndarray, hs: np.
 
 def mips_backward(g0: torch.Tensor, g_rest: torch.Tensor, offs: np.ndarray, hs: np.ndarray,
                   ws: np.ndarray, nb: int) -> None:
-    """Push the gradients of levels 1.. (g_rest, unchanged) down into level 0's g0 (in place).
+    """Push the gradients of levels 1.. (g_rest, modified) down into level 0's g0 (in place).
 
-    One launch (one thread per level-0 texel and channel) instead of one per level.
+    Few launches of short walks: the texels of level _CHAIN_LEVEL add the sums
+    of all their ancestors in place, then each finer level its parent's
+    accumulated sum, level 0 last (3 launches for any pyramid of 3 or more levels).
+    Measured on an H100 (spot.json's step, 1024^2 textures, 3 textures): one
+    launch where every level-0 texel walked all its ancestors with int64
+    divisions took 0.9 ms a step; these launches take 0.19 ms.
     """
+    top = hs.shape[0] - 1
+    if top < 1:
+        return
     im, fm = _layout(offs, hs, ws, g0)
+    nc = g0.shape[1]
+    chain = min(_CHAIN_LEVEL, top)
     with launch(g0.device) as run:
-        run(_mips_up_kernel, g0.numel(), g0, g_rest, im, fm, nb)
+        if top > chain:
+            run(_mips_up_kernel, nb * int(hs[chain] * ws[chain]) * nc, g0, g_rest, im, fm, nb,
+                chain, top)
+        for k in range(chain - 1, -1, -1):
+            run(_mips_up_kernel, nb * int(hs[k] * ws[k]) * nc, g0, g_rest, im, fm, nb, k, k + 1)
 
 
 def sample_forward(tex0: torch.Tensor, rest: torch.Tensor, uv: torch.Tensor,
