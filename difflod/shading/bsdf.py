@@ -80,10 +80,18 @@ def lambert(n: torch.Tensor, wi: torch.Tensor) -> torch.Tensor:
     return torch.clamp(dot(n, wi), min=0.0) / math.pi
 
 
+def _schlick_weight(cos: torch.Tensor) -> torch.Tensor:
+    """(1 - cos)^5, cos clamped to (0, 1), by three products (a `pow` costs
+    several times a product on the CPU, forward and backward)."""
+    m = 1.0 - _clamp_cos(cos)
+    m2 = m * m
+    return m2 * m2 * m
+
+
 def fresnel_schlick(f0: torch.Tensor, f90: torch.Tensor | float,
                     cos: torch.Tensor) -> torch.Tensor:
     """Schlick's Fresnel: f0 + (f90 - f0) (1 - cos)^5, cos clamped to (0, 1)."""
-    return f0 + (f90 - f0) * (1.0 - _clamp_cos(cos)) ** 5
+    return f0 + (f90 - f0) * _schlick_weight(cos)
 
 
 def ndf_ggx(alpha_sqr: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
@@ -107,6 +115,20 @@ def masking_smith_ggx_correlated(alpha_sqr: torch.Tensor, cos_o: torch.Tensor,
     return 1.0 / (1.0 + lambda_ggx(alpha_sqr, cos_o) + lambda_ggx(alpha_sqr, cos_i))
 
 
+def _specular_lobe(f0: torch.Tensor, f90: torch.Tensor | float, alpha: torch.Tensor,
+                   min_roughness: float, wo_n: torch.Tensor, wi_n: torch.Tensor,
+                   n_h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """GGX specular times cosine from its cosines (wo.n, wi.n, n.h) and the
+    Schlick weight (1 - wo.h)^5: the scalar factors are multiplied first, so
+    one product per point is `[...,3]`."""
+    a = torch.clamp(alpha, min=min_roughness * min_roughness, max=1.0)
+    alpha_sqr = a * a
+    scale = ndf_ggx(alpha_sqr, n_h) * masking_smith_ggx_correlated(alpha_sqr, wo_n, wi_n) \
+        * 0.25 / torch.clamp(wo_n, min=SPECULAR_EPS)
+    front = (wo_n > SPECULAR_EPS) & (wi_n > SPECULAR_EPS)
+    return (f0 + (f90 - f0) * weight) * torch.where(front, scale, 0.0)
+
+
 def pbr_specular(col: torch.Tensor, nrm: torch.Tensor, wo: torch.Tensor, wi: torch.Tensor,
                  alpha: torch.Tensor, min_roughness: float = 0.08,
                  f90: torch.Tensor | float = 1.0) -> torch.Tensor:
@@ -119,16 +141,9 @@ def pbr_specular(col: torch.Tensor, nrm: torch.Tensor, wo: torch.Tensor, wi: tor
 
     Zero where the viewer or the light is below the surface (cos <= 1e-4).
     """
-    a = torch.clamp(alpha, min=min_roughness * min_roughness, max=1.0)
-    alpha_sqr = a * a
     h = safe_normalize(wo + wi)
-    wo_n, wi_n = dot(wo, nrm), dot(wi, nrm)
-    d = ndf_ggx(alpha_sqr, dot(nrm, h))
-    g = masking_smith_ggx_correlated(alpha_sqr, wo_n, wi_n)
-    f = fresnel_schlick(col, f90, dot(wo, h))
-    w = f * d * g * 0.25 / torch.clamp(wo_n, min=SPECULAR_EPS)
-    front = (wo_n > SPECULAR_EPS) & (wi_n > SPECULAR_EPS)
-    return torch.where(front, w, torch.zeros_like(w))
+    return _specular_lobe(col, f90, alpha, min_roughness, dot(wo, nrm), dot(wi, nrm),
+                          dot(nrm, h), _schlick_weight(dot(wo, h)))
 
 
 def pbr_bsdf(kd: torch.Tensor, arm: torch.Tensor, pos: torch.Tensor, nrm: torch.Tensor,
@@ -143,15 +158,22 @@ def pbr_bsdf(kd: torch.Tensor, arm: torch.Tensor, pos: torch.Tensor, nrm: torch.
         pos: shaded points `[...,3]`; nrm: unit shading normals `[...,3]`.
         view_pos, light_pos: eye and light positions broadcastable to pos.
         min_roughness: lower bound on roughness (alpha >= min_roughness^2).
+
+    The half vector, the cosines and the Schlick weight are computed once and
+    shared by the two Fresnel terms and the lobes.
     """
     wo = safe_normalize(view_pos - pos)
     wi = safe_normalize(light_pos - pos)
+    h = safe_normalize(wo + wi)
+    weight = _schlick_weight(dot(wo, h))
+    wi_n = dot(wi, nrm)
     strength = 1.0 - arm[..., 0:1]
     roughness, metallic = arm[..., 1:2], arm[..., 2:3]
     f0_dielectric = DIELECTRIC_F0 * strength
     f0 = torch.lerp(f0_dielectric, kd, metallic)
-    f90 = torch.lerp(strength, torch.ones_like(strength), metallic)
-    through = 1.0 - fresnel_schlick(f0_dielectric, strength, dot(wo, safe_normalize(wo + wi)))
-    diffuse = kd * ((1.0 - metallic) * through) * lambert(nrm, wi)
-    specular = pbr_specular(f0, nrm, wo, wi, roughness * roughness, min_roughness, f90)
+    f90 = strength + (1.0 - strength) * metallic
+    through = 1.0 - (f0_dielectric + (strength - f0_dielectric) * weight)
+    diffuse = kd * ((1.0 - metallic) * through * (torch.clamp(wi_n, min=0.0) / math.pi))
+    specular = _specular_lobe(f0, f90, roughness * roughness, min_roughness, dot(wo, nrm), wi_n,
+                              dot(nrm, h), weight)
     return diffuse + specular

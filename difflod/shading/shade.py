@@ -21,8 +21,9 @@
 `shade(..., compiled=True)` runs steps 1-5 (`shade_core`) through
 shading/compiled.py (torch.compile, dynamic shapes: the renderer shades a
 different number of covered pixels each step): forward and backward become a
-few fused kernels instead of ~300 elementwise launches forward and ~500
-backward. `shade_core` itself is the reference; tests hold the compiled path
+few fused kernels instead of 160 eager kernels forward and 357 backward (with
+a normal map; counted with torch.profiler). `shade_core` itself is the
+reference; tests hold the compiled path
 to it.
 """
 
@@ -78,11 +79,11 @@ def shading_normal(pos: torch.Tensor, view_pos: torch.Tensor, geom_nrm: torch.Te
                            + n * torch.clamp(nmap[..., 2:3], min=0.0))
     geom = safe_normalize(geom_nrm)
     view = safe_normalize(view_pos - pos)
-    front = dot(geom, view) > 0
-    n = torch.where(front, n, -n)
-    geom = torch.where(front, geom, -geom)
-    w = torch.clamp(dot(view, n) / NORMAL_THRESHOLD, min=0.0, max=1.0)
-    return safe_normalize(torch.lerp(geom, n, w))
+    # flip both where the face is seen from behind: one sign per point, and the
+    # bend's weight from the unflipped normal (sign * dot = dot of the flipped)
+    sign = torch.where(dot(geom, view) > 0, 1.0, -1.0).to(n.dtype)
+    w = torch.clamp(sign * dot(view, n) / NORMAL_THRESHOLD, min=0.0, max=1.0)
+    return safe_normalize(torch.lerp(geom, n, w) * sign)
 
 
 def shade(gb_pos: torch.Tensor, gb_geom_normal: torch.Tensor, gb_normal: torch.Tensor,
