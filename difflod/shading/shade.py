@@ -23,8 +23,7 @@ shading/compiled.py (torch.compile, dynamic shapes: the renderer shades a
 different number of covered pixels each step): forward and backward become a
 few fused kernels instead of 160 eager kernels forward and 357 backward (with
 a normal map; counted with torch.profiler). `shade_core` itself is the
-reference; tests hold the compiled path
-to it.
+reference; tests hold the compiled path to it.
 """
 
 from __future__ import annotations
