@@ -167,8 +167,8 @@ def pbr_bsdf(kd: torch.Tensor, arm: torch.Tensor, pos: torch.Tensor, nrm: torch.
     h = safe_normalize(wo + wi)
     weight = _schlick_weight(dot(wo, h))
     wi_n = dot(wi, nrm)
-    strength = 1.0 - arm[..., 0:1]
-    roughness, metallic = arm[..., 1:2], arm[..., 2:3]
+    attenuation, roughness, metallic = arm.split(1, dim=-1)
+    strength = 1.0 - attenuation
     f0_dielectric = DIELECTRIC_F0 * strength
     f0 = torch.lerp(f0_dielectric, kd, metallic)
     f90 = strength + (1.0 - strength) * metallic

@@ -69,13 +69,15 @@ def shading_normal(pos: torch.Tensor, view_pos: torch.Tensor, geom_nrm: torch.Te
     if nmap is not None:
         if tangent is None:
             raise ValueError("gb_tangent is required when a normal map (gb_nmap) is given")
-        t = tangent[..., 0:3]
+        # split, not sliced: one concatenation in the backward instead of a
+        # zero-filled copy per slice
+        t, w = tangent.split((3, 1), dim=-1)
         t = safe_normalize(t - n * dot(n, t))
-        hand = torch.where(tangent[..., 3:4] < 0, -1.0, 1.0).to(n.dtype)
+        hand = torch.where(w < 0, -1.0, 1.0).to(n.dtype)
         b = hand * torch.linalg.cross(n, t, dim=-1)
-        xy = nmap[..., 0:2] * normal_scale
-        n = safe_normalize(t * xy[..., 0:1] + b * xy[..., 1:2]
-                           + n * torch.clamp(nmap[..., 2:3], min=0.0))
+        x, y, z = nmap.split(1, dim=-1)
+        n = safe_normalize(t * (x * normal_scale) + b * (y * normal_scale)
+                           + n * torch.clamp(z, min=0.0))
     geom = safe_normalize(geom_nrm)
     view = safe_normalize(view_pos - pos)
     # flip both where the face is seen from behind: one sign per point, and the
@@ -151,6 +153,7 @@ def shade_core(pos: torch.Tensor, geom_nrm: torch.Tensor, smooth_nrm: torch.Tens
     tensor broadcastable to `[B,1,1,1]`, ke the emissive radiance or None): the
     eager reference of the compiled path."""
     nrm = shading_normal(pos, view_pos, geom_nrm, smooth_nrm, tangent, nmap, normal_scale)
-    col = pbr_bsdf(kd[..., 0:3], ks, pos, nrm, view_pos, light_pos, min_roughness)
+    col = pbr_bsdf(kd if kd.shape[-1] == 3 else kd[..., 0:3], ks, pos, nrm, view_pos, light_pos,
+                   min_roughness)
     col = col * light_scale(light_pos, pos, power, falloff=falloff)
     return col if ke is None else col + ke
