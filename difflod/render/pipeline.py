@@ -11,7 +11,8 @@ Steps (nvdiffmodeling's render.py in spirit):
    a normal map and the mesh has none), UVs with their screen derivatives;
    vertex colors when the mesh has them;
    look up kd (times the vertex color), ks, the normal map and the emissive map with trilinear
-   mip-mapping (or the caller's mip stacks); shade (shading.shade, which adds
+   mip-mapping (or the caller's mip stacks); shade (render/shade_op.py: shading.shade,
+   one fused kernel each way on the CPU, which adds
    the emissive radiance unlit; materials without one emit 0 where another
    material of the mesh has one).
 4. Composite back to front over the background: accum = lerp(accum, color,
@@ -54,10 +55,10 @@ from difflod.geometry.normals import face_normals, vertex_normals
 from difflod.mesh import Material, Mesh
 from difflod.render.interpolate import interpolate
 from difflod.render.peel import DepthPeeler
+from difflod.render.shade_op import shade
 from difflod.render.texture import texture
 from difflod.scene.views import Views
 from difflod.shading import compiled as compilation
-from difflod.shading.shade import shade
 
 if TYPE_CHECKING:
     from difflod.geometry.tangents import CornerGroups
@@ -376,7 +377,8 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
             power = _rows(power, img)
         eye, light = _rows(eye, img), _rows(light, img)
     color = shade(gb_pos, gb_geom, gb_nrm, gb_tng, kd, ks, nmap, eye, light, power,
-                  min_roughness, light_falloff=light_falloff, compiled=compiled, gb_ke=ke)
+                  min_roughness, light_falloff=light_falloff, compiled=compiled, gb_ke=ke,
+                  backend=backend)
     both = torch.cat([color.reshape(n_pix, 3), alpha.reshape(n_pix, 1).to(color.dtype)], dim=-1)
     if compact:
         assert dest is not None

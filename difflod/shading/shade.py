@@ -34,7 +34,7 @@ from difflod.scene.light import light_scale
 from difflod.shading import compiled as compilation
 from difflod.shading.bsdf import dot, pbr_bsdf, safe_normalize
 
-__all__ = ["NORMAL_THRESHOLD", "shade", "shade_core", "shading_normal"]
+__all__ = ["NORMAL_THRESHOLD", "check_args", "shade", "shade_core", "shading_normal"]
 
 #: nvdiffmodeling's threshold on n.v below which the shading normal is bent.
 NORMAL_THRESHOLD = 0.1
@@ -114,6 +114,32 @@ def shade(gb_pos: torch.Tensor, gb_geom_normal: torch.Tensor, gb_normal: torch.T
     Raises:
         ValueError: naming the argument with the wrong shape or device.
     """
+    check_args(gb_pos, gb_geom_normal, gb_normal, gb_tangent, gb_kd, gb_ks, gb_nmap, gb_ke,
+               view_pos, light_pos)
+    vp = view_pos[:, None, None, :].to(gb_pos)
+    lp = light_pos[:, None, None, :].to(gb_pos)
+    power = light_power
+    if isinstance(power, torch.Tensor) and power.dim() == 1:
+        power = power[:, None, None, None]
+    if not isinstance(power, torch.Tensor):
+        # on the device, made by a fill: a CPU tensor in a compiled graph makes
+        # Inductor generate a C++ kernel for it (a compiler run on the host), and
+        # a host copy cannot be recorded in a CUDA graph
+        power = torch.full((), float(power), dtype=gb_pos.dtype, device=gb_pos.device)
+    core = compilation.compiled(shade_core) if compiled else shade_core
+    return core(gb_pos, gb_geom_normal, gb_normal, gb_tangent, gb_kd, gb_ks, gb_nmap, gb_ke, vp,
+                lp, power, min_roughness, normal_scale, light_falloff)
+
+
+def check_args(gb_pos: torch.Tensor, gb_geom_normal: torch.Tensor, gb_normal: torch.Tensor,
+               gb_tangent: torch.Tensor | None, gb_kd: torch.Tensor, gb_ks: torch.Tensor,
+               gb_nmap: torch.Tensor | None, gb_ke: torch.Tensor | None,
+               view_pos: torch.Tensor, light_pos: torch.Tensor) -> None:
+    """shade's argument checks (shapes and devices; see shade).
+
+    Raises:
+        ValueError: naming the argument with the wrong shape or device.
+    """
     if not isinstance(gb_pos, torch.Tensor) or gb_pos.dim() != 4 or gb_pos.shape[-1] != 3:
         got = tuple(gb_pos.shape) if isinstance(gb_pos, torch.Tensor) else type(gb_pos).__name__
         raise ValueError(f"gb_pos must be [B,H,W,3] float, got {got}")
@@ -129,19 +155,6 @@ def shade(gb_pos: torch.Tensor, gb_geom_normal: torch.Tensor, gb_normal: torch.T
         if not isinstance(v, torch.Tensor) or v.shape not in ((b, 3), (1, 3)):
             got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
             raise ValueError(f"{name} must be [{b},3], got {got}")
-    vp = view_pos[:, None, None, :].to(gb_pos)
-    lp = light_pos[:, None, None, :].to(gb_pos)
-    power = light_power
-    if isinstance(power, torch.Tensor) and power.dim() == 1:
-        power = power[:, None, None, None]
-    if not isinstance(power, torch.Tensor):
-        # on the device, made by a fill: a CPU tensor in a compiled graph makes
-        # Inductor generate a C++ kernel for it (a compiler run on the host), and
-        # a host copy cannot be recorded in a CUDA graph
-        power = torch.full((), float(power), dtype=gb_pos.dtype, device=gb_pos.device)
-    core = compilation.compiled(shade_core) if compiled else shade_core
-    return core(gb_pos, gb_geom_normal, gb_normal, gb_tangent, gb_kd, gb_ks, gb_nmap, gb_ke, vp,
-                lp, power, min_roughness, normal_scale, light_falloff)
 
 
 def shade_core(pos: torch.Tensor, geom_nrm: torch.Tensor, smooth_nrm: torch.Tensor,

@@ -16,9 +16,9 @@ from difflod.mesh import Material, Mesh
 from difflod.render.interpolate import interpolate
 from difflod.render.pipeline import clip_positions, render_mesh
 from difflod.render.rasterize import rasterize
+from difflod.render.shade_op import shade
 from difflod.render.texture import texture
 from difflod.scene.views import views_from_eye
-from difflod.shading.shade import shade
 
 RES = 32
 
@@ -65,7 +65,7 @@ def _full_image_layer(mesh: Mesh, views, backend: str) -> torch.Tensor:
     kd = texture(mat.kd, uv, uv_da, filter_mode="linear-mipmap-linear", backend=backend)
     ks = texture(mat.ks, uv, uv_da, filter_mode="linear-mipmap-linear", backend=backend)
     col = shade(gb_pos, gb_geom, gb_nrm, None, kd, ks, None, views.campos, views.lightpos,
-                views.light_power, 0.08)
+                views.light_power, 0.08, backend=backend)
     return torch.where((tri >= 0).unsqueeze(-1), col, torch.zeros(()))
 
 
@@ -97,7 +97,11 @@ def test_cpu_backend_matches_torch_reference_render():
     ref = _grads(mesh, lambda m: render_mesh(m, views, (RES, RES), backend="torch").color)
     fast = _grads(mesh, lambda m: render_mesh(m, views, (RES, RES), backend="cpu").color)
     for a, b in zip(ref, fast):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (a - b).abs().max()
+        # gradients are sums over many pixels: the fused shader (float64 inside)
+        # and the torch one (float32) differ by rounding, relative to the
+        # largest value where terms cancel
+        scale = float(a.abs().max())
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * max(scale, 1.0)), (a - b).abs().max()
 
 
 def test_empty_layer_renders_background():

@@ -1,0 +1,148 @@
+"""The fused CPU shading op (render/shade_op.py, backends/cpu_shade.py) held to the
+plain-torch shader (shading/shade.py): colours and the gradients of all eight
+G-buffer inputs in float64 to rounding, float64 gradcheck of the op itself,
+float32 to float32 rounding, and the cases where the reference must run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from difflod.render import shade_op
+from difflod.shading import shade as reference
+
+INPUTS = ("gb_pos", "gb_geom_normal", "gb_normal", "gb_tangent", "gb_kd", "gb_ks", "gb_nmap",
+          "gb_ke")
+
+
+def _gbuffer(b: int, h: int, w: int, seed: int, *, nmap: bool = True, ke: bool = True,
+             per_pixel_eye: bool = False, dtype: torch.dtype = torch.float64,
+             zero_normals: bool = False) -> dict:
+    """Random G-buffer `[b,h,w,C]`: map z below 0, negative handedness, back faces
+    (random normals face away from the eye half the time), metals, rough and
+    smooth surfaces (roughness below min_roughness included); with zero_normals a
+    zero-length normal and geometric normal too."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(c: int, lo: float = -1.0, hi: float = 1.0) -> torch.Tensor:
+        return (torch.rand(b, h, w, c, generator=g, dtype=torch.float64) * (hi - lo) + lo)
+
+    smooth, geom = r(3), r(3)
+    if zero_normals:
+        smooth[0, 0, 0] = 0.0
+        geom[0, 0, 1] = 0.0
+    tangent = torch.cat([r(3), torch.where(r(1) < 0, -1.0, 1.0)], -1)
+    rows = b * h * w if per_pixel_eye else b
+    buf = {
+        "gb_pos": r(3, -0.5, 0.5), "gb_geom_normal": geom, "gb_normal": smooth,
+        "gb_tangent": tangent if nmap else None, "gb_kd": r(3, 0.0), "gb_ks": r(3, 0.0),
+        "gb_nmap": r(3) if nmap else None, "gb_ke": r(3, 0.0, 2.0) if ke else None,
+        "view_pos": torch.rand(rows, 3, generator=g, dtype=torch.float64) * 6 - 3,
+        "light_pos": torch.rand(rows, 3, generator=g, dtype=torch.float64) * 6 - 3,
+        "light_power": torch.rand(rows, generator=g, dtype=torch.float64) * 4 + 1,
+    }
+    if per_pixel_eye:  # the renderer's compacted layout: one row per pixel
+        buf = {k: (v.reshape(rows, 1, 1, v.shape[-1]) if k in INPUTS and v is not None else v)
+               for k, v in buf.items()}
+    return {k: (v.to(dtype).requires_grad_(k in INPUTS) if isinstance(v, torch.Tensor) else v)
+            for k, v in buf.items()}
+
+
+def _run(fn, buf: dict, **kw) -> tuple[torch.Tensor, dict]:
+    leaves = {k: v for k, v in buf.items() if k in INPUTS and v is not None}
+    for t in leaves.values():
+        t.grad = None
+    out = fn(**buf, min_roughness=0.08, **kw)
+    weights = torch.linspace(0.5, 1.5, out.numel(), dtype=out.dtype).reshape(out.shape)
+    (out * weights).sum().backward()
+    return out.detach(), {k: t.grad.clone() for k, t in leaves.items()}
+
+
+def _ran_fused(out: torch.Tensor) -> bool:
+    fns, seen = [out.grad_fn], 0
+    while fns and seen < 6:
+        if any(type(f).__name__ == "_FusedBackward" for f in fns):
+            return True
+        fns = [n for f in fns if f is not None for n, _ in f.next_functions]
+        seen += 1
+    return False
+
+
+@pytest.mark.parametrize(("nmap", "ke", "falloff", "per_pixel_eye"),
+                         [(True, True, False, False), (True, False, True, True),
+                          (False, True, True, False), (False, False, False, True)])
+def test_fused_equals_reference_in_float64(nmap: bool, ke: bool, falloff: bool,
+                                           per_pixel_eye: bool) -> None:
+    buf = _gbuffer(2, 9, 11, 1, nmap=nmap, ke=ke, per_pixel_eye=per_pixel_eye)
+    want, want_g = _run(reference.shade, buf, light_falloff=falloff, normal_scale=0.7)
+    got, got_g = _run(shade_op.shade, buf, light_falloff=falloff, normal_scale=0.7)
+    assert _ran_fused(shade_op.shade(**buf, light_falloff=falloff))
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    assert got_g.keys() == want_g.keys()
+    for k in want_g:
+        assert float(want_g[k].abs().sum()) > 0, k
+        torch.testing.assert_close(got_g[k], want_g[k], rtol=1e-9, atol=1e-9, msg=k)
+
+
+def test_zero_length_normals_as_the_reference() -> None:
+    """safe_normalize's clamp: a zero normal shades as the reference does; its
+    gradient is the upstream one times 1e10 (1 / sqrt(1e-20)), so rounding noise
+    of ~1e-16 upstream shows, and gradients are compared to their largest value."""
+    buf = _gbuffer(1, 5, 5, 6, zero_normals=True)
+    want, want_g = _run(reference.shade, buf)
+    got, got_g = _run(shade_op.shade, buf)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    for k in want_g:
+        scale = float(want_g[k].abs().max())
+        assert torch.isfinite(got_g[k]).all(), k
+        torch.testing.assert_close(got_g[k], want_g[k], rtol=1e-6, atol=1e-6 * scale, msg=k)
+
+
+def test_fused_gradcheck() -> None:
+    buf = _gbuffer(1, 2, 3, 2, per_pixel_eye=False)
+    names = [k for k in INPUTS if buf[k] is not None]
+
+    def fn(*leaves: torch.Tensor) -> torch.Tensor:
+        return shade_op.shade(**{**buf, **dict(zip(names, leaves))}, light_falloff=True)
+
+    assert torch.autograd.gradcheck(fn, tuple(buf[k] for k in names), eps=1e-6, atol=1e-6)
+
+
+def test_fused_float32_within_float32_rounding() -> None:
+    """float32: the fused op (float64 inside) is nearer the float64 result than the
+    float32 reference is, or within 1e-6 of the norm."""
+    buf32 = _gbuffer(2, 16, 16, 3, dtype=torch.float32)
+    buf64 = {k: (v.detach().double().requires_grad_(v.requires_grad)
+                 if isinstance(v, torch.Tensor) else v) for k, v in buf32.items()}
+    exact, exact_g = _run(reference.shade, buf64)
+    ref, ref_g = _run(reference.shade, buf32)
+    got, got_g = _run(shade_op.shade, buf32)
+    assert got.dtype == torch.float32
+    for name, a, b, c in [("colour", got, ref, exact)] + [(k, got_g[k], ref_g[k], exact_g[k])
+                                                          for k in exact_g]:
+        err = float(torch.linalg.vector_norm(a.double() - c))
+        assert err <= float(torch.linalg.vector_norm(b.double() - c)) \
+            + 1e-6 * float(torch.linalg.vector_norm(c)), name
+
+
+def test_reference_runs_where_the_kernel_does_not_serve() -> None:
+    buf = _gbuffer(1, 4, 4, 4)
+    assert _ran_fused(shade_op.shade(**buf))
+    assert not _ran_fused(shade_op.shade(**buf, backend="torch"))
+    eye = buf["view_pos"].clone().requires_grad_(True)
+    out = shade_op.shade(**{**buf, "view_pos": eye})
+    assert not _ran_fused(out)  # a gradient to the eye is asked: the reference gives it
+    out.sum().backward()
+    assert eye.grad is not None and float(eye.grad.abs().sum()) > 0
+    torch.testing.assert_close(out.detach(), shade_op.shade(**buf).detach())
+    assert not _ran_fused(shade_op.shade(**{**buf, "light_power": torch.tensor([[2.0]])}))
+
+
+def test_bad_arguments_are_reported_as_the_reference_does() -> None:
+    buf = _gbuffer(1, 4, 4, 5)
+    with pytest.raises(ValueError, match="gb_ks must be"):
+        shade_op.shade(**{**buf, "gb_ks": buf["gb_ks"][..., :2]})
+    with pytest.raises(ValueError, match="view_pos must be"):
+        shade_op.shade(**{**buf, "view_pos": torch.zeros(3, 3, dtype=torch.float64)})
+    with pytest.raises(ValueError, match="gb_tangent is required"):
+        shade_op.shade(**{**buf, "gb_tangent": None})
