@@ -138,7 +138,7 @@ def test_reference_runs_where_the_kernel_does_not_serve() -> None:
     assert not _ran_fused(shade_op.shade(**{**buf, "light_power": torch.tensor([[2.0]])}))
 
 
-def test_bad_arguments_are_reported_as_the_reference_does() -> None:
+def test_bad_and_odd_arguments_as_the_reference() -> None:
     buf = _gbuffer(1, 4, 4, 5)
     with pytest.raises(ValueError, match="gb_ks must be"):
         shade_op.shade(**{**buf, "gb_ks": buf["gb_ks"][..., :2]})
@@ -146,3 +146,7 @@ def test_bad_arguments_are_reported_as_the_reference_does() -> None:
         shade_op.shade(**{**buf, "view_pos": torch.zeros(3, 3, dtype=torch.float64)})
     with pytest.raises(ValueError, match="gb_tangent is required"):
         shade_op.shade(**{**buf, "gb_tangent": None})
+    odd = {**buf, "light_power": torch.ones(3, dtype=torch.float64)}  # not one per image
+    torch.testing.assert_close(shade_op.shade(**odd), reference.shade(**odd))
+    empty = _gbuffer(1, 0, 4, 5)
+    assert shade_op.shade(**empty).shape == (1, 0, 4, 3)
