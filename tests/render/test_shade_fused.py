@@ -150,3 +150,18 @@ def test_bad_and_odd_arguments_as_the_reference() -> None:
     torch.testing.assert_close(shade_op.shade(**odd), reference.shade(**odd))
     empty = _gbuffer(1, 0, 4, 5)
     assert shade_op.shade(**empty).shape == (1, 0, 4, 3)
+
+
+def test_kernel_constants_are_the_reference_ones() -> None:
+    import inspect
+
+    from difflod.render.backends import cpu_shade
+    from difflod.scene import light
+    from difflod.shading import bsdf
+
+    assert cpu_shade.EPS_COS == bsdf.SPECULAR_EPS
+    assert cpu_shade.DIELECTRIC_F0 == bsdf.DIELECTRIC_F0
+    assert cpu_shade.NORMAL_THRESHOLD == reference.NORMAL_THRESHOLD
+    assert cpu_shade.EPS_NORM == inspect.signature(bsdf.safe_normalize).parameters["eps"].default
+    at = torch.zeros(1, 3, dtype=torch.float64)  # light on the point: the clamp decides
+    assert float(light.light_scale(at, at, 1.0, falloff=True)) == 1.0 / cpu_shade.EPS_DIST

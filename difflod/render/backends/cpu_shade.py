@@ -33,6 +33,9 @@ prefer_openmp()
 
 __all__ = ["backward", "forward"]
 
+# the reference's constants, copied rather than imported: numba bakes globals into
+# its on-disk cache, which a change in another module would not invalidate
+# (tests/render/test_shade_fused.py checks that they agree)
 EPS_NORM = 1e-20  # shading.bsdf.safe_normalize's clamp of |x|^2
 EPS_COS = 1e-4  # shading.bsdf.SPECULAR_EPS
 EPS_DIST = 1e-8  # scene.light.light_scale's clamp of the squared distance
