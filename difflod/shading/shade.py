@@ -21,7 +21,7 @@
 `shade(..., compiled=True)` runs steps 1-5 (`shade_core`) through
 shading/compiled.py (torch.compile, dynamic shapes: the renderer shades a
 different number of covered pixels each step): forward and backward become a
-few fused kernels instead of 160 eager kernels forward and 357 backward (with
+few fused kernels instead of 161 eager kernels forward and 342 backward (with
 a normal map; counted with torch.profiler). `shade_core` itself is the
 reference; tests hold the compiled path to it.
 """
