@@ -109,3 +109,44 @@ def test_empty_layer_renders_background():
     far = views_from_eye([0.0, 0.0, -3.0], at=(0.0, 0.0, -6.0))
     out = render_mesh(mesh, far, (RES, RES), backend="cpu")
     assert torch.equal(out.color, torch.zeros_like(out.color))
+
+
+def test_trained_maps_sampled_in_one_call_as_in_three(monkeypatch):
+    """On the CPU a material's trained maps of one size go through one texture
+    call (pipeline._lookups): colours and texel gradients as with a call per
+    map; the gradient to the positions (summed over the maps' channels in
+    float64 inside the kernel instead of per map in float32) to rounding."""
+    import dataclasses as dc
+
+    from difflod.render import pipeline
+
+    mesh, views = _mesh(), _views()
+    g = torch.Generator().manual_seed(4)
+    normal = torch.nn.functional.normalize(torch.rand(16, 16, 3, generator=g) - 0.5, dim=-1)
+
+    def run():
+        pos = mesh.v_pos.clone().requires_grad_(True)
+        maps = [t.clone().requires_grad_(True) for t in
+                (mesh.materials[0].kd, mesh.materials[0].ks, normal)]
+        mat = dc.replace(mesh.materials[0], kd=maps[0], ks=maps[1], normal=maps[2])
+        out = render_mesh(Mesh(v_pos=pos, t_pos_idx=mesh.t_pos_idx, v_tex=mesh.v_tex,
+                               t_tex_idx=mesh.t_tex_idx, materials=(mat,)),
+                          views, (RES, RES), backend="cpu").color
+        w = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+        (out * w).sum().backward()
+        return out.detach(), pos.grad, [t.grad for t in maps]
+
+    calls = []
+    real = pipeline.texture
+    monkeypatch.setattr(pipeline, "texture", lambda tex, *a, **k: calls.append(tex.shape[-1])
+                        or real(tex, *a, **k))
+    one = run()
+    assert calls == [9], calls  # kd, ks and normal in one call
+    monkeypatch.setattr(pipeline, "_lookups", lambda textures, uv, uv_da, mips, index, backend:
+                        {k: real(t, uv, uv_da, filter_mode="linear-mipmap-linear",
+                                 backend=backend) for k, t in textures.items()})
+    three = run()
+    assert torch.equal(one[0], three[0])
+    for a, b in zip(one[2], three[2]):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(one[1], three[1], rtol=1e-4, atol=1e-5 * float(three[1].abs().max()))
