@@ -105,7 +105,10 @@ class _Fused(torch.autograd.Function):
 
         inputs = ctx.saved_tensors
         rows, flags, min_roughness, normal_scale = ctx.settings
-        grads = tuple(torch.zeros_like(t) for t in inputs[:7])
+        # the kernel writes every row of each gradient, but the tangent's (3) and
+        # the normal map's (6) only where a normal map is given: those start at 0
+        grads = tuple(torch.zeros_like(t) if i in (3, 6) else torch.empty_like(t)
+                      for i, t in enumerate(inputs[:7]))
         cpu_shade.backward(inputs, rows, flags, min_roughness, normal_scale,
                            grad.to(inputs[0].dtype).contiguous(), grads)
         ke_grad = grad if ctx.needs_input_grad[7] else None
