@@ -56,6 +56,7 @@ from difflod.geometry.normals import face_normals, vertex_normals
 from difflod.mesh import Material, Mesh
 from difflod.render.interpolate import interpolate
 from difflod.render.peel import DepthPeeler
+from difflod.render.rows import put_rows, rows
 from difflod.render.shade_op import shade
 from difflod.render.texture import texture
 from difflod.scene.views import Views
@@ -189,21 +190,19 @@ def _lookups(textures: dict[str, torch.Tensor], uv: torch.Tensor, uv_da: torch.T
     mip stacks and GPU tensors keep one call per texture (the GPU's figures are
     still to be measured).
     """
-    def look(tex: torch.Tensor, key: str | None) -> torch.Tensor:
-        return texture(tex, uv, uv_da, mip=None if key is None else _mips_for(mips, index, key),
-                       filter_mode="linear-mipmap-linear", backend=backend)
+    def look(tex: torch.Tensor, mip: Sequence[torch.Tensor] | None) -> torch.Tensor:
+        return texture(tex, uv, uv_da, mip=mip, filter_mode="linear-mipmap-linear",
+                       backend=backend)
 
-    first = next(iter(textures.values()))
-    if first.device.type != "cpu" or (mips is not None and index == 0):
-        return {k: look(t, k) for k, t in textures.items()}
     groups: dict[tuple, list[str]] = {}
     for k, t in textures.items():
-        key = (tuple(t.shape[:-1]), t.dtype) if t.requires_grad else (k,)
-        groups.setdefault(key, []).append(k)
+        alone = not t.requires_grad or t.device.type != "cpu" \
+            or _mips_for(mips, index, k) is not None
+        groups.setdefault((k,) if alone else (tuple(t.shape[:-1]), t.dtype), []).append(k)
     out: dict[str, torch.Tensor] = {}
     for keys in groups.values():
         if len(keys) == 1:
-            out[keys[0]] = look(textures[keys[0]], keys[0])
+            out[keys[0]] = look(textures[keys[0]], _mips_for(mips, index, keys[0]))
             continue
         sizes = [textures[k].shape[-1] for k in keys]
         parts = look(torch.cat([textures[k] for k in keys], dim=-1), None).split(sizes, dim=-1)
@@ -255,44 +254,6 @@ def _sample_material(mat: Material, index: int, uv: torch.Tensor, uv_da: torch.T
     return out
 
 
-def _rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """`x[index]` for a contiguous `[N,C]` (or `[N]`) x and a `[P]` index.
-
-    On a GPU gathered value by value through flat indices (`flat_rows`), not
-    by index_select, x[index] or a gather with an expanded index: there (torch
-    2.11) all three copy each row by a thread block of its own, and a
-    covered-pixel gather of 0.9M 16-byte rows took 574 us on an H100, where the
-    flat gather takes 34 us (163 us with its backward, vs 651). On the CPU
-    index_select is the faster (the trainer's step 3% slower with the flat
-    gather on this 2-core CPU).
-    """
-    return flat_rows(x, index) if x.is_cuda else x.index_select(0, index)
-
-
-def _put_rows(x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """x with `x[index] = rows` (out of place): `flat_put_rows` on a GPU (on the
-    H100 173 us with its backward where index_copy took 684), index_copy on
-    the CPU."""
-    return flat_put_rows(x, index, rows) if x.is_cuda else x.index_copy(0, index, rows)
-
-
-def flat_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """index_select(x, 0, index) as a gather of single values (see `_rows`)."""
-    if x.dim() == 1:
-        return x.gather(0, index)
-    return x.reshape(-1).gather(0, _flat(index, x.shape[1])).reshape(-1, x.shape[1])
-
-
-def flat_put_rows(x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """x.index_copy(0, index, rows) as a scatter of single values (see `_rows`)."""
-    c = x.shape[1]
-    return x.reshape(-1).scatter(0, _flat(index, c), rows.reshape(-1)).reshape(x.shape)
-
-
-def _flat(index: torch.Tensor, c: int) -> torch.Tensor:
-    return (index[:, None] * c + torch.arange(c, device=index.device)).reshape(-1)
-
-
 def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, views: Views,
                   min_roughness: float, mips: Mapping[str, Sequence[torch.Tensor]] | None,
                   light_falloff: bool, backend: str | None, compiled: bool, compact: bool,
@@ -308,7 +269,7 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
     - compact: only covered pixels are interpolated, textured and shaded: they
       are gathered once into a `[P,1,1,.]` "image batch" (one pixel per image,
       so per-view eye/light positions become per-pixel), and the results are
-      scattered back (_rows / _put_rows). Measured on the trainer (res 128, batch
+      scattered back (render.rows). Measured on the trainer (res 128, batch
       2) most pixels are background, so this skips most of the per-pixel work.
     - capacity (not compact): the same gathering into a batch of a fixed size,
       `capacity` slots, with no host sync (slots from a running count of the
@@ -334,7 +295,7 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
             zeros = torch.zeros(b, h, w, 4, dtype=dtype, device=device)
             return zeros[..., 0:3], zeros[..., 3:4], None
         dest = pix
-        tri = _rows(tri_all, pix)
+        tri = rows(tri_all, pix)
     elif capacity is not None and capacity < n_all:
         n_pix = capacity
         hit = tri_all >= 0
@@ -348,7 +309,7 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
             torch.arange(n_all, device=device))[:n_pix]
         used = first[:n_pix] < covered
         dest = torch.where(used, pix, n_all)                          # n_all: dropped
-        tri = _rows(tri_all, pix)
+        tri = rows(tri_all, pix)
     else:
         pix = dest = None
         n_pix = n_all
@@ -362,8 +323,8 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
         tri = torch.where(tri >= 0, tri, spread)
     if pix is not None:
         img = torch.div(pix, h * w, rounding_mode="floor")            # [P] view of each pixel
-        rast_c = _rows(rast.reshape(-1, 4), pix).reshape(n_pix, 1, 1, 4)
-        db_c = _rows(rast_db.reshape(-1, 4), pix).reshape(n_pix, 1, 1, 4)
+        rast_c = rows(rast.reshape(-1, 4), pix).reshape(n_pix, 1, 1, 4)
+        db_c = rows(rast_db.reshape(-1, 4), pix).reshape(n_pix, 1, 1, 4)
         shape: tuple[int, ...] = (n_pix, 1, 1)
     else:
         img = None
@@ -373,7 +334,7 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
     # validate=False: render_mesh validated the mesh (or its caller did) and rast
     # comes from its triangles
     gb_pos, _ = interpolate(mesh.v_pos, rast_c, prep.tris, backend=backend, validate=False)
-    gb_geom = _rows(prep.face_n, tri.reshape(-1)).reshape(*shape, 3)
+    gb_geom = rows(prep.face_n, tri.reshape(-1)).reshape(*shape, 3)
     gb_nrm, _ = interpolate(prep.v_nrm, rast_c, prep.t_nrm, backend=backend, validate=False)
     gb_tng = None
     if prep.v_tng is not None:
@@ -413,18 +374,18 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
     eye, light = views.campos.expand(b, 3), views.lightpos.expand(b, 3)
     if img is not None:
         if isinstance(power, torch.Tensor) and power.dim() == 1 and power.shape[0] == b:
-            power = _rows(power, img)
-        eye, light = _rows(eye, img), _rows(light, img)
+            power = rows(power, img)
+        eye, light = rows(eye, img), rows(light, img)
     color = shade(gb_pos, gb_geom, gb_nrm, gb_tng, kd, ks, nmap, eye, light, power,
                   min_roughness, light_falloff=light_falloff, compiled=compiled, gb_ke=ke,
                   backend=backend)
     both = torch.cat([color.reshape(n_pix, 3), alpha.reshape(n_pix, 1).to(color.dtype)], dim=-1)
     if compact:
         assert dest is not None
-        out = _put_rows(torch.zeros(n_all, 4, dtype=color.dtype, device=device), dest, both)
+        out = put_rows(torch.zeros(n_all, 4, dtype=color.dtype, device=device), dest, both)
     elif dest is not None:
         # one spare row takes the unused slots (and their gradient is 0)
-        out = _put_rows(torch.zeros(n_all + 1, 4, dtype=color.dtype, device=device), dest,
+        out = put_rows(torch.zeros(n_all + 1, 4, dtype=color.dtype, device=device), dest,
                         both)[:n_all]
     else:
         out = torch.where((tri_all >= 0)[:, None], both, 0.0)

@@ -192,10 +192,10 @@ def test_capturable_render_makes_no_data_dependent_op(name: str, capacity: int |
 
 @pytest.mark.parametrize("c", [0, 1, 3, 4])
 def test_flat_gather_and_scatter_are_index_select_and_index_copy(c: int) -> None:
-    """The GPU's row gather and scatter (render.pipeline.flat_rows,
+    """The GPU's row gather and scatter (render.rows.flat_rows,
     flat_put_rows), held on the CPU to the ops they stand for: values and
     gradients."""
-    from difflod.render.pipeline import flat_put_rows, flat_rows
+    from difflod.render.rows import flat_put_rows, flat_rows
 
     g = torch.Generator().manual_seed(c)
     shape = (50,) if c == 0 else (50, c)
