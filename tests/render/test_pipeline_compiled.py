@@ -50,7 +50,7 @@ def test_compiled_render_matches_eager_colors_and_gradients(aot_eager: None,
     # the eager side shades with the plain-torch shader, the code the compiled
     # side compiles (on the CPU the renderer would use the fused kernel, held to
     # that shader in tests/render/test_shade_fused.py, which rounds differently)
-    monkeypatch.setattr(shade_op, "_fusable", lambda *args: False)
+    monkeypatch.setattr(shade_op, "_fusable", lambda *args: None)
 
     parts = _candidate()
     want, want_g = _render(parts, False)

@@ -1,9 +1,14 @@
-"""The fused CPU shading op (render/shade_op.py, backends/cpu_shade.py) held to the
-plain-torch shader (shading/shade.py): colours and the gradients of all eight
-G-buffer inputs in float64 to rounding, float64 gradcheck of the op itself,
-float32 to float32 rounding, and the cases where the reference must run."""
+"""The fused shading op (render/shade_op.py; backends/shade_pixel.py run by
+cpu_shade.py and cuda_shade.py) held to the plain-torch shader (shading/shade.py):
+colours and the gradients of all eight G-buffer inputs in float64 to rounding,
+float64 gradcheck of the op itself, float32 to float32 rounding, and the cases
+where the reference must run. The CUDA kernels run under numba's simulator here,
+and on the device on a GPU machine."""
 
 from __future__ import annotations
+
+import ast
+from pathlib import Path
 
 import pytest
 import torch
@@ -155,13 +160,79 @@ def test_bad_and_odd_arguments_as_the_reference() -> None:
 def test_kernel_constants_are_the_reference_ones() -> None:
     import inspect
 
-    from difflod.render.backends import cpu_shade
+    from difflod.render.backends import shade_pixel as px
     from difflod.scene import light
     from difflod.shading import bsdf
 
-    assert cpu_shade.EPS_COS == bsdf.SPECULAR_EPS
-    assert cpu_shade.DIELECTRIC_F0 == bsdf.DIELECTRIC_F0
-    assert cpu_shade.NORMAL_THRESHOLD == reference.NORMAL_THRESHOLD
-    assert cpu_shade.EPS_NORM == inspect.signature(bsdf.safe_normalize).parameters["eps"].default
+    assert px.EPS_COS == bsdf.SPECULAR_EPS
+    assert px.DIELECTRIC_F0 == bsdf.DIELECTRIC_F0
+    assert px.NORMAL_THRESHOLD == reference.NORMAL_THRESHOLD
+    assert px.EPS_NORM == inspect.signature(bsdf.safe_normalize).parameters["eps"].default
     at = torch.zeros(1, 3, dtype=torch.float64)  # light on the point: the clamp decides
-    assert float(light.light_scale(at, at, 1.0, falloff=True)) == 1.0 / cpu_shade.EPS_DIST
+    assert float(light.light_scale(at, at, 1.0, falloff=True)) == 1.0 / px.EPS_DIST
+
+
+# ----------------------------------------------------------------------------- cuda kernels
+
+_SIM_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from simulator import count_launches
+from test_shade_fused import _gbuffer, _run
+from difflod.render import shade_op
+from difflod.render.backends import cuda_shade as K
+from difflod.shading import shade as reference
+
+launches = count_launches(K)
+
+def fused(**kw):
+    return shade_op.fused(K, **kw)
+
+bad = []
+for nmap, ke, falloff, eye in [(True, True, False, False), (True, False, True, True),
+                               (False, True, True, False), (False, False, False, True)]:
+    buf = _gbuffer(2, 3, 5, 1, nmap=nmap, ke=ke, per_pixel_eye=eye)
+    want, want_g = _run(reference.shade, buf, light_falloff=falloff, normal_scale=0.7)
+    got, got_g = _run(fused, buf, light_falloff=falloff, normal_scale=0.7)
+    if not torch.allclose(got, want, rtol=1e-10, atol=1e-10):
+        bad.append(("colour", nmap, ke, falloff, eye))
+    for k in want_g:
+        if not torch.allclose(got_g[k], want_g[k], rtol=1e-9, atol=1e-9):
+            bad.append((k, nmap, ke, falloff, eye))
+buf = _gbuffer(1, 2, 3, 4, dtype=torch.float32)
+out, grads = _run(fused, buf)
+if out.dtype != torch.float32 or not all(torch.isfinite(g).all() for g in grads.values()):
+    bad.append("float32")
+print("BAD", bad)
+print("LAUNCHES", launches[-2:])
+"""
+
+
+def test_cuda_kernels_match_reference_in_numba_simulator(run_simulated) -> None:
+    """The numba-cuda kernels, run by numba's CUDA simulator on CPU tensors, give the
+    reference's colours and gradients, one launch each way."""
+    stdout = run_simulated(_SIM_SCRIPT.format(tests=str(Path(__file__).parent)))
+    assert "BAD []" in stdout, stdout[-3000:]
+    line = [ln for ln in stdout.splitlines() if ln.startswith("LAUNCHES")]
+    assert ast.literal_eval(line[0][len("LAUNCHES"):]) == [
+        ("_forward_kernel", 12, 6), ("_backward_kernel", 19, 6)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_matches_reference_on_gpu(cuda: torch.device, dtype: torch.dtype) -> None:
+    """On the device, through shade_op.shade's own dispatch (backend auto): 4 views
+    of 64 x 48 pixels, normal map and emission. float64: colours and gradients as
+    the reference's; float32: as the CPU kernel's on the same float32 inputs (both
+    compute in float64 inside, so they differ by rounding only)."""
+    buf = _gbuffer(4, 64, 48, 7, dtype=dtype)
+    want, want_g = _run(reference.shade if dtype == torch.float64 else shade_op.shade, buf,
+                        light_falloff=True)
+    on_gpu = {k: (v.detach().to(cuda).requires_grad_(v.requires_grad)
+                  if isinstance(v, torch.Tensor) else v) for k, v in buf.items()}
+    assert _ran_fused(shade_op.shade(**on_gpu))
+    got, got_g = _run(shade_op.shade, on_gpu, light_falloff=True)
+    tol = 1e-9 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(got.cpu(), want, rtol=tol, atol=tol)
+    for k in want_g:
+        scale = max(float(want_g[k].abs().max()), 1.0)
+        torch.testing.assert_close(got_g[k].cpu(), want_g[k], rtol=tol, atol=tol * scale, msg=k)

@@ -1,0 +1,70 @@
+"""GPU (numba-cuda) kernels of the fused shading op: shade_pixel.py's per-pixel
+shading, one thread per pixel, one launch forward and one backward.
+
+Why: on a GPU the plain-torch shader (the reference) is ~500 elementwise
+kernels a training step, forward and backward, each a pass over the pixels
+and a temporary; the eager step's profile on an H100 showed this chain as
+most of the device's ~2,000 kernels a step. Here the same per-pixel Python
+function the CPU kernels run (shade_pixel) is compiled as a CUDA device
+function, so both backends share one written-out forward and backward.
+
+The arithmetic is float64 per pixel, as on the CPU (H100 and H200 run
+float64 at half the float32 rate; consumer cards far slower, but the kernel
+reads and writes ~120 bytes a pixel and is bound by memory). Every pixel's
+gradients are its own rows: no atomics, so results do not vary from run to
+run. Launched through cuda_launch on torch's current stream (no copies, no
+host sync; usable inside a recorded CUDA graph).
+
+Under NUMBA_ENABLE_CUDASIM=1 the kernels run on CPU tensors in numba's
+simulator; tests/render/test_shade_fused.py checks them that way and, on a
+GPU machine, against the reference on the device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from difflod.render.backends.cuda_launch import available, cuda, launch
+from difflod.render.backends.shade_pixel import shade_pixel
+
+__all__ = ["available", "backward", "forward"]
+
+if cuda is not None:
+    _pixel = cuda.jit(device=True)(shade_pixel.py_func)
+
+    @cuda.jit
+    def _forward_kernel(pos, geom, smooth, tangent, kd, arm, nmap, ke, vp, lp, pw, per_v, per_l,
+                        per_p, flags, min_roughness, normal_scale, out):  # pragma: no cover
+        n = cuda.grid(1)
+        if n < pos.shape[0]:
+            out[n, 0], out[n, 1], out[n, 2] = _pixel(
+                n, pos, geom, smooth, tangent, kd, arm, nmap, ke, vp, lp, pw, per_v, per_l,
+                per_p, flags & 7, min_roughness, normal_scale, out, out, out, out, out, out, out,
+                out)
+
+    @cuda.jit
+    def _backward_kernel(pos, geom, smooth, tangent, kd, arm, nmap, ke, vp, lp, pw, per_v, per_l,
+                         per_p, flags, min_roughness, normal_scale, grad, g_pos, g_geom, g_smooth,
+                         g_tangent, g_kd, g_arm, g_nmap):  # pragma: no cover
+        n = cuda.grid(1)
+        if n < pos.shape[0]:
+            _pixel(n, pos, geom, smooth, tangent, kd, arm, nmap, ke, vp, lp, pw, per_v, per_l,
+                   per_p, flags | 8, min_roughness, normal_scale, grad, g_pos, g_geom, g_smooth,
+                   g_tangent, g_kd, g_arm, g_nmap)
+
+
+def forward(inputs: tuple, rows: tuple, flags: int, min_roughness: float,
+            normal_scale: float, out: torch.Tensor) -> None:
+    """cpu_shade.forward's contract, on the tensors' GPU (or the simulator)."""
+    with launch(out.device) as run:
+        run(_forward_kernel, out.shape[0], *inputs, *rows, flags, min_roughness, normal_scale,
+            out)
+
+
+def backward(inputs: tuple, rows: tuple, flags: int, min_roughness: float,
+             normal_scale: float, grad: torch.Tensor, grads: tuple) -> None:
+    """cpu_shade.backward's contract, on the tensors' GPU (or the simulator)."""
+    with launch(grad.device) as run:
+        run(_backward_kernel, grad.shape[0], *inputs, *rows, flags, min_roughness,
+            normal_scale, grad, *grads)
+
