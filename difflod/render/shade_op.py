@@ -6,7 +6,7 @@ reference) elsewhere.
 returns the same `[B,H,W,3]` colour. The "cpu" backend (numba,
 backends/cpu_shade.py) and the "cuda" backend (numba-cuda,
 backends/cuda_shade.py) run `shade_core` forward in one kernel and its
-backward in another, both from backends/shade_pixel.py's per-pixel code,
+backward in another, both from cpu_shade.shade_pixel's per-pixel code,
 with gradients to the eight G-buffer inputs. The reference runs instead when:
 
 - `compiled` is asked (torch.compile fuses the reference);

@@ -1,5 +1,5 @@
-"""The fused shading op (render/shade_op.py; backends/shade_pixel.py run by
-cpu_shade.py and cuda_shade.py) held to the plain-torch shader (shading/shade.py):
+"""The fused shading op (render/shade_op.py; backends/cpu_shade.py's shade_pixel, run
+by its own loops and by cuda_shade.py) held to the plain-torch shader (shading/shade.py):
 colours and the gradients of all eight G-buffer inputs in float64 to rounding,
 float64 gradcheck of the op itself, float32 to float32 rounding, and the cases
 where the reference must run. The CUDA kernels run under numba's simulator here,
@@ -160,7 +160,7 @@ def test_bad_and_odd_arguments_as_the_reference() -> None:
 def test_kernel_constants_are_the_reference_ones() -> None:
     import inspect
 
-    from difflod.render.backends import shade_pixel as px
+    from difflod.render.backends import cpu_shade as px
     from difflod.scene import light
     from difflod.shading import bsdf
 
