@@ -234,10 +234,11 @@ def test_cuda_matches_reference_on_gpu(cuda: torch.device, dtype: torch.dtype) -
     # float64: the CPU kernel meets the reference at 1e-10 / 1e-9; the GPU may
     # contract products into FMAs and round sqrt and division by libdevice, which
     # specular peaks amplify (D ~ 1/(pi a^2) at a^2 = 4e-5), so the CPU gradient
-    # bound. float32: both kernels compute the same float64 values from the same
-    # float32 inputs, so at most a last-bit flip when storing (6e-8 relative), with
-    # a margin of ~16 for float64 differences near a rounding boundary.
-    tol = 1e-9 if dtype == torch.float64 else 1e-6
+    # bound. float32: numba keeps a product of two float32 inputs in float32 (the
+    # squared lengths, the dot products of inputs), which the GPU may contract into
+    # FMAs: float32 rounding (6e-8) times the specular peaks' amplification (up to
+    # ~1e3), relative to the largest value; a wrong term would be off by O(1).
+    tol = 1e-9 if dtype == torch.float64 else 1e-4
     torch.testing.assert_close(got.cpu(), want, rtol=tol, atol=tol)
     for k in want_g:
         scale = max(float(want_g[k].abs().max()), 1.0)
