@@ -68,11 +68,12 @@ def fused(kernels: ModuleType, gb_pos: torch.Tensor, gb_geom_normal: torch.Tenso
             return torch.zeros(1, c, dtype=dtype, device=device)
         return t.reshape(n, t.shape[-1]).to(dtype).contiguous()
 
-    power = light_power.reshape(-1).to(dtype).contiguous() \
+    # on the G-buffer's device: a kernel cannot read another device's memory
+    power = light_power.reshape(-1).to(device, dtype).contiguous() \
         if isinstance(light_power, torch.Tensor) else torch.full((1,), float(light_power),
                                                                  dtype=dtype, device=device)
-    vp = view_pos.to(dtype).contiguous()
-    lp = light_pos.to(dtype).contiguous()
+    vp = view_pos.to(device, dtype).contiguous()
+    lp = light_pos.to(device, dtype).contiguous()
     rows = (n // vp.shape[0], n // lp.shape[0], n // power.shape[0])
     flags = int(gb_nmap is not None) | int(gb_ke is not None) << 1 | int(light_falloff) << 2
     kd = gb_kd if gb_kd.shape[-1] == 3 else gb_kd[..., 0:3]

@@ -11,9 +11,9 @@ function, so both backends share one written-out forward and backward.
 The arithmetic is float64 per pixel, as on the CPU. H100 and H200 run
 float64 at half their float32 rate; consumer cards at 1/64 of it, where by
 its operation count (a few hundred float64 operations a pixel each way) a
-step of 2M pixels would still spend well under a millisecond (not measured). Every pixel's
-gradients are its own rows: no atomics, so results do not vary from run to
-run. Launched through cuda_launch on torch's current stream (no copies, no
+step of 2M pixels would still spend well under a millisecond (not
+measured). Every pixel's gradients are its own rows: no atomics, so results
+do not vary from run to run. Launched through cuda_launch on torch's current stream (no copies, no
 host sync; usable inside a recorded CUDA graph).
 
 Under NUMBA_ENABLE_CUDASIM=1 the kernels run on CPU tensors in numba's
