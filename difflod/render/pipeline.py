@@ -13,7 +13,7 @@ Steps (nvdiffmodeling's render.py in spirit):
    look up kd (times the vertex color), ks, the normal map and the emissive map with trilinear
    mip-mapping (or the caller's mip stacks; on the CPU a material's trained maps of one size
    in one call, _lookups); shade (render/shade_op.py: shading.shade,
-   one fused kernel each way on the CPU, which adds
+   one fused kernel each way on the CPU and the GPU, which adds
    the emissive radiance unlit; materials without one emit 0 where another
    material of the mesh has one).
 4. Composite back to front over the background: accum = lerp(accum, color,
@@ -194,15 +194,15 @@ def _lookups(textures: dict[str, torch.Tensor], uv: torch.Tensor, uv_da: torch.T
         return texture(tex, uv, uv_da, mip=mip, filter_mode="linear-mipmap-linear",
                        backend=backend)
 
+    given = {k: _mips_for(mips, index, k) for k in textures}
     groups: dict[tuple, list[str]] = {}
     for k, t in textures.items():
-        alone = not t.requires_grad or t.device.type != "cpu" \
-            or _mips_for(mips, index, k) is not None
+        alone = not t.requires_grad or t.device.type != "cpu" or given[k] is not None
         groups.setdefault((k,) if alone else (tuple(t.shape[:-1]), t.dtype), []).append(k)
     out: dict[str, torch.Tensor] = {}
     for keys in groups.values():
         if len(keys) == 1:
-            out[keys[0]] = look(textures[keys[0]], _mips_for(mips, index, keys[0]))
+            out[keys[0]] = look(textures[keys[0]], given[keys[0]])
             continue
         sizes = [textures[k].shape[-1] for k in keys]
         parts = look(torch.cat([textures[k] for k in keys], dim=-1), None).split(sizes, dim=-1)

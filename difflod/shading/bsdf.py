@@ -88,10 +88,15 @@ def _schlick_weight(cos: torch.Tensor) -> torch.Tensor:
     return m2 * m2 * m
 
 
+def _fresnel(f0: torch.Tensor, f90: torch.Tensor | float, weight: torch.Tensor) -> torch.Tensor:
+    """Schlick's Fresnel from its weight (1 - cos)^5 (_schlick_weight)."""
+    return f0 + (f90 - f0) * weight
+
+
 def fresnel_schlick(f0: torch.Tensor, f90: torch.Tensor | float,
                     cos: torch.Tensor) -> torch.Tensor:
     """Schlick's Fresnel: f0 + (f90 - f0) (1 - cos)^5, cos clamped to (0, 1)."""
-    return f0 + (f90 - f0) * _schlick_weight(cos)
+    return _fresnel(f0, f90, _schlick_weight(cos))
 
 
 def ndf_ggx(alpha_sqr: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
@@ -126,7 +131,7 @@ def _specular_lobe(f0: torch.Tensor, f90: torch.Tensor | float, alpha: torch.Ten
     scale = ndf_ggx(alpha_sqr, n_h) * masking_smith_ggx_correlated(alpha_sqr, wo_n, wi_n) \
         * 0.25 / torch.clamp(wo_n, min=SPECULAR_EPS)
     front = (wo_n > SPECULAR_EPS) & (wi_n > SPECULAR_EPS)
-    return (f0 + (f90 - f0) * weight) * torch.where(front, scale, 0.0)
+    return _fresnel(f0, f90, weight) * torch.where(front, scale, 0.0)
 
 
 def pbr_specular(col: torch.Tensor, nrm: torch.Tensor, wo: torch.Tensor, wi: torch.Tensor,
@@ -172,7 +177,7 @@ def pbr_bsdf(kd: torch.Tensor, arm: torch.Tensor, pos: torch.Tensor, nrm: torch.
     f0_dielectric = DIELECTRIC_F0 * strength
     f0 = torch.lerp(f0_dielectric, kd, metallic)
     f90 = strength + (1.0 - strength) * metallic
-    through = 1.0 - (f0_dielectric + (strength - f0_dielectric) * weight)
+    through = 1.0 - _fresnel(f0_dielectric, strength, weight)
     diffuse = kd * ((1.0 - metallic) * through * (torch.clamp(wi_n, min=0.0) / math.pi))
     specular = _specular_lobe(f0, f90, roughness * roughness, min_roughness, dot(wo, nrm), wi_n,
                               dot(nrm, h), weight)
