@@ -10,7 +10,8 @@ are excluded; the table reports mean and median over the timed iterations.
                           [--res 512] [--batch 8] [--texture-res 1024]
                           [--ref-triangles 50000] [--base-triangles 3072] [--json]
                           [--profile N] [--compile auto|on|off]
-                          [--cuda-graph off,auto] [--scaling]
+                          [--cuda-graph off,auto] [--reference-spp auto,1]
+                          [--scaling]
 
 --profile N prints, after the table, torch.profiler's N most expensive
 operators of 10 extra iterations per device (self CPU time; on a GPU also
@@ -21,7 +22,9 @@ is the mean of the same number of steps run as the training loop runs them
 
 --cuda-graph takes a comma list of the config key's values (each a row, in
 one process, so their speeds compare as a ratio); "graphed" says whether the
-step was recorded. --scaling runs, instead of the one setting, the grid
+step was recorded. --reference-spp likewise takes a comma list of the config key's values
+(auto = null: the reference drawn at the candidate's `spp`; 2 = 4 samples a
+pixel), a row each. --scaling runs, instead of the one setting, the grid
 train_res 256/512/1024/2048 x batch 1/8/16 (50k-triangle reference), then
 reference triangles 20k/200k/2M at 512^2, batch 8; a setting that runs out
 of memory is a row saying so.
@@ -46,7 +49,8 @@ from difflod.models import open_model
 from difflod.optimize.trainer import Trainer, prepare_meshes
 
 
-def bench_device(device: str, args: argparse.Namespace, tmp: Path, graph: str = "auto") -> dict:
+def bench_device(device: str, args: argparse.Namespace, tmp: Path, graph: str = "auto",
+                 ref_spp: int | None = None) -> dict:
     cfg = load_config(None, {
         "ref_mesh": f"asset:spiky?triangles={args.ref_triangles}&texture_res=1024",
         "base_mesh": f"asset:sphere?triangles={args.base_triangles}",
@@ -54,7 +58,7 @@ def bench_device(device: str, args: argparse.Namespace, tmp: Path, graph: str = 
         "train_res": args.res, "texture_res": [args.texture_res, args.texture_res],
         "learning_rate": 0.03, "min_roughness": 0.25, "save_interval": 0,
         "device": device, "out_dir": f"bench_{device}", "compile": args.compile,
-        "cuda_graph": graph})
+        "cuda_graph": graph, "reference_spp": ref_spp})
     dev = torch.device(device)
     if dev.type == "cuda":  # an earlier row's trainer (and its graph's pool) must not count
         gc.collect()
@@ -97,6 +101,7 @@ def bench_device(device: str, args: argparse.Namespace, tmp: Path, graph: str = 
             "graphed": trainer.captured is not None and trainer.captured.graph is not None,
             "peak_gib": peak, "peak_kind": "GPU allocated" if dev.type == "cuda" else "process RSS",
             "res": args.res, "batch": args.batch, "texture_res": args.texture_res,
+            "reference_spp": trainer.config.reference_spp,
             "ref_triangles": ref.num_triangles, "base_triangles": base.num_triangles,
             "psnr_last": trainer.history[-1]["psnr"],
             # the recorded step's pixel slots per layer, as a share of the pixels
@@ -159,6 +164,8 @@ def main() -> int:
                    help="the config key: shading through torch.compile (auto: on a GPU)")
     p.add_argument("--cuda-graph", default="auto",
                    help="comma list of the config key's values (auto, on, off), a row each")
+    p.add_argument("--reference-spp", default="auto",
+                   help="comma list of the config key's values (auto = null, or 1..64), a row each")
     p.add_argument("--scaling", action="store_true",
                    help="the resolution x batch grid and the reference-size row")
     p.add_argument("--json", action="store_true")
@@ -168,6 +175,11 @@ def main() -> int:
     import tempfile
 
     graphs = [g.strip() for g in args.cuda_graph.split(",") if g.strip()]
+    try:
+        ref_spps = [None if v.strip() == "auto" else int(v) for v in args.reference_spp.split(",")
+                    if v.strip()]
+    except ValueError:
+        p.error(f"--reference-spp: a comma list of auto or integers, got {args.reference_spp!r}")
     settings = [{}]
     if args.scaling:
         settings = [{"res": r, "batch": b} for r in (256, 512, 1024, 2048) for b in (1, 8, 16)]
@@ -177,12 +189,13 @@ def main() -> int:
         for device in [d.strip() for d in args.device.split(",") if d.strip()]:
             for setting in settings:
                 for graph in graphs:
-                    run = argparse.Namespace(**{**vars(args), **setting})
-                    try:
-                        rows.append(bench_device(device, run, Path(tmp), graph))
-                    except DiffLodError as e:  # out of memory: a row saying so
-                        rows.append(_failed_row(device, run, graph, str(e)))
-                    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+                    for ref_spp in ref_spps:
+                        run = argparse.Namespace(**{**vars(args), **setting})
+                        try:
+                            rows.append(bench_device(device, run, Path(tmp), graph, ref_spp))
+                        except DiffLodError as e:  # out of memory: a row saying so
+                            rows.append(_failed_row(device, run, graph, str(e)))
+                        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()
@@ -198,7 +211,7 @@ def main() -> int:
               f"{r['ms_pipelined']:8.1f} "
               f"{r['peak_gib']:9.2f}  {r['peak_kind']}; res {r['res']}, batch {r['batch']}, "
               f"tex {r['texture_res']}^2, ref {r['ref_triangles']} / base "
-              f"{r['base_triangles']} tris; compiled shading {r['compiled']}, graphed "
+              f"{r['base_triangles']} tris, reference spp {r['reference_spp']}; compiled shading {r['compiled']}, graphed "
               f"{r['graphed']} (slots {r['slots']:.0%}, {r['skipped']} skipped), warm-up "
               f"{r['warmup_s']:.1f} s")
     return 0

@@ -125,6 +125,17 @@ class TrainConfig:
     # by up to this factor (scene.views.sample_views zoom): closer looks teach
     # what the training resolution cannot resolve, at no extra pixel cost; 1 = off
     train_zoom: float = 1.0
+    # samples per pixel of the reference's training renders only (the candidate
+    # keeps `spp`); null: `spp`. A detailed reference's triangles are smaller
+    # than a pixel, and the antialiasing (render.antialias) blends a pixel pair
+    # only where the crossing edge belongs to a triangle seen at one of its two
+    # centres (5% of a 20k-triangle sphere's outline pairs, 87% at 200
+    # triangles), so at one sample its outline is a staircase. 2 (4 samples)
+    # measured on the CPU proxy (vcolor, beacon, glass at 5%, 500 iterations at
+    # 256^2, three.js gain over qem_bake): +0.24 dB on the smooth vcolor, -0.25
+    # on beacon and -0.10 on glass, whose shading the extra samples average
+    # where three.js's MSAA shades once a pixel; the step took 1.6-2x as long
+    reference_spp: int | None = None
     # learning rates x 10^(-lr_decay * iteration); null: the rate that brings them
     # to a tenth at the last iteration (optimize.schedule; simplify's default)
     lr_decay: float | None = 0.0002
@@ -166,6 +177,11 @@ class TrainConfig:
         if self.spp is not None:
             return self.spp
         return AUTO_SPP if mask else 1
+
+    def reference_spp_for(self, spp: int) -> int:
+        """The samples per pixel of the reference's training renders, given the
+        run's resolved `spp`: `reference_spp`, or when null `spp`."""
+        return spp if self.reference_spp is None else self.reference_spp
 
     @property
     def lr_positions(self) -> float:
@@ -288,6 +304,8 @@ def _check_values(c: TrainConfig, where: str) -> None:
     need(c.iter >= 0, "iter", "must be >= 0")
     need(c.batch >= 1, "batch", "must be >= 1")
     need(c.spp is None or 1 <= c.spp <= 64, "spp", "must be in 1..64 or null (automatic)")
+    need(c.reference_spp is None or 1 <= c.reference_spp <= 64, "reference_spp",
+         "must be in 1..64 or null (automatic)")
     need(c.layers is None or 1 <= c.layers <= 16, "layers", "must be in 1..16 or null (automatic)")
     need(8 <= c.train_res <= 8192, "train_res", "must be in 8..8192")
     need(c.display_res is None or 8 <= c.display_res <= 8192, "display_res", "must be in 8..8192")

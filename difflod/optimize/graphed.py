@@ -46,7 +46,7 @@ from difflod.config import TrainConfig
 from difflod.mesh import Mesh
 
 __all__ = ["CapturedStep", "RecordingError", "capacity_for", "graph_blocker", "make_capturable",
-           "measure_pixel_capacity", "portable_state"]
+           "measure_pixel_capacity", "portable_state", "scale_count"]
 
 # slots per covered pixel of the fullest batch seen: room for views and
 # positions that cover more than the sampled batches did
@@ -162,15 +162,17 @@ def portable_state(optimizer_state: dict) -> dict:
     return optimizer_state
 
 
-def measure_pixel_capacity(meshes: Sequence[Mesh], config: TrainConfig, res: int, spp: int,
-                           batches: int = 16) -> int | None:
+def measure_pixel_capacity(meshes: Sequence[tuple[Mesh, int]], config: TrainConfig, res: int,
+                           spp: int, batches: int = 16) -> int | None:
     """Slots per layer for the recorded step's renders (render_mesh's
-    `pixel_capacity`): the most pixels that the first layer of one training
-    batch covers, over `batches` batches of random views, for every mesh in
-    `meshes` (the reference and the candidate), times CAPACITY_MARGIN; None
-    where that reaches every pixel (the render then shades them all). A later
-    layer never covers more pixels than the first. The views are drawn by a
-    generator of their own, so the training's draws stay those of an eager run.
+    `pixel_capacity`), counted at `spp` samples per pixel: the most pixels
+    that the first layer of one training batch covers, over `batches` batches
+    of random views, for every (mesh, its samples per pixel) in `meshes` (the
+    reference and the candidate; a count at other samples is scaled to `spp`'s
+    by `scale_count`), times CAPACITY_MARGIN; None where that reaches every
+    pixel (the render then shades them all). A later layer never covers more
+    pixels than the first. The views are drawn by a generator of their own, so
+    the training's draws stay those of an eager run.
     """
     from difflod.render.pipeline import clip_positions
     from difflod.render.rasterize import rasterize
@@ -182,12 +184,22 @@ def measure_pixel_capacity(meshes: Sequence[Mesh], config: TrainConfig, res: int
     with torch.no_grad():
         for _ in range(batches):
             views = sample_views(config.batch, gen, zoom=config.train_zoom,
-                                 device=meshes[0].device)
-            for mesh in meshes:
+                                 device=meshes[0][0].device)
+            for mesh, own in meshes:
                 rast, _ = rasterize(clip_positions(mesh.v_pos, views.mvp), mesh.t_pos_idx,
-                                    (res * spp, res * spp), backend=config.render_backend)
-                most = max(most, int((rast[..., 3] > 0).sum()))
+                                    (res * own, res * own), backend=config.render_backend)
+                covered = int((rast[..., 3] > 0).sum())
+                most = max(most, scale_count(covered, (spp * spp, own * own)))
     return capacity_for(most, total)
+
+
+def scale_count(count: int | torch.Tensor | None, ratio: tuple[int, int]
+                ) -> int | torch.Tensor | None:
+    """A pixel count (an int, an integer tensor, or None) at other samples per
+    pixel: count x ratio[0] / ratio[1], rounded up (None stays None)."""
+    if count is None or ratio[0] == ratio[1]:
+        return count
+    return (count * ratio[0] + ratio[1] - 1) // ratio[1]
 
 
 def capacity_for(covered: int, total: int) -> int | None:

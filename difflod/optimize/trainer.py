@@ -41,6 +41,7 @@ from difflod.optimize.graphed import (
     make_capturable,
     measure_pixel_capacity,
     portable_state,
+    scale_count,
 )
 from difflod.optimize.progress import Progress
 from difflod.optimize.readback import PendingSteps
@@ -141,9 +142,10 @@ class Trainer:
         # once here, so that the per-step renders can skip their checks (validate=False)
         reference.validate()
         base.validate()
-        # spp null resolved here, once, for every render of the run
-        config = config.replace(spp=config.spp_for(any(m.alpha_mode == "MASK" and m.has_alpha
-                                                       for m in reference.materials)))
+        # spp and reference_spp null resolved here, once, for every render of the run
+        spp = config.spp_for(any(m.alpha_mode == "MASK" and m.has_alpha
+                                 for m in reference.materials))
+        config = config.replace(spp=spp, reference_spp=config.reference_spp_for(spp))
         self.config = config
         self.out_dir = Path(out_dir)
         self.device = base.device
@@ -221,30 +223,34 @@ class Trainer:
                                        skin=base.skin)
         return mesh
 
-    def render_pair(self, candidate: Mesh, views, res: int, spp: int, bg: torch.Tensor,
-                    times: list[float | None]
+    def render_pair(self, candidate: Mesh, views, res: int, spp: tuple[int, int],
+                    bg: torch.Tensor, times: list[float | None]
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Render (candidate, reference) colors `[B,res,res,3]` for the views; with
-        animation times, each view poses both meshes at its own time. Third: with
-        a pixel capacity (a recorded step's renders), the most covered pixels of
-        one layer of either render (a device scalar), else None."""
+        """Render (candidate, reference) colors `[B,res,res,3]` for the views, at
+        `spp` = (candidate's, reference's) samples per pixel; with animation
+        times, each view poses both meshes at its own time. Third: with a pixel
+        capacity (a recorded step's renders), the most covered pixels of one
+        layer of either render, counted at the candidate's samples (a device
+        scalar), else None."""
         from difflod.render.pipeline import render_mesh
 
         cfg = self.config
         capacity = self.pixel_capacity
-        opts = {"spp": spp, "min_roughness": cfg.min_roughness, "backend": cfg.render_backend,
+        opts = {"min_roughness": cfg.min_roughness, "backend": cfg.render_backend,
                 "validate": False,
-                "compiled": self.compiled, "capturable": self.graphed or capacity is not None,
-                "pixel_capacity": capacity}
+                "compiled": self.compiled, "capturable": self.graphed or capacity is not None}
+        # the reference's slots and count scale with its samples (graphed.scale_count)
+        ratio = (spp[1] * spp[1], spp[0] * spp[0])
         counts: list[torch.Tensor] = []
 
         def draw_reference(t: float | None, v, b: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 out = render_mesh(self._pose(self.reference, t), v, (res, res),
-                                  layers=self.ref_layers, background=b,
-                                  topology=self.topology["reference"], **opts)
+                                  layers=self.ref_layers, background=b, spp=spp[1],
+                                  topology=self.topology["reference"],
+                                  pixel_capacity=scale_count(capacity, ratio), **opts)
             if out.covered is not None:
-                counts.append(out.covered)
+                counts.append(scale_count(out.covered, ratio[::-1]))
             return out.color
 
         def pair(t: float | None, v, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -252,14 +258,14 @@ class Trainer:
             if self.reference_renders is None or self.graphed:
                 ref = draw_reference(t, v, b)
             else:
-                ref = self.reference_renders.get(self.reference, v, b, t, spp,
+                ref = self.reference_renders.get(self.reference, v, b, t, spp[1],
                                                  lambda: draw_reference(t, v, b))
             # validate=False: __init__ validated both meshes; the candidate is built
             # from the base (same indices) and rasterize checks its positions finite
             out = render_mesh(self._pose(candidate, t), v, (res, res), layers=self.layers,
-                              background=b, mips=self.trainable.mips(),
+                              background=b, mips=self.trainable.mips(), spp=spp[0],
                               topology=self.topology["candidate"], corners=self.corners,
-                              **opts)
+                              pixel_capacity=capacity, **opts)
             if out.covered is not None:
                 counts.append(out.covered)
             return out.color, ref
@@ -279,10 +285,10 @@ class Trainer:
 
         cfg, it, gen = self.config, self.iteration, self.generator
         t0 = time.perf_counter()
-        res, spp = cfg.train_res, cfg.spp
+        res, spp = cfg.train_res, (cfg.spp, cfg.reference_spp)
         if cfg.random_train_res:
             res = int(torch.randint(16, cfg.train_res + 1, (1,), generator=gen))
-            spp = min(cfg.spp * (cfg.train_res // res), 64)
+            spp = tuple(min(n * (cfg.train_res // res), 64) for n in spp)
         views = sample_views(cfg.batch, gen, light_power=cfg.light_power, zoom=cfg.train_zoom,
                              device=self.device)
         bg = background(cfg.train_background, cfg.batch, res, res, gen, device=self.device)
@@ -314,9 +320,10 @@ class Trainer:
                 numbers, lap_w = self._compute(views, bg, res, spp, times, None)
         except torch.cuda.OutOfMemoryError:
             raise DiffLodError(
-                f"out of GPU memory at train_res={res}, batch={cfg.batch}, spp={spp}, "
+                f"out of GPU memory at train_res={res}, batch={cfg.batch}, spp={spp[0]}, "
+                f"reference_spp={spp[1]}, "
                 f"layers={self.layers}, texture_res={list(cfg.texture_res)}: lower 'batch' "
-                f"(or train_res / spp / texture_res)") from None
+                f"(or train_res / spp / reference_spp / texture_res)") from None
         self.scheduler.step()
         record = {"iteration": it}
         self.pending.add(record, numbers, lap_w, (time.perf_counter() - t0) * 1000.0)
@@ -349,18 +356,20 @@ class Trainer:
             def step(b: dict[str, torch.Tensor]) -> torch.Tensor:
                 v = Views(mvp=b["mvp"], campos=b["campos"], lightpos=b["lightpos"],
                           light_power=power)
-                return self._compute(v, b["bg"], cfg.train_res, cfg.spp,
+                return self._compute(v, b["bg"], cfg.train_res, (cfg.spp, cfg.reference_spp),
                                      [None] * cfg.batch, b["lap_w"])[0]
 
             if self.pixel_capacity is None and not self._capacity_measured:
                 self.pixel_capacity = measure_pixel_capacity(
-                    [self.reference, self._candidate()], cfg, cfg.train_res, cfg.spp)
+                    [(self.reference, cfg.reference_spp), (self._candidate(), cfg.spp)], cfg,
+                    cfg.train_res, cfg.spp)
                 self._capacity_measured = True
             self.captured = CapturedStep(step, bufs, warmup=2)
         return self.captured({"mvp": views.mvp, "campos": views.campos,
                               "lightpos": views.lightpos, "bg": bg, "lap_w": lap_w})
 
-    def _compute(self, views, bg: torch.Tensor, res: int, spp: int, times: list[float | None],
+    def _compute(self, views, bg: torch.Tensor, res: int, spp: tuple[int, int],
+                 times: list[float | None],
                  lap_w: float | torch.Tensor | None) -> tuple[torch.Tensor, float]:
         """Render, loss, backward, Adam, clamp: (the step's numbers `[5]` on the
         device: loss, Laplacian, MSE, finite, covered pixels past the capacity;
@@ -536,8 +545,8 @@ class Trainer:
                           background=bg, min_roughness=cfg.min_roughness, backend=backend,
                           mips=self.trainable.mips(), topology=self.topology["candidate"]).color
         ref = render_mesh(self.reference, view, (res, res), layers=self.ref_layers, background=bg,
-                          spp=cfg.spp, min_roughness=cfg.min_roughness, backend=backend,
-                          topology=self.topology["reference"]).color
+                          spp=cfg.reference_spp, min_roughness=cfg.min_roughness,
+                          backend=backend, topology=self.topology["reference"]).color
         img = torch.cat([opt, ref], dim=2)[0]
         # raster row 0 is the bottom row: flip for the picture
         return linear_to_srgb(img.clamp(0.0, 1.0)).flip(0).cpu()

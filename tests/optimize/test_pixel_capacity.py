@@ -32,7 +32,7 @@ def _covered(mesh, views) -> int:
 def test_the_capacity_holds_the_batches_that_training_draws(tmp_path: Path, trainer_for) -> None:
     tr = trainer_for(load_config(None, BASE), tmp_path)
     cand = tr._candidate()
-    cap = measure_pixel_capacity([tr.reference, cand], tr.config, 32, 1)
+    cap = measure_pixel_capacity([(tr.reference, 1), (cand, 1)], tr.config, 32, 1)
     assert cap is not None and cap < TOTAL
     # batches drawn as training draws them (another generator than the measurement's)
     gen = torch.Generator().manual_seed(123)
@@ -41,7 +41,7 @@ def test_the_capacity_holds_the_batches_that_training_draws(tmp_path: Path, trai
     assert cap <= max(seen) * CAPACITY_MARGIN * 1.3 + 256
     # magnified windows fill the frame: no capacity below every pixel
     zoomed = load_config(None, {**BASE, "train_zoom": 16})
-    assert measure_pixel_capacity([tr.reference, cand], zoomed, 32, 1) is None
+    assert measure_pixel_capacity([(tr.reference, 1), (cand, 1)], zoomed, 32, 1) is None
 
 
 def test_room_for_every_covered_pixel_trains_as_the_default_step(tmp_path: Path,
