@@ -115,3 +115,23 @@ def test_graphed_training_equals_eager_training(cuda: torch.device, tmp_path: Pa
     again = _trainer({"cuda_graph": "off"}, cuda, tmp_path / "on")
     again.load_checkpoint(path)
     assert again.iteration == GPU["iter"]
+
+
+def test_a_supersampled_reference_records_with_slots_at_the_candidates_samples(
+        cuda: torch.device, tmp_path: Path) -> None:
+    """reference_spp 2: the recorded reference render has 4x the candidate's
+    slots (graphed.scale_count), no step overflows them, and the recorded run
+    trains as the eager one does (the same bounds as above)."""
+    runs = {}
+    for name, mode in (("eager", "off"), ("graphed", "on")):
+        t = _trainer({"cuda_graph": mode, "reference_spp": 2}, cuda, tmp_path / name)
+        runs[name] = (t, t.run(checkpoint=False))
+    graphed = runs["graphed"][0]
+    assert graphed.config.reference_spp == 2
+    assert graphed.captured is not None and graphed.captured.graph is not None
+    total = GPU["batch"] * GPU["train_res"] ** 2
+    assert graphed.pixel_capacity is not None and graphed.pixel_capacity < total
+    assert not any(r.get("skipped") for r in runs["graphed"][1])
+    for (a, b) in zip(runs["eager"][1], runs["graphed"][1], strict=True):
+        assert b["psnr"] == pytest.approx(a["psnr"], abs=0.25), (a, b)
+    assert runs["graphed"][1][-1]["psnr"] > runs["graphed"][1][0]["psnr"] + 0.5
