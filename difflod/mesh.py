@@ -19,6 +19,7 @@ readers turn that into an `InputFileError` naming the file.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -146,13 +147,13 @@ class Skin:
 
     def at(self, t: float) -> torch.Tensor:
         """Skinning matrices `[J,4,4]` at time t (clamped; linear between keys)."""
-        times = self.times
-        if times.numel() == 1 or t <= float(times[0]):
+        times = self.times.tolist()  # one copy to the host, wherever the skin is
+        if len(times) == 1 or t <= times[0]:
             return self.matrices[0]
-        if t >= float(times[-1]):
+        if t >= times[-1]:
             return self.matrices[-1]
-        i = int(torch.searchsorted(times, torch.tensor(float(t), dtype=times.dtype)).item())
-        t0, t1 = float(times[i - 1]), float(times[i])
+        i = bisect.bisect_left(times, float(t))  # times[i - 1] < t <= times[i]
+        t0, t1 = times[i - 1], times[i]
         w = (t - t0) / max(t1 - t0, 1e-12)
         return self.matrices[i - 1] * (1.0 - w) + self.matrices[i] * w
 

@@ -58,6 +58,16 @@ def test_skin_interpolates_and_validates() -> None:
         Skin(times=torch.tensor([1.0, 0.0]), matrices=torch.stack([eye, eye])[:, None]).validate()
 
 
+def test_skin_picks_the_keys_around_a_time() -> None:
+    # keys at 0, 0.5, 2 moving x by 0, 1, 4: on a key, its matrix; between, the
+    # blend of the two keys around it
+    mats = torch.eye(4).repeat(3, 1, 1, 1)
+    mats[:, 0, 0, 3] = torch.tensor([0.0, 1.0, 4.0])
+    skin = Skin(times=torch.tensor([0.0, 0.5, 2.0]), matrices=mats)
+    for t, x in ((0.5, 1.0), (0.25, 0.5), (1.25, 2.5), (2.0, 4.0), (1.999, 3.998)):
+        assert float(skin.at(t)[0, 0, 3]) == pytest.approx(x, abs=1e-5), t
+
+
 def test_replace_to_detach_return_copies() -> None:
     m = tri_mesh()
     pos = m.v_pos.clone().requires_grad_(True)

@@ -39,12 +39,19 @@ def test_gradcheck() -> None:
     assert torch.autograd.gradcheck(lambda a, b: skin_positions(a, joints, w, b), (v, mats))
 
 
-def test_skin_mesh_poses_normals_at_time() -> None:
+def _skinned_cube() -> Mesh:
+    """The cube on one joint turning by 90 degrees about z over one second."""
     v, f = cube()
     skin = Skin(times=torch.tensor([0.0, 1.0]),
                 matrices=torch.stack([torch.eye(4), _rot_z(math.pi / 2)])[:, None])
-    m = with_normals(Mesh(v_pos=v, t_pos_idx=f, v_joints=torch.zeros(8, 4, dtype=torch.int64),
-                          v_weights=torch.tensor([[1.0, 0, 0, 0]]).repeat(8, 1), skin=skin))
+    return with_normals(Mesh(v_pos=v, t_pos_idx=f,
+                             v_joints=torch.zeros(8, 4, dtype=torch.int64),
+                             v_weights=torch.tensor([[1.0, 0, 0, 0]]).repeat(8, 1), skin=skin))
+
+
+def test_skin_mesh_poses_normals_at_time() -> None:
+    m = _skinned_cube()
+    v, f = m.v_pos, m.t_pos_idx
     posed = skin_mesh(m, 1.0)
     r = _rot_z(math.pi / 2)[:3, :3]
     torch.testing.assert_close(posed.v_pos, v @ r.T)
@@ -52,6 +59,18 @@ def test_skin_mesh_poses_normals_at_time() -> None:
     assert posed.skin is None
     torch.testing.assert_close(skin_mesh(m, 0.0).v_pos, v)
     assert skin_mesh(Mesh(v_pos=v, t_pos_idx=f), 0.5).v_pos is v
+
+
+def test_skin_mesh_on_a_gpu_poses_as_on_the_cpu(cuda: torch.device) -> None:
+    """A mesh moved to the GPU (skin keys included) poses at any time as on the
+    CPU (the key search once read a CPU time against GPU keys)."""
+    mesh = _skinned_cube()
+    on_gpu = mesh.to(cuda)
+    for t in (0.0, 0.3, 0.75, 1.0):
+        want, got = skin_mesh(mesh, t), skin_mesh(on_gpu, t)
+        assert got.v_pos.device.type == "cuda"
+        torch.testing.assert_close(got.v_pos.cpu(), want.v_pos, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got.v_nrm.cpu(), want.v_nrm, rtol=1e-5, atol=1e-6)
 
 
 def test_load_nvdiffmodeling_files(tmp_path) -> None:

@@ -58,7 +58,8 @@ def _run(fn, buf: dict, **kw) -> tuple[torch.Tensor, dict]:
     for t in leaves.values():
         t.grad = None
     out = fn(**buf, min_roughness=0.08, **kw)
-    weights = torch.linspace(0.5, 1.5, out.numel(), dtype=out.dtype).reshape(out.shape)
+    weights = torch.linspace(0.5, 1.5, out.numel(), dtype=out.dtype,
+                             device=out.device).reshape(out.shape)
     (out * weights).sum().backward()
     return out.detach(), {k: t.grad.clone() for k, t in leaves.items()}
 
