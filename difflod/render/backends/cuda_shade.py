@@ -7,6 +7,10 @@ and a temporary; the eager step's profile on an H100 showed this chain as
 most of the device's ~2,000 kernels a step. Here the same per-pixel Python
 function the CPU kernels run (shade_pixel) is compiled as a CUDA device
 function, so both backends share one written-out forward and backward.
+Measured on an H100 at spot.json's settings (bench/train.py, 200
+iterations): the recorded step 15.4 -> 11.4 ms, eager 32.7 -> 24.8 ms, the
+recorded step's peak memory 1.51 -> 1.12 GiB; the two kernels take 0.17 ms
+(backward) and less (forward) of the step's 8.1 ms of device time.
 
 The arithmetic is float64 per pixel, as on the CPU. H100 and H200 run
 float64 at half their float32 rate; consumer cards at 1/64 of it, where by
