@@ -14,7 +14,6 @@ from difflod.base.baseline import baseline
 from difflod.config import ConfigError, TrainConfig, load_config
 from difflod.models import open_model
 from difflod.optimize.graphed import measure_pixel_capacity, scale_count
-from difflod.optimize.trainer import Trainer, prepare_meshes
 from difflod.render.pipeline import render_mesh
 from difflod.scene.views import fixed_views
 
@@ -31,12 +30,6 @@ def meshes() -> tuple:
     return ref, baseline(ref, 200, texture_res=32)
 
 
-def _trainer(meshes: tuple, tmp_path: Path, **changes: object) -> Trainer:
-    cfg = load_config(None, {**SMALL, **changes})
-    ref_n, base_n, _ = prepare_meshes(*meshes, cfg, torch.device("cpu"))
-    return Trainer(cfg, ref_n, base_n, tmp_path, quiet=True)
-
-
 def test_reference_spp_automatic_or_given() -> None:
     assert TrainConfig().reference_spp is None
     assert TrainConfig().reference_spp_for(1) == 1      # null: as the candidate
@@ -47,10 +40,12 @@ def test_reference_spp_automatic_or_given() -> None:
         load_config(None, {"reference_spp": 0})
 
 
-def test_the_reference_is_drawn_at_its_own_samples(meshes: tuple, tmp_path: Path) -> None:
-    tr = _trainer(meshes, tmp_path / "two")
+def test_the_reference_is_drawn_at_its_own_samples(meshes: tuple, tmp_path: Path,
+                                                    trainer_on) -> None:
+    tr = trainer_on(meshes, load_config(None, SMALL), tmp_path / "two")
     assert (tr.config.spp, tr.config.reference_spp) == (1, 2)
-    auto = _trainer(meshes, tmp_path / "auto", reference_spp=None, spp=3)
+    auto = trainer_on(meshes, load_config(None, {**SMALL, "reference_spp": None, "spp": 3}),
+                      tmp_path / "auto")
     assert (auto.config.spp, auto.config.reference_spp) == (3, 3)   # resolved once
 
     views = fixed_views(2, 0)
@@ -74,12 +69,12 @@ def test_the_reference_is_drawn_at_its_own_samples(meshes: tuple, tmp_path: Path
     assert err_two < 0.6 * err_one, (err_two, err_one)
 
 
-def test_pixel_slots_count_the_reference_at_the_candidates_samples(meshes: tuple,
-                                                                   tmp_path: Path) -> None:
+def test_pixel_slots_count_the_reference_at_the_candidates_samples(meshes: tuple, tmp_path: Path,
+                                                                   trainer_on) -> None:
     assert scale_count(None, (4, 1)) is None
     assert scale_count(10, (1, 4)) == 3 and scale_count(10, (4, 1)) == 40
     assert int(scale_count(torch.tensor(9), (1, 4))) == 3
-    tr = _trainer(meshes, tmp_path / "a")
+    tr = trainer_on(meshes, load_config(None, SMALL), tmp_path / "a")
     cand = tr._candidate()
     at_one = measure_pixel_capacity([(tr.reference, 1), (cand, 1)], tr.config, RES, 1)
     at_two = measure_pixel_capacity([(tr.reference, 2), (cand, 1)], tr.config, RES, 1)
@@ -88,8 +83,8 @@ def test_pixel_slots_count_the_reference_at_the_candidates_samples(meshes: tuple
     assert abs(at_two - at_one) <= 0.05 * at_one, (at_one, at_two)
 
     # slots for every covered pixel: the step is the one without slots
-    plain = _trainer(meshes, tmp_path / "b")
-    slots = _trainer(meshes, tmp_path / "c")
+    plain = trainer_on(meshes, load_config(None, SMALL), tmp_path / "b")
+    slots = trainer_on(meshes, load_config(None, SMALL), tmp_path / "c")
     slots.pixel_capacity = 2 * RES * RES - 1
     for _ in range(2):
         a, b = plain.step(), slots.step()

@@ -12,7 +12,6 @@ import torch
 from difflod.base.baseline import baseline
 from difflod.config import load_config
 from difflod.models import open_model
-from difflod.optimize.trainer import Trainer, prepare_meshes
 from difflod.scene.views import fixed_views
 
 REF = "asset:glass?triangles=2000&texture_res=64"
@@ -26,20 +25,14 @@ def meshes() -> tuple:
     return ref, baseline(ref, 200, texture_res=32)
 
 
-def _trainer(meshes: tuple, tmp_path: Path, **changes: object) -> Trainer:
-    cfg = load_config(None, {**SMALL, **changes})
-    ref_n, base_n, _ = prepare_meshes(*meshes, cfg, torch.device("cpu"))
-    return Trainer(cfg, ref_n, base_n, tmp_path, quiet=True)
-
-
 def _centre(image: torch.Tensor) -> torch.Tensor:
     h, w = image.shape[:2]
     return image[h // 2 - 3:h // 2 + 4, w // 2 - 3:w // 2 + 4].reshape(-1, 3).mean(0)
 
 
-def test_null_layers_peel_a_blend_reference(meshes: tuple, tmp_path: Path) -> None:
-    auto = _trainer(meshes, tmp_path / "auto")
-    one = _trainer(meshes, tmp_path / "one", layers=1)
+def test_null_layers_peel_a_blend_reference(meshes: tuple, tmp_path: Path, trainer_on) -> None:
+    auto = trainer_on(meshes, load_config(None, SMALL), tmp_path / "auto")
+    one = trainer_on(meshes, load_config(None, {**SMALL, "layers": 1}), tmp_path / "one")
     assert auto.layers == 4 and one.layers == 1
     assert auto.trainable.textures["kd"].base.shape[-1] == 4      # alpha is trained
     assert auto.trainable.alpha_mode == "BLEND"
