@@ -211,7 +211,8 @@ def main() -> int:
               f"{r['ms_pipelined']:8.1f} "
               f"{r['peak_gib']:9.2f}  {r['peak_kind']}; res {r['res']}, batch {r['batch']}, "
               f"tex {r['texture_res']}^2, ref {r['ref_triangles']} / base "
-              f"{r['base_triangles']} tris, reference spp {r['reference_spp']}; compiled shading {r['compiled']}, graphed "
+              f"{r['base_triangles']} tris, reference spp {r['reference_spp']}; "
+              f"compiled shading {r['compiled']}, graphed "
               f"{r['graphed']} (slots {r['slots']:.0%}, {r['skipped']} skipped), warm-up "
               f"{r['warmup_s']:.1f} s")
     return 0

@@ -305,7 +305,7 @@ def _check_values(c: TrainConfig, where: str) -> None:
     need(c.batch >= 1, "batch", "must be >= 1")
     need(c.spp is None or 1 <= c.spp <= 64, "spp", "must be in 1..64 or null (automatic)")
     need(c.reference_spp is None or 1 <= c.reference_spp <= 64, "reference_spp",
-         "must be in 1..64 or null (automatic)")
+         "must be in 1..64 or null (as spp)")
     need(c.layers is None or 1 <= c.layers <= 16, "layers", "must be in 1..16 or null (automatic)")
     need(8 <= c.train_res <= 8192, "train_res", "must be in 8..8192")
     need(c.display_res is None or 8 <= c.display_res <= 8192, "display_res", "must be in 8..8192")

@@ -36,7 +36,7 @@ def test_reference_spp_automatic_or_given() -> None:
     assert TrainConfig().reference_spp_for(3) == 3
     assert load_config(None, {"reference_spp": 1}).reference_spp_for(2) == 1
     assert load_config(None, {"reference_spp": 4}).reference_spp_for(1) == 4
-    with pytest.raises(ConfigError, match="'reference_spp' must be in 1..64 or null"):
+    with pytest.raises(ConfigError, match=r"'reference_spp' must be in 1..64 or null \(as spp\)"):
         load_config(None, {"reference_spp": 0})
 
 
