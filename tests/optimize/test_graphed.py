@@ -135,3 +135,20 @@ def test_a_supersampled_reference_records_with_slots_at_the_candidates_samples(
     for (a, b) in zip(runs["eager"][1], runs["graphed"][1], strict=True):
         assert b["psnr"] == pytest.approx(a["psnr"], abs=0.25), (a, b)
     assert runs["graphed"][1][-1]["psnr"] > runs["graphed"][1][0]["psnr"] + 0.5
+
+
+def test_an_animated_model_trains_eagerly_on_a_gpu_as_on_the_cpu(cuda: torch.device,
+                                                                  tmp_path: Path) -> None:
+    """An animated reference is not recorded (graph_blocker) and poses on the
+    device each step: its first steps' losses are the CPU backend's (the same
+    seed draws the same views and poses; the kernels differ by rounding)."""
+    anim = {"ref_mesh": "asset:skinned_cylinder?triangles=800&texture_res=32",
+            "base_mesh": "asset:skinned_cylinder?triangles=200&texture_res=32",
+            "animate": True, "iter": 3, "random_textures": False}
+    gpu = _trainer({**anim, "backend": "cuda"}, cuda, tmp_path / "gpu")
+    cpu = _trainer({**anim, "backend": "cpu"}, torch.device("cpu"), tmp_path / "cpu")
+    assert gpu.skinned and not gpu.graphed
+    for _ in range(3):
+        a, b = cpu.step(), gpu.step()
+        assert not b.get("skipped")
+        assert b["loss"] == pytest.approx(a["loss"], rel=0.02), (a, b)
