@@ -234,8 +234,8 @@ def test_cuda_matches_reference_on_gpu(cuda: torch.device, dtype: torch.dtype) -
     got, got_g = _run(shade_op.shade, on_gpu, light_falloff=True)
     # float64: the CPU kernel meets the reference at 1e-10 / 1e-9; the GPU may
     # contract products into FMAs and round sqrt and division by libdevice, which
-    # specular peaks amplify (D ~ 1/(pi a^2) at a^2 = 4e-5), so the CPU gradient
-    # bound. float32: numba keeps a product of two float32 inputs in float32 (the
+    # specular peaks amplify (D ~ 1/(pi a^2) at a^2 = 4e-5), so both are held to
+    # the CPU's gradient bound, 1e-9. float32: numba keeps a product of two float32 inputs in float32 (the
     # squared lengths, the dot products of inputs), which the GPU may contract into
     # FMAs: float32 rounding (6e-8) times the specular peaks' amplification (up to
     # ~1e3), relative to the largest value; a wrong term would be off by O(1).

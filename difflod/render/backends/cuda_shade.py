@@ -17,8 +17,8 @@ float64 at half their float32 rate; consumer cards at 1/64 of it, where by
 its operation count (a few hundred float64 operations a pixel each way) a
 step of 2M pixels would still spend well under a millisecond (not
 measured). Every pixel's gradients are its own rows: no atomics, so results
-do not vary from run to run. Launched through cuda_launch on torch's current stream (no copies, no
-host sync; usable inside a recorded CUDA graph).
+do not vary from run to run. Launched through cuda_launch on torch's current
+stream (no copies, no host sync; usable inside a recorded CUDA graph).
 
 Under NUMBA_ENABLE_CUDASIM=1 the kernels run on CPU tensors in numba's
 simulator; tests/render/test_shade_fused.py checks them that way and, on a
@@ -72,4 +72,3 @@ def backward(inputs: tuple, rows: tuple, flags: int, min_roughness: float,
     with launch(grad.device) as run:
         run(_backward_kernel, grad.shape[0], *inputs, *rows, flags, min_roughness,
             normal_scale, grad, *grads)
-
