@@ -37,7 +37,7 @@ __all__ = [
     "parse_overrides",
 ]
 
-BACKGROUNDS = ("checker", "black", "white", "random")
+BACKGROUNDS = ("checker", "black", "white", "random", "solid")
 LOSSES = ("logl1", "logl2", "mse", "smape", "relativel2")
 SKIPPABLE = ("position", "normal", "kd", "ks", "displacement", "emissive")
 BACKENDS = ("auto", "cpu", "cuda", "torch")

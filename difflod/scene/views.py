@@ -40,7 +40,7 @@ __all__ = [
     "views_from_eye",
 ]
 
-BACKGROUNDS = ("black", "white", "checker", "random")
+BACKGROUNDS = ("black", "white", "checker", "random", "solid")
 
 #: nvdiffmodeling's camera radius.
 RADIUS = 3.5
@@ -199,14 +199,16 @@ def background(kind: str, batch: int, height: int, width: int,
     """Background image `[B,H,W,3]` float32, linear values.
 
     Kinds: "black" (0), "white" (1), "checker" (nvdiffmodeling's 16x16-tile
-    checkerboard of 0.66 and 0.33, first tile 0.66), "random" (uniform noise
-    in [0,1) per pixel and channel, drawn from `generator` on each call; on a
-    GPU device the noise is drawn there by a device generator seeded with one
-    draw of `generator`, so it differs from the CPU's noise for the same seed).
+    checkerboard of 0.66 and 0.33, first tile 0.66), "solid" (one colour per
+    image, uniform in [0,1) per channel, drawn from `generator`), "random"
+    (uniform noise in [0,1) per pixel and channel, drawn from `generator` on
+    each call; on a GPU device the noise is drawn there by a device generator
+    seeded with one draw of `generator`, so it differs from the CPU's noise
+    for the same seed).
 
     Raises:
         ValueError: unknown kind (the message lists the kinds), bad sizes, or
-            "random" without a generator.
+            "random" or "solid" without a generator.
     """
     if kind not in BACKGROUNDS:
         raise ValueError(f"unknown background {kind!r}; expected one of {BACKGROUNDS}")
@@ -224,7 +226,10 @@ def background(kind: str, batch: int, height: int, width: int,
         img = torch.where(odd == 0, 0.66, 0.33).to(torch.float32)
         return img[None, :, :, None].expand(shape).contiguous()
     if generator is None:
-        raise ValueError("background 'random' needs a generator")
+        raise ValueError(f"background {kind!r} needs a generator")
+    if kind == "solid":
+        colour = torch.rand((batch, 1, 1, 3), generator=generator, dtype=torch.float32)
+        return colour.to(device).expand(shape).contiguous()
     dev = torch.device(device) if device is not None else torch.device("cpu")
     if dev.type == "cpu":
         return torch.rand(shape, generator=generator, dtype=torch.float32)

@@ -134,6 +134,19 @@ def test_backgrounds():
         V.background("random", 1, 4, 4)
 
 
+def test_solid_background_is_one_seeded_colour_per_image() -> None:
+    s1 = V.background("solid", 64, 5, 7, _gen(2))
+    torch.testing.assert_close(s1, V.background("solid", 64, 5, 7, _gen(2)), rtol=0, atol=0)
+    assert s1.shape == (64, 5, 7, 3) and s1.dtype == torch.float32
+    # every pixel of an image has the image's colour; the colours differ per image
+    assert torch.equal(s1, s1[:, :1, :1].expand_as(s1))
+    colours = s1[:, 0, 0]
+    assert float(colours.min()) >= 0.0 and float(colours.max()) < 1.0
+    assert 0.35 < float(colours.mean()) < 0.65 and float(colours.std()) > 0.2
+    with pytest.raises(ValueError, match="generator"):
+        V.background("solid", 1, 4, 4)
+
+
 def test_random_background_on_gpu_is_seeded(cuda: torch.device) -> None:
     background = V.background
     a = background("random", 2, 8, 9, torch.Generator().manual_seed(3), device=cuda)
