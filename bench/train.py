@@ -58,7 +58,9 @@ def bench_device(device: str, args: argparse.Namespace, tmp: Path, graph: str = 
         "train_res": args.res, "texture_res": [args.texture_res, args.texture_res],
         "learning_rate": 0.03, "min_roughness": 0.25, "save_interval": 0,
         "device": device, "out_dir": f"bench_{device}", "compile": args.compile,
-        "cuda_graph": graph, "reference_spp": ref_spp})
+        "cuda_graph": graph, "reference_spp": ref_spp,
+        # the background of the earlier rows (and of the trees they compare with)
+        "train_background": "random"})
     dev = torch.device(device)
     if dev.type == "cuda":  # an earlier row's trainer (and its graph's pool) must not count
         gc.collect()
