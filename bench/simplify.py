@@ -47,8 +47,9 @@ def setting(name: str) -> tuple[str, int | None, dict[str, Any]]:
 
 
 def base_parts(reference: Any, budget: int, texture_res: int) -> list[dict]:
+    from difflod.base.atlas import uv_atlas
     from difflod.base.bake import bake_textures
-    from difflod.base.baseline import baseline, decimate, uv_atlas
+    from difflod.base.baseline import baseline, decimate
     from difflod.base.render_tangents import match_render_tangents
 
     rows = []

@@ -1,9 +1,10 @@
 """The base-mesh stage: from a detailed reference to a light, UV-mapped, textured mesh.
 
-- baseline: weld + decimate (QEM, fast-simplification), uv_atlas (xatlas
-            charts packed for a square texture), and baseline, which runs
-            them and the bake in order: `difflod baseline`, and the start of
-            `difflod simplify`
+- baseline: weld + decimate (QEM, fast-simplification), and baseline,
+            which runs them, the atlas and the bake in order: `difflod
+            baseline`, and the start of `difflod simplify`
+- atlas:    uv_atlas (xatlas charts packed for a square texture, made in a
+            child process: xatlas's destructor can hang)
 - bake:     bake_textures (closest-point transfer of kd, ks and a normal map)
 - render_tangents: match_render_tangents (the renderer's normals and
             tangents, the baked normal map matched to them; for simplify)

@@ -3,9 +3,9 @@
 1. Weld coincident positions (seam splits), then decimate the reference's positions to the triangle budget with quadric
    error metrics (fast-simplification). Decimation works on the position
    index buffer only, so UV seams do not constrain it.
-2. Give the decimated mesh a fresh UV atlas with xatlas (fast-simplification
-   does not carry UVs through collapses), packed into `texture_res` texels
-   with a few texels of padding between charts.
+2. Give the decimated mesh a fresh UV atlas with xatlas (atlas.py;
+   fast-simplification does not carry UVs through collapses), packed into
+   `texture_res` texels with a few texels of padding between charts.
 3. Bake the reference's appearance (kd, ks, a tangent-space normal map, and
    occlusion and emissive where the reference has them) onto that atlas by closest-point transfer (bake.py).
 
@@ -19,12 +19,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from difflod.base.atlas import uv_atlas
 from difflod.base.bake import bake_textures, to_tensor
 from difflod.errors import DiffLodError
 from difflod.geometry.transform import reference_matrix, transform
 from difflod.mesh import Material, Mesh
 
-__all__ = ["baseline", "decimate", "uv_atlas", "weld"]
+__all__ = ["baseline", "decimate", "weld"]
 
 
 def weld(v_pos: np.ndarray, t_pos_idx: np.ndarray,
@@ -79,28 +80,6 @@ def decimate(v_pos: np.ndarray, t_pos_idx: np.ndarray,
                            f"{triangles}; ask for at least {len(out_idx)}")
     return (np.ascontiguousarray(out_pos, dtype=np.float32),
             np.ascontiguousarray(out_idx, dtype=np.int64))
-
-
-def uv_atlas(v_pos: np.ndarray, t_pos_idx: np.ndarray, texture_res: int,
-             padding: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Parametrize a mesh with xatlas, packed for a `texture_res` square atlas.
-
-    Returns:
-        (UVs `[T,2]` float32 in [0,1] (glTF convention), UV indices `[F,3]` int64
-        aligned with t_pos_idx).
-    """
-    import xatlas
-
-    atlas = xatlas.Atlas()
-    atlas.add_mesh(np.ascontiguousarray(v_pos, dtype=np.float32),
-                   np.ascontiguousarray(t_pos_idx, dtype=np.uint32))
-    pack = xatlas.PackOptions()
-    pack.resolution = int(texture_res)
-    pack.padding = int(padding)
-    pack.bilinear = True
-    atlas.generate(xatlas.ChartOptions(), pack)
-    _vmap, uv_idx, uvs = atlas[0]
-    return np.ascontiguousarray(uvs, dtype=np.float32), np.asarray(uv_idx, dtype=np.int64)
 
 
 def baseline(reference: Mesh, triangles: int, *, texture_res: int = 1024, seed: int = 0,

@@ -1,0 +1,35 @@
+"""The xatlas atlas made in a child process (base/atlas.py)."""
+
+import numpy as np
+import pytest
+
+from difflod.base.atlas import uv_atlas
+from difflod.errors import DiffLodError
+from difflod.models import open_model
+
+
+def test_the_child_returns_the_atlas_xatlas_makes_in_process() -> None:
+    import xatlas
+
+    mesh = open_model("asset:knot?triangles=2000")
+    pos = mesh.v_pos.numpy().astype(np.float32)
+    tris = mesh.t_pos_idx.numpy().astype(np.uint32)
+    uvs, uv_idx = uv_atlas(pos, tris, 512)
+    atlas = xatlas.Atlas()
+    atlas.add_mesh(pos, tris)
+    pack = xatlas.PackOptions()
+    pack.resolution, pack.padding, pack.bilinear = 512, 4, True
+    atlas.generate(xatlas.ChartOptions(), pack)
+    _vmap, want_idx, want_uvs = atlas[0]
+    assert uvs.dtype == np.float32 and uv_idx.dtype == np.int64
+    assert uv_idx.shape == tris.shape and np.array_equal(uv_idx, want_idx)
+    np.testing.assert_array_equal(uvs, want_uvs)
+    assert 0.0 <= float(uvs.min()) and float(uvs.max()) <= 1.0
+
+
+def test_a_failing_or_stuck_child_is_one_clear_error() -> None:
+    pos = np.random.default_rng(0).random((4, 3)).astype(np.float32)
+    with pytest.raises(DiffLodError, match="xatlas failed on a 2-triangle mesh: .*Index out of range"):
+        uv_atlas(pos, np.array([[0, 1, 2], [0, 2, 99]]), 64)
+    with pytest.raises(DiffLodError, match="did not finish a 1-triangle atlas"):
+        uv_atlas(pos, np.array([[0, 1, 2]]), 64, timeout=0.01)
