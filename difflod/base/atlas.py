@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = ["ATLAS_TIMEOUT_S", "uv_atlas"]
 
-#: the longest a child may take (xatlas takes seconds on 100k triangles)
+#: the longest a child may take: only a hang comes near it
 ATLAS_TIMEOUT_S = 900.0
 
 
@@ -49,19 +49,25 @@ def uv_atlas(v_pos: np.ndarray, t_pos_idx: np.ndarray, texture_res: int,
              t_pos_idx=np.ascontiguousarray(t_pos_idx, dtype=np.uint32),
              options=np.array([int(texture_res), int(padding)], dtype=np.int64))
     cmd = [sys.executable, "-P", os.path.abspath(__file__)]
+    what = f"a {len(t_pos_idx)}-triangle mesh"
     try:
         done = subprocess.run(cmd, input=request.getvalue(), capture_output=True,
                               timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        raise DiffLodError(f"xatlas did not finish a {len(t_pos_idx)}-triangle atlas in "
-                         f"{timeout:.0f} s") from None
+        raise DiffLodError(f"xatlas did not finish the atlas of {what} in {timeout:g} s"
+                           ) from None
+    except OSError as e:
+        raise DiffLodError(f"could not start xatlas's process ({sys.executable}): {e}") from None
     if done.returncode != 0:
         lines = done.stderr.decode(errors="replace").strip().splitlines()
         why = lines[-1] if lines else f"exit status {done.returncode}"
-        raise DiffLodError(f"xatlas failed on a {len(t_pos_idx)}-triangle mesh: {why}")
-    with np.load(io.BytesIO(done.stdout)) as out:
-        return (np.ascontiguousarray(out["uvs"], dtype=np.float32),
-                np.asarray(out["uv_idx"], dtype=np.int64))
+        raise DiffLodError(f"xatlas failed on {what}: {why}")
+    try:
+        with np.load(io.BytesIO(done.stdout)) as out:
+            return (np.ascontiguousarray(out["uvs"], dtype=np.float32),
+                    np.asarray(out["uv_idx"], dtype=np.int64))
+    except (OSError, ValueError, KeyError) as e:
+        raise DiffLodError(f"xatlas's process returned no atlas for {what} ({e})") from None
 
 
 def _serve() -> None:

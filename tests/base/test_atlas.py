@@ -31,5 +31,16 @@ def test_a_failing_or_stuck_child_is_one_clear_error() -> None:
     pos = np.random.default_rng(0).random((4, 3)).astype(np.float32)
     with pytest.raises(DiffLodError, match="xatlas failed on a 2-triangle mesh: .*Index out of range"):
         uv_atlas(pos, np.array([[0, 1, 2], [0, 2, 99]]), 64)
-    with pytest.raises(DiffLodError, match="did not finish a 1-triangle atlas"):
+    with pytest.raises(DiffLodError, match="did not finish the atlas of a 1-triangle mesh in 0.01 s"):
         uv_atlas(pos, np.array([[0, 1, 2]]), 64, timeout=0.01)
+
+
+def test_a_child_that_exits_without_an_atlas_is_one_clear_error(monkeypatch) -> None:
+    import subprocess
+
+    def silent(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 0, stdout=b"", stderr=b"")
+
+    monkeypatch.setattr(subprocess, "run", silent)
+    with pytest.raises(DiffLodError, match="returned no atlas for a 1-triangle mesh"):
+        uv_atlas(np.zeros((3, 3), np.float32), np.array([[0, 1, 2]]), 64)
