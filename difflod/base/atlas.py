@@ -21,6 +21,7 @@ import io
 import os
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 
@@ -66,7 +67,7 @@ def uv_atlas(v_pos: np.ndarray, t_pos_idx: np.ndarray, texture_res: int,
         with np.load(io.BytesIO(done.stdout)) as out:
             return (np.ascontiguousarray(out["uvs"], dtype=np.float32),
                     np.asarray(out["uv_idx"], dtype=np.int64))
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise DiffLodError(f"xatlas's process returned no atlas for {what} ({e})") from None
 
 
