@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -143,11 +144,16 @@ class Skin:
 
     @property
     def duration(self) -> float:
-        return float(self.times[-1] - self.times[0])
+        return self._host_times[-1] - self._host_times[0]
+
+    @functools.cached_property
+    def _host_times(self) -> list[float]:
+        # copied to the host once per Skin, so posing a GPU mesh does not sync
+        return self.times.tolist()
 
     def at(self, t: float) -> torch.Tensor:
         """Skinning matrices `[J,4,4]` at time t (clamped; linear between keys)."""
-        times = self.times.tolist()  # one copy to the host, wherever the skin is
+        times = self._host_times
         if len(times) == 1 or t <= times[0]:
             return self.matrices[0]
         if t >= times[-1]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -66,6 +67,19 @@ def test_skin_picks_the_keys_around_a_time() -> None:
     skin = Skin(times=torch.tensor([0.0, 0.5, 2.0]), matrices=mats)
     for t, x in ((0.5, 1.0), (0.25, 0.5), (1.25, 2.5), (2.0, 4.0), (1.999, 3.998)):
         assert float(skin.at(t)[0, 0, 3]) == pytest.approx(x, abs=1e-5), t
+
+
+def test_skin_reads_its_key_times_once_and_a_new_skin_its_own(monkeypatch) -> None:
+    mats = torch.eye(4).repeat(3, 1, 1, 1)
+    skin = Skin(times=torch.tensor([0.0, 0.5, 2.0]), matrices=mats)
+    reads = []
+    real = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: reads.append(1) or real(t))
+    for t in (0.1, 0.7, 1.9):
+        skin.at(t)
+    assert skin.duration == 2.0 and len(reads) == 1  # one copy to the host, not one a pose
+    later = dataclasses.replace(skin, times=torch.tensor([0.0, 1.0, 3.0]))
+    assert later.duration == 3.0 and len(reads) == 2
 
 
 def test_replace_to_detach_return_copies() -> None:

@@ -38,13 +38,15 @@ __all__ = ["blend_matrices", "load_nvdiffmodeling_skin", "skin_mesh", "skin_posi
 
 
 def blend_matrices(v_joints: torch.Tensor, v_weights: torch.Tensor,
-                   matrices: torch.Tensor) -> torch.Tensor:
+                   matrices: torch.Tensor, check_range: bool = True) -> torch.Tensor:
     """Per-vertex blended skinning matrix `[V,4,4]` = sum_k w[v,k] * matrices[joints[v,k]].
 
     Args:
         v_joints: `[V,4]` int64 joint indices in [0, J).
         v_weights: `[V,4]` float weights.
         matrices: `[J,4,4]` float skinning matrices.
+        check_range: read the joint indices' range (two host syncs on a GPU);
+            False for joints that Mesh.validate already checked.
     """
     if not isinstance(matrices, torch.Tensor) or matrices.dim() != 3 \
             or matrices.shape[1:] != (4, 4) or not matrices.is_floating_point():
@@ -58,7 +60,7 @@ def blend_matrices(v_joints: torch.Tensor, v_weights: torch.Tensor,
     if v_weights.shape[0] != v_joints.shape[0]:
         raise ValueError(f"v_weights must be [{v_joints.shape[0]},4] like v_joints, "
                          f"got {tuple(v_weights.shape)}")
-    if v_joints.numel() and (int(v_joints.min()) < 0
+    if check_range and v_joints.numel() and (int(v_joints.min()) < 0
                              or int(v_joints.max()) >= matrices.shape[0]):
         raise ValueError(f"v_joints holds indices outside [0,{matrices.shape[0]})")
     m = matrices[v_joints.long()]                              # [V,4,4,4]
@@ -90,22 +92,24 @@ def _attr_owner(t_attr_idx: torch.Tensor, t_pos_idx: torch.Tensor, count: int) -
     order = torch.arange(attr.numel(), device=attr.device)
     first = torch.full((count,), attr.numel(), dtype=torch.int64, device=attr.device)
     first = first.scatter_reduce(0, attr, order, reduce="amin")
-    owner = torch.zeros(count, dtype=torch.int64, device=attr.device)
-    used = first < attr.numel()
-    owner[used] = pos[first[used]]
-    return owner
+    if attr.numel() == 0:
+        return first.new_zeros(count)
+    # no boolean indexing: no host sync when a GPU mesh is posed every step
+    return torch.where(first < attr.numel(), pos[first.clamp(max=attr.numel() - 1)], 0)
 
 
-def skin_mesh(mesh: Mesh, t: float) -> Mesh:
+def skin_mesh(mesh: Mesh, t: float, validated: bool = False) -> Mesh:
     """The mesh posed at time `t` (seconds) with `mesh.skin.at(t)`.
 
     Returns the mesh unchanged when it has no skin. The result carries no
-    joints/weights/skin (it is a posed, static mesh).
+    joints/weights/skin (it is a posed, static mesh). `validated`: the caller
+    ran `mesh.validate()` (the trainer, which poses every step), so the joint
+    indices' range is not read again (no host sync on a GPU).
     """
     if mesh.skin is None or mesh.v_joints is None or mesh.v_weights is None:
         return mesh
     mats = mesh.skin.at(float(t)).to(mesh.v_pos)
-    blend = blend_matrices(mesh.v_joints, mesh.v_weights, mats)
+    blend = blend_matrices(mesh.v_joints, mesh.v_weights, mats, check_range=not validated)
     v_pos = (blend[:, :3, :3] @ mesh.v_pos[:, :, None]).squeeze(-1) + blend[:, :3, 3]
     changes: dict[str, object] = {"v_pos": v_pos, "v_joints": None, "v_weights": None,
                                   "skin": None}

@@ -211,7 +211,8 @@ class Trainer:
             return mesh
         from difflod.geometry.skinning import skin_mesh
 
-        return skin_mesh(mesh, t)
+        # both meshes were validated in __init__; the candidate keeps the base's joints
+        return skin_mesh(mesh, t, validated=True)
 
     def _candidate(self) -> Mesh:
         """The mesh rendered this step (detail mesh, with the base's skin if any)."""

@@ -59,6 +59,9 @@ def test_skin_mesh_poses_normals_at_time() -> None:
     assert posed.skin is None
     torch.testing.assert_close(skin_mesh(m, 0.0).v_pos, v)
     assert skin_mesh(Mesh(v_pos=v, t_pos_idx=f), 0.5).v_pos is v
+    # a validated mesh (the trainer's) skips only the joint range read: the same pose
+    trusted = skin_mesh(m.validate(), 1.0, validated=True)
+    assert torch.equal(trusted.v_pos, posed.v_pos) and torch.equal(trusted.v_nrm, posed.v_nrm)
 
 
 def test_skin_mesh_on_a_gpu_poses_as_on_the_cpu(cuda: torch.device) -> None:
@@ -111,6 +114,15 @@ def test_load_errors_name_the_file(tmp_path) -> None:
         load_nvdiffmodeling_skin(m, tmp_path / "junk.npy", tmp_path / "w.npy")
     with pytest.raises(InputFileError, match="not found"):
         load_nvdiffmodeling_skin(m, tmp_path / "none.npy", tmp_path / "w.npy")
+
+
+def test_attribute_owner_is_the_first_corners_position_and_zero_when_unused() -> None:
+    from difflod.geometry.skinning import _attr_owner
+
+    t_attr = torch.tensor([[0, 1, 2], [2, 3, 4]])
+    t_pos = torch.tensor([[5, 6, 7], [7, 8, 9]])
+    assert _attr_owner(t_attr, t_pos, 7).tolist() == [5, 6, 7, 8, 9, 0, 0]
+    assert _attr_owner(t_attr.new_zeros(0, 3), t_pos.new_zeros(0, 3), 2).tolist() == [0, 0]
 
 
 def test_validation() -> None:
