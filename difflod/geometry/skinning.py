@@ -61,7 +61,7 @@ def blend_matrices(v_joints: torch.Tensor, v_weights: torch.Tensor,
         raise ValueError(f"v_weights must be [{v_joints.shape[0]},4] like v_joints, "
                          f"got {tuple(v_weights.shape)}")
     if check_range and v_joints.numel() and (int(v_joints.min()) < 0
-                             or int(v_joints.max()) >= matrices.shape[0]):
+                                             or int(v_joints.max()) >= matrices.shape[0]):
         raise ValueError(f"v_joints holds indices outside [0,{matrices.shape[0]})")
     m = matrices[v_joints.long()]                              # [V,4,4,4]
     return (m * v_weights.to(m.dtype)[:, :, None, None]).sum(dim=1)
