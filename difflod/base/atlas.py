@@ -73,6 +73,9 @@ def uv_atlas(v_pos: np.ndarray, t_pos_idx: np.ndarray, texture_res: int,
 
 def _serve() -> None:
     """The child: the atlas of the mesh on stdin, to stdout; then leave at once."""
+    # the reply keeps stdout to itself: anything the C++ library prints goes to stderr
+    reply_fd = os.dup(1)
+    os.dup2(2, 1)
     import xatlas
 
     with np.load(io.BytesIO(sys.stdin.buffer.read())) as req:
@@ -89,8 +92,8 @@ def _serve() -> None:
     reply = io.BytesIO()
     np.savez(reply, uvs=np.asarray(uvs, dtype=np.float32),
              uv_idx=np.asarray(uv_idx, dtype=np.int64))
-    sys.stdout.buffer.write(reply.getvalue())
-    sys.stdout.buffer.flush()
+    with os.fdopen(reply_fd, "wb") as out:
+        out.write(reply.getvalue())
     os._exit(0)  # skips xatlas's destructor (see the module docstring)
 
 
