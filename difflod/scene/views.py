@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from difflod.config import BACKGROUNDS  # one list of the kinds, validated there too
 from difflod.scene import camera
 from difflod.scene.light import cosine_sample
 
@@ -40,7 +41,6 @@ __all__ = [
     "views_from_eye",
 ]
 
-BACKGROUNDS = ("black", "white", "checker", "random", "solid")
 
 #: nvdiffmodeling's camera radius.
 RADIUS = 3.5
