@@ -8,23 +8,21 @@ from difflod.errors import DiffLodError
 from difflod.models import open_model
 
 
-def test_the_child_returns_the_atlas_xatlas_makes_in_process() -> None:
-    import xatlas
-
+def test_the_child_returns_a_packed_atlas_aligned_with_the_triangles() -> None:
+    # not compared with an in-process xatlas: destroying one is the hang this avoids
     mesh = open_model("asset:knot?triangles=2000")
     pos = mesh.v_pos.numpy().astype(np.float32)
-    tris = mesh.t_pos_idx.numpy().astype(np.uint32)
+    tris = mesh.t_pos_idx.numpy()
     uvs, uv_idx = uv_atlas(pos, tris, 512)
-    atlas = xatlas.Atlas()
-    atlas.add_mesh(pos, tris)
-    pack = xatlas.PackOptions()
-    pack.resolution, pack.padding, pack.bilinear = 512, 4, True
-    atlas.generate(xatlas.ChartOptions(), pack)
-    _vmap, want_idx, want_uvs = atlas[0]
     assert uvs.dtype == np.float32 and uv_idx.dtype == np.int64
-    assert uv_idx.shape == tris.shape and np.array_equal(uv_idx, want_idx)
-    np.testing.assert_array_equal(uvs, want_uvs)
+    assert uv_idx.shape == tris.shape and 0 <= uv_idx.min() and uv_idx.max() == len(uvs) - 1
     assert 0.0 <= float(uvs.min()) and float(uvs.max()) <= 1.0
+    # every triangle keeps an area in the atlas, and the charts fill a good part of it
+    a, b, c = (uvs[uv_idx[:, k]] for k in range(3))
+    area = 0.5 * np.abs((b - a)[:, 0] * (c - a)[:, 1] - (b - a)[:, 1] * (c - a)[:, 0])
+    assert float(area.min()) > 0.0 and float(area.sum()) > 0.3
+    again = uv_atlas(pos, tris, 512)
+    assert np.array_equal(again[0], uvs) and np.array_equal(again[1], uv_idx)
 
 
 def test_a_failing_or_stuck_child_is_one_clear_error() -> None:
