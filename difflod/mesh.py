@@ -143,6 +143,11 @@ class Skin:
         return int(self.matrices.shape[1])
 
     @property
+    def start(self) -> float:
+        """The first keyframe's time (seconds)."""
+        return self._host_times[0]
+
+    @property
     def duration(self) -> float:
         return self._host_times[-1] - self._host_times[0]
 
@@ -162,6 +167,21 @@ class Skin:
         t0, t1 = times[i - 1], times[i]
         w = (t - t0) / max(t1 - t0, 1e-12)
         return self.matrices[i - 1] * (1.0 - w) + self.matrices[i] * w
+
+    def at_times(self, t: torch.Tensor) -> torch.Tensor:
+        """Skinning matrices `[B,J,4,4]` at the times `t` `[B]` (a float tensor on
+        the skin's device), as `at` gives them one by one, with no host sync: a
+        recorded training step poses with it."""
+        times, mats = self.times, self.matrices
+        t = t.to(times.dtype)
+        if times.numel() == 1:
+            return mats[0].expand(t.shape[0], *mats.shape[1:])
+        t = torch.clamp(t, times[0], times[-1])
+        # times[i - 1] <= t <= times[i], i in [1, N-1]
+        i = torch.searchsorted(times, t).clamp(1, times.numel() - 1)
+        t0, t1 = times[i - 1], times[i]
+        w = ((t - t0) / (t1 - t0).clamp_min(1e-12))[:, None, None, None]
+        return mats[i - 1] * (1.0 - w) + mats[i] * w
 
     def validate(self) -> Skin:
         if self.times.dim() != 1 or self.times.numel() < 1:

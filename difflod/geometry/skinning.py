@@ -34,7 +34,8 @@ from difflod.errors import InputFileError
 from difflod.geometry.normals import check_positions, safe_normalize
 from difflod.mesh import Mesh, Skin
 
-__all__ = ["blend_matrices", "load_nvdiffmodeling_skin", "skin_mesh", "skin_positions"]
+__all__ = ["blend_matrices", "load_nvdiffmodeling_skin", "pose_views", "skin_mesh",
+           "skin_positions"]
 
 
 def blend_matrices(v_joints: torch.Tensor, v_weights: torch.Tensor,
@@ -52,6 +53,15 @@ def blend_matrices(v_joints: torch.Tensor, v_weights: torch.Tensor,
             or matrices.shape[1:] != (4, 4) or not matrices.is_floating_point():
         raise ValueError(f"matrices must be a [J,4,4] float tensor, got "
                          f"{tuple(getattr(matrices, 'shape', ()))}")
+    _check_joints(v_joints, v_weights, matrices.shape[0], check_range)
+    m = matrices[v_joints.long()]                              # [V,4,4,4]
+    return (m * v_weights.to(m.dtype)[:, :, None, None]).sum(dim=1)
+
+
+def _check_joints(v_joints: torch.Tensor, v_weights: torch.Tensor, num_joints: int,
+                  check_range: bool) -> None:
+    """Shapes of the joints and weights; with `check_range`, the joints' range
+    (two host syncs on a GPU)."""
     if not isinstance(v_joints, torch.Tensor) or v_joints.dim() != 2 or v_joints.shape[1] != 4 \
             or v_joints.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"v_joints must be a [V,4] int64 tensor, got "
@@ -61,10 +71,8 @@ def blend_matrices(v_joints: torch.Tensor, v_weights: torch.Tensor,
         raise ValueError(f"v_weights must be [{v_joints.shape[0]},4] like v_joints, "
                          f"got {tuple(v_weights.shape)}")
     if check_range and v_joints.numel() and (int(v_joints.min()) < 0
-                                             or int(v_joints.max()) >= matrices.shape[0]):
-        raise ValueError(f"v_joints holds indices outside [0,{matrices.shape[0]})")
-    m = matrices[v_joints.long()]                              # [V,4,4,4]
-    return (m * v_weights.to(m.dtype)[:, :, None, None]).sum(dim=1)
+                                             or int(v_joints.max()) >= num_joints):
+        raise ValueError(f"v_joints holds indices outside [0,{num_joints})")
 
 
 def skin_positions(v_pos: torch.Tensor, v_joints: torch.Tensor, v_weights: torch.Tensor,
@@ -103,26 +111,79 @@ def skin_mesh(mesh: Mesh, t: float, validated: bool = False) -> Mesh:
 
     Returns the mesh unchanged when it has no skin. The result carries no
     joints/weights/skin (it is a posed, static mesh). `validated`: the caller
-    ran `mesh.validate()` (the trainer, which poses every step), so the joint
-    indices' range is not read again (no host sync on a GPU).
+    ran `mesh.validate()`, so the joint indices' range is not read again (no
+    host sync on a GPU).
     """
     if mesh.skin is None or mesh.v_joints is None or mesh.v_weights is None:
         return mesh
-    mats = mesh.skin.at(float(t)).to(mesh.v_pos)
-    blend = blend_matrices(mesh.v_joints, mesh.v_weights, mats, check_range=not validated)
-    v_pos = (blend[:, :3, :3] @ mesh.v_pos[:, :, None]).squeeze(-1) + blend[:, :3, 3]
-    changes: dict[str, object] = {"v_pos": v_pos, "v_joints": None, "v_weights": None,
-                                  "skin": None}
+    return _posed_copies(mesh, mesh.skin.at(float(t))[None], validated)
+
+
+def pose_views(mesh: Mesh, times: torch.Tensor, validated: bool = False) -> Mesh:
+    """One posed copy of `mesh` per time, as one mesh: copy b is `mesh` posed at
+    `times[b]` (`[B]` seconds, a tensor on the mesh's device), its vertices and
+    normals at `b * V` and `b * N`, its triangles at `b * F` (the same UVs,
+    materials and vertex colors). render_mesh(per_view=True) renders copy b
+    in view b, so a batch of views at their own poses is one render. No host
+    sync with `validated` (a recorded training step poses with it); a mesh
+    without a skin gives B unposed copies.
+    """
+    b = int(times.shape[0])
+    if mesh.skin is None or mesh.v_joints is None or mesh.v_weights is None:
+        eye = torch.eye(4, dtype=mesh.v_pos.dtype, device=mesh.device)
+        joints = torch.zeros(mesh.num_vertices, 4, dtype=torch.int64, device=mesh.device)
+        weights = torch.zeros(mesh.num_vertices, 4, dtype=mesh.v_pos.dtype, device=mesh.device)
+        weights[:, 0] = 1.0
+        mesh = mesh.replace(v_joints=joints, v_weights=weights)
+        return _posed_copies(mesh, eye.expand(b, 1, 4, 4), validated=True)
+    return _posed_copies(mesh, mesh.skin.at_times(times), validated)
+
+
+def _posed_copies(mesh: Mesh, matrices: torch.Tensor, validated: bool) -> Mesh:
+    """`mesh` posed by each of the B joint-matrix sets `matrices` `[B,J,4,4]`,
+    the B copies as one mesh (pose_views; B = 1: the posed mesh itself)."""
+    assert mesh.v_joints is not None and mesh.v_weights is not None
+    b = matrices.shape[0]
+    mats = matrices.to(mesh.v_pos)
+    _check_joints(mesh.v_joints, mesh.v_weights, mats.shape[1], not validated)
+    # [B,V,4,4]: each vertex's four joints' matrices, blended by its weights
+    blend = torch.einsum("vk,bvkij->bvij", mesh.v_weights.to(mats.dtype),
+                         mats[:, mesh.v_joints.long()])
+    v_pos = (blend[..., :3, :3] @ mesh.v_pos[None, :, :, None]).squeeze(-1) + blend[..., :3, 3]
+    changes: dict[str, object] = {"v_pos": v_pos.reshape(-1, 3), "v_joints": None,
+                                  "v_weights": None, "skin": None}
     if mesh.v_nrm is not None and mesh.t_nrm_idx is not None:
         own = _attr_owner(mesh.t_nrm_idx, mesh.t_pos_idx, mesh.v_nrm.shape[0])
-        lin = blend[own, :3, :3].to(mesh.v_nrm.dtype)
-        changes["v_nrm"] = safe_normalize((lin @ mesh.v_nrm[:, :, None]).squeeze(-1))
+        lin = blend[:, own, :3, :3].to(mesh.v_nrm.dtype)
+        changes["v_nrm"] = safe_normalize((lin @ mesh.v_nrm[None, :, :, None]).squeeze(-1)
+                                          ).reshape(-1, 3)
     if mesh.v_tng is not None and mesh.t_tng_idx is not None:
         own = _attr_owner(mesh.t_tng_idx, mesh.t_pos_idx, mesh.v_tng.shape[0])
-        lin = blend[own, :3, :3].to(mesh.v_tng.dtype)
-        xyz = safe_normalize((lin @ mesh.v_tng[:, :3, None]).squeeze(-1))
-        changes["v_tng"] = torch.cat([xyz, mesh.v_tng[:, 3:]], dim=1)
+        lin = blend[:, own, :3, :3].to(mesh.v_tng.dtype)
+        xyz = safe_normalize((lin @ mesh.v_tng[None, :, :3, None]).squeeze(-1))
+        changes["v_tng"] = torch.cat([xyz, mesh.v_tng[None, :, 3:].expand(b, -1, -1)],
+                                     dim=-1).reshape(-1, 4)
+    if b > 1:
+        changes.update(_copied_indices(mesh, b))
     return mesh.replace(**changes)
+
+
+def _copied_indices(mesh: Mesh, b: int) -> dict[str, torch.Tensor | None]:
+    """The index buffers (and per-vertex colors) of `b` copies of `mesh`, copy k's
+    positions, normals and tangents offset by k times their count; UVs shared."""
+    copy = torch.arange(b, device=mesh.device)[:, None, None]
+
+    def offset(idx: torch.Tensor | None, count: int) -> torch.Tensor | None:
+        return None if idx is None else (idx[None] + copy * count).reshape(-1, 3)
+
+    return {
+        "t_pos_idx": offset(mesh.t_pos_idx, mesh.num_vertices),
+        "t_nrm_idx": offset(mesh.t_nrm_idx, 0 if mesh.v_nrm is None else mesh.v_nrm.shape[0]),
+        "t_tng_idx": offset(mesh.t_tng_idx, 0 if mesh.v_tng is None else mesh.v_tng.shape[0]),
+        "t_tex_idx": None if mesh.t_tex_idx is None else mesh.t_tex_idx.repeat(b, 1),
+        "t_mat": None if mesh.t_mat is None else mesh.t_mat.repeat(b),
+        "v_color": None if mesh.v_color is None else mesh.v_color.repeat(b, 1),
+    }
 
 
 def _load_npy(path: str | os.PathLike[str]) -> np.ndarray:

@@ -129,13 +129,13 @@ def make_capturable(optimizer: torch.optim.Optimizer) -> None:
             group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=dev)
 
 
-def graph_blocker(config: TrainConfig, device: torch.device, skinned: bool,
-                  world_size: int) -> str | None:
+def graph_blocker(config: TrainConfig, device: torch.device, world_size: int) -> str | None:
     """Why the step cannot be recorded as a CUDA graph (optimize.graphed), or None.
 
     It can where its shapes never change and its kernels launch on torch's
     stream: a CUDA device with the numba-cuda kernels, a fixed training
-    resolution, no animation poses, one process, no subdivision/displacement.
+    resolution, one process, no subdivision/displacement (an animated model's
+    poses are drawn on the host and posed on the device: recordable).
     """
     from difflod.render.backends.cuda_launch import SIM, available
 
@@ -144,7 +144,6 @@ def graph_blocker(config: TrainConfig, device: torch.device, skinned: bool,
         (config.backend not in ("auto", "cuda"), f"backend {config.backend!r} is not cuda"),
         (not available() or SIM, "numba's CUDA kernels are not available"),
         (config.random_train_res, "random_train_res changes the resolution every step"),
-        (skinned, "an animated model is posed per step"),
         (world_size > 1, "the step is split over several processes"),
         (config.subdivision > 0, "displacement subdivides the mesh every step"),
         (config.position_smoothing > 0, "position_smoothing solves outside torch's stream"),

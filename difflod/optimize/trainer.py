@@ -192,7 +192,7 @@ class Trainer:
         self.pixel_capacity: int | None = None
         self._capacity_measured = False
         self.corners = None
-        blocker = graph_blocker(config, self.device, self.skinned, world_size)
+        blocker = graph_blocker(config, self.device, world_size)
         if config.cuda_graph == "on" and blocker is not None:
             raise DiffLodError(f"cuda_graph 'on' asked for, but the step cannot be recorded: "
                                f"{blocker} (use 'auto' or 'off')")
@@ -203,16 +203,14 @@ class Trainer:
             from difflod.render.pipeline import corner_groups
 
             make_capturable(self.optimizer)
+            if self.skinned:  # the triangles of one posed copy per view of the step
+                from difflod.geometry.skinning import pose_views
+
+                views_per_step = config.batch // world_size
+                detail = pose_views(detail, torch.zeros(views_per_step, device=self.device))
             self.corners = corner_groups(detail)
 
     # ---- rendering ------------------------------------------------------------
-    def _pose(self, mesh: Mesh, t: float | None) -> Mesh:
-        if t is None or mesh.skin is None or mesh.v_joints is None:
-            return mesh
-        from difflod.geometry.skinning import skin_mesh
-
-        # both meshes were validated in __init__; the candidate keeps the base's joints
-        return skin_mesh(mesh, t, validated=True)
 
     def _candidate(self) -> Mesh:
         """The mesh rendered this step (detail mesh, with the base's skin if any)."""
@@ -225,58 +223,56 @@ class Trainer:
         return mesh
 
     def render_pair(self, candidate: Mesh, views, res: int, spp: tuple[int, int],
-                    bg: torch.Tensor, times: list[float | None]
+                    bg: torch.Tensor, times: torch.Tensor | None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Render (candidate, reference) colors `[B,res,res,3]` for the views, at
         `spp` = (candidate's, reference's) samples per pixel; with animation
-        times, each view poses both meshes at its own time. Third: with a pixel
-        capacity (a recorded step's renders), the most covered pixels of one
-        layer of either render, counted at the candidate's samples (a device
-        scalar), else None."""
+        times `[B]` (a device tensor), each view poses both meshes at its own
+        time (geometry.skinning.pose_views: one render of all the posed
+        copies). Third: with a pixel capacity (a recorded step's renders), the
+        most covered pixels of one layer of either render, counted at the
+        candidate's samples (a device scalar), else None."""
+        from difflod.geometry.skinning import pose_views
         from difflod.render.pipeline import render_mesh
 
         cfg = self.config
         capacity = self.pixel_capacity
+        per_view = times is not None
         opts = {"min_roughness": cfg.min_roughness, "backend": cfg.render_backend,
-                "validate": False,
+                "validate": False, "per_view": per_view,
                 "compiled": self.compiled, "capturable": self.graphed or capacity is not None}
         # the reference's slots and count scale with its samples (graphed.scale_count)
         ratio = (spp[1] * spp[1], spp[0] * spp[0])
         counts: list[torch.Tensor] = []
+        # both meshes were validated in __init__; the candidate keeps the base's joints
+        reference = self.reference if times is None else pose_views(self.reference, times, True)
 
-        def draw_reference(t: float | None, v, b: torch.Tensor) -> torch.Tensor:
+        def draw_reference() -> torch.Tensor:
             with torch.no_grad():
-                out = render_mesh(self._pose(self.reference, t), v, (res, res),
-                                  layers=self.ref_layers, background=b, spp=spp[1],
+                out = render_mesh(reference, views, (res, res), layers=self.ref_layers,
+                                  background=bg, spp=spp[1],
                                   topology=self.topology["reference"],
                                   pixel_capacity=scale_count(capacity, ratio), **opts)
             if out.covered is not None:
                 counts.append(scale_count(out.covered, ratio[::-1]))
             return out.color
 
-        def pair(t: float | None, v, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            # a recorded step renders its reference itself (no lookup on the host)
-            if self.reference_renders is None or self.graphed:
-                ref = draw_reference(t, v, b)
-            else:
-                ref = self.reference_renders.get(self.reference, v, b, t, spp[1],
-                                                 lambda: draw_reference(t, v, b))
-            # validate=False: __init__ validated both meshes; the candidate is built
-            # from the base (same indices) and rasterize checks its positions finite
-            out = render_mesh(self._pose(candidate, t), v, (res, res), layers=self.layers,
-                              background=b, mips=self.trainable.mips(), spp=spp[0],
-                              topology=self.topology["candidate"], corners=self.corners,
-                              pixel_capacity=capacity, **opts)
-            if out.covered is not None:
-                counts.append(out.covered)
-            return out.color, ref
-
-        if all(t is None for t in times):
-            opt, ref = pair(None, views, bg)
+        # a recorded step renders its reference itself (no lookup on the host)
+        if self.reference_renders is None or self.graphed:
+            ref = draw_reference()
         else:
-            pairs = [pair(t, views[i], bg[i:i + 1]) for i, t in enumerate(times)]
-            opt, ref = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
-        return opt, ref, torch.stack(counts).amax() if counts else None
+            ref = self.reference_renders.get(self.reference, views, bg, times, spp[1],
+                                             draw_reference)
+        # validate=False: __init__ validated both meshes; the candidate is built
+        # from the base (same indices) and rasterize checks its positions finite
+        posed = candidate if times is None else pose_views(candidate, times, True)
+        out = render_mesh(posed, views, (res, res), layers=self.layers, background=bg,
+                          mips=self.trainable.mips(), spp=spp[0],
+                          topology=self.topology["candidate"], corners=self.corners,
+                          pixel_capacity=capacity, **opts)
+        if out.covered is not None:
+            counts.append(out.covered)
+        return out.color, ref, torch.stack(counts).amax() if counts else None
 
     # ---- one iteration ----------------------------------------------------------
     def advance(self) -> dict:
@@ -293,22 +289,24 @@ class Trainer:
         views = sample_views(cfg.batch, gen, light_power=cfg.light_power, zoom=cfg.train_zoom,
                              device=self.device)
         bg = background(cfg.train_background, cfg.batch, res, res, gen, device=self.device)
-        times: list[float | None] = [None] * cfg.batch
-        if self.skinned:
-            assert self.reference.skin is not None
-            dur = self.reference.skin.duration
-            times = [float(torch.rand((), generator=gen)) * dur for _ in range(cfg.batch)]
+        times = None
+        if self.skinned:  # each view's pose: a time in the animation's range
+            skin = self.reference.skin
+            assert skin is not None
+            times = (skin.start + torch.rand(cfg.batch, generator=gen, dtype=torch.float64)
+                     * skin.duration).to(self.device, torch.float32)
         if self.world_size > 1:  # this process's share of the batch
             per = cfg.batch // self.world_size
             part = slice(self.rank * per, (self.rank + 1) * per)
-            views, bg, times = views[part], bg[part], times[part]
+            views, bg = views[part], bg[part]
+            times = None if times is None else times[part]
 
         try:
             # recorded once the Laplacian weight is fixed (by the first step's Laplacian)
             if self.graphed and not self.lap_weight.needs_loss():
                 lap_w = self._lap_weight_now(None)
                 try:
-                    numbers = self._replay(views, bg, lap_w)
+                    numbers = self._replay(views, bg, times, lap_w)
                 except RecordingError as e:
                     if cfg.cuda_graph == "on":
                         raise DiffLodError(f"cuda_graph 'on': {e}") from None
@@ -342,7 +340,8 @@ class Trainer:
             value = float(lap_loss.detach())
         return self.lap_weight.update(self.iteration, value)
 
-    def _replay(self, views, bg: torch.Tensor, lap_w: float) -> torch.Tensor:
+    def _replay(self, views, bg: torch.Tensor, times: torch.Tensor | None,
+                lap_w: float) -> torch.Tensor:
         """The step through the CUDA graph (optimize.graphed): its inputs copied
         into the recorded buffers, then the recording replayed."""
         cfg = self.config
@@ -352,13 +351,15 @@ class Trainer:
             bufs = {"mvp": torch.empty_like(views.mvp), "campos": torch.empty_like(views.campos),
                     "lightpos": torch.empty_like(views.lightpos), "bg": torch.empty_like(bg),
                     "lap_w": torch.zeros((), dtype=torch.float32, device=self.device)}
+            if times is not None:
+                bufs["times"] = torch.empty_like(times)
             power = views.light_power
 
             def step(b: dict[str, torch.Tensor]) -> torch.Tensor:
                 v = Views(mvp=b["mvp"], campos=b["campos"], lightpos=b["lightpos"],
                           light_power=power)
                 return self._compute(v, b["bg"], cfg.train_res, (cfg.spp, cfg.reference_spp),
-                                     [None] * cfg.batch, b["lap_w"])[0]
+                                     b.get("times"), b["lap_w"])[0]
 
             if self.pixel_capacity is None and not self._capacity_measured:
                 self.pixel_capacity = measure_pixel_capacity(
@@ -366,11 +367,14 @@ class Trainer:
                     cfg.train_res, cfg.spp)
                 self._capacity_measured = True
             self.captured = CapturedStep(step, bufs, warmup=2)
-        return self.captured({"mvp": views.mvp, "campos": views.campos,
-                              "lightpos": views.lightpos, "bg": bg, "lap_w": lap_w})
+        inputs = {"mvp": views.mvp, "campos": views.campos, "lightpos": views.lightpos,
+                  "bg": bg, "lap_w": lap_w}
+        if times is not None:
+            inputs["times"] = times
+        return self.captured(inputs)
 
     def _compute(self, views, bg: torch.Tensor, res: int, spp: tuple[int, int],
-                 times: list[float | None],
+                 times: torch.Tensor | None,
                  lap_w: float | torch.Tensor | None) -> tuple[torch.Tensor, float]:
         """Render, loss, backward, Adam, clamp: (the step's numbers `[5]` on the
         device: loss, Laplacian, MSE, finite, covered pixels past the capacity;

@@ -91,9 +91,21 @@ class RenderOutput:
 
 
 def clip_positions(v_pos: torch.Tensor, mvp: torch.Tensor) -> torch.Tensor:
-    """Clip-space positions `[B,V,4]` from `[V,3]` positions and `[B,4,4]` matrices."""
-    hom = torch.cat([v_pos, torch.ones_like(v_pos[:, :1])], dim=1)
+    """Clip-space positions `[B,V,4]` from `[V,3]` positions (or `[B,V,3]`, one
+    set per view) and `[B,4,4]` matrices."""
+    hom = torch.cat([v_pos, torch.ones_like(v_pos[..., :1])], dim=-1)
+    if v_pos.dim() == 3:
+        return torch.einsum("bij,bvj->bvi", mvp.to(v_pos.dtype), hom)
     return torch.einsum("bij,vj->bvi", mvp.to(v_pos.dtype), hom)
+
+
+def _per_view_ids(rast: torch.Tensor, tris_per_view: int) -> torch.Tensor:
+    """The raster with view b's triangle ids moved to copy b's (+ b * F), for
+    shading a per-view mesh (render_mesh's `per_view`); u, v, z keep their gradients."""
+    view = torch.arange(rast.shape[0], device=rast.device, dtype=rast.dtype)[:, None, None]
+    ids = rast[..., 3]
+    ids = torch.where(ids > 0, ids + view * tris_per_view, ids)
+    return torch.cat([rast[..., 0:3], ids[..., None]], dim=-1)
 
 
 def _check_args(mesh: object, views: object, resolution: Sequence[int], spp: int,
@@ -401,7 +413,7 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
                 topology: Topology | None = None, validate: bool = True,
                 compiled: bool = False, capturable: bool = False,
                 pixel_capacity: int | None = None,
-                corners: CornerGroups | None = None) -> RenderOutput:
+                corners: CornerGroups | None = None, per_view: bool = False) -> RenderOutput:
     """Render `mesh` from every view in `views`, differentiably.
 
     Args:
@@ -436,6 +448,12 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
             that are shaded (of B*H*W*spp²); covered pixels past it stay empty,
             which the output's `covered` count shows (the caller, who chose the
             capacity from the coverage it expects, then discards the render).
+        corners: the tangent corner groups of `mesh` (corner_groups), built once
+            by a caller that renders the same triangles many times.
+        per_view: `mesh` holds one copy of a mesh per view, all with the same
+            triangles (geometry.skinning.pose_views: an animated model posed at
+            each view's time): view b draws copy b only. The same images as
+            rendering each copy in its view alone, in one render.
 
     Returns:
         RenderOutput(color `[B,H,W,3]`, alpha `[B,H,W,1]`, rast of the first layer,
@@ -463,8 +481,18 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
     v_pos = mesh.v_pos
     accum = torch.cat([_background(background, b, h, w, spp, v_pos),
                        torch.zeros(b, fh, fw, 1, dtype=v_pos.dtype, device=v_pos.device)], -1)
-    clip = clip_positions(v_pos, views.mvp)
     tris = mesh.t_pos_idx
+    if per_view:
+        if mesh.num_vertices % b or mesh.num_triangles % b:
+            raise ValueError(f"per_view: the mesh's {mesh.num_vertices} vertices and "
+                             f"{mesh.num_triangles} triangles are not {b} copies (one per view)")
+        if mesh.num_triangles >= 1 << 24:  # the raster's float32 ids stay exact
+            raise ValueError(f"per_view: {mesh.num_triangles} triangles in all; at most "
+                             f"{(1 << 24) - 1} (render fewer views at once)")
+        tris = tris[:mesh.num_triangles // b]
+        clip = clip_positions(v_pos.view(b, -1, 3), views.mvp)
+    else:
+        clip = clip_positions(v_pos, views.mvp)
     counts: list[torch.Tensor] = []
     if mesh.num_triangles == 0:
         rast = torch.zeros(b, fh, fw, 4, dtype=v_pos.dtype, device=v_pos.device)
@@ -481,7 +509,8 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
             if shaded and not capturable and not bool((rast[..., 3] > 0).any()):
                 break
             assert rast_db is not None
-            color, alpha, covered = _render_layer(prep, rast, rast_db, views, min_roughness,
+            ids = _per_view_ids(rast, tris.shape[0]) if per_view else rast
+            color, alpha, covered = _render_layer(prep, ids, rast_db, views, min_roughness,
                                                   mips, light_falloff, backend, compiled,
                                                   not capturable, pixel_capacity)
             shaded.append((color, alpha, rast))

@@ -8,7 +8,12 @@ import torch
 
 from difflod.errors import InputFileError
 from difflod.geometry.normals import with_normals
-from difflod.geometry.skinning import load_nvdiffmodeling_skin, skin_mesh, skin_positions
+from difflod.geometry.skinning import (
+    load_nvdiffmodeling_skin,
+    pose_views,
+    skin_mesh,
+    skin_positions,
+)
 from difflod.mesh import Mesh, Skin
 
 from ._shapes import cube
@@ -62,6 +67,74 @@ def test_skin_mesh_poses_normals_at_time() -> None:
     # a validated mesh (the trainer's) skips only the joint range read: the same pose
     trusted = skin_mesh(m.validate(), 1.0, validated=True)
     assert torch.equal(trusted.v_pos, posed.v_pos) and torch.equal(trusted.v_nrm, posed.v_nrm)
+
+
+def test_skin_at_times_matches_at_one_by_one() -> None:
+    """The device lookup (no host sync) gives `at`'s matrices: between keys,
+    on keys and clamped outside the range."""
+    g = torch.Generator().manual_seed(3)
+    skin = Skin(times=torch.tensor([0.5, 1.0, 2.5, 4.0]),
+                matrices=torch.rand(4, 3, 4, 4, generator=g))
+    t = torch.tensor([-1.0, 0.5, 0.7, 1.0, 1.3, 2.5, 3.99, 4.0, 9.0])
+    got = skin.at_times(t)
+    assert got.shape == (9, 3, 4, 4)
+    for k, tk in enumerate(t.tolist()):
+        torch.testing.assert_close(got[k], skin.at(tk), rtol=1e-6, atol=1e-6)
+    assert skin.start == 0.5 and skin.duration == 3.5
+    one = Skin(times=torch.tensor([2.0]), matrices=torch.rand(1, 2, 4, 4, generator=g))
+    assert torch.equal(one.at_times(torch.tensor([0.0, 5.0])), one.matrices.expand(2, -1, -1, -1))
+
+
+def _with_uv_and_tangents(m: Mesh) -> Mesh:
+    """`m` with UVs (one per corner) and tangents, and two materials."""
+    from difflod.geometry.tangents import with_tangents
+    from difflod.mesh import Material
+
+    f = m.num_triangles
+    uv = torch.rand(f * 3, 2, generator=torch.Generator().manual_seed(1))
+    m = m.replace(v_tex=uv, t_tex_idx=torch.arange(f * 3).reshape(f, 3),
+                  t_mat=torch.arange(f) % 2, materials=(Material(), Material()),
+                  v_color=torch.rand(m.num_vertices, 4))
+    return with_tangents(m)
+
+
+def test_pose_views_is_one_posed_copy_per_time() -> None:
+    m = _with_uv_and_tangents(_skinned_cube())
+    assert m.v_tng is not None
+    times = torch.tensor([0.0, 0.25, 1.0])
+    copies = pose_views(m, times)
+    v, f, n = m.num_vertices, m.num_triangles, m.v_nrm.shape[0]
+    assert copies.num_vertices == 3 * v and copies.num_triangles == 3 * f
+    assert copies.skin is None and copies.v_joints is None
+    for b, t in enumerate(times.tolist()):
+        want = skin_mesh(m, t)
+        torch.testing.assert_close(copies.v_pos[b * v:(b + 1) * v], want.v_pos)
+        torch.testing.assert_close(copies.v_nrm[b * n:(b + 1) * n], want.v_nrm)
+        nt = m.v_tng.shape[0]
+        torch.testing.assert_close(copies.v_tng[b * nt:(b + 1) * nt], want.v_tng)
+        rows = slice(b * f, (b + 1) * f)
+        assert torch.equal(copies.t_pos_idx[rows], m.t_pos_idx + b * v)
+        assert torch.equal(copies.t_nrm_idx[rows], m.t_nrm_idx + b * n)
+        assert torch.equal(copies.t_tng_idx[rows], m.t_tng_idx + b * nt)
+        assert torch.equal(copies.t_tex_idx[rows], m.t_tex_idx)
+        assert torch.equal(copies.t_mat[rows], m.t_mat)
+        assert torch.equal(copies.v_color[b * v:(b + 1) * v], m.v_color)
+    assert copies.v_tex is m.v_tex
+    copies.validate()
+    # a mesh with no skin: unposed copies
+    still = pose_views(m.replace(skin=None, v_joints=None, v_weights=None), times[:2])
+    torch.testing.assert_close(still.v_pos, m.v_pos.repeat(2, 1))
+
+
+def test_pose_views_gradient_reaches_the_bind_positions() -> None:
+    m = _skinned_cube()
+    v_pos = m.v_pos.clone().requires_grad_(True)
+    copies = pose_views(m.replace(v_pos=v_pos), torch.tensor([0.0, 1.0]))
+    w = torch.rand_like(copies.v_pos)
+    (copies.v_pos * w).sum().backward()
+    r = _rot_z(math.pi / 2)[:3, :3]
+    # d/dv of (v . w0) + (R v . w1) = w0 + R^T w1
+    torch.testing.assert_close(v_pos.grad, w[:8] + w[8:] @ r)
 
 
 def test_skin_mesh_on_a_gpu_poses_as_on_the_cpu(cuda: torch.device) -> None:

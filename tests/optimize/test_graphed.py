@@ -31,13 +31,13 @@ def _trainer(changes: dict, device: torch.device, tmp_path: Path) -> Trainer:
 def test_graph_blocker_names_each_reason() -> None:
     cpu = torch.device("cpu")
     cfg = load_config(None, {**GPU, "backend": "auto"})
-    assert "not cuda" in graph_blocker(cfg, cpu, False, 1)
+    assert "not cuda" in graph_blocker(cfg, cpu, 1)
     cfg = load_config(None, {**GPU, "random_train_res": True, "custom_mip": True})
     gpu = torch.device("cuda")
     # the first reason that holds is given; on this machine numba's CUDA may be absent
-    why = graph_blocker(cfg, gpu, False, 1)
+    why = graph_blocker(cfg, gpu, 1)
     assert why is not None and ("random_train_res" in why or "numba" in why)
-    assert graph_blocker(load_config(None, {**GPU, "backend": "torch"}), gpu, False, 1) \
+    assert graph_blocker(load_config(None, {**GPU, "backend": "torch"}), gpu, 1) \
         == "backend 'torch' is not cuda"
 
 
@@ -137,18 +137,22 @@ def test_a_supersampled_reference_records_with_slots_at_the_candidates_samples(
     assert runs["graphed"][1][-1]["psnr"] > runs["graphed"][1][0]["psnr"] + 0.5
 
 
-def test_an_animated_model_trains_eagerly_on_a_gpu_as_on_the_cpu(cuda: torch.device,
-                                                                  tmp_path: Path) -> None:
-    """An animated reference is not recorded (graph_blocker) and poses on the
-    device each step: its first steps' losses are the CPU backend's (the same
-    seed draws the same views and poses; the kernels differ by rounding)."""
+@pytest.mark.parametrize("mode", ["off", "on"])
+def test_an_animated_model_trains_on_a_gpu_as_on_the_cpu(cuda: torch.device, tmp_path: Path,
+                                                         mode: str) -> None:
+    """An animated reference poses on the device each step (one render of the
+    views' posed copies), eagerly or recorded (its times go in with the views):
+    its losses are the CPU backend's (the same seed draws the same views and
+    poses; the kernels differ by rounding)."""
     anim = {"ref_mesh": "asset:skinned_cylinder?triangles=800&texture_res=32",
             "base_mesh": "asset:skinned_cylinder?triangles=200&texture_res=32",
-            "animate": True, "iter": 3, "random_textures": False}
-    gpu = _trainer({**anim, "backend": "cuda"}, cuda, tmp_path / "gpu")
+            "animate": True, "iter": 6, "random_textures": False}
+    gpu = _trainer({**anim, "backend": "cuda", "cuda_graph": mode}, cuda, tmp_path / "gpu")
     cpu = _trainer({**anim, "backend": "cpu"}, torch.device("cpu"), tmp_path / "cpu")
-    assert gpu.skinned and not gpu.graphed
-    for _ in range(3):
+    assert gpu.skinned and gpu.graphed == (mode == "on")
+    for _ in range(6):
         a, b = cpu.step(), gpu.step()
         assert not b.get("skipped")
         assert b["loss"] == pytest.approx(a["loss"], rel=0.02), (a, b)
+    if mode == "on":
+        assert gpu.captured is not None and gpu.captured.graph is not None

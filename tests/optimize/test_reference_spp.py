@@ -50,7 +50,7 @@ def test_the_reference_is_drawn_at_its_own_samples(meshes: tuple, tmp_path: Path
 
     views = fixed_views(2, 0)
     bg = torch.zeros(2, RES, RES, 3)
-    opt, ref, covered = tr.render_pair(tr._candidate(), views, RES, (1, 2), bg, [None, None])
+    opt, ref, covered = tr.render_pair(tr._candidate(), views, RES, (1, 2), bg, None)
     assert covered is None
     with torch.no_grad():
         want_ref = render_mesh(tr.reference, views, (RES, RES), spp=2, background=bg).color
@@ -103,6 +103,6 @@ def test_pixel_slots_count_the_reference_at_the_candidates_samples(meshes: tuple
         counts.append(int((rast[..., 3] > 0).sum()))
     tr.pixel_capacity = at_two
     _, _, covered = tr.render_pair(cand, views, RES, (1, 2), torch.zeros(2, RES, RES, 3),
-                                   [None, None])
+                                   None)
     assert covered is not None
     assert int(covered) == max(-(-counts[0] // 4), counts[1]) < at_two, (covered, counts)

@@ -146,22 +146,31 @@ def test_supersampled_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert rec["psnr"] == pytest.approx(-10 * math.log10(mse), abs=1e-4)
 
 
-def test_skinned_animation_uses_a_pose_per_view(tmp_path: Path, trainer_for) -> None:
+def test_skinned_animation_uses_a_pose_per_view(tmp_path: Path, trainer_for,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each view of a step poses both meshes at its own random time in the
+    animation's range, all views in one render (geometry.skinning.pose_views)."""
+    from difflod.geometry import skinning
+
     cfg = make(ref_mesh="asset:skinned_cylinder?triangles=800&texture_res=32",
                base_mesh="asset:skinned_cylinder?triangles=200&texture_res=32", animate=True)
     tr = trainer_for(cfg, tmp_path)
     assert tr.skinned
-    seen: list[float | None] = []
-    original = tr._pose
+    seen: list[tuple[int, torch.Tensor]] = []
+    real = skinning.pose_views
 
-    def spy(mesh, t):
-        seen.append(t)
-        return original(mesh, t)
+    def spy(mesh, times, validated=False):
+        seen.append((mesh.num_vertices, times.clone()))
+        return real(mesh, times, validated)
 
-    tr._pose = spy  # type: ignore[method-assign]
+    monkeypatch.setattr(skinning, "pose_views", spy)
     tr.step()
-    times = {t for t in seen if t is not None}
-    assert len(times) == 2        # batch 2: two different random frames
+    assert {n for n, _ in seen} == {tr.reference.num_vertices, tr._candidate().num_vertices}
+    (_, t_ref), (_, t_cand) = seen
+    assert torch.equal(t_ref, t_cand) and t_ref.shape == (2,)  # batch 2
+    skin = tr.reference.skin
+    assert float(t_ref[0]) != float(t_ref[1])
+    assert all(skin.start <= float(t) <= skin.start + skin.duration for t in t_ref)
 
 
 def test_nan_step_is_skipped_and_state_restored(tmp_path: Path,

@@ -38,8 +38,8 @@ def test_null_layers_peel_a_blend_reference(meshes: tuple, tmp_path: Path, train
     assert auto.trainable.alpha_mode == "BLEND"
     views = fixed_views(1, 0)
     bg = torch.zeros(1, 48, 48, 3)
-    _, ref_auto, _ = auto.render_pair(auto._candidate(), views, 48, (1, 1), bg, [None])
-    _, ref_one, _ = one.render_pair(one._candidate(), views, 48, (1, 1), bg, [None])
+    _, ref_auto, _ = auto.render_pair(auto._candidate(), views, 48, (1, 1), bg, None)
+    _, ref_one, _ = one.render_pair(one._candidate(), views, 48, (1, 1), bg, None)
     # the core is orange and green, the glass a pale cyan. Measured (linear RGB, the
     # centre's 7x7 mean): through 4 layers (0.37, 0.32, 0.20), the core's warm colour
     # under 0.3 of tint; with 1 layer (0.13, 0.17, 0.19), the shell's front alone
