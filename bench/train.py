@@ -11,7 +11,7 @@ are excluded; the table reports mean and median over the timed iterations.
                           [--ref-triangles 50000] [--base-triangles 3072] [--json]
                           [--profile N] [--compile auto|on|off]
                           [--cuda-graph off,auto] [--reference-spp auto,1]
-                          [--scaling]
+                          [--scaling] [--animated]
 
 --profile N prints, after the table, torch.profiler's N most expensive
 operators of 10 extra iterations per device (self CPU time; on a GPU also
@@ -27,7 +27,9 @@ step was recorded. --reference-spp likewise takes a comma list of the config key
 pixel), a row each. --scaling runs, instead of the one setting, the grid
 train_res 256/512/1024/2048 x batch 1/8/16 (50k-triangle reference), then
 reference triangles 20k/200k/2M at 512^2, batch 8; a setting that runs out
-of memory is a row saying so.
+of memory is a row saying so. --animated trains the skinned_cylinder asset
+(reference and base at the triangle counts given) in poses of its animation,
+each view at its own time (one render of the posed copies a step).
 """
 
 from __future__ import annotations
@@ -51,9 +53,13 @@ from difflod.optimize.trainer import Trainer, prepare_meshes
 
 def bench_device(device: str, args: argparse.Namespace, tmp: Path, graph: str = "auto",
                  ref_spp: int | None = None) -> dict:
+    ref_mesh = f"asset:spiky?triangles={args.ref_triangles}&texture_res=1024"
+    base_mesh = f"asset:sphere?triangles={args.base_triangles}"
+    if args.animated:  # each view at its own pose of the animation
+        ref_mesh = f"asset:skinned_cylinder?triangles={args.ref_triangles}&texture_res=1024"
+        base_mesh = f"asset:skinned_cylinder?triangles={args.base_triangles}&texture_res=64"
     cfg = load_config(None, {
-        "ref_mesh": f"asset:spiky?triangles={args.ref_triangles}&texture_res=1024",
-        "base_mesh": f"asset:sphere?triangles={args.base_triangles}",
+        "ref_mesh": ref_mesh, "base_mesh": base_mesh, "animate": args.animated,
         "random_textures": True, "iter": args.warmup + args.iters, "batch": args.batch,
         "train_res": args.res, "texture_res": [args.texture_res, args.texture_res],
         "learning_rate": 0.03, "min_roughness": 0.25, "save_interval": 0,
@@ -103,6 +109,7 @@ def bench_device(device: str, args: argparse.Namespace, tmp: Path, graph: str = 
             "graphed": trainer.captured is not None and trainer.captured.graph is not None,
             "peak_gib": peak, "peak_kind": "GPU allocated" if dev.type == "cuda" else "process RSS",
             "res": args.res, "batch": args.batch, "texture_res": args.texture_res,
+            "animated": trainer.skinned,
             "reference_spp": trainer.config.reference_spp,
             "ref_triangles": ref.num_triangles, "base_triangles": base.num_triangles,
             "psnr_last": trainer.history[-1]["psnr"],
@@ -170,6 +177,9 @@ def main() -> int:
                    help="comma list of the config key's values (auto = null, or 1..64), a row each")
     p.add_argument("--scaling", action="store_true",
                    help="the resolution x batch grid and the reference-size row")
+    p.add_argument("--animated", action="store_true",
+                   help="the skinned_cylinder asset as reference and base, each view posed "
+                        "at its own time of the animation")
     p.add_argument("--json", action="store_true")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="print the N most expensive operators of one iteration")
@@ -213,7 +223,7 @@ def main() -> int:
               f"{r['ms_pipelined']:8.1f} "
               f"{r['peak_gib']:9.2f}  {r['peak_kind']}; res {r['res']}, batch {r['batch']}, "
               f"tex {r['texture_res']}^2, ref {r['ref_triangles']} / base "
-              f"{r['base_triangles']} tris, reference spp {r['reference_spp']}; "
+              f"{r['base_triangles']} tris{', animated' if r['animated'] else ''}, reference spp {r['reference_spp']}; "
               f"compiled shading {r['compiled']}, graphed "
               f"{r['graphed']} (slots {r['slots']:.0%}, {r['skipped']} skipped), warm-up "
               f"{r['warmup_s']:.1f} s")
