@@ -415,9 +415,12 @@ class Trainer:
             numbers = torch.stack([img_loss.detach().double(), lap_loss.detach().double(),
                                    mse_t.double(), finite_t.double(), over_t])
             before = [t.detach().clone() for t in params]
+            # in place (no second copy of every gradient at the step's peak):
+            # a kept step's gradients are finite, so only an undone one changes
+            keep_f = keep_t.to(mse_t.dtype)
             for t in params:
                 if t.grad is not None:
-                    t.grad = torch.where(keep_t, t.grad, 0.0)
+                    t.grad.nan_to_num_(0.0, 0.0, 0.0).mul_(keep_f)
         self.optimizer.step()
         self.trainable.clamp_()
         with torch.no_grad():

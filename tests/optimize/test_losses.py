@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from difflod.optimize.losses import LOSSES, image_loss, linear_to_srgb, tonemap_log_srgb
+from difflod.optimize.losses import (
+    LOSSES,
+    image_loss,
+    linear_to_srgb,
+    reference_loss,
+    tonemap_log_srgb,
+)
 
 
 def _srgb(x: float) -> float:
@@ -56,3 +62,28 @@ def test_errors():
         image_loss(PRED, TARGET, "l1")
     with pytest.raises(ValueError, match="same shape"):
         image_loss(PRED, TARGET[..., :2])
+
+
+@pytest.mark.parametrize("kind", ["logl1", "logl2"])
+def test_fused_tonemapped_loss_matches_the_composed_expression(kind: str) -> None:
+    """image_loss's Function (it keeps only the two images for the backward
+    pass) gives reference_loss's value and gradients, to both images, at
+    values on every branch: negative, zero, the sRGB knee, 0..1, HDR, past the clamp."""
+    g = torch.Generator().manual_seed(0)
+    special = torch.tensor([-1.0, 0.0, math.exp(0.0031308) - 1.0, 1e-4, 0.5, 1.0, 40.0, 7e4])
+    pred = torch.cat([special, torch.rand(64, generator=g, dtype=torch.float64) * 3 - 0.5])
+    target = torch.cat([special.flip(0), torch.rand(64, generator=g, dtype=torch.float64) * 3])
+    pred[3] = target[3] = 0.25  # a zero difference: the L1 subgradient 0
+    pred, target = pred.double().reshape(1, 8, 9, 1), target.double().reshape(1, 8, 9, 1)
+    grads = []
+    for fn in (image_loss, reference_loss):
+        p, t = pred.clone().requires_grad_(True), target.clone().requires_grad_(True)
+        value = fn(p, t, kind)
+        (value * 3.0).backward()
+        grads.append((value.detach(), p.grad, t.grad))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+    # and by finite differences, away from the kinks
+    p = (torch.rand(2, 3, 4, 3, generator=g, dtype=torch.float64) * 2 + 0.01).requires_grad_(True)
+    t = (torch.rand(2, 3, 4, 3, generator=g, dtype=torch.float64) * 2 + 0.01).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: image_loss(a, b, kind), (p, t))
