@@ -102,6 +102,7 @@ def run_simplify(asset: str, fraction: float, args: argparse.Namespace, out: Pat
                       views=args.views, res=args.res, with_flip=True, chamfer_samples=20000)
     row = {"asset": asset, "ref_triangles": reference.num_triangles, "budget": budget,
            "triangles": result.mesh.num_triangles, "seconds": round(seconds, 1),
+           "start": result.start,
            "difflod_renderer": {k: _psnr(scores, k)
                                 for k in ("in_memory", "glb", "obj", "qem_bake")},
            "difflod_metrics": _metrics(scores, SCORED)}

@@ -21,6 +21,7 @@ import torch
 
 from difflod.base.atlas import uv_atlas
 from difflod.base.bake import bake_textures, to_tensor
+from difflod.base.decimate import decimate, weld
 from difflod.errors import DiffLodError
 from difflod.geometry.transform import reference_matrix, transform
 from difflod.mesh import Material, Mesh
@@ -28,62 +29,9 @@ from difflod.mesh import Material, Mesh
 __all__ = ["baseline", "decimate", "weld"]
 
 
-def weld(v_pos: np.ndarray, t_pos_idx: np.ndarray,
-         tolerance: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
-    """Merge coincident positions and drop the triangles that collapse.
-
-    glTF files (and UV-mapped procedural meshes) split vertices along UV
-    seams; QEM would treat those seams as open borders. Positions closer than
-    `tolerance` times the bounding-box diagonal are merged.
-
-    Returns:
-        (`[V',3]` float32 positions, `[F',3]` int64 indices).
-    """
-    if len(v_pos) == 0:
-        return v_pos.astype(np.float32), t_pos_idx.astype(np.int64)
-    diag = float(np.linalg.norm(v_pos.max(0) - v_pos.min(0))) or 1.0
-    keys = np.round(v_pos / (tolerance * diag)).astype(np.int64)
-    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    idx = inverse.reshape(-1)[t_pos_idx]
-    keep = (idx[:, 0] != idx[:, 1]) & (idx[:, 1] != idx[:, 2]) & (idx[:, 0] != idx[:, 2])
-    return (np.ascontiguousarray(v_pos[first], dtype=np.float32),
-            np.ascontiguousarray(idx[keep], dtype=np.int64))
-
-
-def decimate(v_pos: np.ndarray, t_pos_idx: np.ndarray,
-             triangles: int) -> tuple[np.ndarray, np.ndarray]:
-    """QEM-decimate a triangle mesh to about `triangles` faces.
-
-    Args:
-        v_pos: `[V,3]` float positions; t_pos_idx: `[F,3]` int indices.
-    Returns:
-        (`[V',3]` float32 positions, `[F',3]` int64 indices); the input,
-        unchanged, when it already has no more than `triangles` faces.
-    """
-    import fast_simplification
-
-    pos, idx = weld(np.asarray(v_pos, dtype=np.float32), np.asarray(t_pos_idx, dtype=np.int64))
-    if len(idx) <= triangles:
-        return pos, idx
-    # QEM can stop above its target where collapses would fold the surface (a
-    # flat model with coincident sides kept 118 of a 100-triangle target): aim
-    # lower until the budget holds, a few times at most; where QEM stalls, say so
-    target = triangles
-    for _ in range(8):
-        out_pos, out_idx = fast_simplification.simplify(pos, idx, target_count=target)
-        if len(out_idx) <= triangles or target <= 4:
-            break
-        target = max(4, target - (len(out_idx) - triangles) - 1)
-    if len(out_idx) > triangles:
-        raise DiffLodError(f"QEM decimation stops at {len(out_idx)} triangles on this model "
-                           f"(surfaces that fold onto each other), above the budget of "
-                           f"{triangles}; ask for at least {len(out_idx)}")
-    return (np.ascontiguousarray(out_pos, dtype=np.float32),
-            np.ascontiguousarray(out_idx, dtype=np.int64))
-
-
 def baseline(reference: Mesh, triangles: int, *, texture_res: int = 1024, seed: int = 0,
-             bake_normals: bool = True, method: str = "qem") -> Mesh:
+             bake_normals: bool = True, method: str = "qem",
+             geometry: tuple[np.ndarray, np.ndarray] | None = None) -> Mesh:
     """QEM decimation to `triangles` faces, xatlas UVs, and a texture bake of `reference`;
     or, with `method="cards"`, a billboard cloud of it (base/cards.py).
 
@@ -93,8 +41,11 @@ def baseline(reference: Mesh, triangles: int, *, texture_res: int = 1024, seed: 
         texture_res: side of the square baked textures.
         seed: seed of the reference surface sampling used by the bake.
         bake_normals: also bake a tangent-space normal map.
-        method: "qem", or "cards" (crossed alpha-tested cards, MASK at 0.5,
-            double-sided: for foliage, which QEM cannot simplify).
+        method: "qem", "remesh" (an even remesh of a closed surface,
+            base/remesh.py), or "cards" (crossed alpha-tested cards, MASK at
+            0.5, double-sided: for foliage, which QEM cannot simplify).
+        geometry: with "remesh", the remesh already made (positions in the
+            reference's space, indices: base.remesh.even_geometry's).
     Returns:
         A new Mesh with one material "baseline" (kd `[R,R,3|4]`, ks `[R,R,3]`,
         normal `[R,R,3]` or None), UVs, vertex normals and tangents.
@@ -120,14 +71,13 @@ def baseline(reference: Mesh, triangles: int, *, texture_res: int = 1024, seed: 
         pos, idx, uv, uv_idx, baked = card_cloud(reference, triangles, texture_res, seed=seed,
                                                  bake_normals=bake_normals)
         alpha_mode, alpha_cutoff, double_sided = "MASK", 0.5, True
-    elif method == "qem":
-        pos, idx = decimate(reference.v_pos.detach().cpu().numpy(),
-                            reference.t_pos_idx.cpu().numpy(), triangles)
+    elif method in ("qem", "remesh"):
+        pos, idx = _geometry(reference, triangles, method, geometry, to_unit)
         uv, uv_idx = uv_atlas(pos, idx, texture_res)
         baked = bake_textures(reference, pos, idx, uv, uv_idx, texture_res, seed=seed,
                               bake_normals=bake_normals)
     else:
-        raise ValueError(f"baseline: method must be 'qem' or 'cards', got {method!r}")
+        raise ValueError(f"baseline: method must be 'qem', 'remesh' or 'cards', got {method!r}")
     material = Material(
         name="baseline",
         kd=to_tensor(baked["kd"]),
@@ -150,3 +100,25 @@ def baseline(reference: Mesh, triangles: int, *, texture_res: int = 1024, seed: 
         materials=(material,),
     )
     return transform(mesh, torch.linalg.inv(to_unit)).to(reference.device).validate()
+
+
+def _geometry(reference: Mesh, triangles: int, method: str,
+              given: tuple[np.ndarray, np.ndarray] | None,
+              to_unit: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The base's (positions, indices) at unit size; `reference` is at unit size,
+    `given` (a remesh made by the caller) in the reference's own space."""
+    if given is not None:
+        m = to_unit.numpy()
+        pos = np.asarray(given[0], dtype=np.float64) @ m[:3, :3].T + m[:3, 3]
+        return pos.astype(np.float32), np.asarray(given[1], dtype=np.int64)
+    v_pos, t_pos_idx = reference.v_pos.detach().cpu().numpy(), reference.t_pos_idx.cpu().numpy()
+    if method == "qem":
+        return decimate(v_pos, t_pos_idx, triangles)
+    from difflod.base.remesh import remesh
+
+    out = remesh(v_pos, t_pos_idx, triangles)
+    if out is None:
+        raise DiffLodError("base_method 'remesh' needs a closed, edge-manifold surface (every "
+                           "edge shared by two triangles); this model has borders or fins: "
+                           "use 'qem' or 'auto'")
+    return out

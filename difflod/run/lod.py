@@ -223,7 +223,7 @@ def _train_chain(ref_mesh: Mesh, levels: list[int], out: Path, config: TrainConf
     ref_n, _, frame = prepare_meshes(ref_mesh, bases[0][1], config, device)
     shared = ReferenceRenders(capacity=max(1, config.batch))
     trainers, level_dirs = [], []
-    for i, (base, train_base) in enumerate(bases):
+    for i, (base, train_base, _) in enumerate(bases):
         level_dir = out / f"lod{i}"
         level_config = _level_config(config, out, i)
         level_dir.mkdir(parents=True, exist_ok=True)
@@ -261,11 +261,11 @@ def _train_chain(ref_mesh: Mesh, levels: list[int], out: Path, config: TrainConf
 
     # export (each level's final checkpoint too: it goes when the chain's files are done)
     results = []
-    for (base, _), trainer, level_dir in zip(bases, trainers, level_dirs):
+    for (base, _, start), trainer, level_dir in zip(bases, trainers, level_dirs):
         final = final_mesh(trainer, frame)
         export(level_dir, trainer, final)
         results.append(SimplifyResult(mesh=final, baseline=base.to("cpu"), out_dir=level_dir,
-                                      history=trainer.history, seconds=seconds))
+                                      history=trainer.history, seconds=seconds, start=start))
     coverage = screen_coverage([r.mesh.num_triangles for r in results])
     write_lods([r.mesh for r in results], out / CHAIN_FILE, coverage)
     return results, coverage, seconds, shared, trainers[0].history, trainers

@@ -116,6 +116,8 @@ class SimplifyResult:
         timings: wall seconds per stage: base_mesh_s, train_s (training and
             export), and with the evaluation evaluate_s, report_s (also in
             metrics.json's "timings").
+        start: how the mesh trained was made: "qem" (the baseline itself),
+            "remesh" or "cards" (base_mesh); None for a finished run read back.
     """
 
     mesh: Mesh
@@ -125,6 +127,7 @@ class SimplifyResult:
     metrics: dict | None = None
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    start: str | None = None
 
 
 def simplify_config(path: str | Path | None = None,
@@ -164,7 +167,7 @@ def open_reference(reference: str | Path | Mesh, config: TrainConfig | None
                    ) -> tuple[Mesh, str, TrainConfig]:
     """The reference model, its name for messages, and the run's config checked for
     simplify (no base_mesh; "reference" textures read as "base"; texture_res >= 8;
-    base_method "auto" resolved to "qem" or "cards")."""
+    base_method "auto" resolved to "cards" for foliage; base_mesh resolves the rest)."""
     from difflod.io.limits import limits_from
     from difflod.models import open_model
 
@@ -194,42 +197,50 @@ def open_reference(reference: str | Path | Mesh, config: TrainConfig | None
     return ref_mesh, name, config
 
 
-def base_mesh(reference: Mesh, budget: int, config: TrainConfig) -> tuple[Mesh, Mesh]:
+def base_mesh(reference: Mesh, budget: int, config: TrainConfig) -> tuple[Mesh, Mesh, str]:
     """The base-mesh stage: QEM + atlas + bake of `reference` to `budget` triangles,
     its normal map matched to the renderer's tangents; returns (base, the mesh to
-    train), both with the reference's skin transferred when it has one (so
-    qem_bake.glb and the result move as the reference does; `animate` says
-    whether training poses them). The base returned for the files has the opaque
-    parts of a BLEND bake under an OPAQUE material (base/opaque_split.py); the
-    one to train keeps the single material. Where `config.base_method` picks
-    cards (foliage, base/cards.py), the mesh to train is the card cloud and the
-    base for the files stays QEM + bake, the usual pipeline the result is
-    compared with."""
+    train, how that was made: "qem", "remesh" or "cards"), both meshes with the
+    reference's skin transferred when it has one (so qem_bake.glb and the result
+    move as the reference does; `animate` says whether training poses them). The
+    base returned for the files has the opaque parts of a BLEND bake under an
+    OPAQUE material (base/opaque_split.py); the one to train keeps the single
+    material. The base for the files is always QEM + bake, the usual pipeline the
+    result is compared with; the mesh to train is another where
+    `config.base_method` picks it: cards (foliage, base/cards.py), or an even
+    remesh of a closed surface (base/remesh.py; "auto" takes it where it keeps
+    the reference's shape about as well as QEM at this budget)."""
     from difflod.base.opaque_split import split_opaque
 
     base = _base(reference, budget, config, "qem")
-    start = base
-    if base_method(reference, config) == "cards":
-        start = _base(reference, budget, config, "cards")
-    return split_opaque(base), start
+    method, geometry = base_method(reference, config), None
+    if method == "auto":
+        from difflod.base.remesh import even_geometry
+
+        geometry = even_geometry(reference, base, budget)
+        method = "qem" if geometry is None else "remesh"
+    start = base if method == "qem" else _base(reference, budget, config, method, geometry)
+    return split_opaque(base), start, method
 
 
 def base_method(reference: Mesh, config: TrainConfig) -> str:
-    """"qem" or "cards": the base `difflod simplify` trains (config.base_method;
-    "auto" takes cards for foliage where the atlas holds them)."""
+    """config.base_method, with "auto" resolved to "cards" for foliage where the
+    atlas holds them; otherwise "auto" stays, for each budget to choose between
+    "qem" and "remesh" (base_mesh)."""
     from difflod.base.cards import MIN_TEXTURE, is_foliage
 
     if config.base_method != "auto":
         return config.base_method
-    return "cards" if max(config.texture_res) >= MIN_TEXTURE and is_foliage(reference) else "qem"
+    return "cards" if max(config.texture_res) >= MIN_TEXTURE and is_foliage(reference) else "auto"
 
 
-def _base(reference: Mesh, budget: int, config: TrainConfig, method: str) -> Mesh:
+def _base(reference: Mesh, budget: int, config: TrainConfig, method: str,
+          geometry: tuple | None = None) -> Mesh:
     from difflod.base.baseline import baseline
     from difflod.base.render_tangents import match_render_tangents
 
     base = match_render_tangents(baseline(reference, budget, texture_res=max(config.texture_res),
-                                          seed=config.seed, method=method))
+                                          seed=config.seed, method=method, geometry=geometry))
     if reference.skin is not None and reference.v_joints is not None \
             and reference.v_weights is not None:
         from difflod.geometry.skin_transfer import transfer_skin
@@ -285,7 +296,7 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
         stages = StageLog(["base mesh", "train", "evaluate", "report"] if evaluate
                           else ["base mesh", "train"], quiet=quiet)
         stages.begin("base mesh")
-        base, train_base = base_mesh(ref_mesh, budget, config)
+        base, train_base, method = base_mesh(ref_mesh, budget, config)
         ref_n, _, frame = prepare_meshes(ref_mesh, train_base, config, device)
         base_n = frame.to_unit(train_base).to(device)  # no AABB refit (see module docstring)
 
@@ -294,7 +305,7 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
         stages.begin("train")  # and export
         trainer = Trainer(config, ref_n, base_n, out, quiet=quiet)
         candidates = {BASELINE_NAME: base.to("cpu")}
-        if config.init_textures == "random" or config.base_method == "cards":
+        if config.init_textures == "random" or method != "qem":
             # the start differs from the baseline: show it
             candidates[INITIAL_NAME] = frame.from_unit(
                 trainer.trainable.base_mesh().clone()).to("cpu")
@@ -314,7 +325,7 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
         stages.finish()
     return SimplifyResult(mesh=final, baseline=base.to("cpu"), out_dir=out,
                           history=trainer.history, metrics=metrics, seconds=seconds,
-                          timings=stages.timings())
+                          timings=stages.timings(), start=method)
 
 
 def _finished_result(out: Path, evaluate: bool) -> SimplifyResult:

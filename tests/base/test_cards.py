@@ -77,7 +77,7 @@ def test_cards_cover_a_shrub_where_qem_loses_it() -> None:
 
 
 def test_unknown_method_is_refused() -> None:
-    with pytest.raises(ValueError, match="method must be 'qem' or 'cards'"):
+    with pytest.raises(ValueError, match="method must be 'qem', 'remesh' or 'cards'"):
         baseline(_disc_card(), 4, texture_res=32, method="billboards")
 
 

@@ -463,7 +463,7 @@ def test_glass_comes_back_see_through_and_a_shared_atlas_is_written_once(
     from difflod.models import open_model
     from difflod.run.simplify import base_mesh
 
-    glass, _ = base_mesh(open_model("asset:glass?triangles=2000&texture_res=64"), 100,
+    glass, _, _ = base_mesh(open_model("asset:glass?triangles=2000&texture_res=64"), 100,
                          TrainConfig(texture_res=[32, 32]))
     blend, opaque = glass.materials
     assert (blend.alpha_mode, opaque.alpha_mode) == ("BLEND", "OPAQUE")

@@ -51,13 +51,14 @@ def test_base_method_is_validated() -> None:
 
 def test_cards_need_an_atlas_that_holds_them(tmp_path: Path) -> None:
     """Below 24^2 texels the atlas cannot hold two legible cards: `cards` asked
-    for is one clear error, `auto` keeps QEM."""
+    for is one clear error, `auto` does not take cards (each budget then picks
+    QEM or an even remesh: base_mesh)."""
     from difflod.models import open_model
     from difflod.run.simplify import base_method
 
     ref = open_model("asset:shrub?triangles=2000")
     small = simplify_config().replace(texture_res=(16, 16))
-    assert base_method(ref, small) == "qem"
+    assert base_method(ref, small) == "auto"
     assert base_method(ref, small.replace(texture_res=(24, 24))) == "cards"
     with pytest.raises(ConfigError, match=r"'base_method' cards needs 'texture_res' >= 24"):
         simplify(ref, 40, tmp_path / "o", config=small.replace(base_method="cards"), quiet=True)

@@ -156,7 +156,7 @@ def test_every_trained_result_is_split_where_renderers_need_it(reference: Mesh) 
     from difflod.run.simplify import base_mesh
     from difflod.run.train import final_mesh
 
-    split, trained = base_mesh(reference, BUDGET, TrainConfig(texture_res=[32, 32]))
+    split, trained, _ = base_mesh(reference, BUDGET, TrainConfig(texture_res=[32, 32]))
     assert [m.alpha_mode for m in trained.materials] == ["BLEND"]
     frame = Frame.from_mesh(reference)
     trainer = SimpleNamespace(trainable=SimpleNamespace(export_mesh=lambda: frame.to_unit(trained)))
