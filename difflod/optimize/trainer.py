@@ -211,7 +211,6 @@ class Trainer:
             self.corners = corner_groups(detail)
 
     # ---- rendering ------------------------------------------------------------
-
     def _candidate(self) -> Mesh:
         """The mesh rendered this step (detail mesh, with the base's skin if any)."""
         mesh = self.trainable.detail_mesh()

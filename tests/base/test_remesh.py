@@ -61,6 +61,18 @@ def test_remesh_of_a_sphere_is_even_within_the_budget_and_on_the_surface() -> No
     assert again is not None and np.array_equal(again[0], ve) and np.array_equal(again[1], fe)
 
 
+def test_remesh_keeps_creases() -> None:
+    """A cube's edges are creases (90 degrees): the remesh slides along them, so
+    every vertex stays on the cube and all 8 corners are kept."""
+    v, f = (t.numpy() for t in cube())
+    even = remesh(v, f, 300)
+    assert even is not None and len(even[1]) == 300
+    ve = even[0]
+    np.testing.assert_allclose(np.abs(ve).max(axis=1), 1.0, atol=1e-5)
+    corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)])
+    assert all(np.abs(ve - c).max(axis=1).min() < 1e-4 for c in corners)
+
+
 def test_remesh_refuses_a_surface_with_borders() -> None:
     v, f = _surface("vcolor")
     assert remesh(v, f[10:], 200) is None
