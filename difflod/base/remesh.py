@@ -16,7 +16,7 @@ times QEM's. Measured ratios: 1.05 and 1.44 where the remesh won; 1.66
 (beacon), 1.93 (knot), 2.99 (spiky), 3.42 (multi_material) and 4.72
 (skinned_cylinder) where it lost. Through `difflod simplify` with
 `base_method: auto` (the same proxy), vcolor's gain over QEM + bake in
-three.js rose from +1.42 to +2.70 dB at 5% and from +1.30 to +2.26 at 1%.
+three.js rose from +1.42 to +2.65 dB at 5% and from +1.30 to +2.26 at 1%.
 
 The remesher is gpytoolbox's `remesh_botsch` (Botsch and Kobbelt's
 iterations of splits, collapses, flips and tangential relaxation, projected
