@@ -7,31 +7,32 @@ proxy (a 20k-triangle reference; 500 iterations at 256², batch 4; 512²
 textures; 16 held-out views at 512², three.js PSNR after training), the
 vcolor sphere: 37.22 dB from the remesh against 35.77 from QEM at 5%, 30.79
 against 29.71 at 1%, the outline band's error down by 30%. Where a surface
-has sharp or thin features, one edge length everywhere loses them and the
-result is worse: spiky -3.39 dB, knot -1.23, beacon -0.16, multi_material
--2.30, skinned_cylinder -4.78 (5%). `prefers_remesh` takes the remesh only
-where its geometric error stays near QEM's: the 99th percentile of the
-distance from the reference's surface to the base's at most PREFER_RATIO
-times QEM's. Measured ratios: 1.05 and 1.44 where the remesh won; 1.66
-(beacon), 1.93 (knot), 2.99 (spiky), 3.42 (multi_material) and 4.72
-(skinned_cylinder) where it lost. Through `difflod simplify` with
-`base_method: auto` (the same proxy), vcolor's gain over QEM + bake in
-three.js rose from +1.42 to +2.65 dB at 5% and from +1.30 to +2.26 at 1%.
+has thin or sharp features, one edge length everywhere loses them and the
+result is worse (a remesh without creases, 5%): spiky -3.39 dB, knot
+-1.23, beacon -0.16, multi_material -2.30, skinned_cylinder -4.78.
+`prefers_remesh` takes the remesh only where its geometric error stays near
+QEM's: the 99th percentile of the distance from the reference's surface to
+the base's at most PREFER_RATIO times QEM's. Measured ratios: 1.05 and
+1.44 where the remesh won; 1.66 (beacon), 1.93 (knot), 2.99 (spiky), 3.42
+(multi_material) and 4.72 (skinned_cylinder) where it lost. Through
+`difflod simplify` with `base_method: auto` (the same proxy), vcolor's gain
+over QEM + bake in three.js rose from +1.42 to +2.65 dB at 5% and from
++1.30 to +2.26 at 1%.
 
 The remesher is gpytoolbox's `remesh_botsch` (Botsch and Kobbelt's
 iterations of splits, collapses, flips and tangential relaxation, projected
-onto the input), keeping creases (edges whose faces meet at more than
+onto the input). It keeps creases (edges whose faces meet at more than
 FEATURE_ANGLE degrees) as features it slides vertices along but never
-crosses: with them skinned_cylinder's cap rims survive, its 99th-percentile
-ratio falls from 4.72 to 1.03 at 5%, and trained from that remesh it scored
-38.91 dB in three.js against 38.68 from QEM (+0.23; without creases,
--4.78); no other asset's choice changes. It is asked for the edge length of an equilateral tiling of the
-surface with 5% more triangles than the budget, the extra ones then
-collapsed by QEM; a pass that falls short of the budget is run again at a
-length scaled to the shortfall (three passes at most). Only a closed, edge-manifold surface is
+crosses: with them skinned_cylinder's cap rims survive, its ratio falls from
+4.72 to 1.03 at 5%, and trained from that remesh it scored 38.91 dB in
+three.js against 38.68 from QEM (no other asset's choice changes). It is
+asked for the edge length of an equilateral tiling of the surface with 5%
+more triangles than the budget, the extra ones then collapsed by QEM; a pass
+that falls short of the budget is run again at a length scaled to the
+shortfall (three passes at most). Only a closed, edge-manifold surface is
 remeshed (the remesher keeps every boundary vertex where it is); an input
-over REMESH_INPUT_MAX triangles is QEM-decimated to that size first
-(200k triangles remesh in about 7 s on this CPU).
+over REMESH_INPUT_MAX triangles is QEM-decimated to that size first (200k
+triangles remesh in about 7 s on this CPU).
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ from difflod.base.decimate import decimate, weld
 from difflod.geometry.transform import reference_matrix
 from difflod.mesh import Mesh
 
-__all__ = ["FEATURE_ANGLE", "PREFER_RATIO", "REMESH_INPUT_MAX", "even_geometry", "is_closed_manifold",
-           "prefers_remesh", "remesh"]
+__all__ = ["FEATURE_ANGLE", "PREFER_RATIO", "REMESH_INPUT_MAX", "even_geometry",
+           "is_closed_manifold", "prefers_remesh", "remesh"]
 
 PREFER_RATIO = 1.5
 FEATURE_ANGLE = 45.0  # degrees between faces at which an edge is a crease the remesh keeps
