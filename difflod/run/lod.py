@@ -161,7 +161,7 @@ def simplify_chain(reference: str | Path | Mesh, budgets: Sequence[int], out_dir
                 files[f"difflod_lod{i}"] = r.out_dir / "mesh.glb"
             extra = {"train_seconds": seconds,
                      "levels": [{"budget": b, "triangles": r.mesh.num_triangles,
-                                 "screen_coverage": c}
+                                 "screen_coverage": c, "start": r.start}
                                 for b, r, c in zip(levels, results, coverage)],
                      "reference_renders": {"rendered": shared.renders,
                                            "reused": shared.reuses},

@@ -62,7 +62,7 @@ def evaluate_run(out_dir: Path, config: TrainConfig, reference: Mesh,
                  seconds: float | None = None, files: dict[str, Path] | None = None,
                  quiet: bool = False, timings: dict[str, float] | None = None,
                  on_stage: Callable[[str], None] | None = None,
-                 device: torch.device | None = None) -> dict:
+                 device: torch.device | None = None, start: str | None = None) -> dict:
     """Held-out evaluation of a run's results: metrics.json and report/.
 
     `files` maps candidate names to their written files (for file sizes);
@@ -70,7 +70,8 @@ def evaluate_run(out_dir: Path, config: TrainConfig, reference: Mesh,
     seconds of the stages before) go into metrics.json's "timings", with the
     evaluate and report stages' own; `on_stage` is called as those begin.
     The meshes are rendered and scored on `device` (the run's; None: the
-    reference's), whatever device they come on.
+    reference's), whatever device they come on. `start`: how simplify made the
+    mesh it trained ("qem", "remesh" or "cards"), metrics.json's "start".
     """
     from difflod.evaluate.report import evaluate_into
 
@@ -79,6 +80,7 @@ def evaluate_run(out_dir: Path, config: TrainConfig, reference: Mesh,
         seed=config.seed, backend=config.render_backend,
         files={"difflod": out_dir / "mesh.glb", **(files or {})},
         extra={**({} if seconds is None else {"train_seconds": seconds}),
-               **({} if timings is None else {"timings": dict(timings)})},
+               **({} if timings is None else {"timings": dict(timings)}),
+               **({} if start is None else {"start": start})},
         history=history, config=config.to_dict(), quiet=quiet, on_stage=on_stage,
         device=device)

@@ -7,7 +7,10 @@ The whole automatic pipeline, with no base mesh to make by hand:
    exactly the usual pipeline, `difflod.base.baseline.baseline`;
 2. the trainable candidate starts from that base *and its baked textures*
    (config `init_textures: "base"`), so optimization begins at the QEM+bake
-   result instead of noise;
+   result instead of noise; or, where `base_mesh` picks another start
+   (`base_method`), from an even remesh of a closed surface baked the same
+   way (base/remesh.py: where it keeps the shape about as well as QEM) or
+   from a cloud of alpha-tested cards (foliage, base/cards.py);
 3. appearance-driven optimization (difflod.optimize.trainer.Trainer, run
    by `run.train.fit`);
 4. the outputs of `difflod train` in OUT_DIR (`run.train.export`), plus the
@@ -18,8 +21,9 @@ The whole automatic pipeline, with no base mesh to make by hand:
    - qem_bake.glb — the QEM + bake baseline it started from;
    - metrics.json and report/ — reference vs "qem_bake" vs "difflod" on
      held-out views, so the gain over the usual pipeline is one table (plus
-     "initial", the QEM geometry with its random textures, when training
-     starts from noise: `init_textures: "random"`).
+     "initial", the start when it is not QEM + bake itself: the QEM
+     geometry with random textures (`init_textures: "random"`), the
+     remesh or the cards; metrics.json's "start" says which).
 
 Resuming (`resume=True`, `difflod simplify --resume`) follows `difflod
 train`'s rules (run/train.py, run/resume.py): the output folder is locked,
@@ -27,7 +31,7 @@ and the run continues from checkpoint.pt, starts afresh without one, or
 does nothing when the folder holds the finished run. The base mesh stage is
 run again rather than read back from qem_bake.glb (whose 8-bit textures are
 not the float ones training started from): QEM, xatlas and the bake are
-deterministic for a given input, budget and seed, and the checkpoint holds
+deterministic for a given input, budget and seed (the remesher too), and the checkpoint holds
 a digest of the base mesh, so a base that came out differently is refused
 instead of silently resumed.
 
@@ -117,7 +121,8 @@ class SimplifyResult:
             export), and with the evaluation evaluate_s, report_s (also in
             metrics.json's "timings").
         start: how the mesh trained was made: "qem" (the baseline itself),
-            "remesh" or "cards" (base_mesh); None for a finished run read back.
+            "remesh" or "cards" (base_mesh; metrics.json's "start"); None for
+            a finished run read back without its evaluation.
     """
 
     mesh: Mesh
@@ -320,7 +325,8 @@ def simplify(reference: str | Path | Mesh, triangles: int, out_dir: str | Path, 
                                            history=trainer.history, seconds=seconds,
                                            files={BASELINE_NAME: out / f"{BASELINE_NAME}.glb"},
                                            quiet=quiet, on_stage=stages.begin,
-                                           timings=stages.timings(), device=device)
+                                           timings=stages.timings(), device=device,
+                                           start=method)
         finish(trainer)
         stages.finish()
     return SimplifyResult(mesh=final, baseline=base.to("cpu"), out_dir=out,
@@ -336,4 +342,5 @@ def _finished_result(out: Path, evaluate: bool) -> SimplifyResult:
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8")) \
         if evaluate else None
     return SimplifyResult(mesh=load(out / "mesh.glb"), baseline=load(out / f"{BASELINE_NAME}.glb"),
-                          out_dir=out, history=history, metrics=metrics)
+                          out_dir=out, history=history, metrics=metrics,
+                          start=metrics.get("start") if isinstance(metrics, dict) else None)

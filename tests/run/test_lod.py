@@ -74,6 +74,7 @@ def test_one_report_over_the_chain_and_every_level_gains(chain: Path) -> None:
         assert gain > 0.2, (i, gain)
     levels = metrics["levels"]
     assert [lv["budget"] for lv in levels] == LEVELS
+    assert [lv["start"] for lv in levels] == ["qem"] * len(LEVELS)  # a spiky model keeps QEM
     assert [lv["screen_coverage"] for lv in levels] == screen_coverage(
         [lv["triangles"] for lv in levels])
     # one reference render per step serves the three levels

@@ -302,6 +302,26 @@ def test_random_textures_start_is_evaluated_and_improved(tmp_path: Path) -> None
     assert _psnr(result.metrics, "initial") < _psnr(result.metrics, "qem_bake") - 3.0
 
 
+def test_a_remesh_start_is_named_scored_and_read_back(tmp_path: Path) -> None:
+    """base_method auto on a smooth closed model trains from its even remesh:
+    the result, metrics.json and a finished run read back say "remesh", the
+    remesh + bake start is scored as "initial", and qem_bake.glb stays QEM."""
+    cfg = simplify_config(None, {**TINY, "iter": 2, "batch": 1, "train_res": 32,
+                                 "texture_res": [32, 32], "save_interval": 0,
+                                 "backend": "cpu", "device": "cpu"})
+    sphere = "asset:vcolor?triangles=4000&texture_res=16"
+    result = simplify(sphere, 200, tmp_path / "o", config=cfg, quiet=True)
+    assert result.start == "remesh" and result.metrics is not None
+    assert result.metrics["start"] == "remesh"
+    assert set(result.metrics["candidates"]) == {"initial", "qem_bake", "difflod"}
+    assert result.baseline.num_triangles == 200 and result.mesh.num_triangles <= 200
+    again = simplify(sphere, 200, tmp_path / "o", config=cfg, quiet=True, resume=True)
+    assert again.start == "remesh"
+    spiky = simplify(REF, BUDGET, tmp_path / "s", config=cfg, quiet=True)
+    assert spiky.start == "qem" and spiky.metrics is not None
+    assert spiky.metrics["start"] == "qem" and "initial" not in spiky.metrics["candidates"]
+
+
 def test_stages_are_announced_timed_and_recorded(tmp_path: Path,
                                                  capsys: pytest.CaptureFixture) -> None:
     import re
