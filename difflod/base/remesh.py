@@ -119,14 +119,6 @@ def remesh(v_pos: np.ndarray, t_pos_idx: np.ndarray,
     return decimate(*best, triangles) if len(best[1]) > triangles else best
 
 
-def _far_quantile(ref: tuple[np.ndarray, np.ndarray], base: tuple[np.ndarray, np.ndarray],
-                  tree_of, q: float) -> float:
-    from difflod.geometry.sampling import sample_surface
-
-    points = sample_surface(*ref, _SAMPLES, np.random.default_rng(0))[0]
-    return float(np.quantile(tree_of(base).query(points)[0], q))
-
-
 def prefers_remesh(reference: tuple[np.ndarray, np.ndarray], qem: tuple[np.ndarray, np.ndarray],
                    even: tuple[np.ndarray, np.ndarray]) -> bool:
     """Whether the even remesh keeps the reference's shape nearly as well as the
@@ -137,12 +129,13 @@ def prefers_remesh(reference: tuple[np.ndarray, np.ndarray], qem: tuple[np.ndarr
 
     from difflod.geometry.sampling import sample_surface
 
-    def tree_of(mesh: tuple[np.ndarray, np.ndarray]) -> cKDTree:
-        return cKDTree(sample_surface(*mesh, _SAMPLES, np.random.default_rng(1))[0])
+    points = sample_surface(*reference, _SAMPLES, np.random.default_rng(0))[0]
 
-    far_qem = _far_quantile(reference, qem, tree_of, 0.99)
-    far_even = _far_quantile(reference, even, tree_of, 0.99)
-    return far_even <= PREFER_RATIO * far_qem
+    def far(base: tuple[np.ndarray, np.ndarray]) -> float:
+        tree = cKDTree(sample_surface(*base, _SAMPLES, np.random.default_rng(1))[0])
+        return float(np.quantile(tree.query(points)[0], 0.99))
+
+    return far(even) <= PREFER_RATIO * far(qem)
 
 
 def even_geometry(reference: Mesh, qem: Mesh, triangles: int
