@@ -21,7 +21,10 @@ step's 1.1 GiB peak, measured on an H100 (torch's memory history). A first
 version kept the two images and recomputed the difference in the backward
 pass: its recomputation's temporaries were then the peak's largest item
 (72 MiB). On this CPU a step takes the same time either way (bench/train.py
-at 256², batch 4: 131-146 ms before, 131-154 after, runs interleaved).
+at 256², batch 4: 131-146 ms before, 131-154 after, runs interleaved). On a
+GPU the forward pass's own temporaries (about a dozen images) were still the
+largest item at the recorded step's peak; there it is one numba-cuda kernel
+(cuda_loss.py) that writes the gradient image and nothing else image-sized.
 """
 
 from __future__ import annotations
@@ -68,6 +71,14 @@ class _TonemappedLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pred: torch.Tensor, target: torch.Tensor,  # type: ignore[override]
                 squared: bool) -> torch.Tensor:
+        if pred.is_cuda:
+            from difflod.optimize import cuda_loss
+
+            if cuda_loss.available():
+                loss, g_pred, g_target = cuda_loss.tonemapped_loss(
+                    pred, target, squared, ctx.needs_input_grad[1])
+                ctx.save_for_backward(g_pred if ctx.needs_input_grad[0] else None, g_target)
+                return loss
         diff = tonemap_log_srgb(pred) - tonemap_log_srgb(target)
         loss = torch.mean(diff * diff) if squared else torch.mean(torch.abs(diff))
         outer = (2.0 * diff if squared else torch.sign(diff)) / diff.numel()

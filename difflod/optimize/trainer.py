@@ -187,6 +187,7 @@ class Trainer:
         self.skinned = config.animate and reference.skin is not None
         self.inputs = {"reference": mesh_digest(reference), "base": mesh_digest(base)}
         self.captured: CapturedStep | None = None
+        self._bg_buffer: torch.Tensor | None = None  # the recorded step's background
         # slots per layer of the recorded step's renders (None: every pixel),
         # measured before the first recording (optimize.graphed)
         self.pixel_capacity: int | None = None
@@ -277,7 +278,7 @@ class Trainer:
     def advance(self) -> dict:
         """One iteration with no host sync (but the first one's Laplacian weight);
         its record's numbers are filled by the next `flush`."""
-        from difflod.scene.views import background, sample_views
+        from difflod.scene.views import background, background_buffer, sample_views
 
         cfg, it, gen = self.config, self.iteration, self.generator
         t0 = time.perf_counter()
@@ -287,7 +288,14 @@ class Trainer:
             spp = tuple(min(n * (cfg.train_res // res), 64) for n in spp)
         views = sample_views(cfg.batch, gen, light_power=cfg.light_power, zoom=cfg.train_zoom,
                              device=self.device)
-        bg = background(cfg.train_background, cfg.batch, res, res, gen, device=self.device)
+        # a recorded step's background is drawn into its recorded buffer (no second
+        # copy alive while it records, the step's peak)
+        recorded = self.graphed and not self.lap_weight.needs_loss()
+        if recorded and self._bg_buffer is None:
+            self._bg_buffer = background_buffer(cfg.train_background, cfg.batch, res, res,
+                                                device=self.device)
+        bg = background(cfg.train_background, cfg.batch, res, res, gen, device=self.device,
+                        out=self._bg_buffer if recorded else None)
         times = None
         if self.skinned:  # each view's pose: a time in the animation's range
             skin = self.reference.skin
@@ -302,7 +310,7 @@ class Trainer:
 
         try:
             # recorded once the Laplacian weight is fixed (by the first step's Laplacian)
-            if self.graphed and not self.lap_weight.needs_loss():
+            if recorded:
                 lap_w = self._lap_weight_now(None)
                 try:
                     numbers = self._replay(views, bg, times, lap_w)
@@ -342,13 +350,18 @@ class Trainer:
     def _replay(self, views, bg: torch.Tensor, times: torch.Tensor | None,
                 lap_w: float) -> torch.Tensor:
         """The step through the CUDA graph (optimize.graphed): its inputs copied
-        into the recorded buffers, then the recording replayed."""
+        into the recorded buffers, then the recording replayed. The background
+        is already in its buffer (`_bg_buffer`, drawn there by `advance`): a
+        uniform one as its `[B,1,1,3]` colours, not a batch of images."""
         cfg = self.config
+        bg_shape = bg.shape
+        assert self._bg_buffer is not None
         if self.captured is None:
             from difflod.scene.views import Views
 
             bufs = {"mvp": torch.empty_like(views.mvp), "campos": torch.empty_like(views.campos),
-                    "lightpos": torch.empty_like(views.lightpos), "bg": torch.empty_like(bg),
+                    "lightpos": torch.empty_like(views.lightpos),
+                    "bg": self._bg_buffer,
                     "lap_w": torch.zeros((), dtype=torch.float32, device=self.device)}
             if times is not None:
                 bufs["times"] = torch.empty_like(times)
@@ -357,8 +370,9 @@ class Trainer:
             def step(b: dict[str, torch.Tensor]) -> torch.Tensor:
                 v = Views(mvp=b["mvp"], campos=b["campos"], lightpos=b["lightpos"],
                           light_power=power)
-                return self._compute(v, b["bg"], cfg.train_res, (cfg.spp, cfg.reference_spp),
-                                     b.get("times"), b["lap_w"])[0]
+                return self._compute(v, b["bg"].expand(bg_shape), cfg.train_res,
+                                     (cfg.spp, cfg.reference_spp), b.get("times"),
+                                     b["lap_w"])[0]
 
             if self.pixel_capacity is None and not self._capacity_measured:
                 self.pixel_capacity = measure_pixel_capacity(
@@ -367,7 +381,7 @@ class Trainer:
                 self._capacity_measured = True
             self.captured = CapturedStep(step, bufs, warmup=2)
         inputs = {"mvp": views.mvp, "campos": views.campos, "lightpos": views.lightpos,
-                  "bg": bg, "lap_w": lap_w}
+                  "lap_w": lap_w}
         if times is not None:
             inputs["times"] = times
         return self.captured(inputs)

@@ -33,8 +33,10 @@ from difflod.scene.light import cosine_sample
 
 __all__ = [
     "BACKGROUNDS",
+    "UNIFORM_BACKGROUNDS",
     "Views",
     "background",
+    "background_buffer",
     "eval_generator",
     "fixed_views",
     "sample_views",
@@ -193,10 +195,17 @@ def views_from_eye(eye: object, up: object = (0.0, 1.0, 0.0), *, at: object = (0
     return _views([proj @ mv], [eye_pos], [eye_pos.clone()], light_power, device)
 
 
+UNIFORM_BACKGROUNDS = ("black", "white", "solid")  # one colour per image
+
+
 def background(kind: str, batch: int, height: int, width: int,
                generator: torch.Generator | None = None,
-               device: torch.device | str | None = None) -> torch.Tensor:
-    """Background image `[B,H,W,3]` float32, linear values.
+               device: torch.device | str | None = None,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+    """Background image `[B,H,W,3]` float32, linear values; the uniform kinds
+    (UNIFORM_BACKGROUNDS) are a broadcast view of one colour per image (stride
+    0 over the pixels: read it, don't write it), so a batch's background takes
+    no image-sized memory.
 
     Kinds: "black" (0), "white" (1), "checker" (nvdiffmodeling's 16x16-tile
     checkerboard of 0.66 and 0.33, first tile 0.66), "solid" (one colour per
@@ -206,35 +215,62 @@ def background(kind: str, batch: int, height: int, width: int,
     seeded with one draw of `generator`, so it differs from the CPU's noise
     for the same seed).
 
+    `out`: a buffer to draw into (`background_buffer`'s, on `device`), so that
+    a recorded training step's input is drawn in place, with no second copy
+    alive at the step's peak; the result is then a view of it. The values are
+    the same either way.
+
     Raises:
-        ValueError: unknown kind (the message lists the kinds), bad sizes, or
-            "random" or "solid" without a generator.
+        ValueError: unknown kind (the message lists the kinds), bad sizes, a
+            buffer of the wrong shape, or "random" or "solid" without a generator.
     """
     if kind not in BACKGROUNDS:
         raise ValueError(f"unknown background {kind!r}; expected one of {BACKGROUNDS}")
     if batch < 1 or height < 1 or width < 1:
         raise ValueError(f"background size must be positive, got B={batch} H={height} W={width}")
     shape = (batch, height, width, 3)
-    if kind == "black":
-        return torch.zeros(shape, dtype=torch.float32, device=device)
-    if kind == "white":
-        return torch.ones(shape, dtype=torch.float32, device=device)
-    if kind == "checker":
-        rows = torch.arange(height, device=device) * 16 // height
-        cols = torch.arange(width, device=device) * 16 // width
-        odd = (rows[:, None] + cols[None, :]) % 2
-        img = torch.where(odd == 0, 0.66, 0.33).to(torch.float32)
-        return img[None, :, :, None].expand(shape).contiguous()
+    stored = (batch, 1, 1, 3) if kind in UNIFORM_BACKGROUNDS else shape
+    if out is not None and (tuple(out.shape) != stored or out.dtype != torch.float32):
+        raise ValueError(f"background {kind!r}: the buffer must be float32 {list(stored)}, "
+                         f"got {out.dtype} {list(out.shape)}")
+    if kind in ("black", "white", "checker"):
+        if kind == "checker":
+            rows = torch.arange(height, device=device) * 16 // height
+            cols = torch.arange(width, device=device) * 16 // width
+            odd = (rows[:, None] + cols[None, :]) % 2
+            img = torch.where(odd == 0, 0.66, 0.33).to(torch.float32)[None, :, :, None]
+        else:
+            img = torch.full((batch, 1, 1, 3), 0.0 if kind == "black" else 1.0,
+                             dtype=torch.float32, device=device)
+        return _stored(img.expand(stored), out).expand(shape)
     if generator is None:
         raise ValueError(f"background {kind!r} needs a generator")
     if kind == "solid":
         colour = torch.rand((batch, 1, 1, 3), generator=generator, dtype=torch.float32)
-        return colour.to(device).expand(shape).contiguous()
+        return _stored(colour.to(device), out).expand(shape)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     if dev.type == "cpu":
-        return torch.rand(shape, generator=generator, dtype=torch.float32)
+        return _stored(torch.rand(shape, generator=generator, dtype=torch.float32), out)
     # on a GPU: draw there (no host work, no copy) from a device generator seeded
     # by one draw of `generator`, so runs stay deterministic per seed and backend
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     dev_gen = torch.Generator(device=dev).manual_seed(seed)
+    if out is not None:
+        return torch.rand(shape, generator=dev_gen, dtype=torch.float32, device=dev, out=out)
     return torch.rand(shape, generator=dev_gen, dtype=torch.float32, device=dev)
+
+
+def background_buffer(kind: str, batch: int, height: int, width: int,
+                      device: torch.device | str | None = None) -> torch.Tensor:
+    """An uninitialised buffer for `background(kind, ..., out=)`: `[B,1,1,3]`
+    for the uniform kinds, `[B,H,W,3]` for the others."""
+    shape = (batch, 1, 1, 3) if kind in UNIFORM_BACKGROUNDS else (batch, height, width, 3)
+    return torch.empty(shape, dtype=torch.float32, device=device)
+
+
+def _stored(values: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """`values` copied into `out` where there is one; else `values` (contiguous
+    unless it is one colour per image)."""
+    if out is None:
+        return values if values.shape[1:3] == (1, 1) else values.contiguous()
+    return out.copy_(values)

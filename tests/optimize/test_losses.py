@@ -87,3 +87,80 @@ def test_fused_tonemapped_loss_matches_the_composed_expression(kind: str) -> Non
     p = (torch.rand(2, 3, 4, 3, generator=g, dtype=torch.float64) * 2 + 0.01).requires_grad_(True)
     t = (torch.rand(2, 3, 4, 3, generator=g, dtype=torch.float64) * 2 + 0.01).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a, b: image_loss(a, b, kind), (p, t))
+
+
+def _branch_images(dtype: torch.dtype, knee: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """[2,8,9,3] images whose values fall on every branch of the tonemapper; one
+    value's log is `knee` times the sRGB curve's knee (at 1.0 which branch it
+    takes can turn on the last bit of a float32 log: GPU and CPU logs differ there)."""
+    g = torch.Generator().manual_seed(3)
+    special = torch.tensor([-1.0, 0.0, math.exp(knee * 0.0031308) - 1.0, 1e-4, 0.5, 1.0, 40.0,
+                            7e4])
+    pred = torch.rand(2, 8, 9, 3, generator=g, dtype=torch.float64) * 3 - 0.5
+    target = torch.rand(2, 8, 9, 3, generator=g, dtype=torch.float64) * 3
+    pred.view(-1)[:8], target.view(-1)[:8] = special, special.flip(0)
+    pred.view(-1)[9] = target.view(-1)[9] = 0.25  # a zero difference: the L1 subgradient 0
+    return pred.to(dtype), target.to(dtype)
+
+
+_SIM_SCRIPT = """
+import sys, math, torch
+sys.path.insert(0, {tests!r})
+from test_losses import _branch_images
+from difflod.optimize import cuda_loss
+from difflod.optimize.losses import reference_loss
+
+bad = []
+for dtype in (torch.float32, torch.float64):
+    pred, target = _branch_images(dtype)
+    for kind in ("logl1", "logl2"):
+        p, t = pred.clone().requires_grad_(True), target.clone().requires_grad_(True)
+        ref = reference_loss(p, t, kind)
+        ref.backward()
+        for with_target in (True, False):
+            loss, g_p, g_t = cuda_loss.tonemapped_loss(pred, target, kind == "logl2", with_target)
+            tol = dict(rtol=1e-5, atol=1e-9) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-15)
+            try:
+                torch.testing.assert_close(loss, ref.detach(), **tol)
+                torch.testing.assert_close(g_p, p.grad, **tol)
+                if with_target:
+                    torch.testing.assert_close(g_t, t.grad, **tol)
+                elif g_t is not None:
+                    bad.append("a target gradient nobody asked for")
+            except AssertionError as e:
+                bad.append((str(dtype), kind, with_target, str(e)[:300]))
+pred, target = _branch_images(torch.float32)
+pred.view(-1)[5] = float("nan")
+loss, g_p, _ = cuda_loss.tonemapped_loss(pred, target, False, False)
+if not (math.isnan(float(loss)) and math.isnan(float(g_p.view(-1)[5]))
+        and torch.isfinite(g_p.view(-1)[6:]).all()):
+    bad.append(("NaN", float(loss)))
+print("BAD", bad)
+"""
+
+
+def test_cuda_loss_kernel_matches_reference_in_numba_simulator(run_simulated) -> None:
+    """The GPU kernel (cuda_loss), run by numba's CUDA simulator on CPU tensors, gives
+    reference_loss's value and gradients on every branch, float32 and float64,
+    over two blocks of threads; a NaN pixel makes the loss and its own gradient NaN."""
+    from pathlib import Path
+
+    stdout = run_simulated(_SIM_SCRIPT.format(tests=str(Path(__file__).parent)))
+    assert "BAD []" in stdout, stdout[-3000:]
+
+
+@pytest.mark.parametrize("kind", ["logl1", "logl2"])
+def test_image_loss_on_gpu_matches_reference(cuda: torch.device, kind: str) -> None:
+    """On a GPU image_loss runs the kernel: reference_loss's value and gradients
+    (the knee's value just past it: there the float32 reference's branch turns on
+    its log's last bit, the kernel's float64 one need not agree)."""
+    pred, target = _branch_images(torch.float32, knee=1.001)
+    grads = []
+    for fn in (image_loss, reference_loss):
+        p = pred.to(cuda).requires_grad_(True)
+        t = target.to(cuda).requires_grad_(True)
+        value = fn(p, t, kind)
+        (value * 3.0).backward()
+        grads.append((value.detach().cpu(), p.grad.cpu(), t.grad.cpu()))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)

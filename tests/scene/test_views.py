@@ -147,6 +147,23 @@ def test_solid_background_is_one_seeded_colour_per_image() -> None:
         V.background("solid", 1, 4, 4)
 
 
+@pytest.mark.parametrize("kind", ["black", "white", "checker", "solid", "random"])
+def test_background_drawn_into_a_buffer(kind: str) -> None:
+    """out= (a recorded step's input buffer) gives the same values as a fresh draw,
+    as a view of the buffer; a uniform kind stores one colour per image and is a
+    broadcast view (no image-sized memory); a buffer of the wrong shape is refused."""
+    fresh = V.background(kind, 3, 6, 5, _gen(4))
+    buf = V.background_buffer(kind, 3, 6, 5)
+    got = V.background(kind, 3, 6, 5, _gen(4), out=buf)
+    torch.testing.assert_close(got, fresh, rtol=0, atol=0)
+    assert got.data_ptr() == buf.data_ptr() and got.shape == (3, 6, 5, 3)
+    uniform = kind in V.UNIFORM_BACKGROUNDS
+    assert buf.shape == ((3, 1, 1, 3) if uniform else (3, 6, 5, 3))
+    assert (fresh.stride(1) == 0 and fresh.stride(2) == 0) == uniform
+    with pytest.raises(ValueError, match="buffer must be float32"):
+        V.background(kind, 3, 6, 5, _gen(4), out=torch.empty(3, 6, 5, 1))
+
+
 def test_random_background_on_gpu_is_seeded(cuda: torch.device) -> None:
     background = V.background
     a = background("random", 2, 8, 9, torch.Generator().manual_seed(3), device=cuda)
@@ -155,3 +172,6 @@ def test_random_background_on_gpu_is_seeded(cuda: torch.device) -> None:
     assert a.device.type == "cuda" and a.shape == (2, 8, 9, 3) and a.dtype == torch.float32
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert float(a.min()) >= 0.0 and float(a.max()) < 1.0 and 0.4 < float(a.mean()) < 0.6
+    buf = V.background_buffer("random", 2, 8, 9, device=cuda)
+    d = background("random", 2, 8, 9, torch.Generator().manual_seed(3), device=cuda, out=buf)
+    assert torch.equal(d, a) and d.data_ptr() == buf.data_ptr()  # drawn in place, same noise

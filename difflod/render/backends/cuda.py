@@ -161,11 +161,6 @@ if cuda is not None and SIM:
         return np.float32(x).view(np.int32)
 
 elif cuda is not None:  # pragma: no cover - needs a GPU
-    # numba-cuda (0.2x) registers an overload for np.row_stack when it first
-    # compiles, and NumPy 2.4 removed that alias of vstack: restore the alias
-    # (same function) so the kernels compile on such installs.
-    if not hasattr(np, "row_stack"):
-        np.row_stack = np.vstack
     from numba.cuda import libdevice as _libdevice
 
     _mul = _libdevice.dmul_rn

@@ -43,6 +43,7 @@ from __future__ import annotations
 import ctypes
 from typing import Self
 
+import numpy as np
 import torch
 
 __all__ = ["SIM", "THREADS", "Launcher", "as_array", "available", "blocks", "cuda", "launch"]
@@ -57,6 +58,12 @@ try:
 except ImportError:  # pragma: no cover - numba is a dependency
     cuda = None
     SIM = False
+
+if cuda is not None and not SIM and not hasattr(np, "row_stack"):  # pragma: no cover - GPU
+    # numba-cuda (0.2x) registers an overload for np.row_stack when it first
+    # compiles any kernel, and NumPy 2.4 removed that alias of vstack: restore
+    # the alias (the same function) so the kernels compile on such installs
+    np.row_stack = np.vstack
 
 
 def available() -> bool:

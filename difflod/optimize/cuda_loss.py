@@ -1,0 +1,111 @@
+"""GPU (numba-cuda) kernel of the tonemapped image loss (losses.py's logl1 and
+logl2): one pass over the two images that writes the gradient image(s) and
+one partial sum per block, no temporaries.
+
+Why: in plain torch the loss and its gradient image are about a dozen
+elementwise passes, each leaving an image-sized temporary; at spot.json's
+settings (8 x 512² x 3 float32, 24 MiB an image) their ~220 MiB were live
+at a recorded training step's peak memory (1.12 GiB on an H100, torch's
+memory history), the largest item. This kernel allocates the gradient image
+and a partial sum per block of THREADS pixels' channels. The partial sums
+are added by torch (no atomics: the same value every run).
+
+The arithmetic is float64 per element (as the render kernels); the torch
+Function in losses.py (the CPU path) is held to the same expression, and
+tests/optimize/test_losses.py holds this kernel to `reference_loss`, values
+and gradients, under numba's CUDA simulator and on a GPU. A NaN in either
+image gives a NaN loss and NaN gradients there, as the torch expression
+does (the trainer then undoes the step).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from difflod.render.backends.cuda_launch import THREADS, available, blocks, cuda, launch
+
+__all__ = ["available", "tonemapped_loss"]
+
+_SRGB_KNEE = 0.0031308  # as losses.py
+_LOG_MAX = 65535.0
+
+
+def _tonemap_and_slope(x: float) -> tuple[float, float]:
+    """srgb(log(clamp(x, 0, 65535) + 1)) and its derivative as autograd gives
+    it (clamp passes the gradient on [0, 65535]; sRGB's knee takes the linear branch)."""
+    c = min(max(x, 0.0), _LOG_MAX)
+    y = math.log(c + 1.0)
+    if y > _SRGB_KNEE:
+        tone = math.pow(y, 1.0 / 2.4) * 1.055 - 0.055
+        slope = (1.055 / 2.4) * math.pow(y, 1.0 / 2.4 - 1.0)
+    else:
+        tone = 12.92 * y
+        slope = 12.92
+    if x < 0.0 or x > _LOG_MAX:
+        slope = 0.0
+    return tone, slope / (c + 1.0)
+
+
+if cuda is not None:
+    import numba
+
+    _element = cuda.jit(device=True)(_tonemap_and_slope)
+
+    @cuda.jit
+    def _loss_kernel(pred, target, squared, scale, g_pred, g_target, with_target,
+                     partial):  # pragma: no cover - compiled for the GPU or the simulator
+        sums = cuda.shared.array(THREADS, numba.float64)
+        i = cuda.grid(1)
+        t = cuda.threadIdx.x
+        term = 0.0
+        if i < pred.shape[0]:
+            p, q = pred[i] * 1.0, target[i] * 1.0  # float64 from here on
+            if math.isnan(p) or math.isnan(q):  # NaN in: NaN out, as the torch expression
+                term = math.nan
+                outer = math.nan
+                sp = sq = 1.0
+            else:
+                tp, sp = _element(p)
+                tq, sq = _element(q)
+                d = tp - tq
+                if squared:
+                    term = d * d
+                    outer = 2.0 * d * scale
+                else:
+                    term = abs(d)
+                    outer = (1.0 if d > 0.0 else (-1.0 if d < 0.0 else 0.0)) * scale
+            g_pred[i] = outer * sp
+            if with_target:
+                g_target[i] = -outer * sq
+        sums[t] = term
+        cuda.syncthreads()
+        step = THREADS // 2
+        while step > 0:
+            if t < step:
+                sums[t] += sums[t + step]
+            cuda.syncthreads()
+            step //= 2
+        if t == 0:
+            partial[cuda.blockIdx.x] = sums[0]
+
+
+def tonemapped_loss(pred: torch.Tensor, target: torch.Tensor, squared: bool,
+                    with_target: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(mean |tm(pred) - tm(target)| or its square, the gradient image to pred,
+    the one to target or None unless `with_target`): losses._TonemappedLoss's
+    forward, on the images' GPU (or the simulator). The gradients are of the
+    mean (they are scaled by the incoming gradient in the backward pass)."""
+    p, q = pred.detach().contiguous().view(-1), target.detach().contiguous().view(-1)
+    n = p.numel()
+    g_pred = torch.empty_like(p)
+    # without a target gradient the kernel gets a one-element stand-in (never written)
+    g_target = torch.empty_like(q) if with_target else q.new_empty(1)
+    partial = torch.empty(blocks(n), dtype=torch.float64, device=p.device)
+    with launch(p.device) as run:
+        run(_loss_kernel, n, p, q, bool(squared), 1.0 / max(n, 1), g_pred, g_target,
+            bool(with_target), partial)
+    loss = (partial.sum() / max(n, 1)).to(pred.dtype)
+    return (loss, g_pred.view(pred.shape),
+            g_target.view(target.shape) if with_target else None)
