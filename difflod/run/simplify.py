@@ -30,10 +30,10 @@ train`'s rules (run/train.py, run/resume.py): the output folder is locked,
 and the run continues from checkpoint.pt, starts afresh without one, or
 does nothing when the folder holds the finished run. The base mesh stage is
 run again rather than read back from qem_bake.glb (whose 8-bit textures are
-not the float ones training started from): QEM, xatlas and the bake are
-deterministic for a given input, budget and seed (the remesher too), and the checkpoint holds
-a digest of the base mesh, so a base that came out differently is refused
-instead of silently resumed.
+not the float ones training started from): QEM, the remesher, xatlas and
+the bake are deterministic for a given input, budget and seed, and the
+checkpoint holds a digest of the base mesh, so a base that came out
+differently is refused instead of silently resumed.
 
 The base mesh's normals and tangents are recomputed as the renderer computes
 them, its normal map matched to them (base/render_tangents.py), before
