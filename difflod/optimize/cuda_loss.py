@@ -53,7 +53,7 @@ if cuda is not None:
 
     _element = cuda.jit(device=True)(_tonemap_and_slope)
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _loss_kernel(pred, target, squared, scale, g_pred, g_target, with_target,
                      partial):  # pragma: no cover - compiled for the GPU or the simulator
         sums = cuda.shared.array(THREADS, numba.float64)

@@ -151,16 +151,18 @@ def test_cuda_loss_kernel_matches_reference_in_numba_simulator(run_simulated) ->
 
 @pytest.mark.parametrize("kind", ["logl1", "logl2"])
 def test_image_loss_on_gpu_matches_reference(cuda: torch.device, kind: str) -> None:
-    """On a GPU image_loss runs the kernel: reference_loss's value and gradients
-    (the knee's value just past it: there the float32 reference's branch turns on
-    its log's last bit, the kernel's float64 one need not agree)."""
+    """On a GPU image_loss runs the kernel, whose arithmetic is float64: on float32
+    images it gives reference_loss's value and gradients computed in float64 from
+    the same images, rounded to float32. (Against the float32 reference it differs
+    by up to 1e-5 relative near zero, where float32's log(x + 1) loses digits; the
+    knee's value sits just past it, so CPU and GPU logs take the same branch.)"""
     pred, target = _branch_images(torch.float32, knee=1.001)
     grads = []
-    for fn in (image_loss, reference_loss):
-        p = pred.to(cuda).requires_grad_(True)
-        t = target.to(cuda).requires_grad_(True)
+    for fn, dtype in ((image_loss, torch.float32), (reference_loss, torch.float64)):
+        p = pred.to(cuda, dtype).requires_grad_(True)
+        t = target.to(cuda, dtype).requires_grad_(True)
         value = fn(p, t, kind)
         (value * 3.0).backward()
-        grads.append((value.detach().cpu(), p.grad.cpu(), t.grad.cpu()))
+        grads.append([x.cpu().float() for x in (value.detach(), p.grad, t.grad)])
     for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(a, b, rtol=3e-7, atol=1e-12)

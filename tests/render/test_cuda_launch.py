@@ -10,6 +10,7 @@ GPU. Without one, the same kernel runs in numba's CUDA simulator (subprocess).
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +70,38 @@ print("ROWS", [o[7].tolist() for o in run_probe("cpu", 2)])
     stdout = run_simulated(script, timeout=300)
     expect = [_expected(rep)[7].tolist() for rep in range(2)]
     assert f"ROWS {expect}" in stdout, stdout
+
+
+def _jit_calls(tree: ast.AST) -> list[ast.AST]:
+    """Every `cuda.jit` and `cuda.jit(...)` decorator or call in a module's tree."""
+    def is_jit(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr == "jit"
+                and isinstance(node.value, ast.Name) and node.value.id == "cuda")
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and is_jit(node.func):
+            found.append(node)
+        elif isinstance(node, ast.FunctionDef):
+            found.extend(d for d in node.decorator_list if is_jit(d))
+    return found
+
+
+def test_every_numba_cuda_kernel_is_cached_on_disk() -> None:
+    """Every kernel of the package is `cuda.jit(cache=True)` (device functions
+    are compiled into their kernels): without the cache each run of a GPU job
+    spends its first step compiling (16 s of `bench/simplify.py --setting h200`
+    on an H100)."""
+    package = Path(__file__).resolve().parents[2] / "difflod"
+    kernels, uncached = 0, []
+    for path in sorted(package.rglob("*.py")):
+        for node in _jit_calls(ast.parse(path.read_text(), str(path))):
+            words = {k.arg: k.value for k in getattr(node, "keywords", [])}
+            device = words.get("device")
+            if isinstance(device, ast.Constant) and device.value is True:
+                continue
+            kernels += 1
+            cache = words.get("cache")
+            if not (isinstance(cache, ast.Constant) and cache.value is True):
+                uncached.append(f"{path.relative_to(package)}:{node.lineno}")
+    assert kernels >= 19 and not uncached, (kernels, uncached)

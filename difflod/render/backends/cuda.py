@@ -268,7 +268,7 @@ if cuda is not None:
         if key < keys[pix]:
             cuda.atomic.min(keys, pix, key)
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _triangle_kernel(clip, tris, h, w, small, tile, floor, use_floor, keys, coef, box,
                          big, n_big, ntiles):  # pragma: no cover - numba
         """One thread per (image, triangle): setup; a bbox of at most `small` pixels is
@@ -303,7 +303,7 @@ if cuda is not None:
         box[k, 0], box[k, 1], box[k, 2], box[k, 3] = bx0, bx1, by0, by1
         ntiles[k] = ((bw + tile - 1) // tile) * ((bh + tile - 1) // tile)
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _tile_kernel(coef, box, big, n_big, ends, n_f, h, w, tile, floor, use_floor,
                      keys):  # pragma: no cover - numba
         """A fixed grid strides over the (big triangle, tile) work items; their count is

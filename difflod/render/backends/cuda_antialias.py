@@ -108,7 +108,7 @@ def _build(ft, mul, add, sub) -> SimpleNamespace:
                 return k, c
         return -1, sign
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def pairs(rast, clip, tris, opp, nv, per_image, h, w, code, cov, flag):  # pragma: no cover
         p = cuda.grid(1)
         if p >= rast.shape[0]:
@@ -170,7 +170,7 @@ def _build(ft, mul, add, sub) -> SimpleNamespace:
             return 2 * (p - w) + 1 if y > 0 else -1
         return 2 * p + 1
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def blend(color, code, cov, h, w, out):  # pragma: no cover - numba
         p = cuda.grid(1)
         if p >= color.shape[0]:
@@ -189,7 +189,7 @@ def _build(ft, mul, add, sub) -> SimpleNamespace:
                 for ch in range(nc):
                     out[p, ch] = add(out[p, ch], mul(frac, sub(color[oth, ch], color[p, ch])))
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def grad_color(grad, code, cov, h, w, out):  # pragma: no cover - numba
         p = cuda.grid(1)
         if p >= grad.shape[0]:
@@ -209,7 +209,7 @@ def _build(ft, mul, add, sub) -> SimpleNamespace:
                     acc += float(frac) * float(grad[tgt, ch])
             out[p, ch] = acc
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def grad_clip(rast, clip, tris, color, grad, code, cov, nv, per_image, h, w, out):
         # pragma: no cover - numba
         slot = cuda.grid(1)
@@ -295,7 +295,7 @@ def _exact_ops() -> dict[torch.dtype, tuple]:
 
 if cuda is not None:
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _check_tris(tris, nv, flag):  # pragma: no cover - numba
         i = cuda.grid(1)
         if i < tris.shape[0] * 3:

@@ -119,7 +119,7 @@ if cuda is not None:
         base = (n // hw) * img_rows
         return base + j0, base + j1, base + j2
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _forward_kernel(attr, rast, tris, db, meta, out, out_da, bad):  # pragma: no cover
         """meta: (vertices, triangles, channels, K, pixels per image, rows per image,
         derivative channels...)."""
@@ -170,7 +170,7 @@ if cuda is not None:
             cuda.atomic.add(g_attr, (i1, c), v1)
             cuda.atomic.add(g_attr, (i2, c), v2)
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _backward_kernel(attr, rast, tris, db, meta, zero, flags, g_out, g_da,
                          g_attr, g_rast, g_db):  # pragma: no cover - numba
         """flags: 1 g_out given, 2 g_da given, 4 attr, 8 rast, 16 rast_db gradients wanted.

@@ -24,8 +24,11 @@ argument marshalling; a torch op costs ~10 us. With this path the render
 benchmark's forward+backward (18 launches) went from 15.7 to 5.1 ms, with
 the other changes of that session. The first launch of a kernel with a
 given argument signature (tensor dtype and rank; scalar type; a
-non-contiguous tensor always takes the dispatcher) goes through the dispatcher, which compiles and
-type-checks it; later launches reuse the compiled kernel and pass each
+non-contiguous tensor always takes the dispatcher) goes through the
+dispatcher, which compiles and type-checks it, or loads it from numba-cuda's
+on-disk cache (every kernel is `cuda.jit(cache=True)`; a kernel loaded from
+the cache takes the direct path as well: the GPU tests pass in a process
+that loads every kernel from it); later launches reuse the compiled kernel and pass each
 tensor as the flattened array record numba's kernels take (meminfo,
 parent, size, itemsize, data pointer, shape, byte strides) straight to
 cuda.core's `launch`, which is what the dispatcher itself ends with. Where

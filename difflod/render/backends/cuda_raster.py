@@ -74,7 +74,7 @@ if cuda is not None:
             e0w * w0 + e1w * w1 + e2w * w2,
         )
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _forward_kernel(clip, tris, tri_id, h, w, with_db, rast, rast_db):  # pragma: no cover
         pix = cuda.grid(1)
         n_b = tri_id.shape[0]
@@ -106,7 +106,7 @@ if cuda is not None:
             rast_db[b, y, x, 2] = (pl[3] * s - e2 * pl[6]) / s2 * (2.0 / w)
             rast_db[b, y, x, 3] = (pl[4] * s - e2 * pl[7]) / s2 * (2.0 / h)
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _pixel_grad_kernel(  # pragma: no cover - numba
         clip, tris, tri_id, h, w, grad_rast, with_rast, grad_db, with_db, acc
     ):
@@ -190,7 +190,7 @@ if cuda is not None:
                 total += vals[c, j]
             cuda.atomic.add(acc, (key, c), total)
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _chain_kernel(clip, tris, acc, grad_clip):  # pragma: no cover - numba
         t = cuda.grid(1)
         n_f = tris.shape[0]

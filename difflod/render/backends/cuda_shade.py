@@ -37,7 +37,7 @@ __all__ = ["available", "backward", "forward"]
 if cuda is not None:
     _pixel = cuda.jit(device=True)(shade_pixel.py_func)
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _forward_kernel(pos, geom, smooth, tangent, kd, arm, nmap, ke, vp, lp, pw, per_v, per_l,
                         per_p, flags, min_roughness, normal_scale, out):  # pragma: no cover
         n = cuda.grid(1)
@@ -47,7 +47,7 @@ if cuda is not None:
                 per_p, flags & 7, min_roughness, normal_scale, out, out, out, out, out, out, out,
                 out)
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _backward_kernel(pos, geom, smooth, tangent, kd, arm, nmap, ke, vp, lp, pw, per_v, per_l,
                          per_p, flags, min_roughness, normal_scale, grad, g_pos, g_geom, g_smooth,
                          g_tangent, g_kd, g_arm, g_nmap):  # pragma: no cover

@@ -168,7 +168,7 @@ if cuda is not None:
             else:
                 out[n, c] = wgt * val
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _fwd_kernel(tex0, rest, uv, da, im, fm, out, lod_out):  # pragma: no cover - numba
         n = cuda.grid(1)
         if n >= uv.shape[0]:
@@ -245,7 +245,7 @@ if cuda is not None:
         g_da[n, 1] = gy * 2.0 * (da[n, 1] * fm[5]) * fm[5]
         g_da[n, 3] = gy * 2.0 * (da[n, 3] * fm[4]) * fm[4]
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _bwd_kernel(tex0, rest, uv, da, lod, grad, im, fm, flags, g, g_uv,
                     g_da):  # pragma: no cover - numba
         """flags: 1 texel gradients (into g: level 0, then levels 1.. from row
@@ -294,7 +294,7 @@ if cuda is not None:
                 acc += src[row + dx, c]
         return acc * (1.0 / (fy * fx))
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _mips_down_kernel(src, dst, im, s, m, nb):  # pragma: no cover - numba
         """Levels s+1 .. s+m in one launch: a thread per level-(s+m) texel fills its footprint.
 
@@ -331,7 +331,7 @@ if cuda is not None:
                             val = _box(dst, so, ph, pw, b, y, x, c)
                         dst[do + y * w + x, c] = val
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _mips_up_kernel(g0, g_rest, im, fm, nb, k, last):  # pragma: no cover - numba
         """A thread per (level-k texel, channel) adds the gradient its ancestors
         k+1..last pass down to it: into g0 for k = 0, else into g_rest in place.
