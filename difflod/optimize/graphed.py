@@ -35,6 +35,7 @@ run to an eager one on a GPU.
 
 from __future__ import annotations
 
+import functools
 import math
 import traceback
 from collections.abc import Callable, Sequence
@@ -45,8 +46,8 @@ import torch
 from difflod.config import TrainConfig
 from difflod.mesh import Mesh
 
-__all__ = ["CapturedStep", "RecordingError", "capacity_for", "graph_blocker", "make_capturable",
-           "measure_pixel_capacity", "portable_state", "scale_count"]
+__all__ = ["CapturedStep", "RecordingError", "capacity_for", "capture_stream", "graph_blocker",
+           "make_capturable", "measure_pixel_capacity", "portable_state", "scale_count"]
 
 # slots per covered pixel of the fullest batch seen: room for views and
 # positions that cover more than the sampled batches did
@@ -56,6 +57,21 @@ CAPACITY_MARGIN = 1.25
 class RecordingError(RuntimeError):
     """The step could not be recorded (an op that syncs with the host, or one
     CUDA graphs cannot hold); the message says which."""
+
+
+@functools.cache
+def capture_stream(device_index: int) -> torch.cuda.Stream:
+    """The side stream that every recorded step of the process warms up and
+    records on (one per device, made on first use).
+
+    One for all: torch keeps a cuBLAS workspace for each (handle, stream)
+    that runs a matrix product until the process ends. A stream of each
+    recorded step (from torch's pool of 32 per device) left 64 MiB allocated
+    per trainer after it was dropped (an H100: 128, 192, 256 MiB after the
+    first, second and third recorded trainer of one process), up to 2 GiB
+    in a long batch or a benchmark's grid, counted in every later peak.
+    Steps share it safely: the host runs one step at a time."""
+    return torch.cuda.Stream(torch.device("cuda", device_index))
 
 
 class CapturedStep:
@@ -75,7 +91,8 @@ class CapturedStep:
         self.inputs = inputs
         self.warmup = warmup
         self.device = next(iter(inputs.values())).device
-        self.stream = torch.cuda.Stream(self.device)
+        self.stream = capture_stream(self.device.index if self.device.index is not None
+                                     else torch.cuda.current_device())
         self.graph: torch.cuda.CUDAGraph | None = None
         self.output: torch.Tensor | None = None
         self.calls = 0

@@ -156,3 +156,25 @@ def test_an_animated_model_trains_on_a_gpu_as_on_the_cpu(cuda: torch.device, tmp
         assert b["loss"] == pytest.approx(a["loss"], rel=0.02), (a, b)
     if mode == "on":
         assert gpu.captured is not None and gpu.captured.graph is not None
+
+
+def test_recorded_trainers_one_after_another_leave_no_memory_behind(
+        cuda: torch.device, tmp_path: Path) -> None:
+    """A dropped recorded trainer frees what it allocated: three in turn leave
+    the memory allocated after the first. (torch keeps a cuBLAS workspace for
+    every stream that runs a matrix product; each trainer recording on a
+    stream of its own left 64 MiB behind on an H100.)"""
+    import gc
+
+    after = []
+    for i in range(3):
+        (tmp_path / str(i)).mkdir()
+        t = _trainer({"cuda_graph": "on", "iter": 4}, cuda, tmp_path / str(i))
+        t.run(checkpoint=False)
+        assert t.captured is not None and t.captured.graph is not None
+        del t
+        gc.collect()
+        torch.cuda.synchronize(cuda)
+        torch.cuda.empty_cache()
+        after.append(torch.cuda.memory_allocated(cuda))
+    assert max(after) - after[0] < 4 * 2**20, [a / 2**20 for a in after]
