@@ -9,7 +9,9 @@ separate runs:
 - the reference is read, normalized and its edge topology built once;
 - the levels train in lockstep with the same seed, so at every iteration
   they draw the same random views: the reference is rendered once per
-  step for all of them (optimize.reference_renders.ReferenceRenders);
+  step for all of them (optimize.reference_renders.ReferenceRenders),
+  but where the steps are recorded as CUDA graphs (optimize.graphed:
+  each recording renders its own reference);
 - one held-out evaluation renders the reference's views once for every
   level, and writes one report.
 
