@@ -7,7 +7,11 @@ other, alternating which goes first, so load on a shared machine falls on
 both; the table gives wall time and CPU time (all threads of this process),
 and the chain / separate ratio of each, measured in the same repeat. The
 held-out PSNR of each level's result is listed to show the chain gives the
-same models (the levels of a chain are bit-identical to separate runs).
+same models (on the CPU the levels of a chain are bit-identical to separate
+runs; on a GPU, whose sums run in no fixed order, close to them). Under
+each row a line gives the wall seconds of each stage (base mesh, train,
+evaluate, report): the separate runs' summed over the levels, and the
+chain's.
 
     python bench/lod.py [--reference asset:knot?triangles=20000] [--levels 2000,500,100]
                         [--iter 100] [--train-res 128] [--batch 4] [--texture-res 256]
@@ -35,6 +39,9 @@ def _timed(fn):
     return out, time.perf_counter() - w0, time.process_time() - c0
 
 
+STAGES = ("base_mesh_s", "train_s", "evaluate_s", "report_s")
+
+
 def _print_row(r: dict) -> None:
     print(f"| {r['repeat']} | {sum(r['separate_wall_s']):.1f} "
           f"({', '.join(f'{x:.1f}' for x in r['separate_wall_s'])}) | "
@@ -42,6 +49,9 @@ def _print_row(r: dict) -> None:
           f"{sum(r['separate_cpu_s']):.1f} | {r['chain_cpu_s']:.1f} | {r['cpu_ratio']:.2f} | "
           f"{', '.join(f'{x:.2f}' for x in r['separate_psnr'])} | "
           f"{', '.join(f'{x:.2f}' for x in r['chain_psnr'])} |", flush=True)
+    print("  stages s, separate (summed) / chain: " + ", ".join(
+        f"{k[:-2].replace('_', ' ')} {r['separate_stages_s'][k]:.1f} / {r['chain_stages_s'][k]:.1f}"
+        for k in STAGES), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             for n in levels:
                 r, wall, cpu = _timed(lambda n=n: simplify(ref, n, tmp / f"sep{n}", config=config,
                                                            quiet=True))
-                out.append((wall, cpu, r.metrics["candidates"]["difflod"]["psnr"]["mean"]))
+                out.append((wall, cpu, r.metrics["candidates"]["difflod"]["psnr"]["mean"],
+                            r.metrics.get("timings", {})))
             return out
 
         def chain():
@@ -106,7 +117,12 @@ def main(argv: list[str] | None = None) -> int:
                 "chain_psnr": [round(cands[f"difflod_lod{i}"]["psnr"]["mean"], 3)
                                for i in range(len(levels))],
                 "wall_ratio": round(c_wall / s_wall, 3), "cpu_ratio": round(c_cpu / s_cpu, 3),
-                "reference_renders": c.metrics["reference_renders"]})
+                "reference_renders": c.metrics["reference_renders"],
+                # wall seconds per stage: the separate runs' summed over the levels
+                "separate_stages_s": {k: round(sum(x[3].get(k, 0.0) for x in sep), 2)
+                                      for k in STAGES},
+                "chain_stages_s": {k: round(c.metrics["timings"].get(k, 0.0), 2)
+                                   for k in STAGES}})
             if not args.json:
                 _print_row(rows[-1])
     if args.json:
