@@ -131,6 +131,20 @@ def test_fused_float32_within_float32_rounding() -> None:
             + 1e-6 * float(torch.linalg.vector_norm(c)), name
 
 
+def test_both_cpu_loops_share_one_compiled_shade_pixel() -> None:
+    """The forward and backward loops call shade_pixel with an int64 pixel index:
+    one of them gave numba's parallel loop index (uint64) and compiled a second
+    copy, about 4 s of every first run on a 2-core machine."""
+    import numba
+
+    from difflod.render.backends.cpu_shade import shade_pixel
+
+    buf = _gbuffer(1, 4, 4, 2, dtype=torch.float32)
+    _run(shade_op.shade, buf)  # forward and backward on the CPU
+    assert shade_pixel.signatures
+    assert all(sig[0] == numba.int64 for sig in shade_pixel.signatures), shade_pixel.signatures
+
+
 def test_reference_runs_where_the_kernel_does_not_serve() -> None:
     buf = _gbuffer(1, 4, 4, 4)
     assert _ran_fused(shade_op.shade(**buf))

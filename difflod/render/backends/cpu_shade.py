@@ -302,7 +302,7 @@ def _forward(pos, geom, smooth, tangent, kd, arm, nmap, ke, vp, lp, pw, per_v, p
              flags, min_roughness, normal_scale, out):  # pragma: no cover - numba
     for n in prange(pos.shape[0]):
         out[n, 0], out[n, 1], out[n, 2] = shade_pixel(
-            n, pos, geom, smooth, tangent, kd, arm, nmap, ke, vp, lp, pw, per_v, per_l, per_p,
+            numba.int64(n), pos, geom, smooth, tangent, kd, arm, nmap, ke, vp, lp, pw, per_v, per_l, per_p,
             flags & 7, min_roughness, normal_scale, out, out, out, out, out, out, out, out)
 
 
@@ -311,9 +311,11 @@ def _backward(pos, geom, smooth, tangent, kd, arm, nmap, ke, vp, lp, pw, per_v, 
               flags, min_roughness, normal_scale, grad, g_pos, g_geom, g_smooth, g_tangent,
               g_kd, g_arm, g_nmap):  # pragma: no cover - numba
     for n in prange(pos.shape[0]):
-        shade_pixel(n, pos, geom, smooth, tangent, kd, arm, nmap, ke, vp, lp, pw, per_v,
-                    per_l, per_p, flags | 8, min_roughness, normal_scale, grad, g_pos, g_geom,
-                    g_smooth, g_tangent, g_kd, g_arm, g_nmap)
+        # int64 as in _forward: one compiled shade_pixel for both loops (a prange
+        # index can be typed uint64, which compiled a second copy)
+        shade_pixel(numba.int64(n), pos, geom, smooth, tangent, kd, arm, nmap, ke, vp, lp, pw,
+                    per_v, per_l, per_p, flags | 8, min_roughness, normal_scale, grad, g_pos,
+                    g_geom, g_smooth, g_tangent, g_kd, g_arm, g_nmap)
 
 
 # ----------------------------------------------------------------------------- launchers
