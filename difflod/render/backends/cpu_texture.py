@@ -191,6 +191,8 @@ def _sample_fwd(tex0, rest, uv, da, offs, hs, ws, fsz, cst, ppt, mode, boundary,
         la, lb, fb = _levels(mode, lod, top, half)
         u = uv[n, 0]
         v = uv[n, 1]
+        # two calls (two inlined copies): written as the backward kernels' loop over
+        # the levels it compiled ~2 s faster but ran ~1.5 ms slower (4 x 256^2 views)
         _fwd_pass(tex0, rest, u, v, la, b, offs, hs, ws, fsz, half, boundary, 1.0 - fb, out, n,
                   False)
         if mode == 2 and fb != 0.0:
@@ -272,18 +274,21 @@ def _sample_bwd_pixels(tex0, rest, uv, da, lod, offs, hs, ws, fsz, cst, ppt, mod
             need_vals = need_uv or (need_da and second)
             u = uv[n, 0]
             v = uv[n, 1]
-            gu, gv, val_a = _bwd_pass(tex0, rest, u, v, la, b, offs, hs, ws, fsz, half,
-                                      boundary, grad, n, hist, ch, n0, shift, True, need_vals)
-            gu *= 1.0 - fb
-            gv *= 1.0 - fb
-            if second:
-                gub, gvb, val_b = _bwd_pass(tex0, rest, u, v, lb, b, offs, hs, ws, fsz, half,
-                                            boundary, grad, n, hist, ch, n0, shift, fb != 0.0,
-                                            need_vals)
-                gu += gub * fb
-                gv += gvb * fb
-                if need_da:
-                    _lod_grad(da, n, fsz, cst, val_b - val_a, g_da)
+            gu = 0.0
+            gv = 0.0
+            val_a = 0.0
+            # the levels as a loop, not two calls: one inlined copy of the pass
+            for k in range(2 if second else 1):
+                pu, pv, val = _bwd_pass(tex0, rest, u, v, la if k == 0 else lb, b, offs, hs,
+                                        ws, fsz, half, boundary, grad, n, hist, ch, n0, shift,
+                                        k == 0 or fb != 0.0, need_vals)
+                w = 1.0 - fb if k == 0 else fb
+                gu += pu * w
+                gv += pv * w
+                if k == 0:
+                    val_a = val
+                elif need_da:
+                    _lod_grad(da, n, fsz, cst, val - val_a, g_da)
             if need_uv:
                 g_uv[n, 0] = gu
                 g_uv[n, 1] = gv
@@ -339,11 +344,11 @@ def _scatter_tex(uv, lod, offs, hs, ws, fsz, cst, ppt, mode, boundary, grad, cut
             la, lb, fb = _levels(mode, lod_n, top, half)
             u = uv[n, 0]
             v = uv[n, 1]
-            _scatter_pass(g0, g_rest, u, v, la, b, offs, hs, ws, fsz, half, boundary, 1.0 - fb,
-                          grad, n, n0, lo, hi)
-            if mode == 2 and fb != 0.0:
-                _scatter_pass(g0, g_rest, u, v, lb, b, offs, hs, ws, fsz, half, boundary, fb,
-                              grad, n, n0, lo, hi)
+            # the levels as a loop, not two calls: one inlined copy of the pass
+            # (12.5 -> 5 s to compile on a 2-core CPU, the same arithmetic and speed)
+            for k in range(2 if mode == 2 and fb != 0.0 else 1):
+                _scatter_pass(g0, g_rest, u, v, la if k == 0 else lb, b, offs, hs, ws, fsz,
+                              half, boundary, 1.0 - fb if k == 0 else fb, grad, n, n0, lo, hi)
 
 
 # ----------------------------------------------------------------------------- mip kernels
