@@ -61,7 +61,7 @@ if cuda is not None:
         t = cuda.threadIdx.x
         term = 0.0
         if i < pred.shape[0]:
-            p, q = numba.float64(pred[i]), numba.float64(target[i])  # also in the simulator
+            p, q = float(pred[i]), float(target[i])  # float64, in the simulator too
             if math.isnan(p) or math.isnan(q):  # NaN in: NaN out, as the torch expression
                 term = math.nan
                 outer = math.nan
