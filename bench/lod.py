@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 r, wall, cpu = _timed(lambda n=n: simplify(ref, n, tmp / f"sep{n}", config=config,
                                                            quiet=True))
                 out.append((wall, cpu, r.metrics["candidates"]["difflod"]["psnr"]["mean"],
-                            r.metrics.get("timings", {})))
+                            r.timings))
             return out
 
         def chain():

@@ -28,8 +28,8 @@ non-contiguous tensor always takes the dispatcher) goes through the
 dispatcher, which compiles and type-checks it, or loads it from numba-cuda's
 on-disk cache (every kernel is `cuda.jit(cache=True)`; a kernel loaded from
 the cache takes the direct path as well: the GPU tests pass in a process
-that loads every kernel from it); later launches reuse the compiled kernel and pass each
-tensor as the flattened array record numba's kernels take (meminfo,
+that loads every kernel from it); later launches reuse the compiled kernel
+and pass each tensor as the flattened array record numba's kernels take (meminfo,
 parent, size, itemsize, data pointer, shape, byte strides) straight to
 cuda.core's `launch`, which is what the dispatcher itself ends with. Where
 that path is not available (another numba-cuda layout, a kernel compiled
