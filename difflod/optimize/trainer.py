@@ -48,6 +48,7 @@ from difflod.optimize.readback import PendingSteps
 from difflod.optimize.reference_renders import ReferenceRenders
 from difflod.optimize.schedule import LaplacianWeight, lr_decay_rate, lr_factor
 from difflod.optimize.trainable import Trainable, peel_layers
+from difflod.render.pipeline import mip_stacks
 
 __all__ = ["Trainer", "prepare_meshes", "resolve_device"]
 
@@ -150,6 +151,8 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.device = base.device
         self.reference = reference
+        # its textures never change: their pyramids built once, not every render
+        self.reference_mips = mip_stacks(reference)
         self.compiled = compile_shading(config.compile, self.device)
         self.generator = torch.Generator().manual_seed(int(config.seed))
         self.trainable = Trainable(base, reference, config, self.generator)
@@ -250,7 +253,7 @@ class Trainer:
         def draw_reference() -> torch.Tensor:
             with torch.no_grad():
                 out = render_mesh(reference, views, (res, res), layers=self.ref_layers,
-                                  background=bg, spp=spp[1],
+                                  background=bg, spp=spp[1], mips=self.reference_mips,
                                   topology=self.topology["reference"],
                                   pixel_capacity=scale_count(capacity, ratio), **opts)
             if out.covered is not None:
@@ -567,7 +570,8 @@ class Trainer:
                           mips=self.trainable.mips(), topology=self.topology["candidate"]).color
         ref = render_mesh(self.reference, view, (res, res), layers=self.ref_layers, background=bg,
                           spp=cfg.reference_spp, min_roughness=cfg.min_roughness,
-                          backend=backend, topology=self.topology["reference"]).color
+                          backend=backend, mips=self.reference_mips,
+                          topology=self.topology["reference"]).color
         img = torch.cat([opt, ref], dim=2)[0]
         # raster row 0 is the bottom row: flip for the picture
         return linear_to_srgb(img.clamp(0.0, 1.0)).flip(0).cpu()

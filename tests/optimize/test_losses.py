@@ -112,9 +112,10 @@ from difflod.optimize.losses import reference_loss
 
 bad = []
 for dtype in (torch.float32, torch.float64):
-    pred, target = _branch_images(dtype)
+    pred, target = _branch_images(dtype, knee=1.001)
     for kind in ("logl1", "logl2"):
-        # the kernel's arithmetic is float64: the reference too, rounded to the images' type
+        # the kernel computes in the images' dtype: held to the float64 reference
+        # rounded to that dtype, float32 with a float32 arithmetic's tolerance
         p = pred.to(torch.float64, copy=True).requires_grad_(True)
         t = target.to(torch.float64, copy=True).requires_grad_(True)
         ref = reference_loss(p, t, kind)
@@ -122,12 +123,16 @@ for dtype in (torch.float32, torch.float64):
         ref, p_grad, t_grad = (x.to(dtype) for x in (ref.detach(), p.grad, t.grad))
         for with_target in (True, False):
             loss, g_p, g_t = cuda_loss.tonemapped_loss(pred, target, kind == "logl2", with_target)
-            tol = dict(rtol=2e-7, atol=1e-12) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-15)
+            def close(x, y):  # float32: 2e-6 relative, of the largest element where
+                # logl2's difference of two tonemapped values cancels digits
+                tol = dict(rtol=2e-6, atol=2e-6 * float(y.abs().max())) \
+                    if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-15)
+                torch.testing.assert_close(x, y, **tol)
             try:
-                torch.testing.assert_close(loss, ref, **tol)
-                torch.testing.assert_close(g_p, p_grad, **tol)
+                close(loss, ref)
+                close(g_p, p_grad)
                 if with_target:
-                    torch.testing.assert_close(g_t, t_grad, **tol)
+                    close(g_t, t_grad)
                 elif g_t is not None:
                     bad.append("a target gradient nobody asked for")
             except AssertionError as e:
@@ -146,8 +151,10 @@ def test_cuda_loss_kernel_matches_reference_in_numba_simulator(run_simulated) ->
     """The GPU kernel (cuda_loss), run by numba's CUDA simulator on CPU tensors, gives
     reference_loss's value and gradients on every branch, float32 and float64,
     over two blocks of threads; a NaN pixel makes the loss and its own gradient NaN.
-    Its arithmetic is float64 there too (the values are cast as the GPU casts them),
-    so float32 images are held to the float64 reference rounded to float32."""
+    It computes in the images' dtype: float64 images are held to the reference
+    at 1e-12, float32 ones to the float64 reference rounded to float32 at 2e-6
+    (relative, and of the largest element: logl2's gradient is the difference
+    of two tonemapped values, which float32 rounds to its last bits)."""
     from pathlib import Path
 
     stdout = run_simulated(_SIM_SCRIPT.format(tests=str(Path(__file__).parent)))
@@ -156,11 +163,13 @@ def test_cuda_loss_kernel_matches_reference_in_numba_simulator(run_simulated) ->
 
 @pytest.mark.parametrize("kind", ["logl1", "logl2"])
 def test_image_loss_on_gpu_matches_reference(cuda: torch.device, kind: str) -> None:
-    """On a GPU image_loss runs the kernel, whose arithmetic is float64: on float32
-    images it gives reference_loss's value and gradients computed in float64 from
-    the same images, rounded to float32. (Against the float32 reference it differs
-    by up to 1e-5 relative near zero, where float32's log(x + 1) loses digits; the
-    knee's value sits just past it, so CPU and GPU logs take the same branch.)"""
+    """On a GPU image_loss runs the kernel, whose arithmetic is float32 with
+    log1p: on float32 images it gives reference_loss's value and gradients
+    computed in float64 from the same images within 2e-6 relative (float32's
+    log(x + 1), as the torch expression in float32 has it, is 1e-5 off near
+    zero; the knee's value sits just past it, so both logs take the same branch;
+    the absolute tolerance, 2e-6 of the largest element, is for logl2, whose
+    gradient is a difference of two tonemapped values rounded to float32)."""
     pred, target = _branch_images(torch.float32, knee=1.001)
     grads = []
     for fn, dtype in ((image_loss, torch.float32), (reference_loss, torch.float64)):
@@ -170,4 +179,4 @@ def test_image_loss_on_gpu_matches_reference(cuda: torch.device, kind: str) -> N
         (value * 3.0).backward()
         grads.append([x.cpu().float() for x in (value.detach(), p.grad, t.grad)])
     for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=3e-7, atol=1e-12)
+        torch.testing.assert_close(a, b, rtol=2e-6, atol=2e-6 * float(b.abs().max()))

@@ -232,6 +232,41 @@ def test_custom_mips_are_used_and_trained():
     assert sum(float(c.grad.abs().sum()) for c in coarse if c.grad is not None) > 0
 
 
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_prebuilt_mip_stacks_of_every_material_render_as_built_per_lookup(backend: str):
+    """mip_stacks (one mapping per material, built once) renders a two-material
+    mesh as the pyramids built by each lookup do; a stack given for material 1
+    only is read for material 1 (a list entry per material)."""
+    from difflod.render.pipeline import mip_stacks
+
+    g = torch.Generator().manual_seed(5)
+    left = _quad(Material(kd=torch.rand(16, 16, 3, generator=g), ks=NO_SPEC), size=0.6)
+    right = _quad(Material(kd=torch.rand(32, 32, 3, generator=g), ks=NO_SPEC,
+                           normal=torch.rand(8, 8, 3, generator=g) * 2 - 1), size=0.6)
+    right = right.replace(v_pos=right.v_pos + torch.tensor([1.3, 0.0, -0.5]))
+    both = Mesh(v_pos=torch.cat([left.v_pos, right.v_pos]),
+                t_pos_idx=torch.cat([left.t_pos_idx, right.t_pos_idx + 4]),
+                v_tex=torch.cat([left.v_tex, right.v_tex]),
+                t_tex_idx=torch.cat([left.t_tex_idx, right.t_tex_idx + 4]),
+                t_mat=torch.tensor([0, 0, 1, 1]), materials=(left.materials[0],
+                                                             right.materials[0]))
+    views = views_from_eye([0.4, 0.3, 3.5], light_power=math.pi)
+    plain = render_mesh(both, views, (20, 20), backend=backend)
+    stacks = mip_stacks(both)
+    assert [sorted(s) for s in stacks] == [["kd"], ["kd", "normal"]]
+    assert [t.shape[0] for t in stacks[1]["kd"]] == [32, 16, 8, 4, 2, 1]
+    given = render_mesh(both, views, (20, 20), backend=backend, mips=stacks)
+    torch.testing.assert_close(given.color, plain.color, rtol=1e-5, atol=1e-6)
+    # a stack whose coarse levels differ shows up where material 1 is drawn, only there
+    odd = [{}, {"kd": [stacks[1]["kd"][0]] + [torch.zeros_like(t) for t in stacks[1]["kd"][1:]]}]
+    changed = render_mesh(both, views, (20, 20), backend=backend, mips=odd).color
+    diff = (changed - plain.color).abs().amax(-1)[0]
+    assert float(diff.max()) > 0.05
+    assert float(diff[:, :6].max()) == 0.0  # the left quad (material 0) as before
+    with pytest.raises(ValueError, match="mips keys"):
+        render_mesh(both, views, (8, 8), backend=backend, mips=[{}, {"albedo": []}])
+
+
 def test_render_mesh_validates_the_mesh_by_default():
     """A texture index past v_tex raises by default; validate=False is for callers that
     checked the mesh already (the trainer), and then nothing is read out of range: the

@@ -59,7 +59,9 @@ def _run(fn, buf: dict, **kw) -> tuple[torch.Tensor, dict]:
         t.grad = None
     out = fn(**buf, min_roughness=0.08, **kw)
     weights = torch.linspace(0.5, 1.5, out.numel(), dtype=out.dtype,
-                             device=out.device).reshape(out.shape)
+                             device=out.device).reshape(-1, 3)
+    weights[::4] = 0.0  # pixels with no gradient (the GPU kernel's early exit)
+    weights = weights.reshape(out.shape)
     (out * weights).sum().backward()
     return out.detach(), {k: t.grad.clone() for k, t in leaves.items()}
 
@@ -131,18 +133,28 @@ def test_fused_float32_within_float32_rounding() -> None:
             + 1e-6 * float(torch.linalg.vector_norm(c)), name
 
 
-def test_both_cpu_loops_share_one_compiled_shade_pixel() -> None:
+def test_both_cpu_loops_share_one_compiled_shade_pixel(tmp_path) -> None:
     """The forward and backward loops call shade_pixel with an int64 pixel index:
     one of them gave numba's parallel loop index (uint64) and compiled a second
-    copy, about 4 s of every first run on a 2-core machine."""
-    import numba
+    copy, about 4 s of every first run on a 2-core machine. In a process of its
+    own with an empty numba cache (loops loaded from the cache compile nothing)."""
+    import os
+    import subprocess
+    import sys
 
-    from difflod.render.backends.cpu_shade import shade_pixel
-
-    buf = _gbuffer(1, 4, 4, 2, dtype=torch.float32)
-    _run(shade_op.shade, buf)  # forward and backward on the CPU
-    assert shade_pixel.signatures
-    assert all(sig[0] == numba.int64 for sig in shade_pixel.signatures), shade_pixel.signatures
+    script = (
+        "import sys, numba, torch\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_shade_fused import _gbuffer, _run\n"
+        "from difflod.render import shade_op\n"
+        "from difflod.render.backends.cpu_shade import shade_pixel\n"
+        "_run(shade_op.shade, _gbuffer(1, 4, 4, 2, dtype=torch.float32))\n"
+        "print('SIGS', [str(sig[0]) for sig in shade_pixel.signatures])\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "SIGS ['int64']" in out.stdout, out.stdout
 
 
 def test_reference_runs_where_the_kernel_does_not_serve() -> None:

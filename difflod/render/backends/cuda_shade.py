@@ -52,10 +52,27 @@ if cuda is not None:
                          per_p, flags, min_roughness, normal_scale, grad, g_pos, g_geom, g_smooth,
                          g_tangent, g_kd, g_arm, g_nmap):  # pragma: no cover
         n = cuda.grid(1)
-        if n < pos.shape[0]:
-            _pixel(n, pos, geom, smooth, tangent, kd, arm, nmap, ke, vp, lp, pw, per_v, per_l,
-                   per_p, flags | 8, min_roughness, normal_scale, grad, g_pos, g_geom, g_smooth,
-                   g_tangent, g_kd, g_arm, g_nmap)
+        if n >= pos.shape[0]:
+            return
+        if grad[n, 0] == 0.0 and grad[n, 1] == 0.0 and grad[n, 2] == 0.0:
+            # a pixel whose colour gets no gradient (a recorded render's unused
+            # slot, or an empty pixel): its input gradients are 0, written
+            # without walking the shading
+            for c in range(3):
+                g_pos[n, c] = 0.0
+                g_geom[n, c] = 0.0
+                g_smooth[n, c] = 0.0
+                g_kd[n, c] = 0.0
+                g_arm[n, c] = 0.0
+            if flags & 1:
+                for c in range(3):
+                    g_nmap[n, c] = 0.0
+                for c in range(4):
+                    g_tangent[n, c] = 0.0
+            return
+        _pixel(n, pos, geom, smooth, tangent, kd, arm, nmap, ke, vp, lp, pw, per_v, per_l,
+               per_p, flags | 8, min_roughness, normal_scale, grad, g_pos, g_geom, g_smooth,
+               g_tangent, g_kd, g_arm, g_nmap)
 
 
 def forward(inputs: tuple, rows: tuple, flags: int, min_roughness: float,

@@ -231,6 +231,17 @@ if cuda is not None:
         return gx * fm[5 + 2 * lvl], gy * fm[4 + 2 * lvl], gv
 
     @cuda.jit(device=True)
+    def _zero_row(grad, n):  # pragma: no cover - numba
+        """Whether row n of grad is all zeros: an empty pixel, or a recorded
+        render's unused slot (most of a step's pixels; on an H100 at spot.json's
+        settings the three candidate maps' backward took 0.55 ms of the
+        recorded step with those pixels walked, 0.42 ms without)."""
+        for c in range(grad.shape[1]):
+            if grad[n, c] != 0.0:
+                return False
+        return True
+
+    @cuda.jit(device=True)
     def _lod_grad(da, n, fm, g_lod, g_da):  # pragma: no cover - numba
         """g_da[n] = g_lod * d lod / d uv_da[n] (torch's clamp / maximum gradient rules)."""
         raw, ax, ay = _lod(da, n, fm)
@@ -260,6 +271,11 @@ if cuda is not None:
         need_tex = (flags & 1) != 0
         need_uv = (flags & 2) != 0
         need_da = (flags & 4) != 0
+        if _zero_row(grad, n):  # nothing to add, and its uv / uv_da gradients are 0
+            if need_uv:
+                g_uv[n, 0] = 0.0
+                g_uv[n, 1] = 0.0
+            return
         b = n // ppt
         lod_n = lod[n] if mode != 0 else fm[2]
         la, lb, fb = _levels(mode, lod_n, top, fm[0])
