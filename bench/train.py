@@ -18,7 +18,10 @@ operators of 10 extra iterations per device (self CPU time; on a GPU also
 self CUDA time, and per iteration: host time to queue, device busy time,
 device activities). "mean"/"median" read each step back at once; "in loop"
 is the mean of the same number of steps run as the training loop runs them
-(numbers read back every log_interval steps).
+(numbers read back every log_interval steps), "loop median" the median step
+of that loop (on a GPU the time between CUDA events recorded after each
+step: no host sync; on the CPU the loop's mean), "host" the mean time its
+`advance` calls took to queue a step.
 
 --cuda-graph takes a comma list of the config key's values (each a row, in
 one process, so their speeds compare as a ratio); "graphed" says whether the
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import resource
 import statistics
@@ -95,15 +99,25 @@ def bench_device(device: str, args: argparse.Namespace, tmp: Path, graph: str = 
         trainer.step()
         sync()
         times.append((time.perf_counter() - t0) * 1000.0)
-    # as the training loop runs: no read-back inside log_interval steps
+    # as the training loop runs: no read-back inside log_interval steps; on a GPU
+    # an event after each step gives each step's time without a host sync
+    marks = []
+    queued = 0.0
     t0 = time.perf_counter()
     for i in range(args.iters):
+        q0 = time.perf_counter()
         trainer.advance()
+        queued += time.perf_counter() - q0
+        if dev.type == "cuda":
+            marks.append(torch.cuda.Event(enable_timing=True))
+            marks[-1].record()
         if (i + 1) % trainer.config.log_interval == 0:
             trainer.flush()
     trainer.flush()
     sync()
     pipelined = (time.perf_counter() - t0) * 1000.0 / args.iters
+    loop_median = statistics.median(a.elapsed_time(b) for a, b in itertools.pairwise(marks)) \
+        if len(marks) > 1 else pipelined
     if args.profile:
         _profile_steps(trainer, dev, args.profile)
     total = args.batch * args.res ** 2
@@ -111,7 +125,8 @@ def bench_device(device: str, args: argparse.Namespace, tmp: Path, graph: str = 
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     return {"device": device, "name": torch.cuda.get_device_name() if dev.type == "cuda"
             else "cpu", "ms_mean": statistics.fmean(times), "ms_median": statistics.median(times),
-            "ms_pipelined": pipelined, "warmup_s": warmup_s, "compiled": trainer.compiled,
+            "ms_pipelined": pipelined, "ms_loop_median": loop_median,
+            "ms_host_queue": queued * 1000.0 / args.iters, "warmup_s": warmup_s, "compiled": trainer.compiled,
             "graphed": trainer.captured is not None and trainer.captured.graph is not None,
             "peak_gib": peak, "peak_kind": "GPU allocated" if dev.type == "cuda" else "process RSS",
             "res": args.res, "batch": args.batch, "texture_res": args.texture_res,
@@ -219,14 +234,14 @@ def main() -> int:
         print()
         return 0
     print(f"{'device':8} {'name':28} {'ms/iter mean':>12} {'median':>8} {'in loop':>8} "
-          f"{'peak GiB':>9}  note")
+          f"{'loop median':>11} {'host':>6} {'peak GiB':>9}  note")
     for r in rows:
         if "error" in r:
             print(f"{r['device']:8} res {r['res']}, batch {r['batch']}, ref "
                   f"{r['ref_triangles']} tris, cuda_graph {r['cuda_graph']}: {r['error']}")
             continue
         print(f"{r['device']:8} {r['name'][:28]:28} {r['ms_mean']:12.1f} {r['ms_median']:8.1f} "
-              f"{r['ms_pipelined']:8.1f} "
+              f"{r['ms_pipelined']:8.1f} {r['ms_loop_median']:11.1f} {r['ms_host_queue']:6.1f} "
               f"{r['peak_gib']:9.2f}  {r['peak_kind']}; res {r['res']}, batch {r['batch']}, "
               f"tex {r['texture_res']}^2, ref {r['ref_triangles']} / base "
               f"{r['base_triangles']} tris{', animated' if r['animated'] else ''}, reference spp {r['reference_spp']}; "
