@@ -144,7 +144,8 @@ def _background(background: torch.Tensor | None, b: int, h: int, w: int, spp: in
     return bg
 
 
-MipStacks = Mapping[str, Sequence[torch.Tensor]] | Sequence[Mapping[str, Sequence[torch.Tensor]]]
+MipStacks = (Mapping[str, Sequence[torch.Tensor]]
+             | Sequence[Mapping[str, Sequence[torch.Tensor]] | None])
 
 
 def _mips_for(mips: MipStacks | None, index: int, key: str) -> Sequence[torch.Tensor] | None:
@@ -153,7 +154,8 @@ def _mips_for(mips: MipStacks | None, index: int, key: str) -> Sequence[torch.Te
         return None
     if isinstance(mips, Mapping):
         return mips.get(key) if index == 0 else None
-    return mips[index].get(key) if index < len(mips) else None
+    stacks = mips[index] if index < len(mips) else None
+    return None if stacks is None else stacks.get(key)
 
 
 class _Prepared:
@@ -465,8 +467,8 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
         mips: caller-built mip stacks for material 0,
             {"kd"|"ks"|"normal"|"emissive": [level0, ...]}
             with level 0 the material's texture itself (trainer's custom_mip),
-            or a list of such mappings, one per material (the trainer's
-            reference, whose stacks it builds once instead of every render).
+            or a list of such mappings (or None), one per material (the
+            trainer's reference, whose stacks it builds once, not every render).
         antialias: run render.antialias on silhouettes (gradients to v_pos there).
         light_falloff: inverse-square light falloff (off: nvdiffmodeling's constant).
         topology: `Topology.from_tris(mesh.t_pos_idx)` built once by a caller that
@@ -508,6 +510,12 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
         mesh.validate()
     if mips is not None:
         for stacks in [mips] if isinstance(mips, Mapping) else mips:
+            if stacks is None:
+                continue
+            if not isinstance(stacks, Mapping):  # ValueError: render_mesh's one error type
+                raise ValueError(  # noqa: TRY004
+                    f"mips must be a mapping or a list of mappings (or None) per material, "
+                    f"got a {type(stacks).__name__} in it")
             unknown = sorted(set(stacks) - set(_MIP_KEYS))
             if unknown:
                 raise ValueError(f"mips keys must be among {_MIP_KEYS}, got {unknown}")

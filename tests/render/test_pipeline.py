@@ -258,13 +258,15 @@ def test_prebuilt_mip_stacks_of_every_material_render_as_built_per_lookup(backen
     given = render_mesh(both, views, (20, 20), backend=backend, mips=stacks)
     torch.testing.assert_close(given.color, plain.color, rtol=1e-5, atol=1e-6)
     # a stack whose coarse levels differ shows up where material 1 is drawn, only there
-    odd = [{}, {"kd": [stacks[1]["kd"][0]] + [torch.zeros_like(t) for t in stacks[1]["kd"][1:]]}]
+    odd = [None, {"kd": [stacks[1]["kd"][0]] + [torch.zeros_like(t) for t in stacks[1]["kd"][1:]]}]
     changed = render_mesh(both, views, (20, 20), backend=backend, mips=odd).color
     diff = (changed - plain.color).abs().amax(-1)[0]
     assert float(diff.max()) > 0.05
     assert float(diff[:, :6].max()) == 0.0  # the left quad (material 0) as before
     with pytest.raises(ValueError, match="mips keys"):
         render_mesh(both, views, (8, 8), backend=backend, mips=[{}, {"albedo": []}])
+    with pytest.raises(ValueError, match="list of mappings"):
+        render_mesh(both, views, (8, 8), backend=backend, mips=[stacks[0]["kd"]])
 
 
 def test_render_mesh_validates_the_mesh_by_default():
