@@ -126,13 +126,17 @@ class Trainer:
         reference_renders: a cache shared with other trainers of the same
             reference and seed (an LOD chain's levels), so that a step whose
             views another trainer just rendered reuses its reference images.
+        reference_mips: `render.pipeline.mip_stacks(reference)`, built by a
+            caller whose trainers share the reference (an LOD chain: one copy
+            of its pyramids, not one per level); None: built here.
     """
 
     def __init__(self, config: TrainConfig, reference: Mesh, base: Mesh, out_dir: Path, *,
                  quiet: bool = False,
                  on_step: Callable[[int, dict], None] | None = None,
                  rank: int = 0, world_size: int = 1,
-                 reference_renders: ReferenceRenders | None = None) -> None:
+                 reference_renders: ReferenceRenders | None = None,
+                 reference_mips: list[dict[str, list[torch.Tensor]]] | None = None) -> None:
         from difflod.geometry.laplacian import UniformLaplacian
 
         if config.batch % world_size:
@@ -152,7 +156,8 @@ class Trainer:
         self.device = base.device
         self.reference = reference
         # its textures never change: their pyramids built once, not every render
-        self.reference_mips = mip_stacks(reference)
+        self.reference_mips = mip_stacks(reference) if reference_mips is None \
+            else reference_mips
         self.compiled = compile_shading(config.compile, self.device)
         self.generator = torch.Generator().manual_seed(int(config.seed))
         self.trainable = Trainable(base, reference, config, self.generator)

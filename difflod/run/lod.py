@@ -216,6 +216,7 @@ def _train_chain(ref_mesh: Mesh, levels: list[int], out: Path, config: TrainConf
     from difflod.optimize.progress import Progress
     from difflod.optimize.reference_renders import ReferenceRenders
     from difflod.optimize.trainer import Trainer, prepare_meshes
+    from difflod.render.pipeline import mip_stacks
     from difflod.run import outputs
     from difflod.run.train import export, final_mesh
 
@@ -224,6 +225,7 @@ def _train_chain(ref_mesh: Mesh, levels: list[int], out: Path, config: TrainConf
     bases = [base_mesh(ref_mesh, budget, config) for budget in levels]
     ref_n, _, frame = prepare_meshes(ref_mesh, bases[0][1], config, device)
     shared = ReferenceRenders(capacity=max(1, config.batch))
+    pyramids = mip_stacks(ref_n)  # the reference's mip pyramids, one copy for every level
     trainers, level_dirs = [], []
     for i, (base, train_base, _) in enumerate(bases):
         level_dir = out / f"lod{i}"
@@ -232,7 +234,8 @@ def _train_chain(ref_mesh: Mesh, levels: list[int], out: Path, config: TrainConf
         outputs.write_config(level_dir, level_config)
         save(base, level_dir / f"{BASELINE_NAME}.glb")
         trainer = Trainer(level_config, ref_n, frame.to_unit(train_base).to(device),
-                          level_dir, quiet=True, reference_renders=shared)
+                          level_dir, quiet=True, reference_renders=shared,
+                          reference_mips=pyramids)
         if checkpoints[i] is not None:
             trainer.load_checkpoint(checkpoints[i])
         trainers.append(trainer)

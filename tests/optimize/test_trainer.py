@@ -19,7 +19,7 @@ from difflod.errors import ConfigError, DiffLodError
 from difflod.evaluate.evaluate import evaluate
 from difflod.models import open_model
 from difflod.optimize.checkpoint import mesh_digest
-from difflod.optimize.trainer import prepare_meshes
+from difflod.optimize.trainer import Trainer, prepare_meshes
 from difflod.run.train import train
 
 BASE = {"ref_mesh": "asset:sphere?triangles=1500&texture_res=64",
@@ -67,6 +67,26 @@ def test_skip_train_freezes_parameters(tmp_path: Path, trainer_for) -> None:
     assert torch.equal(tr.trainable.v_pos, pos0)
     assert torch.equal(tr.trainable.textures["kd"].base, kd0)
     assert not torch.equal(tr.trainable.textures["ks"].base, ks0)
+
+
+def test_reference_mip_pyramids_are_built_once_or_shared(tmp_path: Path) -> None:
+    """The Trainer renders its reference from mip pyramids built once (not per
+    render), and uses a caller's (an LOD chain's levels share one copy): the
+    same steps either way."""
+    from difflod.render.pipeline import mip_stacks
+
+    cfg = make()
+    meshes = (open_model(cfg.ref_mesh), open_model(cfg.base_mesh))
+    ref_n, base_n, _ = prepare_meshes(*meshes, cfg, torch.device("cpu"))
+    own = Trainer(cfg, ref_n, base_n, tmp_path / "own", quiet=True)
+    assert own.reference_mips and "kd" in own.reference_mips[0]
+    kd = ref_n.materials[0].kd
+    assert own.reference_mips[0]["kd"][1].shape[-2] == kd.shape[-2] // 2
+    given = mip_stacks(ref_n)
+    shared = Trainer(cfg, ref_n, base_n, tmp_path / "shared", quiet=True, reference_mips=given)
+    assert shared.reference_mips is given
+    losses = [[tr.step()["loss"] for _ in range(2)] for tr in (own, shared)]
+    assert losses[0] == losses[1]
 
 
 def test_everything_frozen_is_an_error(tmp_path: Path, trainer_for) -> None:
