@@ -15,10 +15,10 @@ for log(x + 1) (it keeps its digits near 0, where float32's log(x + 1) lost
 up to 1e-5 relative); the block sums are float64. A first version computed
 every element in float64: on an H100 at spot.json's settings it took 0.27 ms
 of the recorded step (float64 log and pow are long instruction sequences);
-float32 takes 0.11 ms. The torch
-Function in losses.py (the CPU path) is held to the same expression, and
-tests/optimize/test_losses.py holds this kernel to `reference_loss`, values
-and gradients, under numba's CUDA simulator and on a GPU. A NaN in either
+float32 takes 0.11 ms. The torch Function in losses.py (the CPU path) is
+held to the same expression, and tests/optimize/test_losses.py holds this
+kernel to `reference_loss`, values and gradients, under numba's CUDA
+simulator and on a GPU. A NaN in either
 image gives a NaN loss and NaN gradients there, as the torch expression
 does (the trainer then undoes the step).
 """
