@@ -126,7 +126,8 @@ def bench_device(device: str, args: argparse.Namespace, tmp: Path, graph: str = 
     return {"device": device, "name": torch.cuda.get_device_name() if dev.type == "cuda"
             else "cpu", "ms_mean": statistics.fmean(times), "ms_median": statistics.median(times),
             "ms_pipelined": pipelined, "ms_loop_median": loop_median,
-            "ms_host_queue": queued * 1000.0 / args.iters, "warmup_s": warmup_s, "compiled": trainer.compiled,
+            "ms_host_queue": queued * 1000.0 / args.iters, "warmup_s": warmup_s,
+            "compiled": trainer.compiled,
             "graphed": trainer.captured is not None and trainer.captured.graph is not None,
             "peak_gib": peak, "peak_kind": "GPU allocated" if dev.type == "cuda" else "process RSS",
             "res": args.res, "batch": args.batch, "texture_res": args.texture_res,

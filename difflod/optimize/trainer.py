@@ -48,7 +48,7 @@ from difflod.optimize.readback import PendingSteps
 from difflod.optimize.reference_renders import ReferenceRenders
 from difflod.optimize.schedule import LaplacianWeight, lr_decay_rate, lr_factor
 from difflod.optimize.trainable import Trainable, peel_layers
-from difflod.render.pipeline import mip_stacks
+from difflod.render.materials import mip_stacks
 
 __all__ = ["Trainer", "prepare_meshes", "resolve_device"]
 
@@ -126,7 +126,7 @@ class Trainer:
         reference_renders: a cache shared with other trainers of the same
             reference and seed (an LOD chain's levels), so that a step whose
             views another trainer just rendered reuses its reference images.
-        reference_mips: `render.pipeline.mip_stacks(reference)`, built by a
+        reference_mips: `render.materials.mip_stacks(reference)`, built by a
             caller whose trainers share the reference (an LOD chain: one copy
             of its pyramids, not one per level); None: built here.
     """

@@ -12,7 +12,7 @@ Steps (nvdiffmodeling's render.py in spirit):
    vertex colors when the mesh has them;
    look up kd (times the vertex color), ks, the normal map and the emissive map with trilinear
    mip-mapping (or the caller's mip stacks; on the CPU a material's trained maps of one size
-   in one call, _lookups); shade (render/shade_op.py: shading.shade,
+   in one call; render/materials.py); shade (render/shade_op.py: shading.shade,
    one fused kernel each way on the CPU and the GPU, which adds
    the emissive radiance unlit; materials without one emit 0 where another
    material of the mesh has one).
@@ -47,20 +47,19 @@ Mesh without UVs: texture coordinates are 0, which is fine for constant
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
-from difflod.geometry.device_vector import vector
 from difflod.geometry.normals import face_normals, vertex_normals
-from difflod.mesh import Material, Mesh
+from difflod.mesh import Mesh
 from difflod.render.interpolate import interpolate
+from difflod.render.materials import MipStacks, check_mips, sample_material
 from difflod.render.peel import DepthPeeler
 from difflod.render.rows import put_rows, rows
 from difflod.render.shade_op import shade
-from difflod.render.texture import texture, texture_mips
 from difflod.scene.views import Views
 from difflod.shading import compiled as compilation
 
@@ -68,11 +67,7 @@ if TYPE_CHECKING:
     from difflod.geometry.tangents import CornerGroups
     from difflod.render.topology import Topology
 
-__all__ = ["MipStacks", "RenderOutput", "clip_positions", "corner_groups", "mip_stacks",
-           "render_mesh"]
-
-_MIP_KEYS = ("kd", "ks", "normal", "emissive")
-
+__all__ = ["RenderOutput", "clip_positions", "corner_groups", "render_mesh"]
 
 @dataclass(frozen=True)
 class RenderOutput:
@@ -144,20 +139,6 @@ def _background(background: torch.Tensor | None, b: int, h: int, w: int, spp: in
     return bg
 
 
-MipStacks = (Mapping[str, Sequence[torch.Tensor]]
-             | Sequence[Mapping[str, Sequence[torch.Tensor]] | None])
-
-
-def _mips_for(mips: MipStacks | None, index: int, key: str) -> Sequence[torch.Tensor] | None:
-    """Material `index`'s given mip stack of texture `key`, or None (built per lookup)."""
-    if mips is None:
-        return None
-    if isinstance(mips, Mapping):
-        return mips.get(key) if index == 0 else None
-    stacks = mips[index] if index < len(mips) else None
-    return None if stacks is None else stacks.get(key)
-
-
 class _Prepared:
     """Per-mesh data shared by all layers (normals, tangents, face normals)."""
 
@@ -196,84 +177,6 @@ class _Prepared:
         self.has_alpha = any(m.has_alpha for m in mesh.materials)
         self.has_emissive = any(m.emissive is not None for m in mesh.materials)
         self.t_mat = mesh.t_mat if len(mesh.materials) > 1 else None
-
-
-def _lookups(textures: dict[str, torch.Tensor], uv: torch.Tensor, uv_da: torch.Tensor,
-             mips: MipStacks | None, index: int,
-             backend: str | None) -> dict[str, torch.Tensor]:
-    """Each texture sampled at uv (trilinear): name -> `[...,C]`.
-
-    On the CPU, trained maps of one size are concatenated along their channels
-    and sampled by one call, so the taps, the level of detail and the mip walk
-    are computed once for all of them (three 256^2 maps at 52k pixels: forward
-    + backward 15.0 -> 7.3 ms, the same values). Maps that need no gradient
-    (a reference's) keep one call each: concatenating them at every render
-    costs more than it saves (three 1024^2 maps: a 38 MB copy). Caller-given
-    mip stacks and GPU tensors keep one call per texture (the GPU's figures are
-    still to be measured).
-    """
-    def look(tex: torch.Tensor, mip: Sequence[torch.Tensor] | None) -> torch.Tensor:
-        return texture(tex, uv, uv_da, mip=mip, filter_mode="linear-mipmap-linear",
-                       backend=backend)
-
-    given = {k: _mips_for(mips, index, k) for k in textures}
-    groups: dict[tuple, list[str]] = {}
-    for k, t in textures.items():
-        alone = not t.requires_grad or t.device.type != "cpu" or given[k] is not None
-        groups.setdefault((k,) if alone else (tuple(t.shape[:-1]), t.dtype), []).append(k)
-    out: dict[str, torch.Tensor] = {}
-    for keys in groups.values():
-        if len(keys) == 1:
-            out[keys[0]] = look(textures[keys[0]], given[keys[0]])
-            continue
-        sizes = [textures[k].shape[-1] for k in keys]
-        parts = look(torch.cat([textures[k] for k in keys], dim=-1), None).split(sizes, dim=-1)
-        out.update(zip(keys, parts))
-    return out
-
-
-def _sample_material(mat: Material, index: int, uv: torch.Tensor, uv_da: torch.Tensor,
-                     mips: MipStacks | None,
-                     with_alpha: bool, with_normal: bool, with_emissive: bool,
-                     backend: str | None, tint: torch.Tensor | None = None
-                     ) -> list[torch.Tensor]:
-    """[kd (3), alpha (1) if with_alpha, ks (3), normal (3) if with_normal,
-    emissive (3) if with_emissive] per pixel; kd (and its alpha, before a
-    MASK cutoff) times `tint`, the interpolated vertex color, when given."""
-    textures = {"kd": mat.kd, "ks": mat.ks}
-    if with_normal and mat.normal is not None:
-        textures["normal"] = mat.normal
-    if with_emissive and mat.emissive is not None:
-        textures["emissive"] = mat.emissive
-    looked = _lookups(textures, uv, uv_da, mips, index, backend)
-    kd = looked["kd"]
-    if tint is not None:
-        kd = kd * tint[..., :kd.shape[-1]]
-    out = [kd[..., 0:3]]
-    if with_alpha:
-        if not mat.has_alpha:
-            out.append(torch.ones_like(kd[..., 0:1]))
-        elif mat.alpha_mode == "MASK":
-            soft = kd[..., 3:4]
-            hard = (soft >= mat.alpha_cutoff).to(soft.dtype)
-            out.append(hard + (soft - soft.detach()))
-        else:
-            out.append(kd[..., 3:4])
-    out.append(looked["ks"][..., 0:3])
-    if with_normal:
-        if mat.normal is None:
-            flat = vector((0.0, 0.0, 1.0), kd.dtype, kd.device)
-            out.append(flat.expand(kd.shape[:-1] + (3,)))
-        else:
-            nrm = looked["normal"]
-            scale = vector((mat.normal_scale, mat.normal_scale, 1.0), nrm.dtype, nrm.device)
-            out.append(nrm * scale)
-    if with_emissive:
-        if mat.emissive is None:
-            out.append(torch.zeros_like(kd[..., 0:3]))
-        else:
-            out.append(looked["emissive"][..., 0:3])
-    return out
 
 
 def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, views: Views,
@@ -374,7 +277,7 @@ def _render_layer(prep: _Prepared, rast: torch.Tensor, rast_db: torch.Tensor, vi
     if mesh.v_color is not None:
         tint, _ = interpolate(mesh.v_color, rast_c, prep.tris, backend=backend, validate=False)
 
-    sampled = [_sample_material(m, i, uv, uv_da, mips, prep.has_alpha, prep.needs_tangents,
+    sampled = [sample_material(m, i, uv, uv_da, mips, prep.has_alpha, prep.needs_tangents,
                                 prep.has_emissive, backend, tint)
                for i, m in enumerate(mesh.materials)]
     # each channel group kept apart (no [P,C] G-buffer concatenated and sliced
@@ -464,7 +367,7 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
         min_roughness: lower bound on roughness in the BSDF.
         backend: render backend ("auto", "cpu", "cuda", "torch" or None), used by
             rasterize, interpolate, texture and antialias ("torch": the plain-torch references).
-        mips: caller-built mip stacks for material 0,
+        mips: caller-built mip stacks (render.materials) for material 0,
             {"kd"|"ks"|"normal"|"emissive": [level0, ...]}
             with level 0 the material's texture itself (trainer's custom_mip),
             or a list of such mappings (or None), one per material (the
@@ -509,16 +412,7 @@ def render_mesh(mesh: Mesh, views: Views, resolution: tuple[int, int], *, spp: i
     if validate:
         mesh.validate()
     if mips is not None:
-        for stacks in [mips] if isinstance(mips, Mapping) else mips:
-            if stacks is None:
-                continue
-            if not isinstance(stacks, Mapping):  # ValueError: render_mesh's one error type
-                raise ValueError(  # noqa: TRY004
-                    f"mips must be a mapping or a list of mappings (or None) per material, "
-                    f"got a {type(stacks).__name__} in it")
-            unknown = sorted(set(stacks) - set(_MIP_KEYS))
-            if unknown:
-                raise ValueError(f"mips keys must be among {_MIP_KEYS}, got {unknown}")
+        check_mips(mips)
     if pixel_capacity is not None and (not capturable or not isinstance(pixel_capacity, int)
                                        or pixel_capacity < 1):
         raise ValueError(f"pixel_capacity must be an int >= 1 with capturable=True, got "
@@ -595,22 +489,6 @@ def corner_groups(mesh: Mesh) -> CornerGroups | None:
     t_nrm = mesh.t_nrm_idx if has_nrm else mesh.t_pos_idx
     assert t_nrm is not None
     return CornerGroups.of(mesh.t_pos_idx, mesh.t_tex_idx, t_nrm)
-
-
-def mip_stacks(mesh: Mesh) -> list[dict[str, list[torch.Tensor]]]:
-    """Every material's mip stacks (render_mesh's `mips`, one mapping per
-    material) of its textures larger than 1x1, built once, without gradients:
-    for a mesh whose textures never change (the trainer's reference), so its
-    renders read them instead of building each texture's pyramid again every
-    time. On an H100 at spot.json's settings the recorded step's pyramid
-    builds went from 0.38 to 0.19 ms (the reference's three 1024^2 maps)."""
-    stacks: list[dict[str, list[torch.Tensor]]] = []
-    with torch.no_grad():
-        for m in mesh.materials:
-            maps = {"kd": m.kd, "ks": m.ks, "normal": m.normal, "emissive": m.emissive}
-            stacks.append({k: texture_mips(t.detach()) for k, t in maps.items()
-                           if t is not None and (t.shape[-3] > 1 or t.shape[-2] > 1)})
-    return stacks
 
 
 def _finish(accum: torch.Tensor, rast: torch.Tensor, spp: int,

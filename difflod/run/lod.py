@@ -216,7 +216,7 @@ def _train_chain(ref_mesh: Mesh, levels: list[int], out: Path, config: TrainConf
     from difflod.optimize.progress import Progress
     from difflod.optimize.reference_renders import ReferenceRenders
     from difflod.optimize.trainer import Trainer, prepare_meshes
-    from difflod.render.pipeline import mip_stacks
+    from difflod.render.materials import mip_stacks
     from difflod.run import outputs
     from difflod.run.train import export, final_mesh
 

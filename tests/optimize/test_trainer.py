@@ -73,7 +73,7 @@ def test_reference_mip_pyramids_are_built_once_or_shared(tmp_path: Path) -> None
     """The Trainer renders its reference from mip pyramids built once (not per
     render), and uses a caller's (an LOD chain's levels share one copy): the
     same steps either way."""
-    from difflod.render.pipeline import mip_stacks
+    from difflod.render.materials import mip_stacks
 
     cfg = make()
     meshes = (open_model(cfg.ref_mesh), open_model(cfg.base_mesh))

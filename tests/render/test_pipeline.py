@@ -237,7 +237,7 @@ def test_prebuilt_mip_stacks_of_every_material_render_as_built_per_lookup(backen
     """mip_stacks (one mapping per material, built once) renders a two-material
     mesh as the pyramids built by each lookup do; a stack given for material 1
     only is read for material 1 (a list entry per material)."""
-    from difflod.render.pipeline import mip_stacks
+    from difflod.render.materials import mip_stacks
 
     g = torch.Generator().manual_seed(5)
     left = _quad(Material(kd=torch.rand(16, 16, 3, generator=g), ks=NO_SPEC), size=0.6)

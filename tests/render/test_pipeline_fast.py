@@ -113,12 +113,12 @@ def test_empty_layer_renders_background():
 
 def test_trained_maps_sampled_in_one_call_as_in_three(monkeypatch):
     """On the CPU a material's trained maps of one size go through one texture
-    call (pipeline._lookups): colours and texel gradients as with a call per
+    call (materials._lookups): colours and texel gradients as with a call per
     map; the gradient to the positions (summed over the maps' channels in
     float64 inside the kernel instead of per map in float32) to rounding."""
     import dataclasses as dc
 
-    from difflod.render import pipeline
+    from difflod.render import materials
 
     mesh, views = _mesh(), _views()
     g = torch.Generator().manual_seed(4)
@@ -137,12 +137,12 @@ def test_trained_maps_sampled_in_one_call_as_in_three(monkeypatch):
         return out.detach(), pos.grad, [t.grad for t in maps]
 
     calls = []
-    real = pipeline.texture
-    monkeypatch.setattr(pipeline, "texture", lambda tex, *a, **k: calls.append(tex.shape[-1])
+    real = materials.texture
+    monkeypatch.setattr(materials, "texture", lambda tex, *a, **k: calls.append(tex.shape[-1])
                         or real(tex, *a, **k))
     one = run()
     assert calls == [9], calls  # kd, ks and normal in one call
-    monkeypatch.setattr(pipeline, "_lookups", lambda textures, uv, uv_da, mips, index, backend:
+    monkeypatch.setattr(materials, "_lookups", lambda textures, uv, uv_da, mips, index, backend:
                         {k: real(t, uv, uv_da, filter_mode="linear-mipmap-linear",
                                  backend=backend) for k, t in textures.items()})
     three = run()

@@ -302,8 +302,9 @@ def _forward(pos, geom, smooth, tangent, kd, arm, nmap, ke, vp, lp, pw, per_v, p
              flags, min_roughness, normal_scale, out):  # pragma: no cover - numba
     for n in prange(pos.shape[0]):
         out[n, 0], out[n, 1], out[n, 2] = shade_pixel(
-            numba.int64(n), pos, geom, smooth, tangent, kd, arm, nmap, ke, vp, lp, pw, per_v, per_l, per_p,
-            flags & 7, min_roughness, normal_scale, out, out, out, out, out, out, out, out)
+            numba.int64(n), pos, geom, smooth, tangent, kd, arm, nmap, ke, vp, lp, pw, per_v,
+            per_l, per_p, flags & 7, min_roughness, normal_scale, out, out, out, out, out, out,
+            out, out)
 
 
 @numba.njit(parallel=True, cache=True, fastmath=False)
