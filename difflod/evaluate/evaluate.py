@@ -248,6 +248,10 @@ def evaluate_with_pictures(reference: Mesh, candidates: dict[str, Mesh] | Sequen
             reference, {"reference": reference, **candidates}, eval_views, res, files).items()}
         ref_color, ref_alpha = rendered["reference"]
     else:
+        from difflod.render.backends import warm_up
+
+        # a first run's CPU render kernels compiled ahead, in parallel processes
+        warm_up(backend, device, train=False)
         ref_color, ref_alpha = render_views(ref_n, eval_views, res, backend=backend)
     results: dict[str, Any] = {
         "settings": {"views": views, "res": res, "seed": seed, "backend": backend or "auto",

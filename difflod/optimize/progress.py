@@ -4,13 +4,15 @@ On a terminal, a tqdm bar shows iteration, loss, PSNR estimate, it/s and
 ETA. When stderr is not a terminal (CI, batch jobs, a file), one plain line
 every `log_every` iterations says the same. `quiet` silences both.
 
-The first iteration is a warm-up: on a fresh install it compiles the CPU
-kernels (numba, about half a minute; cached on disk after), so the rate and
-the ETA are measured from its end, and the bar appears only then. Whether a
-compile happens is not guessed from the cache folder: `compile_notice`
-listens to numba's own "numba:compile" event, which numba raises only after
-its disk cache missed, and prints one line the moment the first compile
-starts.
+The first iteration is a warm-up: on a fresh install it compiles what was not
+compiled ahead (numba; cached on disk after), so the rate and the ETA are
+measured from its end, and the bar appears only then. Whether a compile
+happens is not guessed from the cache folder: `compile_notice` listens to
+numba's own "numba:compile" event, which numba raises only after its disk
+cache missed, and prints one line the moment the first compile starts. The
+CPU kernels a training step calls are compiled ahead, before the first step,
+in parallel processes (render.backends.warm_up); `warmup_notice` announces
+that.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
-__all__ = ["COMPILE_MESSAGE", "TORCH_COMPILE_MESSAGE", "Progress", "compile_notice"]
+__all__ = ["COMPILE_MESSAGE", "TORCH_COMPILE_MESSAGE", "WARMUP_MESSAGE", "Progress",
+           "compile_notice", "warmup_notice"]
 
 COMPILE_MESSAGE = "compiling {target} kernels (first run only; cached after)…"
+#: before a first run's CPU kernels are compiled ahead (render.backends.warm_up)
+WARMUP_MESSAGE = "compiling {kernels} CPU kernels in {processes} (first run only; cached after)…"
 #: before the first step of a run whose step goes through torch.compile
 TORCH_COMPILE_MESSAGE = ("compiling the step's fused kernels (torch.compile, config key "
                          "'compile': minutes on a machine's first run; cached after)…")
@@ -60,6 +65,17 @@ def compile_notice(stream: TextIO | None = None, *, quiet: bool = False) -> Iter
 
     with event.install_listener("numba:compile", _Notice()):
         yield
+
+
+def warmup_notice(stream: TextIO | None = None) -> Callable[[int, int], None]:
+    """An `on_compile(kernels, processes)` for render.backends.warm_up that prints
+    WARMUP_MESSAGE to `stream` (stderr)."""
+    def notice(kernels: int, processes: int) -> None:
+        where = f"{processes} process{'es' if processes > 1 else ''}"
+        print(WARMUP_MESSAGE.format(kernels=kernels, processes=where),
+              file=stream if stream is not None else sys.stderr, flush=True)
+
+    return notice
 
 
 class Progress:

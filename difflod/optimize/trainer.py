@@ -43,11 +43,12 @@ from difflod.optimize.graphed import (
     portable_state,
     scale_count,
 )
-from difflod.optimize.progress import Progress
+from difflod.optimize.progress import Progress, warmup_notice
 from difflod.optimize.readback import PendingSteps
 from difflod.optimize.reference_renders import ReferenceRenders
 from difflod.optimize.schedule import LaplacianWeight, lr_decay_rate, lr_factor
 from difflod.optimize.trainable import Trainable, peel_layers
+from difflod.render.backends import warm_up
 from difflod.render.materials import mip_stacks
 
 __all__ = ["Trainer", "prepare_meshes", "resolve_device"]
@@ -155,6 +156,9 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.device = base.device
         self.reference = reference
+        # a first run's CPU kernels of a step compiled ahead, in parallel processes
+        warm_up(config.render_backend, self.device, train=True,
+                on_compile=None if quiet or rank != 0 else warmup_notice())
         # its textures never change: their pyramids built once, not every render
         self.reference_mips = mip_stacks(reference) if reference_mips is None \
             else reference_mips

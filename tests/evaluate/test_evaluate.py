@@ -181,3 +181,16 @@ def test_evaluate_on_the_gpu_equals_the_cpu(cuda: torch.device) -> None:
     # apart), float64 distances on both sides: 1e-7 of a distance of ~0.05
     assert g["chamfer"] == pytest.approx(c["chamfer"], abs=1e-6)
     assert float((gpics.reference - cpics.reference).abs().mean()) < 1e-3
+
+
+def test_evaluate_readies_the_render_kernels_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from difflod.render import backends
+
+    calls = []
+    monkeypatch.setattr(backends, "warm_up",
+                        lambda name, device, *, train: calls.append((name, str(device), train)))
+    monkeypatch.setattr(ev, "render_views",
+                        lambda *a, **k: calls.append("render") or _fake_render(*a, **k))
+    ev.evaluate(_box(), [_box()], views=1, res=16, chamfer_samples=100, with_flip=False,
+                backend="torch")
+    assert calls[:2] == [("torch", "cpu", False), "render"]

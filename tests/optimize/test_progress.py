@@ -16,6 +16,7 @@ from difflod.optimize.progress import (
     TORCH_COMPILE_MESSAGE,
     Progress,
     compile_notice,
+    warmup_notice,
 )
 
 NOTICE = COMPILE_MESSAGE.format(target="CPU")
@@ -135,3 +136,13 @@ def test_torch_compile_is_announced_before_the_first_step_and_only_then() -> Non
     r = Progress(total=3, quiet=True, stream=quiet, clock=clock)
     r.start(0, torch_compile=True)
     assert quiet.getvalue() == ""
+
+
+def test_warmup_notice_says_how_many_kernels_and_processes() -> None:
+    out = io.StringIO()
+    notice = warmup_notice(out)
+    notice(27, 2)
+    notice(3, 1)
+    assert out.getvalue().splitlines() == [
+        "compiling 27 CPU kernels in 2 processes (first run only; cached after)…",
+        "compiling 3 CPU kernels in 1 process (first run only; cached after)…"]

@@ -398,3 +398,21 @@ def test_the_reference_shading_frame_is_computed_on_the_cpu(monkeypatch) -> None
     cpu_a, _, _ = prepare_meshes(ref, base, load_config(None, {}), torch.device("cpu"))
     cpu_b, _, _ = prepare_meshes(ref, base, load_config(None, {}), torch.device("cpu"))
     assert mesh_digest(cpu_a) == mesh_digest(cpu_b)
+
+
+def test_the_trainer_readies_a_training_steps_kernels_first(tmp_path: Path, trainer_for,
+                                                             monkeypatch) -> None:
+    """Before its first render (the reference's pyramids), the Trainer has its
+    backend's kernels of a render and a step compiled ahead (render.backends.warm_up)."""
+    import difflod.optimize.trainer as trainer_module
+
+    calls = []
+
+    def warm_up(name, device, *, train, on_compile=None):
+        calls.append((name, torch.device(device), train, on_compile))
+
+    monkeypatch.setattr(trainer_module, "warm_up", warm_up)
+    monkeypatch.setattr(trainer_module, "mip_stacks",
+                        lambda mesh: calls.append("mips") or {})
+    trainer_for(make(backend="cpu"), tmp_path)
+    assert calls == [("cpu", torch.device("cpu"), True, None), "mips"]  # quiet: no notice

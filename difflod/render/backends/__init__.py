@@ -8,19 +8,22 @@ difflod.render.rasterize. Backends are chosen at call time:
 - "cpu" (numba), "cuda" (GPU), "torch" (the plain-torch oracle, any device).
 
 Importing this package imports neither numba nor any GPU code; each backend
-module is imported when it is first chosen, and numba compiles lazily.
+module is imported when it is first chosen, and numba compiles lazily, except
+what `warm_up` compiles ahead: on a first run, the CPU kernels of a render or
+a training step in parallel processes (cpu_warmup.py).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
 
 from difflod.errors import BackendError
 
-__all__ = ["BACKEND_NAMES", "Backend", "get_backend"]
+__all__ = ["BACKEND_NAMES", "Backend", "get_backend", "warm_up"]
 
 BACKEND_NAMES = ("auto", "cpu", "cuda", "torch")
 
@@ -96,3 +99,22 @@ def get_backend(name: str | None, device: torch.device | str) -> Backend:
     if reason is not None:
         raise BackendError(f"backend {name!r} cannot serve tensors on {device}: {reason}")
     return backend
+
+
+def warm_up(name: str | None, device: torch.device | str, *, train: bool,
+            on_compile: Callable[[int, int], None] | None = None) -> None:
+    """Ready the kernels that renders (`train`: and training steps) on `device`
+    will call, ahead of the first call.
+
+    With the "cpu" backend, the numba kernels not yet in numba's disk cache are
+    compiled now, in parallel processes (cpu_warmup.compile_kernels, which
+    calls `on_compile(kernels, processes)` first); any other backend needs
+    nothing. A run's first call compiles whatever this leaves out.
+    Raises:
+        BackendError: as get_backend.
+    """
+    if get_backend(name, device).name != "cpu":
+        return
+    from difflod.render.backends.cpu_warmup import compile_kernels
+
+    compile_kernels(("render", "train") if train else ("render",), on_compile=on_compile)
