@@ -12,9 +12,9 @@ by side instead:
   gradients; "train": what a training step adds), the seconds it took to
   compile alone, and the compiled functions it calls that it does not inline
   (kernels sharing one are compiled in the same process, so that it is
-  compiled once). `python -m difflod.render.backends.cpu_warmup --write`
-  rewrites the file from a small real run (`record`); a test fails when a
-  kernel or a signature changed and the file was not rewritten.
+  compiled once). `python -m difflod.run.kernel_list` rewrites the file
+  from a small real run; a test fails when a kernel or a signature changed
+  and the file was not rewritten.
 - `compile_kernels` loads the listed kernels that are cached. It splits the
   others into one share per numba thread of the run (one per core unless
   capped, at most MAX_PROCESSES; the longest first, each to the least loaded
@@ -34,11 +34,9 @@ of a 3-iteration `difflod demo`, 78 s before, 39 s.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +44,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["MANIFEST", "MAX_PROCESSES", "PASSES", "Kernel", "WarmupReport", "compile_kernels",
-           "load_manifest", "numba_type", "record", "split", "type_name"]
+           "dispatcher", "load_manifest", "numba_type", "split", "type_name",
+           "write_manifest"]
 
 #: the kernels a run calls (see the module docstring)
 MANIFEST = Path(__file__).with_name("cpu_kernels.json")
@@ -79,7 +78,7 @@ class Kernel:
 
     def dispatcher(self) -> Any:
         """The kernel's numba dispatcher (imports its module)."""
-        return _dispatcher(self.name)
+        return dispatcher(self.name)
 
     def signature(self) -> tuple:
         """Its argument types as numba types."""
@@ -140,7 +139,8 @@ def numba_type(name: str) -> Any:
     return numba.from_dtype(np.dtype(name))
 
 
-def _dispatcher(name: str) -> Any:
+def dispatcher(name: str) -> Any:
+    """The numba dispatcher of kernel `name` ("<module>.<function>"; imports the module)."""
     import importlib
 
     module, _, fn = name.partition(".")
@@ -154,10 +154,10 @@ def load_manifest(path: Path = MANIFEST) -> list[Kernel]:
     return [Kernel.from_json(d) for d in json.loads(Path(path).read_text())["kernels"]]
 
 
-def _write_manifest(kernels: Sequence[Kernel], path: Path) -> None:
+def write_manifest(kernels: Sequence[Kernel], path: Path) -> None:
     """Write `kernels` to `path`, one kernel a line."""
-    about = ("the CPU kernels a run calls; written by `python -m "
-             "difflod.render.backends.cpu_warmup --write` (see cpu_warmup.py)")
+    about = ("the CPU kernels a run calls (render/backends/cpu_warmup.py); written by "
+             "`python -m difflod.run.kernel_list`")
     rows = ",\n  ".join(json.dumps(k.to_json()) for k in kernels)
     path.write_text(f'{{"about": {json.dumps(about)},\n "kernels": [\n  {rows}\n ]\n}}\n')
 
@@ -299,132 +299,15 @@ def compile_kernels(passes: Iterable[str] = PASSES, *, processes: int | None = N
     return report
 
 
-# ----------------------------------------------------------------------------- writing the manifest
-
-def _compiled_signatures() -> dict[str, list[tuple]]:
-    """name -> signatures of every compiled, not inlined, dispatcher of the cpu_* modules."""
-    import importlib
-    import pkgutil
-
-    from numba.core.registry import CPUDispatcher
-
-    import difflod.render.backends as pkg
-
-    found: dict[str, list[tuple]] = {}
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if not info.name.startswith("cpu_") or info.name == "cpu_warmup":
-            continue
-        module = importlib.import_module(f"{_PACKAGE}.{info.name}")
-        for attr, obj in vars(module).items():
-            if isinstance(obj, CPUDispatcher) and obj.signatures \
-                    and obj.targetoptions.get("inline") != "always":
-                found[f"{info.name}.{attr}"] = list(obj.signatures)
-    return found
-
-
-def record() -> list[Kernel]:
-    """The kernels and signatures a small real run calls, in this process.
-
-    "render": the demo's reference drawn without gradients (evaluate's
-    renders); "train": what `simplify` with the demo's settings, scaled down
-    (2 iterations at 32^2, textures 64^2), adds to that. Run it in a fresh
-    process: any earlier call's signatures would be listed too.
-    """
-    import torch
-
-    from difflod.evaluate.evaluate import render_views
-    from difflod.models import open_model
-    from difflod.run.demo import DEMO_SETTINGS
-    from difflod.run.simplify import simplify, simplify_config
-    from difflod.scene.views import fixed_views
-
-    spec = "asset:spiky?triangles=3000&texture_res=64"
-    with torch.no_grad():
-        render_views(open_model(spec), fixed_views(2), 32, backend="cpu")
-    render = _compiled_signatures()
-    small = {**DEMO_SETTINGS, "iter": 2, "batch": 2, "train_res": 32, "texture_res": [64, 64],
-             "display_res": 32, "eval_views": 2, "eval_res": 32, "save_interval": 1,
-             "backend": "cpu", "device": "cpu"}
-    with tempfile.TemporaryDirectory() as tmp:
-        config = simplify_config().replace(**{**small, "out_dir": tmp})
-        simplify(spec, 300, tmp, config=config, quiet=True)
-    kernels = []
-    for name, sigs in _compiled_signatures().items():
-        for sig in sigs:
-            pass_ = "render" if sig in render.get(name, []) else "train"
-            kernels.append(Kernel(name, tuple(type_name(t) for t in sig), pass_))
-    return kernels
-
-
-def _time_alone(kernel: Kernel) -> tuple[float, list[str]]:
-    """(seconds, compiled functions called) of compiling `kernel` in this process,
-    which must have an empty cache."""
-    from numba.core import event
-
-    names: list[str] = []
-
-    class _Watch(event.Listener):
-        def on_start(self, ev: event.Event) -> None:
-            d = ev.data["dispatcher"]
-            mod = d.py_func.__module__
-            if mod.startswith(_PACKAGE + ".") and d.targetoptions.get("inline") != "always":
-                names.append(f"{mod.rpartition('.')[2]}.{d.py_func.__name__}")
-
-        def on_end(self, ev: event.Event) -> None:
-            pass
-
-    t0 = time.perf_counter()
-    with event.install_listener("numba:compile", _Watch()):
-        kernel.dispatcher().compile(kernel.signature())
-    return time.perf_counter() - t0, [n for n in names if n != kernel.name]
-
-
-def _write(path: Path) -> None:
-    """Record the kernels (a fresh process), time each alone (a fresh process and
-    cache each), drop those only called by others, write `path`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        listing = Path(tmp) / "recorded.json"
-        _run_self(["--record", str(listing)], Path(tmp) / "cache-record")
-        kernels = load_manifest(listing)
-        timed = []
-        for i, k in enumerate(kernels):
-            out = Path(tmp) / f"time{i}.json"
-            _run_self(["--manifest", str(listing), "--time", k.name, str(out)],
-                      Path(tmp) / f"cache{i}")
-            t = json.loads(out.read_text())
-            timed.append(Kernel(k.name, k.args, k.pass_, t["seconds"], tuple(t["calls"])))
-            print(f"{k.name:40s} {t['seconds']:6.1f} s  calls {t['calls']}", flush=True)
-    callees = {c for k in timed for c in k.calls}
-    _write_manifest([k for k in timed if k.name not in callees], path)
-
-
-def _run_self(args: list[str], cache: Path) -> None:
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
-    subprocess.run([sys.executable, "-m", _MODULE, *args], env=env, check=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """A worker: compile the named kernels of the manifest into numba's disk cache."""
     import argparse
 
-    p = argparse.ArgumentParser(prog=f"python -m {_MODULE}", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=f"python -m {_MODULE}", description=main.__doc__)
     p.add_argument("--manifest", type=Path, default=MANIFEST)
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--compile", nargs="+", metavar="NAME", help="compile these (a worker)")
-    g.add_argument("--write", action="store_true", help="rewrite the manifest")
-    g.add_argument("--record", type=Path, metavar="OUT", help=argparse.SUPPRESS)
-    g.add_argument("--time", nargs=2, metavar=("NAME", "OUT"), help=argparse.SUPPRESS)
+    p.add_argument("--compile", nargs="+", metavar="NAME", required=True)
     a = p.parse_args(argv)
-    if a.write:
-        _write(a.manifest)
-        return 0
-    if a.record is not None:
-        _write_manifest(record(), a.record)
-        return 0
     by_name = {k.name: k for k in load_manifest(a.manifest)}
-    if a.time is not None:
-        seconds, calls = _time_alone(by_name[a.time[0]])
-        Path(a.time[1]).write_text(json.dumps({"seconds": seconds, "calls": calls}))
-        return 0
     compiled = [_compile(by_name[n]) for n in a.compile if n in by_name]
     return 0 if all(compiled) and len(compiled) == len(a.compile) else 1
 
