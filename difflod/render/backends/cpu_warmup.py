@@ -34,6 +34,7 @@ of a 3-iteration `difflod demo`, 78 s before, 39 s.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -278,8 +279,10 @@ def compile_kernels(passes: Iterable[str] = PASSES, *, processes: int | None = N
     if on_compile is not None:
         on_compile(len(missing), len(shares))
     t0 = time.perf_counter()
+    # the workers import difflod from where this process did (a path added at run time too)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     workers = [subprocess.Popen([sys.executable, "-m", _MODULE, "--manifest", str(manifest),
-                                 "--compile", *(k.name for k in share)],
+                                 "--compile", *(k.name for k in share)], env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
                for share in shares[1:]]
