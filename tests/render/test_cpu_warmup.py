@@ -126,3 +126,22 @@ def test_workers_compile_into_the_disk_cache_and_a_fresh_process_loads_it(
     second = run()
     assert sorted(second["cached"]) == sorted(CHEAP)
     assert second["compiled"] == [] and second["processes"] == 0 and second["here"] == []
+
+
+def test_nothing_to_compile_when_numba_runs_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numba
+
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
+    monkeypatch.setattr(cpu_warmup, "_load_cached", lambda k: pytest.fail("probed"))
+    report = cpu_warmup.compile_kernels(on_compile=lambda *a: pytest.fail("announced"))
+    assert (report.cached, report.compiled, report.failed, report.processes) == ([], [], [], 0)
+
+
+@pytest.mark.parametrize("text", [None, "{not json", '{"kernels": [{"name": "x"}]}'])
+def test_an_unreadable_manifest_leaves_the_compiling_to_the_first_calls(
+        tmp_path: Path, text: str | None) -> None:
+    path = tmp_path / "cpu_kernels.json"
+    if text is not None:
+        path.write_text(text)
+    report = cpu_warmup.compile_kernels(manifest=path, on_compile=lambda *a: pytest.fail("x"))
+    assert (report.cached, report.compiled, report.failed, report.processes) == ([], [], [], 0)

@@ -256,15 +256,24 @@ def compile_kernels(passes: Iterable[str] = PASSES, *, processes: int | None = N
     MAX_PROCESSES), and loaded from the disk cache the workers wrote.
     `on_compile(kernels, processes)` is called before compiling, if anything
     is to be compiled. Never raises for a kernel that fails to compile: it is
-    in the report's `failed` and compiles at its first call.
+    in the report's `failed` and compiles at its first call. Nothing is done
+    under NUMBA_DISABLE_JIT or without a readable manifest.
     """
+    import numba
+
     wanted = set(passes)
     bad = wanted - set(PASSES)
     if bad:
         raise ValueError(f"compile_kernels: unknown passes {sorted(bad)}; expected {PASSES}")
     report = WarmupReport()
+    if numba.config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1: the kernels run as Python
+        return report
+    try:
+        listed = load_manifest(manifest)
+    except (OSError, ValueError, KeyError, TypeError):  # no usable list: compiled as called
+        return report
     missing: list[Kernel] = []
-    for k in load_manifest(manifest):
+    for k in listed:
         if k.pass_ not in wanted:
             continue
         if _load_cached(k):
