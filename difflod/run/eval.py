@@ -92,6 +92,7 @@ def evaluate_models(reference: str, candidates: list[str], *, out: str | Path | 
     """
     from difflod.evaluate.report import evaluate_into
     from difflod.models import open_model
+    from difflod.optimize.progress import compile_notice
     from difflod.run.lock import output_lock
 
     if views < 1 or res < 8:
@@ -106,6 +107,7 @@ def evaluate_models(reference: str, candidates: list[str], *, out: str | Path | 
     backend = None if backend in (None, "auto") else backend
     # an output folder is held as a run's is (run/lock.py): a second eval or run
     # into it stops before writing
-    with output_lock(out) if out is not None else contextlib.nullcontext():
+    # a first run's kernel compile says so in one line on stderr (as a stage's does)
+    with output_lock(out) if out is not None else contextlib.nullcontext(), compile_notice():
         return evaluate_into(out, ref_mesh, meshes, views=views, res=res, seed=seed,
                              backend=backend, files=files, renderer=renderer, device=dev)

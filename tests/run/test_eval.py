@@ -89,3 +89,26 @@ def test_eval_into_a_folder_another_run_holds_is_refused(
     assert rc == 2
     assert len(err) == 1 and "another difflod run is writing into this folder" in err[0]
     assert sorted(p.name for p in out.iterdir()) == [".difflod.lock"]
+
+
+def test_a_first_runs_compile_is_announced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`difflod eval` scores inside compile_notice: a first run's numba compile (the
+    render kernels compiled ahead, render.backends.warm_up) prints its one line."""
+    import contextlib
+
+    from difflod.evaluate import report
+    from difflod.optimize import progress
+
+    seen = []
+
+    @contextlib.contextmanager
+    def notice(*a, **k):
+        seen.append("enter")
+        yield
+        seen.append("exit")
+
+    monkeypatch.setattr(progress, "compile_notice", notice)
+    monkeypatch.setattr(report, "evaluate_into", lambda *a, **k: seen.append("eval") or {})
+    evaluate_models("asset:sphere?triangles=100", ["asset:sphere?triangles=100"], views=1,
+                    res=16, device="cpu")
+    assert seen == ["enter", "eval", "exit"]
