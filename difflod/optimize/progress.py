@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import TextIO
 
 __all__ = ["COMPILE_MESSAGE", "TORCH_COMPILE_MESSAGE", "WARMUP_MESSAGE", "Progress",
-           "compile_notice", "warmup_notice"]
+           "compile_notice", "warmup_message", "warmup_notice"]
 
 COMPILE_MESSAGE = "compiling {target} kernels (first run only; cached after)…"
 #: before a first run's CPU kernels are compiled ahead (render.backends.warm_up)
@@ -67,12 +67,17 @@ def compile_notice(stream: TextIO | None = None, *, quiet: bool = False) -> Iter
         yield
 
 
+def warmup_message(kernels: int, processes: int) -> str:
+    """WARMUP_MESSAGE for `kernels` compiled in `processes` processes."""
+    where = f"{processes} process{'es' if processes > 1 else ''}"
+    return WARMUP_MESSAGE.format(kernels=kernels, processes=where)
+
+
 def warmup_notice(stream: TextIO | None = None) -> Callable[[int, int], None]:
     """An `on_compile(kernels, processes)` for render.backends.warm_up that prints
-    WARMUP_MESSAGE to `stream` (stderr)."""
+    warmup_message to `stream` (stderr)."""
     def notice(kernels: int, processes: int) -> None:
-        where = f"{processes} process{'es' if processes > 1 else ''}"
-        print(WARMUP_MESSAGE.format(kernels=kernels, processes=where),
+        print(warmup_message(kernels, processes),
               file=stream if stream is not None else sys.stderr, flush=True)
 
     return notice

@@ -11,7 +11,11 @@ Stages, in order:
    budgets and config. Every other OUT/<name>/ is redone from scratch;
 3. run the rest on a local process pool (run/batch_pool.py, the default)
    or on a Ray cluster (run/batch_ray.py, `ray=ADDRESS`), with a progress
-   bar (tqdm: models done, failed, ETA);
+   bar (tqdm: models done, failed, ETA). Before a local pool of CPU workers
+   starts, the CPU kernels a step calls are compiled here, once and side by
+   side (render.backends.warm_up; first run only): each worker would
+   otherwise compile all of them, with its few threads, and the bar would
+   stand still meanwhile without a word;
 4. write OUT/summary.csv and OUT/report.html (run/batch_report.py) over
    every model of the batch, the skipped ones included.
 
@@ -29,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from difflod.config import TrainConfig
-from difflod.errors import ConfigError, DiffLodError
+from difflod.errors import BackendError, ConfigError, DiffLodError
 from difflod.run.batch_model import read_record
 from difflod.run.manifest import Job, ManifestError, read_jobs
 
@@ -105,6 +109,27 @@ def _progress(total: int, initial: int, quiet: bool) -> Any:
                 disable=quiet, dynamic_ncols=True)
 
 
+def _warm_cpu_kernels(configs: list[TrainConfig], quiet: bool) -> None:
+    """Compile here, side by side, the CPU kernels that the workers' steps will load
+    from numba's disk cache, if some model trains with them (the "cpu" backend on
+    the CPU)."""
+    from tqdm import tqdm
+
+    from difflod.optimize.progress import warmup_message
+    from difflod.render.backends import warm_up
+
+    on_cpu = [c for c in configs if c.device in ("auto", "cpu")
+              and c.render_backend in (None, "cpu")]
+    if not on_cpu:
+        return
+    try:
+        warm_up(on_cpu[0].render_backend, "cpu", train=True, on_compile=None if quiet else
+                lambda kernels, processes: tqdm.write(warmup_message(kernels, processes),
+                                                      file=sys.stderr))
+    except BackendError:  # DIFFLOD_BACKEND names none: each model's record says so
+        return
+
+
 def batch(source: str | Path, out_dir: str | Path, *, triangles: str | None = None,
           config_path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
           workers: int | None = None, threads: int | None = None, ray: str | None = None,
@@ -161,6 +186,8 @@ def batch(source: str | Path, out_dir: str | Path, *, triangles: str | None = No
             shape = pool_shape(workers, len(todo))
             if threads is not None:
                 shape = dataclasses.replace(shape, threads=threads)
+            if shape.gpus == 0:
+                _warm_cpu_kernels([config for _, config in todo], quiet)
             run_pool(todo, out, shape, on_result)
     finally:
         bar.close()

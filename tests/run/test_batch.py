@@ -293,3 +293,32 @@ def test_report_rows_of_an_lod_chain(tmp_path: Path) -> None:
     page = (tmp_path / "report.html").read_text()
     assert page.count("href='c/report/report.html'") == 2
     assert "<tr class=worse>" in page  # LOD 1 lost 1 dB to QEM + bake
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_cpu_kernels_are_compiled_once_before_the_workers_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+        backend: str) -> None:
+    """A local CPU pool: the parent readies a step's CPU kernels (render.backends.warm_up,
+    its notice through the bar) before the pool runs; not when no model uses them."""
+    import difflod.render.backends as backends
+    import difflod.run.batch_pool as batch_pool
+    from difflod.run.batch import batch
+
+    calls: list = []
+
+    def warm_up(name, device, *, train, on_compile=None):
+        calls.append((name, str(device), train))
+        on_compile(27, 2)
+
+    monkeypatch.setattr(backends, "warm_up", warm_up)
+    monkeypatch.setattr(batch_pool, "run_pool", lambda *a, **k: calls.append("pool"))
+    (tmp_path / "m.csv").write_text("model,triangles\nasset:sphere?triangles=400,100\n")
+    batch(tmp_path / "m.csv", tmp_path / "out", overrides={**TINY, "backend": backend},
+          workers=1)
+    if backend == "torch":
+        assert calls == ["pool"]
+        return
+    assert calls == [("cpu", "cpu", True), "pool"]
+    assert "compiling 27 CPU kernels in 2 processes (first run only; cached after)…" in \
+        capsys.readouterr().err
