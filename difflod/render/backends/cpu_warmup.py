@@ -18,10 +18,11 @@ by side instead:
 - `compile_kernels` loads the listed kernels that are cached. It splits the
   others into one share per numba thread of the run (one per core unless
   capped, at most MAX_PROCESSES; the longest first, each to the least loaded
-  share): this process compiles one share, a worker
-  process (`python -m difflod.render.backends.cpu_warmup --compile NAME...`)
-  each other one, and each writes numba's disk cache, from which this process
-  then loads the workers' kernels.
+  share): this process compiles one share, a worker process (`python -m
+  difflod.render.backends.cpu_warmup --compile NAME...`) each other one, and
+  each writes numba's disk cache, from which this process then loads the
+  workers' kernels. Processes, because numba compiles under one global lock
+  per process: threads would take turns.
 
 Nothing depends on the warm-up for being right: a kernel whose worker failed,
 or that the file does not list (a float64 test, a shape of run the file's
