@@ -216,6 +216,7 @@ def _train_chain(ref_mesh: Mesh, levels: list[int], out: Path, config: TrainConf
     from difflod.optimize.progress import Progress
     from difflod.optimize.reference_renders import ReferenceRenders
     from difflod.optimize.trainer import Trainer, prepare_meshes
+    from difflod.render.backends import warm_up
     from difflod.render.materials import mip_stacks
     from difflod.run import outputs
     from difflod.run.train import export, final_mesh
@@ -225,6 +226,8 @@ def _train_chain(ref_mesh: Mesh, levels: list[int], out: Path, config: TrainConf
     bases = [base_mesh(ref_mesh, budget, config) for budget in levels]
     ref_n, _, frame = prepare_meshes(ref_mesh, bases[0][1], config, device)
     shared = ReferenceRenders(capacity=max(1, config.batch))
+    # a first run's CPU kernels compiled ahead, in parallel, before the pyramids call theirs
+    warm_up(config.render_backend, device, train=True)
     pyramids = mip_stacks(ref_n)  # the reference's mip pyramids, one copy for every level
     trainers, level_dirs = [], []
     for i, (base, train_base, _) in enumerate(bases):
