@@ -220,7 +220,7 @@ def split(kernels: Sequence[Kernel], parts: int) -> list[list[Kernel]]:
     units: list[list[Kernel]] = []
     owner: dict[str, list[Kernel]] = {}  # called function -> its unit
     for k in kernels:
-        joined = [u for u in {id(owner[c]): owner[c] for c in k.calls if c in owner}.values()]
+        joined = list({id(owner[c]): owner[c] for c in k.calls if c in owner}.values())
         unit = [k]
         for u in joined:
             unit = u + unit
